@@ -1,0 +1,96 @@
+"""Collecting m masked mini-batch gradients into per-tensor block Fisher sums."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+
+import torch
+from rich.progress import Progress
+from torch import nn
+
+from ovit_ray.pruning.masks import MaskSet
+from ovit_ray.tensor_math.blocks import num_blocks, to_blocks
+from ovit_ray.tensor_math.fisher import accumulate_outer
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class FisherSums:
+    """Un-normalised block sums S = sum_k g_k g_k^T per tensor, fed a few gradients at a time.
+
+    Gradients wait in a small buffer of `buffer_grads` rows and are folded in with one batched matrix
+    product per flush, so the m gradients never sit in memory together.
+    """
+
+    def __init__(self, shapes: Mapping[str, int], block_size: int, buffer_grads: int, device: torch.device):
+        self.block_size = block_size
+        self.count = 0
+        self.sums = {
+            name: torch.zeros(num_blocks(numel, block_size), block_size, block_size, device=device)
+            for name, numel in shapes.items()
+        }
+        self._buffer = {name: torch.zeros(buffer_grads, numel, device=device) for name, numel in shapes.items()}
+        self._filled = 0
+
+    def add(self, grads: Mapping[str, torch.Tensor]) -> None:
+        for name, grad in grads.items():
+            self._buffer[name][self._filled] = grad.reshape(-1)
+        self._filled += 1
+        self.count += 1
+        if self._filled == next(iter(self._buffer.values())).shape[0]:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._filled:
+            for name, buffer in self._buffer.items():
+                accumulate_outer(self.sums[name], to_blocks(buffer[: self._filled], self.block_size))
+            self._filled = 0
+
+
+def endless(batches: Iterable) -> Iterator:
+    """Re-iterate `batches` (e.g. a shuffling DataLoader) for as long as the caller needs."""
+    while True:
+        empty = True
+        for batch in batches:
+            empty = False
+            yield batch
+        if empty:
+            raise ValueError("data: the gradient data loader yielded no batches")
+
+
+def collect_fisher(
+    model: nn.Module,
+    params: Mapping[str, nn.Parameter],
+    masks: MaskSet,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    num_grads: int,
+    block_size: int,
+    loss_fn: LossFn = nn.functional.cross_entropy,
+    buffer_bytes: int = 256 * 2**20,
+    progress: bool = False,
+) -> FisherSums:
+    """Accumulate `num_grads` gradients of the mean mini-batch loss, each multiplied by the mask.
+
+    The model runs in eval mode (no dropout noise in the curvature estimate); its training mode is restored and
+    gradients are cleared afterwards. Masking the gradient decouples pruned weights from the rest.
+    """
+    device = next(iter(params.values())).device
+    total = sum(p.numel() for p in params.values())
+    buffer_grads = max(1, min(num_grads, buffer_bytes // (4 * total)))
+    sums = FisherSums({n: p.numel() for n, p in params.items()}, block_size, buffer_grads, device)
+    was_training = model.training
+    model.eval()
+    stream = endless(batches)
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task(f"collecting {num_grads} gradients", total=num_grads)
+        for _ in range(num_grads):
+            inputs, targets = next(stream)
+            model.zero_grad(set_to_none=True)
+            loss_fn(model(inputs.to(device)), targets.to(device)).backward()
+            sums.add({n: p.grad * masks[n].to(device) for n, p in params.items()})
+            bar.advance(task)
+    sums.flush()
+    model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    return sums

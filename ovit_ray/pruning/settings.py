@@ -1,0 +1,74 @@
+"""Pruning knobs, checked once so the math below can trust them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+METHODS: tuple[str, ...] = ("ovit", "woodfisher", "magnitude", "ovit-noupdate")
+SCOPES: tuple[str, ...] = ("global", "uniform")
+DTYPES: dict[str, torch.dtype] = {"float64": torch.float64, "float32": torch.float32}
+
+
+def parse_pattern(text: str) -> tuple[int, int]:
+    """'2:4' -> (2, 4): keep at most N of every M consecutive weights (NVIDIA's N:M convention)."""
+    try:
+        keep, group = (int(part) for part in text.split(":"))
+    except ValueError:
+        raise ValueError(f"pattern: expected N:M such as 2:4, got {text!r}") from None
+    if not 0 < keep < group:
+        raise ValueError(f"pattern: need 0 < N < M, got {text!r}")
+    return keep, group
+
+
+@dataclass(frozen=True)
+class PruneSettings:
+    """One pruning configuration.
+
+    damp is the absolute dampening lambda added to the Fisher of gradients of the *mean* loss over
+    batches of `grad_batch_size`; it scales with gradient magnitude, so keep the three together.
+    pattern (N, M) makes masks N:M semi-structured; the sparsity is then (M - N) / M.
+    """
+
+    method: str = "ovit"
+    block_size: int = 64
+    num_grads: int = 128
+    damp: float = 1e-7
+    grad_batch_size: int = 16
+    pattern: tuple[int, int] | None = None
+    scope: str = "global"
+    dtype: str = "float64"
+    chunk_bytes: int = 4 * 2**20
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method: unknown pruning method {self.method!r}; choose from {', '.join(METHODS)}")
+        for name in ("block_size", "num_grads", "grad_batch_size", "chunk_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name}: must be a positive integer, got {value!r}")
+        if not self.damp > 0:
+            raise ValueError(f"damp: must be > 0, got {self.damp!r}")
+        if self.scope not in SCOPES:
+            raise ValueError(f"scope: must be one of {', '.join(SCOPES)}, got {self.scope!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype: must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.pattern is not None:
+            keep, group = self.pattern
+            if not 0 < keep < group:
+                raise ValueError(f"pattern: need 0 < N < M, got {keep}:{group}")
+            if self.block_size % group:
+                raise ValueError(f"block_size: must be a multiple of M={group} for an N:M pattern, got {self.block_size}")
+
+    @property
+    def uses_fisher(self) -> bool:
+        return self.method != "magnitude"
+
+    @property
+    def pattern_sparsity(self) -> float | None:
+        return None if self.pattern is None else 1 - self.pattern[0] / self.pattern[1]
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]

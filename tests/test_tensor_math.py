@@ -1,0 +1,129 @@
+"""The per-block math against brute force: Fisher inverse, greedy elimination, OBS closed forms."""
+
+import itertools
+
+import pytest
+import torch
+
+from ovit_ray.tensor_math.blocks import from_blocks, to_blocks, valid_mask
+from ovit_ray.tensor_math.elimination import greedy_eliminate, obs_loss, obs_update, woodfisher_update
+from ovit_ray.tensor_math.fisher import accumulate_outer, fisher_from_sums, invert_spd, sherman_morrison_inverse
+from ovit_ray.tensor_math.selection import is_nm_valid, nm_prune_mask, select_smallest
+
+torch.set_default_dtype(torch.float64)
+
+
+def random_problem(n=6, block=8, m=40, seed=0):
+    """Weights, correlated gradients and the resulting dampened Fisher / inverse, in fp64."""
+    gen = torch.Generator().manual_seed(seed)
+    mixing = torch.randn(n, block, block, generator=gen)
+    grads = torch.einsum("nij,knj->kni", mixing, torch.randn(m, n, block, generator=gen))
+    weights = torch.randn(n, block, generator=gen)
+    sums = torch.zeros(n, block, block)
+    accumulate_outer(sums, grads)
+    fisher = fisher_from_sums(sums, m, damp=1e-3, dtype=torch.float64)
+    return weights, grads, fisher, invert_spd(fisher)
+
+
+def test_batched_fisher_inverse_equals_sherman_morrison():
+    _, grads, fisher, inverse = random_problem()
+    reference = sherman_morrison_inverse(grads, damp=1e-3)
+    torch.testing.assert_close(inverse, reference, rtol=1e-8, atol=1e-8)
+    torch.testing.assert_close(fisher @ inverse, torch.eye(8).expand_as(fisher), rtol=0, atol=1e-8)
+
+
+def test_accumulating_in_groups_equals_all_at_once():
+    _, grads, _, _ = random_problem()
+    at_once, grouped = torch.zeros(6, 8, 8), torch.zeros(6, 8, 8)
+    accumulate_outer(at_once, grads)
+    for group in grads.split(7):
+        accumulate_outer(grouped, group)
+    torch.testing.assert_close(grouped, at_once)
+
+
+def joint_obs_from_inverse(w, h, pruned):
+    """Textbook OBS for a set S: w - H[:, S] (H_SS)^-1 w_S, S zeroed."""
+    s = pruned.nonzero().squeeze(1)
+    out = w - h[:, s] @ torch.linalg.solve(h[s][:, s], w[s])
+    out[s] = 0
+    return out
+
+
+@pytest.mark.parametrize("steps", range(1, 8))
+def test_greedy_prefix_equals_exact_joint_obs(steps):
+    weights, _, fisher, inverse = random_problem()
+    result = greedy_eliminate(weights, inverse.clone(), steps=steps)
+    pruned = torch.zeros_like(weights, dtype=torch.bool).scatter_(1, result.order, True)
+    expected = torch.stack([joint_obs_from_inverse(w, h, s) for w, h, s in zip(weights, inverse, pruned)])
+    torch.testing.assert_close(result.weights, expected, rtol=1e-7, atol=1e-9)
+    torch.testing.assert_close(obs_update(weights, fisher, pruned), expected, rtol=1e-7, atol=1e-9)
+    torch.testing.assert_close(result.losses[:, -1], obs_loss(weights, inverse, pruned), rtol=1e-7, atol=1e-12)
+
+
+def test_losses_never_decrease_and_every_weight_is_eliminated_once():
+    weights, _, _, inverse = random_problem(n=20, block=16, seed=3)
+    result = greedy_eliminate(weights, inverse.clone())
+    assert (result.losses.diff(dim=1) >= 0).all()
+    assert (result.order.sort(dim=1).values == torch.arange(16)).all()
+    assert torch.count_nonzero(result.weights) == 0
+
+
+def test_greedy_first_choice_is_the_best_single_weight_and_no_subset_beats_optimum():
+    weights, _, _, inverse = random_problem(n=4, block=6, seed=5)
+    result = greedy_eliminate(weights, inverse.clone(), steps=3)
+    for b in range(4):
+        singles = [obs_loss(weights[b : b + 1], inverse[b : b + 1], torch.eye(6, dtype=torch.bool)[j : j + 1]) for j in range(6)]
+        assert int(result.order[b, 0]) == int(torch.stack(singles).argmin())
+        best = min(
+            float(obs_loss(weights[b : b + 1], inverse[b : b + 1], torch.tensor([[j in s for j in range(6)]])))
+            for s in itertools.combinations(range(6), 3)
+        )
+        assert float(result.losses[b, -1]) >= best - 1e-12
+
+
+def test_already_zero_weights_go_first_at_no_cost():
+    weights, _, _, inverse = random_problem()
+    weights[:, [1, 4]] = 0
+    result = greedy_eliminate(weights, inverse.clone())
+    assert set(result.order[:, :2].flatten().tolist()) == {1, 4}
+    assert torch.all(result.losses[:, :2] == 0)
+
+
+def test_nm_groups_stop_at_quota():
+    weights, _, _, inverse = random_problem(n=5, block=8)
+    result = greedy_eliminate(weights, inverse.clone(), group_size=4, group_quota=2)
+    pruned = torch.zeros_like(weights, dtype=torch.bool).scatter_(1, result.order, True)
+    assert result.order.shape == (5, 4)
+    assert is_nm_valid(pruned.reshape(-1), n_keep=2, group_size=4)
+    assert (pruned.reshape(-1, 4).sum(dim=1) == 2).all()
+
+
+def test_woodfisher_update_is_sum_of_single_updates():
+    weights, _, _, inverse = random_problem()
+    pruned = torch.zeros_like(weights, dtype=torch.bool)
+    pruned[:, 2] = True  # a single weight: WoodFisher and exact OBS must coincide
+    expected = torch.stack([joint_obs_from_inverse(w, h, s) for w, h, s in zip(weights, inverse, pruned)])
+    torch.testing.assert_close(woodfisher_update(weights, inverse, pruned), expected)
+
+
+def test_blocks_round_trip_and_padding_is_invalid():
+    flat = torch.arange(10.0)
+    blocks = to_blocks(flat, 4)
+    assert blocks.shape == (3, 4) and blocks[2, 2:].eq(0).all()
+    assert torch.equal(from_blocks(blocks, 10), flat)
+    assert valid_mask(10, 4).sum() == 10 and not valid_mask(10, 4)[2, 2:].any()
+
+
+def test_select_smallest_is_exact_and_prefers_already_pruned():
+    costs = [torch.tensor([[0.3, float("-inf")], [0.1, 0.2]]), torch.tensor([[0.05, 5.0]])]
+    valid = [torch.ones(2, 2, dtype=torch.bool), torch.tensor([[True, False]])]
+    picked = select_smallest(costs, valid, 2)
+    assert picked[0].tolist() == [[False, True], [False, False]] and picked[1].tolist() == [[True, False]]
+    with pytest.raises(ValueError, match="cannot prune 6"):
+        select_smallest(costs, valid, 6)
+
+
+def test_nm_magnitude_mask_keeps_largest():
+    scores = torch.tensor([0.1, 0.9, 0.5, 0.2, 3.0, 1.0, 2.0, 0.0])
+    pruned = nm_prune_mask(scores, n_keep=2, group_size=4)
+    assert pruned.tolist() == [True, False, False, True, False, True, False, True]
