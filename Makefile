@@ -1,0 +1,30 @@
+# Two entry points, both doing their own set-up on a fresh machine:
+#   make quickstart   the main job on the embedded defaults (digits preset, embedded Ray and MLflow)
+#   make test         the test suite (what .ci/run calls)
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
+
+.PHONY: quickstart test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch/torchvision are not pinned: the resolver must pick the registry's default build (see README).
+	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/python -c "import timm, torch, ray, mlflow, optuna; print('environment ready: torch', torch.__version__, 'ray', ray.__version__)"
+	rm -f $(VENV)/.installed-*; touch $@
+
+quickstart: $(STAMP)
+	$(BIN)/ovit-ray prune --out runs/quickstart
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q --durations=15
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) runs

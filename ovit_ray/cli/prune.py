@@ -1,0 +1,80 @@
+"""`ovit-ray prune`: one-shot pruning of a model with several methods and sparsities."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ovit_ray.orchestration.results import append_rows, print_table
+from ovit_ray.pruning import DEFAULT_PATTERNS, METHODS, PruneSettings, parse_pattern
+from ovit_ray.training.oneshot import oneshot_rows
+from ovit_ray.training.setup import build_model_and_data
+
+# A row is the same result when all of these match; such rows are kept, never recomputed or duplicated.
+KEY_COLUMNS = ["method", "pattern", "scope", "target_sparsity", "block_size", "num_grads", "damp",
+               "grad_batch_size", "seed", "model_source"]
+TABLE_COLUMNS = ["method", "pattern", "target_sparsity", "achieved_sparsity", "top1", "top1_dense",
+                 "prune_seconds", "peak_rss_mb", "flops_nonzero"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("prune", help="one-shot pruning: methods x sparsities, top-1 before/after",
+                              description=__doc__)
+    p.add_argument("--model", default="digits-vit", help="preset or timm model name (default: digits-vit)")
+    p.add_argument("--checkpoint", help="weights to start from (.pt or .safetensors)")
+    p.add_argument("--dataset", help="digits, lfw, imagefolder or cifar10 (default: the preset's dataset)")
+    p.add_argument("--data-root", help="directory of an imagefolder or cifar10 dataset")
+    p.add_argument("--method", nargs="+", default=list(METHODS), choices=METHODS, metavar="METHOD",
+                   help=f"one or more of {', '.join(METHODS)} (default: all)")
+    p.add_argument("--sparsity", nargs="+", type=float, default=[0.5, 0.8, 0.9], metavar="S",
+                   help="target sparsities in [0, 1) (default: 0.5 0.8 0.9)")
+    p.add_argument("--pattern", help="N:M semi-structured masks, e.g. 2:4 (sets the sparsity to 1 - N/M)")
+    p.add_argument("--scope", default="global", choices=["global", "uniform"],
+                   help="one threshold over all layers (global) or per layer (uniform)")
+    p.add_argument("--block-size", "-B", type=int, default=64, help="Fisher block size B (default: 64)")
+    p.add_argument("--num-grads", "-m", type=int, default=128, help="number of gradients m (default: 128)")
+    p.add_argument("--damp", type=float, default=1e-7, help="absolute dampening lambda (default: 1e-7)")
+    p.add_argument("--grad-batch-size", type=int, default=16, help="mini-batch size of one gradient (default: 16)")
+    p.add_argument("--params", nargs="+", default=list(DEFAULT_PATTERNS), metavar="REGEX",
+                   help="regular expressions (full match) of the prunable parameter names")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--out", default="runs/prune", help="output directory for results.parquet (default: runs/prune)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def _check_sparsities(values: list[float]) -> None:
+    for value in values:
+        if not 0 <= value < 1:
+            raise ValueError(f"--sparsity: must be in [0, 1), got {value}")
+
+
+def run(args: argparse.Namespace) -> int:
+    pattern = parse_pattern(args.pattern) if args.pattern else None
+    sparsities: list[float | None] = [None] if pattern else sorted(set(args.sparsity))
+    if not pattern:
+        _check_sparsities(args.sparsity)
+    settings = [
+        PruneSettings(method=method, block_size=args.block_size, num_grads=args.num_grads, damp=args.damp,
+                      grad_batch_size=args.grad_batch_size, pattern=pattern, scope=args.scope)
+        for method in dict.fromkeys(args.method)
+    ]
+    out = Path(args.out)
+    results = out / "results.parquet"
+    start = build_model_and_data(args.model, checkpoint=args.checkpoint, dataset=args.dataset,
+                                 data_root=args.data_root, progress=not args.no_progress)
+    print(f"model: {args.model} from {start.source}; dataset: {len(start.data.train)} train / "
+          f"{len(start.data.val)} val images")
+    rows = oneshot_rows(start, settings, sparsities, param_patterns=args.params, seed=args.seed,
+                        device=args.device, progress=not args.no_progress,
+                        on_row=lambda r: print(f"  {r['method']:<14} s={r['target_sparsity']:.3f} "
+                                               f"top-1 {r['top1']:.4f} ({r['prune_seconds']:.1f} s)"))
+    # Written once, after every row succeeded: a failure above leaves no partial results behind.
+    out.mkdir(parents=True, exist_ok=True)
+    added = append_rows(results, rows, KEY_COLUMNS)
+    print_table(rows, TABLE_COLUMNS, title=f"one-shot pruning of {args.model}")
+    print(f"{added} new row(s) -> {results}" + ("" if added == len(rows) else
+          f" ({len(rows) - added} already there were kept unchanged)"))
+    return 0
+

@@ -1,0 +1,60 @@
+"""Resolve the (model, data, masks) triple every job starts from: preset, timm name, or checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ovit_ray.data import DatasetSplits, load_dataset
+from ovit_ray.models import PRESETS, create_model, load_checkpoint
+from ovit_ray.training.preset import load_preset_model, preset_dataset
+
+
+@dataclass
+class JobStart:
+    model: nn.Module
+    data: DatasetSplits
+    masks: dict[str, torch.Tensor]  # from the checkpoint, empty for a dense start
+    source: str  # human-readable: which weights were loaded
+
+
+def build_model_and_data(
+    model_name: str = "digits-vit",
+    *,
+    checkpoint: str | None = None,
+    dataset: str | None = None,
+    data_root: str | None = None,
+    split_seed: int = 0,
+    progress: bool = True,
+) -> JobStart:
+    """Presets default to their own dataset and, without a checkpoint, to their cached trained weights.
+
+    A preset on its own dataset always uses the split it was trained on, so its validation images were
+    never seen in training. A timm model without a checkpoint starts from random weights (nothing is
+    downloaded), sized to the dataset's classes and resolution. The split depends on `split_seed` only,
+    never on a run's seed, so runs with different seeds are evaluated on the same images.
+    """
+    preset = PRESETS.get(model_name)
+    dataset = dataset or (preset.dataset if preset else "digits")
+    if preset is not None and dataset == preset.dataset:
+        data = preset_dataset(model_name)
+    else:
+        image_size = preset.image_size if preset else None
+        data = load_dataset(dataset, root=data_root, image_size=image_size, seed=split_seed)
+    masks: dict[str, torch.Tensor] = {}
+    if checkpoint is not None:
+        state, masks, _ = load_checkpoint(checkpoint)  # fails clearly on a missing or corrupt file
+        kwargs = {} if preset else {"img_size": data.image_size}
+        model = create_model(model_name, num_classes=data.num_classes, **kwargs)
+        model.load_state_dict(state)
+        source = f"checkpoint {checkpoint}"
+    elif preset is not None and dataset == preset.dataset:
+        model = load_preset_model(model_name, progress=progress)
+        source = f"preset {model_name} (trained, cached)"
+    else:
+        kwargs = {} if preset else {"img_size": data.image_size}
+        model = create_model(model_name, num_classes=data.num_classes, **kwargs)
+        source = f"{model_name} with random initial weights (no checkpoint given)"
+    return JobStart(model=model, data=data, masks=masks, source=source)
