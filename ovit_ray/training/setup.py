@@ -27,6 +27,7 @@ def build_model_and_data(
     dataset: str | None = None,
     data_root: str | None = None,
     split_seed: int = 0,
+    augment: str = "none",
     progress: bool = True,
 ) -> JobStart:
     """Presets default to their own dataset and, without a checkpoint, to their cached trained weights.
@@ -34,15 +35,16 @@ def build_model_and_data(
     A preset on its own dataset always uses the split it was trained on, so its validation images were
     never seen in training. A timm model without a checkpoint starts from random weights (nothing is
     downloaded), sized to the dataset's classes and resolution. The split depends on `split_seed` only,
-    never on a run's seed, so runs with different seeds are evaluated on the same images.
+    never on a run's seed, so runs with different seeds are evaluated on the same images. `augment`
+    (none|light|deit) applies to the training split only.
     """
     preset = PRESETS.get(model_name)
     dataset = dataset or (preset.dataset if preset else "digits")
     if preset is not None and dataset == preset.dataset:
-        data = preset_dataset(model_name)
+        data = preset_dataset(model_name, augment=augment)
     else:
         image_size = preset.image_size if preset else None
-        data = load_dataset(dataset, root=data_root, image_size=image_size, seed=split_seed)
+        data = load_dataset(dataset, root=data_root, image_size=image_size, seed=split_seed, augment=augment)
     masks: dict[str, torch.Tensor] = {}
     if checkpoint is not None:
         state, masks, _ = load_checkpoint(checkpoint)  # fails clearly on a missing or corrupt file
