@@ -1,0 +1,17 @@
+"""Datasets with fixed splits (digits, lfw, imagefolder, cifar10); nothing is downloaded."""
+
+from .datasets import DATASET_NAMES, DEFAULT_IMAGE_SIZE, DatasetSplits, TensorImageDataset, load_dataset
+from .transforms import RECIPES, RandomShift, pil_eval_transform, pil_train_transform, tensor_train_transform
+
+__all__ = [
+    "DATASET_NAMES",
+    "DEFAULT_IMAGE_SIZE",
+    "RECIPES",
+    "DatasetSplits",
+    "RandomShift",
+    "TensorImageDataset",
+    "load_dataset",
+    "pil_eval_transform",
+    "pil_train_transform",
+    "tensor_train_transform",
+]

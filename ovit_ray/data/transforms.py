@@ -1,0 +1,94 @@
+"""Train/eval transforms by recipe name.
+
+Two kinds of pipelines exist because the datasets come in two forms: small bundled datasets
+(digits, lfw) are kept as normalised in-memory tensors (fast to reload in every Ray worker),
+while folder-backed datasets (imagefolder, cifar10) decode PIL images per sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from torchvision import transforms as T
+
+RECIPES = ("none", "light", "deit")
+
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
+class RandomShift:
+    """Translate a CxHxW tensor by up to `pixels` in each direction (edge-replicated border).
+
+    Digits and faces are roughly centred, so a 1-pixel jitter in the upsampled space is an
+    honest augmentation: it never cuts off the object, only breaks the exact pixel alignment.
+    """
+
+    def __init__(self, pixels: int = 1) -> None:
+        self.pixels = pixels
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.pixels
+        h, w = x.shape[-2:]
+        padded = F.pad(x.unsqueeze(0), (p, p, p, p), mode="replicate").squeeze(0)
+        top, left = torch.randint(0, 2 * p + 1, (2,)).tolist()
+        return padded[:, top : top + h, left : left + w]
+
+
+def _check_recipe(recipe: str) -> None:
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown augmentation recipe {recipe!r}; valid recipes: {', '.join(RECIPES)}")
+
+
+def tensor_train_transform(recipe: str) -> Transform | None:
+    """Training transform for in-memory tensor datasets (digits, lfw).
+
+    `deit` here is the shift plus random erasing (p=0.25): RandAugment's photometric ops need
+    real photographs, not 8x8 digit scans.
+    """
+    _check_recipe(recipe)
+    if recipe == "none":
+        return None
+    if recipe == "light":
+        return RandomShift(1)
+    return T.Compose([RandomShift(1), T.RandomErasing(p=0.25)])
+
+
+def pil_eval_transform(image_size: int) -> Transform:
+    """Resize + center-crop + ImageNet normalisation, the timm evaluation convention."""
+    return T.Compose(
+        [
+            T.Resize(image_size),
+            T.CenterCrop(image_size),
+            T.ToTensor(),
+            T.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD),
+        ]
+    )
+
+
+def pil_train_transform(recipe: str, image_size: int) -> Transform:
+    """Training transform for PIL-backed datasets; `deit` is RandAugment m9 + random erasing 0.25."""
+    _check_recipe(recipe)
+    if recipe == "none":
+        return pil_eval_transform(image_size)
+    normalise = [T.ToTensor(), T.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)]
+    if recipe == "light":
+        return T.Compose(
+            [
+                T.Resize(image_size),
+                T.RandomCrop(image_size, padding=image_size // 8, padding_mode="reflect"),
+                T.RandomHorizontalFlip(),
+                *normalise,
+            ]
+        )
+    return T.Compose(
+        [
+            T.RandomResizedCrop(image_size),
+            T.RandomHorizontalFlip(),
+            T.RandAugment(num_ops=2, magnitude=9),
+            *normalise,
+            T.RandomErasing(p=0.25),
+        ]
+    )

@@ -1,0 +1,81 @@
+"""Model registry: ovit-ray presets plus every timm architecture, never with pretrained weights.
+
+Presets are plain timm `VisionTransformer`s so their module names (`blocks.N.attn.qkv`,
+`attn.proj`, `mlp.fc1`, `mlp.fc2`) are exactly the ones the pruner selects for real timm ViTs.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import timm
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+
+from .checkpoint import load_checkpoint
+
+
+class UnknownModelError(ValueError):
+    """Raised for a model name that is neither a preset nor a timm architecture."""
+
+
+@dataclass(frozen=True)
+class PresetSpec:
+    """A small ViT architecture paired with the dataset (and resolution) it is trained on."""
+
+    dataset: str
+    image_size: int
+    num_classes: int
+    arch: dict[str, Any] = field(default_factory=dict)  # VisionTransformer kwargs besides img_size/num_classes
+
+
+# digits-vit: 16x16 inputs (8x8 digits upsampled 2x), 4x4 patches -> 16 tokens + cls; average pooling
+# (instead of the cls token) reaches ~99% on 1,437 training images where cls pooling stalls near 96%.
+# Width 64 keeps an epoch under ~1 s on 2 CPU cores and every prunable weight a multiple of 64.
+PRESETS: dict[str, PresetSpec] = {
+    "digits-vit": PresetSpec(
+        dataset="digits",
+        image_size=16,
+        num_classes=10,
+        arch=dict(patch_size=4, embed_dim=64, depth=4, num_heads=2, mlp_ratio=4.0, global_pool="avg"),
+    ),
+}
+
+
+def _unknown(name: str) -> UnknownModelError:
+    close = difflib.get_close_matches(name, [*PRESETS, *timm.list_models()], n=5)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return UnknownModelError(
+        f"unknown model {name!r}: not a preset ({', '.join(PRESETS)}) nor a timm architecture{hint}"
+    )
+
+
+def create_model(
+    name: str = "digits-vit",
+    *,
+    num_classes: int | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build an untrained preset or timm model; with `checkpoint`, load its weights (masks are not applied
+    here: they come back from `load_checkpoint`, and the saved weights are already zero where pruned)."""
+    if name in PRESETS:
+        spec = PRESETS[name]
+        model: nn.Module = VisionTransformer(
+            img_size=spec.image_size,
+            num_classes=spec.num_classes if num_classes is None else num_classes,
+            **{**spec.arch, **kwargs},
+        )
+    elif timm.is_model(name):
+        if num_classes is not None:
+            kwargs["num_classes"] = num_classes
+        model = timm.create_model(name, pretrained=False, **kwargs)
+    else:
+        raise _unknown(name)
+    if checkpoint is not None:
+        state, _, _ = load_checkpoint(checkpoint)
+        model.load_state_dict(state)
+    return model
