@@ -1,0 +1,45 @@
+"""`ovit-ray sweep FILE`: run a sweep file (Ray Tune + Optuna over gradual-pruning runs)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("sweep", help="run a sweep file: Ray Tune + Optuna over gradual pruning runs",
+                              description=__doc__)
+    p.add_argument("file", help="sweep file, e.g. sweeps/quickstart.yaml")
+    p.add_argument("--out", help="output directory (default: runs/sweeps/<sweep name>)")
+    p.add_argument("--address", help="join a running Ray cluster (default: start an embedded one)")
+    p.add_argument("--resume", action="store_true", help="continue the sweep in --out; finished trials are kept")
+    p.add_argument("--mlflow-uri", help="MLflow tracking URI (default: the sweep's, else SQLite inside --out)")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved trials and resources; start nothing")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.address:
+        os.environ.setdefault("RAY_AUTH_MODE", "token")  # must be set before ray is imported
+    from ovit_ray.orchestration.sweep import describe, make_plan, run_sweep
+    from ovit_ray.orchestration.sweep_config import load_sweep
+
+    sweep = load_sweep(args.file)
+    out = Path(args.out or f"runs/sweeps/{sweep.name}")
+    if args.dry_run:
+        plan = make_plan(sweep, float(os.cpu_count() or 1), 0.0, strict=False)
+        print("\n".join(describe(plan, out.resolve(), args.mlflow_uri)))
+        if not args.address:
+            print(f"(concurrency estimated for this machine: {os.cpu_count()} CPU, GPUs not probed)")
+        return 0
+    outcome = run_sweep(args.file, out, address=args.address, resume=args.resume, mlflow_uri=args.mlflow_uri)
+    t = outcome.totals
+    print(f"sweep {sweep.name}: {t['trials_finished']:.0f} finished, {t['trials_stopped_early']:.0f} stopped early, "
+          f"{t['trials_failed']:.0f} failed; {t['epochs_total']:.0f} epochs, {t['cpu_hours_total']:.3f} CPU-h, "
+          f"{t['gpu_hours_total']:.3f} GPU-h")
+    if outcome.best is not None:
+        print(f"best: {outcome.best}")
+    print(f"results: {outcome.out / 'results.parquet'}; plots: {outcome.out / 'plots'}; "
+          f"`ovit-ray report {outcome.out}` prints the table")
+    return 0 if t["trials_failed"] == 0 else 1

@@ -1,0 +1,24 @@
+"""Ray's `OptunaSearch`, except that trials stopped early reach Optuna as PRUNED.
+
+Measured here: stock OptunaSearch tells Optuna that an ASHA-stopped trial completed, with its partial
+score, which misleads TPE and can put a trial on the multi-objective Pareto front only because it
+stopped early. A sweep trial is complete only when its final report carries `trial_complete`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.tune.search.optuna import OptunaSearch
+
+from ovit_ray.orchestration.sweep_trial import TRIAL_COMPLETE
+
+
+class PrunedAwareOptuna(OptunaSearch):
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        """Ignored: per-epoch results carry no objective, and ASHA (not Optuna) stops trials."""
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        if not error and not (result or {}).get(TRIAL_COMPLETE):
+            result = None  # OptunaSearch tells a trial without a value and without an error as PRUNED
+        super().on_trial_complete(trial_id, result, error)

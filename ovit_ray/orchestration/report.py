@@ -1,0 +1,118 @@
+"""Sweep report: the results table and PNG plots (matplotlib, Agg backend: no display needed).
+
+Plots: top-1 vs sparsity per method/strategy with each group's Pareto frontier (no other point of the
+group is both sparser and more accurate), final top-1 vs every knob that varies across trials, and
+compute hours per strategy (GPU-hours, or CPU-hours when no trial held a GPU).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from ovit_ray.orchestration.results import print_table, read_rows  # noqa: E402
+from ovit_ray.orchestration.sweep_config import KNOBS  # noqa: E402
+
+RESULTS_FILE = "results.parquet"
+TABLE_COLUMNS = ["trial_id", "strategy", "method", "target_sparsity", "achieved_sparsity", "top1", "epochs",
+                 "flops_reduction", "block_size", "num_grads", "damp", "lr_schedule", "seed", "trial_cpu_hours",
+                 "trial_gpu_hours"]
+LOG_KNOBS = {"damp", "lr_max", "lr_min", "num_grads", "block_size"}
+Row = Mapping[str, Any]
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """(sparsity, top1) points that no other point beats on both, by increasing sparsity."""
+    front: list[tuple[float, float]] = []
+    for x, y in sorted(points, key=lambda p: (-p[0], -p[1])):
+        if not front or y > front[-1][1]:
+            front.append((x, y))
+    return front[::-1]
+
+
+def _per_trial(rows: Sequence[Row]) -> list[Row]:
+    return list({r["trial_id"]: r for r in rows}.values())
+
+
+def varying_knobs(rows: Sequence[Row]) -> list[str]:
+    """Knob columns with more than one value across trials (the searched ones, in effect)."""
+    trials = _per_trial(rows)
+    return sorted(k for k in KNOBS if len({t.get(k) for t in trials}) > 1)
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_sparsity(rows: Sequence[Row], path: Path) -> Path:
+    groups: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for r in rows:
+        groups[f"{r.get('method')} / {r.get('strategy')}"].append((r["achieved_sparsity"], r["top1"]))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, points in sorted(groups.items()):
+        dots = ax.scatter(*zip(*points, strict=True), alpha=0.5, label=label)
+        front = pareto_front(points)
+        ax.step(*zip(*front, strict=True), where="post", color=dots.get_facecolor()[0], alpha=0.9)
+    ax.set(xlabel="sparsity", ylabel="top-1 (val)", title="top-1 vs sparsity (lines: Pareto frontier)")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_knob(rows: Sequence[Row], knob: str, path: Path) -> Path:
+    trials = _per_trial(rows)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    values = [t.get(knob) for t in trials]
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        ax.scatter(values, [t["top1_final"] for t in trials])
+        if knob in LOG_KNOBS and min(values) > 0:
+            ax.set_xscale("log")
+    else:
+        labels = sorted({str(v) for v in values})
+        ax.scatter([labels.index(str(v)) for v in values], [t["top1_final"] for t in trials])
+        ax.set_xticks(range(len(labels)), labels)
+    ax.set(xlabel=knob, ylabel="top-1 at the final target", title=f"top-1 vs {knob}")
+    return _save(fig, path)
+
+
+def plot_compute(rows: Sequence[Row], path: Path) -> Path:
+    trials = _per_trial(rows)
+    unit = "gpu" if any(t.get("trial_gpu_hours") for t in trials) else "cpu"
+    hours: dict[str, float] = defaultdict(float)
+    for t in trials:
+        hours[str(t["strategy"])] += t.get(f"trial_{unit}_hours") or 0.0
+    fig, ax = plt.subplots(figsize=(4, 3.5))
+    ax.bar(list(hours), list(hours.values()))
+    ax.set(ylabel=f"{unit.upper()}-hours (all trials)", title=f"{unit.upper()}-hours per strategy")
+    return _save(fig, path)
+
+
+def write_plots(rows: Sequence[Row], out_dir: str | Path) -> list[Path]:
+    """All report plots under `out_dir`; returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [plot_sparsity(rows, out / "top1_vs_sparsity.png"), plot_compute(rows, out / "compute_per_strategy.png")]
+    paths += [plot_knob(rows, k, out / f"top1_vs_{k}.png") for k in varying_knobs(rows)]
+    return paths
+
+
+def report(sweep_dir: str | Path) -> list[Path]:
+    """Print the results table of a sweep directory and write its plots to `<dir>/plots`."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise FileNotFoundError(f"sweep directory not found: {sweep_dir}")
+    rows = read_rows(sweep_dir / RESULTS_FILE)
+    if not rows:
+        raise ValueError(f"{sweep_dir / RESULTS_FILE}: no finished trials yet")
+    rows.sort(key=lambda r: (str(r.get("strategy")), str(r.get("trial_id")), r["target_sparsity"]))
+    print_table(rows, [c for c in TABLE_COLUMNS if c in rows[0]], title=f"sweep {sweep_dir.name}")
+    return write_plots(rows, sweep_dir / "plots")

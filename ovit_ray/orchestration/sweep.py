@@ -1,0 +1,263 @@
+"""`ovit-ray sweep`: a Ray Tune search over gradual-pruning runs, tracked in MLflow and Parquet.
+
+Why each piece:
+- Trials are `sweep_trial.sweep_trial` (light path for one worker, Train V2 driver for several).
+- `max_concurrent_trials` comes from the cluster's resources: Tune schedules only the trial function,
+  so without a cap every trial starts at once and waits for Train workers (the wait lands in wall time).
+- `PrunedAwareOptuna`: Ray's OptunaSearch tells Optuna that ASHA-stopped trials completed with their
+  partial score; here they are told as PRUNED (only a trial's final report marks it complete).
+- Resume: the Tune experiment has a deterministic path (`<storage>/<sweep name>`); `sweep.json` in the
+  output dir holds the sweep id and fingerprint, so a finished sweep is never started over by accident
+  and a resume with a changed sweep file is refused.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import shutil
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ovit_ray.orchestration.sweep_config import Dist, SweepConfig, load_sweep
+from ovit_ray.orchestration.tracking import default_tracking_uri
+
+STATE_FILE = "sweep.json"
+SWEEP_COPY = "sweep.yaml"
+DRIVER_CPU = 0.01  # the Train V2 driver function is light; its workers hold the real resources
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A resolved sweep: what varies, what is fixed, what each trial holds and how many run at once."""
+
+    sweep: SweepConfig
+    fixed: dict[str, Any]
+    varying: dict[str, Dist]
+    trial_cpus: float
+    trial_gpus: float
+    concurrency: int
+
+    @property
+    def light(self) -> bool:
+        return self.sweep.resources.workers == 1
+
+
+def split_knobs(sweep: SweepConfig) -> tuple[dict[str, Any], dict[str, Dist]]:
+    fixed = {k: d.fixed for k, d in sweep.knobs.items() if d.kind == "fixed"}
+    return fixed, {k: d for k, d in sweep.knobs.items() if d.kind != "fixed"}
+
+
+def derive_concurrency(sweep: SweepConfig, cpus: float, gpus: float, *, strict: bool) -> tuple[float, float, int]:
+    """(CPUs, GPUs) one trial holds and how many trials fit at once (capped by the sweep's own limit)."""
+    r = sweep.resources
+    trial_cpus = r.workers * r.cpus_per_worker + (0 if r.workers == 1 else DRIVER_CPU)
+    trial_gpus = r.workers * r.gpus_per_worker
+    fits = math.floor(cpus / trial_cpus + 1e-9)
+    if trial_gpus:
+        fits = min(fits, math.floor(gpus / trial_gpus + 1e-9))
+    if fits < 1 and strict:
+        raise ValueError(f"resources: a trial needs {trial_cpus:g} CPU and {trial_gpus:g} GPU, the cluster has "
+                         f"{cpus:g} CPU and {gpus:g} GPU")
+    cap = [sweep.search.max_concurrent_trials or fits, fits, sweep.max_trials]
+    return trial_cpus, trial_gpus, max(1, min(cap))
+
+
+def make_plan(sweep: SweepConfig, cpus: float, gpus: float, *, strict: bool = True) -> Plan:
+    fixed, varying = split_knobs(sweep)
+    trial_cpus, trial_gpus, concurrency = derive_concurrency(sweep, cpus, gpus, strict=strict)
+    return Plan(sweep, fixed, varying, trial_cpus, trial_gpus, concurrency)
+
+
+def _dist_text(dist: Dist) -> str:
+    return f"{dist.kind} {getattr(dist, dist.kind)}"
+
+
+def describe(plan: Plan, out: Path, mlflow_uri: str | None) -> list[str]:
+    """Human-readable resolved trials and resources (what `--dry-run` prints)."""
+    sweep = plan.sweep
+    lines = [f"sweep {sweep.name}: {sweep.max_trials} trial(s), search {sweep.search.algorithm} "
+             f"(seed {sweep.seed}), objectives " + ", ".join(f"{o.mode} {o.metric}" for o in sweep.search.objectives)]
+    if sweep.search.scheduler is not None:
+        s = sweep.search.scheduler
+        lines.append(f"early stopping: ASHA on {s.metric}, grace {s.grace_period}, reduction {s.reduction_factor:g}")
+    lines.append("fixed: " + ", ".join(f"{k}={v}" for k, v in plan.fixed.items()))
+    grid = {k: d.grid for k, d in plan.varying.items() if d.kind == "grid"}
+    sampled = {k: d for k, d in plan.varying.items() if d.kind != "grid"}
+    for i, point in enumerate(itertools.product(*grid.values())):
+        extra = f" + sampled {', '.join(sampled)}" if sampled else ""
+        lines.append(f"  trial group {i + 1}: " + ", ".join(f"{k}={v}" for k, v in zip(grid, point, strict=True))
+                     + f" x {sweep.search.num_samples}{extra}")
+    lines += [f"  {k}: {_dist_text(d)}" for k, d in sampled.items()]
+    r = sweep.resources
+    path = "light path (the loop inside the Tune trial)" if plan.light else "Train V2 (TorchTrainer per trial)"
+    lines.append(f"per trial: {r.workers} worker(s) x {r.cpus_per_worker:g} CPU, {r.gpus_per_worker:g} GPU "
+                 f"({path}); {plan.concurrency} trial(s) at once")
+    lines.append(f"output: {out} (Tune: {storage_path(sweep, out)}/{sweep.name}; MLflow: "
+                 f"{mlflow_uri or sweep.mlflow.uri or default_tracking_uri(out)}, experiment {sweep.mlflow.experiment})")
+    return lines
+
+
+def storage_path(sweep: SweepConfig, out: Path) -> str:
+    return sweep.storage or str((out / "ray").resolve())
+
+
+def _tune_domain(dist: Dist) -> Any:
+    from ray import tune
+
+    if dist.kind == "loguniform":
+        return tune.loguniform(*dist.loguniform)
+    if dist.kind == "uniform":
+        return tune.uniform(*dist.uniform)
+    if dist.kind == "randint":
+        return tune.randint(dist.randint[0], dist.randint[1] + 1)
+    if dist.kind == "choice":
+        return tune.choice(dist.choice)
+    return tune.grid_search(dist.grid)
+
+
+def _searcher(plan: Plan) -> Any:
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    search = plan.sweep.search
+    if search.algorithm != "optuna" or not plan.varying:
+        return BasicVariantGenerator(random_state=plan.sweep.seed)
+    from ovit_ray.orchestration.optuna_pruned import PrunedAwareOptuna
+
+    metrics = [o.metric for o in search.objectives]
+    modes = [o.mode for o in search.objectives]
+    single = len(metrics) == 1
+    return PrunedAwareOptuna(metric=metrics[0] if single else metrics, mode=modes[0] if single else modes,
+                             seed=plan.sweep.seed)
+
+
+def _scheduler(sweep: SweepConfig) -> Any:
+    if sweep.search.scheduler is None:
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    s = sweep.search.scheduler
+    return ASHAScheduler(time_attr="training_iteration", metric=s.metric, mode="max", max_t=10_000,
+                         grace_period=s.grace_period, reduction_factor=s.reduction_factor)
+
+
+def _check_out_dir(sweep: SweepConfig, out: Path, resume: bool) -> dict[str, Any]:
+    """Refuse to start over a sweep already in `out` (unless resuming it) or to resume a different one."""
+    state_file = out / STATE_FILE
+    if state_file.exists():
+        state = json.loads(state_file.read_text())
+        if not resume:
+            status = "finished" if state.get("finished") else "unfinished"
+            raise FileExistsError(f"{out} already holds the {status} sweep {state['name']!r}; pass --resume to "
+                                  "continue it (finished results are kept), or choose another --out")
+        if state["fingerprint"] != sweep.fingerprint():
+            raise ValueError(f"{out} holds sweep {state['name']!r} started from a different sweep file "
+                             f"(see {out / SWEEP_COPY}); resume it with that file or choose another --out")
+        return state
+    if resume:
+        raise FileNotFoundError(f"nothing to resume in {out} (no {STATE_FILE})")
+    return {"name": sweep.name, "sweep_id": uuid.uuid4().hex[:12], "fingerprint": sweep.fingerprint(),
+            "finished": False}
+
+
+def _write_state(out: Path, state: Mapping[str, Any]) -> None:
+    tmp = out / f".{STATE_FILE}.tmp"
+    tmp.write_text(json.dumps(state, indent=1))
+    os.replace(tmp, out / STATE_FILE)
+
+
+def _init_ray(address: str | None) -> None:
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=address or "local", include_dashboard=False, log_to_driver=True)
+
+
+def _warm_preset(sweep: SweepConfig) -> None:
+    """Train (or load) a preset once here, before trials start, instead of inside the first trials."""
+    from ovit_ray.models import PRESETS
+    from ovit_ray.training.preset import load_preset_model
+
+    model = sweep.train.get("model", "digits-vit")
+    if model in PRESETS and not sweep.train.get("checkpoint") and sweep.train.get("dataset") in (
+            None, PRESETS[model].dataset):
+        load_preset_model(model)
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    out: Path
+    totals: dict[str, float]
+    best: dict[str, Any] | None
+    plots: list[Path]
+    parent_run_id: str
+
+
+def run_sweep(path: str | Path, out: str | Path, *, address: str | None = None, resume: bool = False,
+              mlflow_uri: str | None = None) -> SweepOutcome:
+    """Run (or resume) the sweep in `path` into `out`; see the module docstring."""
+    import ray
+    from ray import tune
+
+    from ovit_ray.orchestration.sweep_tracking import SweepTracking, finish_sweep, sweep_params
+    from ovit_ray.orchestration.sweep_trial import sweep_trial
+    from ovit_ray.orchestration.tracking import Tracker
+
+    sweep = load_sweep(path)
+    out = Path(out).resolve()
+    state = _check_out_dir(sweep, out, resume)
+    out.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        shutil.copyfile(path, out / SWEEP_COPY)
+        _write_state(out, state)
+    # Per-epoch results do not carry the objectives (only a trial's final report does); experiment
+    # state is saved every second, so a killed sweep resumes without re-running finished trials.
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+    _warm_preset(sweep)
+    _init_ray(address)
+    try:
+        cluster = ray.cluster_resources()
+        plan = make_plan(sweep, cluster.get("CPU", 0), cluster.get("GPU", 0), strict=address is None)
+        uri = mlflow_uri or sweep.mlflow.uri
+        tracker = Tracker(out, sweep.mlflow.experiment, uri)
+        parent = tracker.start_run(sweep.name, sweep_params(sweep), {"ovit.sweep": sweep.name, "ovit.kind": "sweep"},
+                                   run_key=f"sweep-{state['sweep_id']}")
+        if not resume:
+            tracker.log_artifact(parent, out / SWEEP_COPY)
+        storage = storage_path(sweep, out)
+        trainable = tune.with_parameters(sweep_trial, sweep=sweep, fixed=plan.fixed, storage=storage)
+        trainable = tune.with_resources(trainable, {"CPU": plan.trial_cpus if plan.light else DRIVER_CPU,
+                                                    "GPU": plan.trial_gpus if plan.light else 0})
+        experiment = f"{storage.rstrip('/')}/{sweep.name}"
+        if resume and tune.Tuner.can_restore(experiment):
+            tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=False)
+        else:
+            callback = SweepTracking(out, sweep.mlflow.experiment, uri, parent, state["sweep_id"], sweep, plan.fixed)
+            tuner = tune.Tuner(
+                trainable,
+                param_space={k: _tune_domain(d) for k, d in plan.varying.items()},
+                tune_config=tune.TuneConfig(search_alg=_searcher(plan), scheduler=_scheduler(sweep),
+                                            num_samples=sweep.search.num_samples,
+                                            max_concurrent_trials=plan.concurrency,
+                                            trial_dirname_creator=lambda t: t.trial_id),
+                run_config=tune.RunConfig(name=sweep.name, storage_path=storage, callbacks=[callback],
+                                          failure_config=tune.FailureConfig(max_failures=sweep.resources.max_failures),
+                                          verbose=1),
+            )
+        try:
+            grid = tuner.fit()
+        except BaseException:
+            tracker.end_run(parent, "KILLED")
+            raise
+        totals, best, plots = finish_sweep(tracker, parent, sweep, grid, out)
+    finally:
+        if address is None:
+            ray.shutdown()
+    _write_state(out, {**state, "finished": True})
+    return SweepOutcome(out, totals, best, plots, parent)

@@ -1,0 +1,317 @@
+"""Validated sweep files (`sweeps/*.yaml`) and search spaces (`search_spaces/*.yaml`), pydantic v2.
+
+A sweep names a search space by file stem and may override single knobs of it. Its `train` section
+holds the base values of one gradual run (the fields of `orchestration.config.GradualConfig`); every
+value a search can take is checked against that model on load, so a bad knob fails before Ray
+starts. Errors come out as one `ValueError` with one line per problem, "FILE: key.path: message, got
+VALUE".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ovit_ray.orchestration.config import PLACEMENT_FIELDS, GradualConfig, make_config
+
+Scalar = bool | int | float | str
+STRATEGIES = ("sweep", "independent")
+# Set by the sweep's `resources` and `mlflow` sections (and the CLI), never inside `train`.
+RESOURCE_FIELDS = {"workers", "cpus_per_worker", "gpus_per_worker", "max_failures"}
+RESERVED_TRAIN_FIELDS = PLACEMENT_FIELDS | RESOURCE_FIELDS
+KNOBS = (set(GradualConfig.model_fields) - RESERVED_TRAIN_FIELDS - {"targets"}) | {"strategy"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _scalar(value: Any, where: str) -> Scalar:
+    if not isinstance(value, bool | int | float | str):
+        raise ValueError(f"{where} must be a number, string or boolean, got {value!r}")
+    return value
+
+
+class Dist(_Strict):
+    """One knob of a search space: a fixed value or exactly one distribution.
+
+    YAML: `0.001` (fixed), `{loguniform: [1e-9, 1e-6]}`, `{uniform: [lo, hi]}`, `{randint: [lo, hi]}`
+    (both ends included), `{choice: [a, b]}` (sampled), `{grid: [a, b]}` (every value, grid/random only).
+    """
+
+    fixed: Scalar | None = None
+    loguniform: tuple[float, float] | None = None
+    uniform: tuple[float, float] | None = None
+    randint: tuple[int, int] | None = None
+    choice: list[Any] | None = None
+    grid: list[Any] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _wrap_scalar(cls, value: Any) -> Any:
+        return value if isinstance(value, Mapping) else {"fixed": _scalar(value, "a fixed value")}
+
+    @field_validator("choice", "grid")
+    @classmethod
+    def _values(cls, values: list[Any] | None) -> list[Any] | None:
+        if values is not None:
+            if not values:
+                raise ValueError("needs at least one value")
+            for v in values:
+                _scalar(v, "every value")
+        return values
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Dist:
+        kinds = [k for k in type(self).model_fields if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(f"give exactly one of {', '.join(type(self).model_fields)}, got {kinds or 'none'}")
+        for kind in ("loguniform", "uniform"):
+            bounds = getattr(self, kind)
+            if bounds is not None and not bounds[0] < bounds[1]:
+                raise ValueError(f"{kind}: low must be below high, got {list(bounds)}")
+        if self.randint is not None and self.randint[0] > self.randint[1]:
+            raise ValueError(f"randint: low must be <= high, got {list(self.randint)}")
+        if self.loguniform is not None and self.loguniform[0] <= 0:
+            raise ValueError(f"loguniform: bounds must be > 0, got {list(self.loguniform)}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in type(self).model_fields if getattr(self, k) is not None)
+
+    def values_to_check(self) -> list[Scalar]:
+        """Every value the knob can take, or the range ends: enough to validate it against the run model."""
+        value = getattr(self, self.kind)
+        if self.kind == "fixed":
+            return [value]
+        if self.kind in ("choice", "grid"):
+            return list(value)
+        return [value[0], value[1]]
+
+
+class SearchSpace(_Strict):
+    """Knobs (gradual-run fields, plus `strategy`) and what each may take."""
+
+    description: str = ""
+    params: dict[str, Dist] = Field(default_factory=dict)
+
+    @field_validator("params")
+    @classmethod
+    def _known(cls, params: dict[str, Dist]) -> dict[str, Dist]:
+        unknown = sorted(set(params) - KNOBS)
+        if unknown:
+            raise ValueError(f"unknown knob(s) {unknown}; knobs: {', '.join(sorted(KNOBS))}")
+        return params
+
+
+class Objective(_Strict):
+    metric: Literal["top1_final", "top1_mean", "gpu_hours", "cpu_hours", "epochs_total"]
+    mode: Literal["max", "min"]
+
+
+class Asha(_Strict):
+    """Early stopping on intermediate validation top-1, per reported epoch."""
+
+    type: Literal["asha"] = "asha"
+    metric: Literal["top1"] = "top1"
+    grace_period: int = Field(1, gt=0)
+    reduction_factor: float = Field(2.0, gt=1)
+
+
+class Search(_Strict):
+    space: str
+    overrides: dict[str, Dist] = Field(default_factory=dict)
+    algorithm: Literal["optuna", "random", "grid"] = "optuna"
+    num_samples: int = Field(1, gt=0)
+    objectives: list[Objective] = Field(
+        default_factory=lambda: [Objective(metric="top1_final", mode="max")], min_length=1
+    )
+    scheduler: Asha | None = None
+    max_concurrent_trials: int | None = Field(None, gt=0)
+
+    @field_validator("overrides")
+    @classmethod
+    def _known(cls, overrides: dict[str, Dist]) -> dict[str, Dist]:
+        return SearchSpace._known(overrides)
+
+
+class Resources(_Strict):
+    """Per trial: Ray Train workers and what each holds. One worker runs inside the Tune trial itself."""
+
+    workers: int = Field(1, gt=0)
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(0.0, ge=0)
+    max_failures: int = Field(1, ge=0)
+
+
+class Mlflow(_Strict):
+    uri: str | None = None
+    experiment: str = Field("ovit-ray-sweeps", min_length=1)
+
+
+class SweepConfig(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    seed: int = Field(0, ge=0)
+    train: dict[str, Any] = Field(default_factory=dict)
+    strategy: Literal["sweep", "independent", "both"] = "sweep"
+    search: Search
+    resources: Resources = Resources()
+    storage: str | None = None  # Ray Tune storage path or URI; default <out>/ray
+    mlflow: Mlflow = Mlflow()
+    # Filled in by `load_sweep`: the referenced space with the overrides applied.
+    space: dict[str, Dist] = Field(default_factory=dict)
+
+    @field_validator("train")
+    @classmethod
+    def _train_fields(cls, train: dict[str, Any]) -> dict[str, Any]:
+        reserved = sorted(set(train) & RESERVED_TRAIN_FIELDS)
+        if reserved:
+            raise ValueError(f"{reserved} are set by the sweep's resources/mlflow sections and the CLI, "
+                             "not inside train")
+        if not train.get("targets"):
+            raise ValueError(f"needs targets (the sparsities each trial reports), got {train.get('targets')!r}")
+        return train
+
+    @property
+    def knobs(self) -> dict[str, Dist]:
+        """The searched knobs, with `strategy: both` turned into a grid over both strategies."""
+        if self.strategy == "both" and "strategy" not in self.space:
+            return {**self.space, "strategy": Dist(grid=list(STRATEGIES))}
+        return {"strategy": Dist(fixed=self.strategy), **self.space} if "strategy" not in self.space else self.space
+
+    def run_values(self, knobs: Mapping[str, Any]) -> dict[str, Any]:
+        """GradualConfig fields of one trial: train base, resources, then the trial's knobs."""
+        values = {**self.train, **self.resources.model_dump(), **knobs}
+        values.pop("strategy", None)
+        return values
+
+    def fingerprint(self) -> str:
+        """What the sweep computes; a resume must find the same one."""
+        blob = self.model_dump(mode="json", exclude={"description", "mlflow", "storage"})
+        return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def max_trials(self) -> int:
+        """Trials the sweep starts: grid points x num_samples (the product of grid sizes)."""
+        grid = math.prod(len(d.grid) for d in self.knobs.values() if d.grid is not None)
+        return grid * self.search.num_samples
+
+
+def _check_consistency(sweep: SweepConfig) -> list[str]:
+    """Cross-field rules pydantic cannot see: algorithm vs distributions, knob values vs the run model."""
+    problems = []
+    algorithm = sweep.search.algorithm
+    first = {k: d.values_to_check()[0] for k, d in sweep.knobs.items()}
+    try:
+        make_config(sweep.run_values(first))
+    except ValueError as err:
+        problems.append(f"train: {err}")
+    for name, dist in sweep.knobs.items():
+        where = f"search.space.{name}"
+        if algorithm == "optuna" and dist.kind == "grid":
+            problems.append(f"{where}.grid: Optuna samples, it cannot run a grid; use choice or "
+                            f"search.algorithm grid/random, got {dist.grid}")
+        if algorithm == "grid" and dist.kind not in ("grid", "fixed"):
+            problems.append(f"{where}: search.algorithm grid needs grid or fixed values, got {dist.kind}")
+        if name == "strategy":
+            bad = [v for v in dist.values_to_check() if v not in STRATEGIES]
+            if bad or dist.kind not in ("fixed", "grid", "choice"):
+                problems.append(f"{where}: must take values in {list(STRATEGIES)}, got {dist.values_to_check()}")
+            continue
+        for value in dist.values_to_check():
+            try:
+                make_config(sweep.run_values({**first, name: value}))
+            except ValueError as err:
+                problems.append(f"{where}: {value!r} is not a valid {name} ({err})")
+    if algorithm == "grid" and sweep.search.num_samples != 1:
+        problems.append("search.num_samples: a grid runs every point exactly once (add a seed grid for "
+                        f"repeats), got {sweep.search.num_samples}")
+    if sweep.strategy == "both" and algorithm == "optuna":
+        problems.append("strategy: 'both' runs each strategy as a grid point, which needs search.algorithm "
+                        "grid or random, got optuna")
+    modes = [o.metric for o in sweep.search.objectives]
+    if len(set(modes)) != len(modes):
+        problems.append(f"search.objectives: each metric at most once, got {modes}")
+    return problems
+
+
+def _problems(err: ValidationError) -> list[str]:
+    """One line per distinct location (a union reports once per member; keep the first)."""
+    seen: dict[str, str] = {}
+    for e in err.errors():
+        loc = [str(x) for x in e["loc"] if not (isinstance(x, str) and ("[" in x or x in _TYPE_TAGS))]
+        where = ".".join(loc) or "file"
+        message = e["msg"].removeprefix("Value error, ")
+        if e["type"] not in ("missing", "value_error", "assertion_error") or "got" not in message:
+            message += f", got {e['input']!r}" if e["type"] != "missing" else ""
+        seen.setdefault(where, f"{where}: {message}")
+    return list(seen.values())
+
+
+_TYPE_TAGS = {"bool", "int", "float", "str", "function-after", "function-before", "function-wrap"}
+
+
+def _read_yaml(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path}: expected a mapping of key: value, got {type(loaded).__name__}")
+    return loaded
+
+
+def _validate(model: type[BaseModel], values: dict[str, Any], path: Path) -> Any:
+    try:
+        return model.model_validate(values)
+    except ValidationError as err:
+        raise ValueError("\n".join(f"{path}: {p}" for p in _problems(err))) from None
+
+
+def spaces_dir(sweep_path: Path) -> Path:
+    """`search_spaces/` next to the `sweeps/` tree holding the file (or $OVIT_RAY_SEARCH_SPACES)."""
+    if os.environ.get("OVIT_RAY_SEARCH_SPACES"):
+        return Path(os.environ["OVIT_RAY_SEARCH_SPACES"])
+    for parent in sweep_path.resolve().parents:
+        if (parent / "search_spaces").is_dir():
+            return parent / "search_spaces"
+    return sweep_path.resolve().parent / "search_spaces"
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    path = Path(path)
+    return _validate(SearchSpace, _read_yaml(path, "search space"), path)
+
+
+def load_sweep(path: str | Path) -> SweepConfig:
+    """Read, validate and resolve a sweep file; `ValueError` (one line per problem) on any mistake."""
+    path = Path(path)
+    raw = _read_yaml(path, "sweep file")
+    if "space" in raw:
+        raise ValueError(f"{path}: space: not a sweep key (use search.space and search.overrides), "
+                         f"got {raw['space']!r}")
+    sweep = _validate(SweepConfig, raw, path)
+    space_name = sweep.search.space
+    if not space_name.replace("_", "").replace("-", "").isalnum():
+        raise ValueError(f"{path}: search.space: a file stem in search_spaces/, got {space_name!r}")
+    space_path = spaces_dir(path) / f"{space_name}.yaml"
+    if not space_path.is_file():
+        raise ValueError(f"{path}: search.space: no search space {space_name!r} (looked for {space_path})")
+    space = load_space(space_path)
+    sweep = sweep.model_copy(update={"space": {**space.params, **sweep.search.overrides}})
+    problems = _check_consistency(sweep)
+    if problems:
+        raise ValueError("\n".join(f"{path}: {p}" for p in problems))
+    return sweep

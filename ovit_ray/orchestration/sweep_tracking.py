@@ -1,0 +1,148 @@
+"""MLflow and Parquet for a sweep, written from the Tune driver only.
+
+One parent run per sweep (found again by its key on resume) and one nested child run per trial, all
+written by this process through `Tracker` (MlflowClient, explicit ids): trials never touch MLflow, so
+a local SQLite store works for trials on other nodes too, and nothing leaks an experiment into workers.
+Per-target rows go to `results.parquet` when a trial completes, keyed so a resume never adds them twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback, ResultGrid
+from ray.tune.experiment import Trial
+from ray.tune.result import AUTO_RESULT_KEYS, TRAINING_ITERATION
+
+from ovit_ray.orchestration.config import PLACEMENT_FIELDS, make_config
+from ovit_ray.orchestration.results import append_rows, read_rows
+from ovit_ray.orchestration.sweep_config import SweepConfig
+from ovit_ray.orchestration.sweep_trial import ROWS_KEY, TRIAL_COMPLETE
+from ovit_ray.orchestration.tracking import Tracker
+
+RESULTS_FILE = "results.parquet"
+KEY_COLUMNS = ["trial_id", "strategy", "target_sparsity"]
+TRIAL_METRICS = ("top1_final", "top1_mean", "epochs_total", "cpu_hours", "gpu_hours", "loop_seconds",
+                 "trial_seconds", "overhead_seconds")
+_NOT_LOGGED = set(AUTO_RESULT_KEYS) | {"epoch", "run_index", "done", TRIAL_COMPLETE}
+
+
+def trial_knobs(sweep: SweepConfig, fixed: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
+    """Every value of a trial's gradual run (train base, resources, knobs), as flat Parquet/MLflow values."""
+    knobs = {**fixed, **config}
+    values = make_config(sweep.run_values(knobs)).model_dump(exclude=PLACEMENT_FIELDS)
+    flat = {k: json.dumps(v) if isinstance(v, list) else v for k, v in values.items()}
+    return {**flat, "strategy": knobs["strategy"]}
+
+
+def sweep_params(sweep: SweepConfig) -> dict[str, Any]:
+    """Parent-run params: the resolved sweep, one dotted key per setting."""
+    blob = sweep.model_dump(mode="json", exclude={"space", "description"})
+    blob["space"] = {k: {d.kind: getattr(d, d.kind)} for k, d in sweep.knobs.items()}
+    return blob
+
+
+class SweepTracking(Callback):
+    """Child run per trial (per-epoch metrics, final metrics, status) and Parquet rows per target."""
+
+    def __init__(self, out: Path, experiment: str, uri: str | None, parent_id: str, sweep_id: str,
+                 sweep: SweepConfig, fixed: Mapping[str, Any]) -> None:
+        self.out, self.experiment, self.uri = out, experiment, uri
+        self.parent_id, self.sweep_id, self.sweep, self.fixed = parent_id, sweep_id, sweep, dict(fixed)
+        self.results = out / RESULTS_FILE
+        self._tracker: Tracker | None = None
+        self._children: dict[str, str] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Tune pickles its run config (callbacks included) for `Tuner.restore`: keep plain values only."""
+        return {**self.__dict__, "_tracker": None, "_children": {}}
+
+    @property
+    def tracker(self) -> Tracker:
+        if self._tracker is None:
+            self._tracker = Tracker(self.out, self.experiment, self.uri)
+        return self._tracker
+
+    def _child(self, trial: Trial) -> str:
+        if trial.trial_id not in self._children:
+            self._children[trial.trial_id] = self.tracker.start_run(
+                f"{self.sweep.name}-{trial.trial_id}", trial_knobs(self.sweep, self.fixed, trial.config),
+                {"ovit.trial_id": trial.trial_id, "ovit.sweep": self.sweep.name},
+                parent_run_id=self.parent_id, run_key=f"{self.sweep_id}-{trial.trial_id}")
+        return self._children[trial.trial_id]
+
+    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self._child(trial)
+
+    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
+        numeric = {k: v for k, v in result.items() if k not in _NOT_LOGGED
+                   and isinstance(v, int | float) and not isinstance(v, bool)}
+        self.tracker.log_metrics(self._child(trial), numeric, step=int(result.get(TRAINING_ITERATION, 0)))
+
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        result = trial.last_result or {}
+        child = self._child(trial)
+        if not result.get(TRIAL_COMPLETE):
+            self.tracker.set_tags(child, {"ovit.stopped_early": "true"})
+            self.tracker.end_run(child, "KILLED")
+            return
+        base = {"trial_id": trial.trial_id, "sweep": self.sweep.name,
+                **trial_knobs(self.sweep, self.fixed, trial.config),
+                **{f"trial_{k}" if k in ("cpu_hours", "gpu_hours") else k: result[k] for k in TRIAL_METRICS}}
+        rows = [{**base, **row} for row in json.loads(result[ROWS_KEY])]
+        append_rows(self.results, rows, KEY_COLUMNS)
+        self.tracker.end_run(child, "FINISHED")
+
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self.tracker.end_run(self._child(trial), "FAILED")
+
+
+def sweep_totals(trials: Sequence[tuple[Mapping[str, Any], bool]]) -> dict[str, float]:
+    """Parent-run totals over (last result, errored) of every trial: finished, stopped early or failed."""
+    totals = dict.fromkeys(("trials_finished", "trials_stopped_early", "trials_failed", "gpu_hours_total",
+                            "cpu_hours_total", "epochs_total"), 0.0)
+    for metrics, errored in trials:
+        complete = bool(metrics.get(TRIAL_COMPLETE))
+        status = "trials_failed" if errored else "trials_finished" if complete else "trials_stopped_early"
+        totals[status] += 1
+        totals["gpu_hours_total"] += metrics.get("gpu_hours", 0.0)
+        totals["cpu_hours_total"] += metrics.get("cpu_hours", 0.0)
+        totals["epochs_total"] += metrics.get("epochs_total", 0) if complete else metrics.get("epochs_done", 0)
+    return totals
+
+
+def best_trial(sweep: SweepConfig, grid: ResultGrid) -> dict[str, Any] | None:
+    """Knobs and objectives of the best finished trial by the first objective (None if none finished)."""
+    objective = sweep.search.objectives[0]
+    done = [r for r in grid if r.error is None and r.metrics.get(TRIAL_COMPLETE)]
+    if not done:
+        return None
+    sign = 1 if objective.mode == "max" else -1
+    top = max(done, key=lambda r: sign * r.metrics[objective.metric])
+    return {"trial_id": top.metrics.get("trial_id"), "config": top.config,
+            **{o.metric: top.metrics[o.metric] for o in sweep.search.objectives}}
+
+
+def finish_sweep(tracker: Tracker, parent: str, sweep: SweepConfig, grid: ResultGrid,
+                 out: Path) -> tuple[dict[str, float], dict[str, Any] | None, list[Path]]:
+    """Parent run: totals, best config (tags + best_config.json), plots; then mark it finished."""
+    from ovit_ray.orchestration.report import write_plots
+
+    totals = sweep_totals([(r.metrics or {}, r.error is not None) for r in grid])
+    tracker.log_metrics(parent, totals, step=0)
+    best = best_trial(sweep, grid)
+    plots: list[Path] = []
+    if best is not None:
+        (out / "best_config.json").write_text(json.dumps(best, indent=1, default=str))
+        tracker.log_artifact(parent, out / "best_config.json")
+        tracker.set_tags(parent, {f"best.{k}": str(v) for k, v in best["config"].items()})
+        tracker.log_metrics(parent, {f"best_{o.metric}": best[o.metric] for o in sweep.search.objectives}, step=0)
+    if (out / RESULTS_FILE).exists():
+        plots = write_plots(read_rows(out / RESULTS_FILE), out / "plots")
+        for plot in plots:
+            tracker.log_artifact(parent, plot, "plots")
+    tracker.end_run(parent, "FINISHED")
+    return totals, best, plots

@@ -1,0 +1,153 @@
+"""One sweep trial: the gradual run(s) of one knob setting, inside a Ray Tune function trial.
+
+Two hosts for the same loop (`training.gradual.run_gradual`): with one worker the loop runs right here
+in the Tune trial (the light path: no Train start-up, ~1.5 s per trial instead of ~15-20 s); with more,
+this function is the Train V2 driver of a `TorchTrainer` that reports through `TuneReportCallback`.
+The `independent` strategy runs one gradual run per target inside the trial; each run's checkpoints
+are tagged with its index, so a restored trial skips finished runs and resumes the current one.
+The trial ends with one final report carrying the objectives, the per-target rows and
+`trial_complete`; a trial stopped early (ASHA) never sends it, which is how the searcher tells it
+from a finished one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Mapping
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+from ray.train import Checkpoint
+
+from ovit_ray.orchestration.config import GradualConfig, Steps, Windows, make_config
+from ovit_ray.orchestration.sweep_config import SweepConfig
+from ovit_ray.pruning import MaskSet, count_params_and_flops
+from ovit_ray.training.setup import build_model_and_data
+
+TRIAL_COMPLETE = "trial_complete"
+ROWS_KEY = "rows_json"
+MARKER = "ovit_sweep_run.json"
+
+
+def trial_schedules(config: GradualConfig, strategy: str) -> list[tuple[Steps, Windows]]:
+    """The gradual runs of a trial: one through every target, or one per target."""
+    if strategy == "sweep":
+        return [config.schedule()]
+    return [config.independent_schedule(i) for i in range(len(config.targets or []))]
+
+
+def _marked_report(index: int, finished: list[dict[str, Any]], metrics: Mapping[str, Any],
+                   checkpoint: Checkpoint | None = None) -> None:
+    """Tune report whose checkpoint remembers which run wrote it and the summaries of the runs before."""
+    if checkpoint is not None:
+        (Path(checkpoint.path) / MARKER).write_text(json.dumps({"index": index, "finished": finished}))
+    tune.report({**metrics, "run_index": index}, checkpoint=checkpoint)
+
+
+def _latest_marker() -> dict[str, Any]:
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return {"index": 0, "finished": []}
+    with checkpoint.as_directory() as directory:
+        return json.loads((Path(directory) / MARKER).read_text())
+
+
+def _checkpoint_of(index: int) -> Checkpoint | None:
+    """The trial's latest checkpoint if run `index` wrote it (a new run must not resume the previous one)."""
+    return tune.get_checkpoint() if _latest_marker()["index"] == index else None
+
+
+def _run_light(spec: Any, index: int, finished: list[dict[str, Any]]) -> dict[str, Any]:
+    from ovit_ray.orchestration.train_job import RayReporter
+    from ovit_ray.training.gradual import run_gradual
+
+    reporter = RayReporter(partial(_marked_report, index, finished), partial(_checkpoint_of, index),
+                           0, 1, None, spec.total_epochs)
+    return run_gradual(spec, reporter)
+
+
+def _run_train(spec: Any, config: GradualConfig, name: str, storage: str) -> dict[str, Any]:
+    """Train V2 inside Tune: a TorchTrainer per run, rank-0 metrics forwarded by TuneReportCallback."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from ovit_ray.orchestration.train_job import train_loop
+
+    use_gpu = config.gpus_per_worker > 0
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={"spec": dataclasses.asdict(spec)},
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=use_gpu, resources_per_worker={
+            "CPU": config.cpus_per_worker, **({"GPU": config.gpus_per_worker} if use_gpu else {})}),
+        run_config=RunConfig(name=name, storage_path=storage, callbacks=[TuneReportCallback()],
+                             failure_config=FailureConfig(max_failures=config.max_failures)),
+    )
+    return dict(trainer.fit().return_value)
+
+
+def run_one(config: GradualConfig, steps: Steps, windows: Windows, *, index: int,
+            finished: list[dict[str, Any]], trial_dir: Path, storage: str) -> dict[str, Any]:
+    """THE adapter to issue 3's gradual job: one gradual run in this trial, its summary back."""
+    spec = config.to_spec(steps, windows, best_dir=str(trial_dir / f"best_run{index}"))
+    if config.workers == 1:
+        return _run_light(spec, index, finished)
+    name = f"{tune.get_context().get_trial_id()}-run{index}"  # deterministic: a restored trial finds its runs
+    return _run_train(spec, config, name, f"{storage.rstrip('/')}/train")
+
+
+def _flops(config: GradualConfig, checkpoint: str | None) -> dict[str, float | None]:
+    """FLOPs of a target's best checkpoint (masks included); None when it was not kept locally."""
+    if not checkpoint or not Path(checkpoint).is_file():
+        return {"flops_dense": None, "flops_nonzero": None, "flops_reduction": None}
+    start = build_model_and_data(config.model, checkpoint=checkpoint, dataset=config.dataset,
+                                 data_root=config.data_root, split_seed=config.split_seed, progress=False)
+    size = (start.data.in_chans, start.data.image_size, start.data.image_size)
+    counts = count_params_and_flops(start.model, MaskSet(start.masks), size)
+    return {"flops_dense": counts.flops_dense, "flops_nonzero": counts.flops_nonzero,
+            "flops_reduction": counts.flops_reduction}
+
+
+def trial_rows(config: GradualConfig, strategy: str, summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per-target rows of one trial (every knob and metric; trial-level totals added by the caller)."""
+    rows = []
+    for summary in summaries:
+        for target in summary["targets"]:
+            rows.append({"strategy": strategy, **{k: target[k] for k in (
+                "target_sparsity", "achieved_sparsity", "top1", "best_epoch", "epochs", "cpu_hours",
+                "gpu_hours", "checkpoint")}, "run_epochs": summary["total_epochs"],
+                **_flops(config, target["checkpoint"])})
+    return rows
+
+
+def final_metrics(rows: list[dict[str, Any]], summaries: list[dict[str, Any]], wall: float) -> dict[str, Any]:
+    """The objectives a searcher can use, plus the compute totals of the trial."""
+    final = max(rows, key=lambda r: r["target_sparsity"])
+    loop = sum(s["loop_seconds"] for s in summaries)
+    return {"top1_final": final["top1"], "top1_mean": sum(r["top1"] for r in rows) / len(rows),
+            "epochs_total": sum(s["total_epochs"] for s in summaries),
+            "cpu_hours": sum(s["cpu_hours"] for s in summaries), "gpu_hours": sum(s["gpu_hours"] for s in summaries),
+            "loop_seconds": loop, "trial_seconds": wall, "overhead_seconds": wall - loop}
+
+
+def sweep_trial(knobs: dict[str, Any], *, sweep: SweepConfig, fixed: Mapping[str, Any], storage: str) -> None:
+    """Tune function trainable: `knobs` are the sampled values, `fixed` the knobs that do not vary."""
+    began = time.perf_counter()
+    knobs = {**fixed, **knobs}
+    config = make_config(sweep.run_values(knobs))
+    trial_dir = Path(tune.get_context().get_trial_dir())
+    finished: list[dict[str, Any]] = _latest_marker()["finished"]
+    for index, (steps, windows) in enumerate(trial_schedules(config, knobs["strategy"])):
+        if index < len(finished):
+            continue
+        finished = [*finished, run_one(config, steps, windows, index=index, finished=finished,
+                                       trial_dir=trial_dir, storage=storage)]
+    rows = trial_rows(config, knobs["strategy"], finished)
+    metrics = final_metrics(rows, finished, time.perf_counter() - began)
+    tune.report({**metrics, TRIAL_COMPLETE: 1, ROWS_KEY: json.dumps(rows)})
+
