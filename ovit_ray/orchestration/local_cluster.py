@@ -1,0 +1,357 @@
+"""Multi-node Ray clusters on one machine (127.0.0.1), for tests and for trying cluster.yaml locally.
+
+Why not ``ray.cluster_utils.AutoscalingCluster``: in the 2.60 wheel it needs a config file that
+is not shipped, and it runs ``ray stop --force``, which kills every Ray process on the machine.
+Here every node is a ``ray start --block`` process started in its own process group, so stopping
+a cluster signals exactly the processes it started (the raylet, GCS, monitor, the fake provider's
+worker nodes and their workers all inherit that group) and nobody else's.
+
+Every cluster gets its own token file: the nodes and the drivers that join them use token
+authentication (``RAY_AUTH_MODE=token``) without touching ``~/.ray/auth_token``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+LOOPBACK = "127.0.0.1"
+FAKE_GPU = "fake_gpu"
+HEAD_TYPE = "ray.head.default"  # the fake provider names its head node type this way
+OBJECT_STORE_BYTES = 200 * 1024**2  # per node; tests move little data and share /dev/shm
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A TCP port nobody listens on right now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_in_use(port: int, host: str = LOOPBACK) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def wait_until(predicate: Any, timeout_s: float, what: str, poll_s: float = 0.5) -> None:
+    """Poll ``predicate()`` until true; ``TimeoutError`` naming ``what`` otherwise."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(poll_s)
+
+
+@dataclass
+class RayNodeProcess:
+    """One ``ray start --block`` process and its process group (Ray's own processes inherit it)."""
+
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, grace_s: float = 15.0) -> None:
+        """SIGTERM the group (``--block`` shuts its node down), SIGKILL whatever is left."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(grace_s)
+        deadline = time.monotonic() + grace_s
+        while _group_alive(self.proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(5)
+
+
+@dataclass
+class LocalRayCluster:
+    """Nodes we started; ``address`` and ``env`` are what a driver needs to join."""
+
+    address: str
+    workdir: Path
+    env: dict[str, str]
+    nodes: list[RayNodeProcess] = field(default_factory=list)
+
+    def add_node(self, num_cpus: int = 1, resources: Mapping[str, int] | None = None) -> RayNodeProcess:
+        """Join one more ``ray start`` node (node address 127.0.0.1) to this cluster."""
+        # `ray start --address` refuses to join with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, and with
+        # 1 it rewrites 127.0.0.1 (both the address and --node-ip-address) to the machine's
+        # outward address, where the head's GCS does not listen. So: the IPv4-mapped form of
+        # 127.0.0.1 to reach the GCS (same socket, not rewritten), and Ray's start hook to pin
+        # the node address back to 127.0.0.1.
+        port = self.address.rsplit(":", 1)[1]
+        args = ["--address", f"[::ffff:{LOOPBACK}]:{port}", "--num-cpus", str(num_cpus)]
+        args += ["--object-store-memory", str(OBJECT_STORE_BYTES)]
+        args += ["--dashboard-agent-listen-port", str(free_port())]
+        if resources:
+            args += ["--resources", json.dumps(dict(resources))]
+        env = {
+            **self.env,
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1",
+            "RAY_START_HOOK": f"{__name__}.pin_loopback_node_ip",
+        }
+        node = _start_node(args, env, self.workdir / f"node{len(self.nodes)}.log")
+        self.nodes.append(node)
+        return node
+
+    def stop(self) -> None:
+        """Workers first, then the head: only the process groups this object started."""
+        for node in reversed(self.nodes):
+            node.stop()
+        self.nodes.clear()
+
+    @contextlib.contextmanager
+    def driver_env(self) -> Iterator[None]:
+        """Environment for a driver process in this one (set before ``ray.init(address=...)``)."""
+        saved = {k: os.environ.get(k) for k in self.env}
+        os.environ.update(self.env)
+        _reload_ray_auth()
+        try:
+            yield
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+            _reload_ray_auth()
+
+    def __enter__(self) -> LocalRayCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def pin_loopback_node_ip(ray_params: Any, head: bool) -> None:
+    """``RAY_START_HOOK`` for joining nodes: report 127.0.0.1 (see ``LocalRayCluster.add_node``)."""
+    ray_params.node_ip_address = LOOPBACK
+
+
+def cluster_env(workdir: Path) -> dict[str, str]:
+    """Token auth with a token private to this cluster; nodes report 127.0.0.1."""
+    token = workdir / "auth_token"
+    if not token.exists():
+        token.write_text(secrets.token_hex(32))
+        token.chmod(0o600)
+    return {
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": str(token),
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    }
+
+
+def start_head(
+    workdir: str | Path,
+    *,
+    num_cpus: int = 1,
+    port: int | None = None,
+    extra_args: list[str] | None = None,
+    extra_env: Mapping[str, str] | None = None,
+    timeout_s: float = 60.0,
+) -> LocalRayCluster:
+    """A ``ray start --head`` on 127.0.0.1 with free ports (no dashboard: tests do not need it)."""
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    env = cluster_env(workdir)
+    args = [
+        "--head",
+        "--port",
+        str(port),
+        "--num-cpus",
+        str(num_cpus),
+        "--include-dashboard",
+        "false",
+        "--dashboard-port",
+        str(free_port()),
+        "--object-store-memory",
+        str(OBJECT_STORE_BYTES),
+        "--dashboard-agent-listen-port",
+        str(free_port()),
+        "--disable-usage-stats",
+        *(extra_args or []),
+    ]
+    head = _start_node(args, {**env, **(extra_env or {})}, workdir / "head.log")
+    cluster = LocalRayCluster(f"{LOOPBACK}:{port}", workdir, env, [head])
+    try:
+        wait_until(lambda: port_in_use(port) or not head.alive(), timeout_s, f"the Ray head on port {port}")
+        if not head.alive():
+            raise RuntimeError(f"ray start --head exited with {head.proc.returncode}; see {head.log}")
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+def start_two_nodes(workdir: str | Path, num_cpus: int = 1) -> LocalRayCluster:
+    """Head plus one worker node, both ``ray start`` processes on 127.0.0.1."""
+    cluster = start_head(workdir, num_cpus=num_cpus)
+    try:
+        cluster.add_node(num_cpus=num_cpus)
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+def fake_autoscaling_config(
+    cluster_config: Mapping[str, Any],
+    gcs_address: str,
+    *,
+    head_cpus: int = 1,
+    cpus_per_worker: int = 1,
+    max_workers_per_type: int = 1,
+    idle_timeout_minutes: float = 0.1,
+) -> dict[str, Any]:
+    """Ray's fake multi-node provider config whose worker types mirror ``cluster_config``'s.
+
+    Each worker type keeps its name and GPU count, as ``fake_gpu`` (a custom resource), with a
+    laptop-sized CPU count; the head gets no ``fake_gpu``, so GPU tasks force a scale-up.
+    """
+    head_type = cluster_config["head_node_type"]
+    workers = {
+        name: {
+            "resources": {
+                "CPU": cpus_per_worker,
+                FAKE_GPU: int(spec.get("resources", {}).get("GPU", 0)),
+                "object_store_memory": OBJECT_STORE_BYTES,
+            },
+            "node_config": {},
+            "min_workers": 0,
+            "max_workers": min(int(spec.get("max_workers", 1)), max_workers_per_type),
+        }
+        for name, spec in cluster_config["available_node_types"].items()
+        if name != head_type
+    }
+    return {
+        "cluster_name": "ovit-ray-fake",
+        "max_workers": sum(t["max_workers"] for t in workers.values()),
+        "upscaling_speed": 1.0,
+        "idle_timeout_minutes": idle_timeout_minutes,
+        "provider": {
+            "type": "fake_multinode",
+            "gcs_address": gcs_address,
+            "use_node_id_as_ip": True,
+            "disable_node_updaters": True,
+            "disable_launch_config_check": True,
+        },
+        "auth": {},
+        "docker": {},
+        "available_node_types": {
+            HEAD_TYPE: {"resources": {"CPU": head_cpus}, "node_config": {}, "max_workers": 0},
+            **workers,
+        },
+        "head_node_type": HEAD_TYPE,
+        **{key: [] for key in _EMPTY_LISTS},
+        "file_mounts": {},
+        "file_mounts_sync_continuously": False,
+    }
+
+
+_EMPTY_LISTS = (
+    "initialization_commands",
+    "setup_commands",
+    "head_setup_commands",
+    "worker_setup_commands",
+    "head_start_ray_commands",
+    "worker_start_ray_commands",
+    "cluster_synced_files",
+    "rsync_exclude",
+    "rsync_filter",
+)
+
+
+def start_fake_autoscaling_cluster(
+    workdir: str | Path,
+    cluster_file: str | Path,
+    *,
+    idle_timeout_minutes: float = 0.1,
+    update_interval_s: int = 1,
+    timeout_s: float = 60.0,
+) -> LocalRayCluster:
+    """A head whose autoscaler launches worker nodes in-process (Ray's fake multi-node provider).
+
+    The provider is given this head's GCS address, so any free port works (not only 6379).
+    """
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    with open(cluster_file) as f:
+        config = fake_autoscaling_config(
+            yaml.safe_load(f), f"{LOOPBACK}:{port}", idle_timeout_minutes=idle_timeout_minutes
+        )
+    config_path = workdir / "fake_autoscaling.yaml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return start_head(
+        workdir,
+        num_cpus=config["available_node_types"][HEAD_TYPE]["resources"]["CPU"],
+        port=port,
+        extra_args=[f"--autoscaling-config={config_path}"],
+        extra_env={"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": str(update_interval_s)},
+        timeout_s=timeout_s,
+    )
+
+
+def _reload_ray_auth() -> None:
+    """Ray reads RAY_AUTH_MODE and the token once, at import; re-read them if it is imported
+    already (private hooks, the same ones ``ray.init`` uses when it turns token auth on)."""
+    if "ray" not in sys.modules:
+        return
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
+def _start_node(args: list[str], env: Mapping[str, str], log: Path) -> RayNodeProcess:
+    ray_cli = Path(sys.executable).with_name("ray")
+    cmd = [str(ray_cli), "start", "--node-ip-address", LOOPBACK, "--block", *args]
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            cmd,
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # own process group: stop() signals only what we started
+        )
+    return RayNodeProcess(proc, log)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Any live (non-zombie) process left in the group? Zombies whose parent exited may never be
+    reaped in containers without an init process, so they do not count."""
+    proc = Path("/proc")
+    if not proc.is_dir():  # not Linux: fall back to the signal check
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
