@@ -1,0 +1,182 @@
+"""Validated configuration of a gradual-pruning run (pydantic v2), loaded from YAML and/or flags.
+
+Validation happens once, on the driver; workers get a plain `GradualSpec`. Errors come out as one
+line naming each bad field and the value it got.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ovit_ray.pruning import PruneSettings, parse_pattern
+from ovit_ray.training.gradual import GradualSpec
+from ovit_ray.training.schedules import sparsity_steps, sparsity_steps_through_targets
+
+Steps = list[tuple[int, float]]
+Windows = list[tuple[float, int, int]]
+# Fields that say where results go, not what is computed: they do not enter the run key.
+PLACEMENT_FIELDS = {"out", "mlflow_uri", "experiment", "ray_address", "max_failures"}
+
+
+class GradualConfig(BaseModel):
+    """One gradual-pruning run. Without `targets` it prunes init -> final sparsity on the grid
+    start_epoch, +update_frequency, ..., end_epoch and then fine-tunes `window_epochs`; with `targets`
+    it is a sparsity sweep: `steps_per_target` pruning steps to each target, then a window at each."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # model and data
+    model: str = "digits-vit"
+    checkpoint: str | None = None
+    dataset: str | None = None
+    data_root: str | None = None
+    split_seed: int = Field(0, ge=0)
+    # pruner (B, m, lambda, ...)
+    method: Literal["ovit", "woodfisher", "magnitude", "ovit-noupdate"] = "ovit"
+    block_size: int = Field(64, gt=0)
+    num_grads: int = Field(64, gt=0)
+    damp: float = Field(1e-7, gt=0)
+    grad_batch_size: int = Field(16, gt=0)
+    pattern: str | None = None
+    scope: Literal["global", "uniform"] = "global"
+    # sparsity schedule
+    init_sparsity: float = Field(0.0, ge=0, lt=1)
+    final_sparsity: float = Field(0.75, ge=0, lt=1)
+    start_epoch: int = Field(0, ge=0)
+    end_epoch: int = Field(2, ge=0)
+    update_frequency: int = Field(1, gt=0)
+    interpolation: Literal["linear", "cubic"] = "linear"
+    targets: list[float] | None = None
+    window_epochs: int = Field(2, gt=0)
+    steps_per_target: int = Field(1, gt=0)
+    # optimisation
+    lr_schedule: Literal["cyclic_linear", "cosine", "constant"] = "cyclic_linear"
+    lr_max: float = Field(1e-3, gt=0)
+    lr_min: float = Field(1e-5, ge=0)
+    warmup_epochs: int = Field(0, ge=0)
+    batch_size: int = Field(64, gt=0)
+    max_steps_per_epoch: int | None = Field(None, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    augment: Literal["none", "light", "deit"] = "light"
+    distill_weight: float = Field(0.0, ge=0, le=1)
+    distill_temperature: float = Field(2.0, gt=0)
+    seed: int = Field(0, ge=0)
+    # resources and placement
+    workers: int = Field(1, gt=0)
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(0.0, ge=0)
+    max_failures: int = Field(2, ge=0)
+    out: str = "runs/gradual"
+    mlflow_uri: str | None = None
+    experiment: str = "ovit-ray-gradual"
+    ray_address: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GradualConfig:
+        self.prune_settings()
+        if self.lr_min > self.lr_max:
+            raise ValueError(f"lr_min: must be <= lr_max={self.lr_max}, got {self.lr_min}")
+        steps, windows = self.schedule()
+        if self.warmup_epochs >= windows[-1][2]:
+            raise ValueError(f"warmup_epochs: must be below the run's {windows[-1][2]} epochs, got {self.warmup_epochs}")
+        implied = self.prune_settings().pattern_sparsity
+        if implied is not None and any(abs(s - implied) > 1e-9 for _, s in steps):
+            raise ValueError(f"pattern: {self.pattern} implies sparsity {implied}; every pruning step must use it, "
+                             f"got {sorted({s for _, s in steps})}")
+        return self
+
+    def prune_settings(self) -> PruneSettings:
+        """The pruner's own validation (method, B, m, lambda, pattern) on the driver, before any worker starts."""
+        return PruneSettings(method=self.method, block_size=self.block_size, num_grads=self.num_grads,
+                             damp=self.damp, grad_batch_size=self.grad_batch_size, scope=self.scope,
+                             pattern=None if self.pattern is None else parse_pattern(self.pattern))
+
+    @property
+    def strategy(self) -> str:
+        return "sweep" if self.targets else "single"
+
+    def schedule(self) -> tuple[Steps, Windows]:
+        """Pruning steps (epoch, sparsity) and fine-tune windows (target, start, end) of this run.
+
+        Steps to sparsity 0 are dropped: pruning a dense model to nothing would only cost a Fisher.
+        """
+        if self.targets:
+            sweep = sparsity_steps_through_targets(
+                self.targets, window_epochs=self.window_epochs, start_epoch=self.start_epoch,
+                init=self.init_sparsity, steps_per_target=self.steps_per_target,
+                update_frequency=self.update_frequency, interpolation=self.interpolation)
+            steps, windows = sweep.steps, [(w.sparsity, w.start, w.end) for w in sweep.windows]
+        else:
+            steps = sparsity_steps(self.init_sparsity, self.final_sparsity, self.start_epoch, self.end_epoch,
+                                   self.update_frequency, self.interpolation)
+            windows = [(self.final_sparsity, self.end_epoch, self.end_epoch + self.window_epochs)]
+        return [(e, s) for e, s in steps if s > 0], windows
+
+    def independent_schedule(self, index: int) -> tuple[Steps, Windows]:
+        """The independent run for `targets[index]`: the sweep's epoch budget and pruning epochs up to that
+        target, but every step heads straight for it (init -> target, interpolated), then the same window."""
+        steps, windows = self.schedule()
+        target, start, end = windows[index]
+        epochs = [e for e, _ in steps if e <= start]
+        ramp = sparsity_steps_through_targets([target], window_epochs=1, init=self.init_sparsity,
+                                              steps_per_target=len(epochs), interpolation=self.interpolation)
+        return [(e, s) for e, (_, s) in zip(epochs, ramp.steps, strict=True)], [(target, start, end)]
+
+    def to_spec(self, steps: Steps | None = None, windows: Windows | None = None,
+                best_dir: str | None = None) -> GradualSpec:
+        default_steps, default_windows = self.schedule()
+        return GradualSpec(
+            steps=steps or default_steps, windows=windows or default_windows, best_dir=best_dir,
+            **self.model_dump(include=set(GradualSpec.__dataclass_fields__) - {"steps", "windows", "best_dir"}),
+        )
+
+    def run_key(self, strategy: str, steps: Sequence, windows: Sequence) -> str:
+        """Deterministic id of what a run computes: same knobs and schedule -> same Ray run, MLflow run, rows."""
+        what = self.model_dump(exclude=PLACEMENT_FIELDS)
+        blob = json.dumps({"config": what, "strategy": strategy, "steps": steps, "windows": windows},
+                          sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _one_line(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        field = ".".join(str(x) for x in e["loc"]) or "config"
+        message = e["msg"].removeprefix("Value error, ")
+        shown = f" (got {e['input']!r})" if e["loc"] and "input" in e else ""
+        parts.append(f"{field}: {message}{shown}")
+    return "; ".join(parts)
+
+
+def make_config(values: Mapping[str, Any]) -> GradualConfig:
+    """Validate; a `ValueError` whose one-line message names each bad field and its value."""
+    try:
+        return GradualConfig.model_validate(dict(values))
+    except ValidationError as err:
+        raise ValueError(_one_line(err)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> GradualConfig:
+    """YAML file (optional) with `overrides` on top (None values are ignored)."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise ValueError(f"config file {path}: not valid YAML ({err})") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ValueError(f"config file {path}: expected a mapping of field: value, got {type(loaded).__name__}")
+        values.update(loaded or {})
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return make_config(values)

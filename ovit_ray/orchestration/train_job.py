@@ -1,0 +1,201 @@
+"""A gradual-pruning run as a Ray Train V2 job, tracked in MLflow, with its result kept on disk.
+
+Driver side (`run_training`): derive a deterministic run key from the config and schedule, reuse the
+stored result if that run already finished, otherwise start (or continue, by key) its MLflow run and
+fit a `TorchTrainer` whose Train run name is derived from the key, so a restarted driver finds the
+run's own checkpoints. Worker side (`train_loop`): the Ray-free loop of `training.gradual` behind a
+`RayReporter` that checkpoints every epoch and logs per-epoch metrics to MLflow from rank 0.
+Compute (CPU/GPU-hours) is measured inside the workers: the trial's wall time includes queueing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.train
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchConfig, TorchTrainer
+
+from ovit_ray.orchestration.config import GradualConfig, Steps, Windows
+from ovit_ray.orchestration.tracking import Tracker
+from ovit_ray.training.gradual import GradualSpec, run_gradual
+
+RESULT_FILE = "result.json"
+# Parquet rows of one run are unique by these (a re-run with the same key adds nothing).
+KEY_COLUMNS = ["run_key", "target_sparsity"]
+
+
+@dataclass(frozen=True)
+class TrackingTarget:
+    """Where rank 0 logs per-epoch metrics: plain values, so it travels to workers unchanged."""
+
+    out_dir: str
+    experiment: str
+    uri: str | None
+    run_id: str
+
+
+class RayReporter:
+    """`training.gradual.Reporter` for Ray Train workers and (with ray.tune's functions) Tune function trials."""
+
+    def __init__(self, report: Callable[..., None], get_checkpoint: Callable[[], Checkpoint | None],
+                 world_rank: int, world_size: int, tracking: TrackingTarget | None, total_epochs: int):
+        self._report, self._get_checkpoint = report, get_checkpoint
+        self.world_rank, self.world_size = world_rank, world_size
+        self._total_epochs = total_epochs
+        self._tracking = tracking
+        self._tracker = None
+        if tracking is not None and world_rank == 0:
+            self._tracker = Tracker(tracking.out_dir, tracking.experiment, tracking.uri)
+
+    def report(self, metrics: Mapping[str, Any], checkpoint_dir: str | None) -> None:
+        if self.world_rank == 0:
+            print(f"epoch {metrics['epoch'] + 1}/{self._total_epochs}  sparsity {metrics['sparsity']:.4f}  "
+                  f"top-1 {metrics['top1']:.4f}  val loss {metrics['loss']:.4f}  lr {metrics['lr']:.2e}", flush=True)
+        if self._tracker is not None:
+            numeric = {k: v for k, v in metrics.items() if isinstance(v, int | float) and k != "epoch"}
+            self._tracker.log_metrics(self._tracking.run_id, numeric, step=int(metrics["epoch"]))
+        checkpoint = None if checkpoint_dir is None else Checkpoint.from_directory(checkpoint_dir)
+        self._report(dict(metrics), checkpoint=checkpoint)
+
+    @contextmanager
+    def checkpoint_dir(self) -> Iterator[str | None]:
+        checkpoint = self._get_checkpoint()
+        if checkpoint is None:
+            yield None
+            return
+        with checkpoint.as_directory() as directory:
+            yield directory
+
+
+def train_loop(config: dict[str, Any]) -> dict[str, Any]:
+    """`train_loop_per_worker`: runs on every Ray Train worker; rank 0's return value reaches the driver."""
+    context = ray.train.get_context()
+    spec = GradualSpec(**config["spec"])
+    tracking = TrackingTarget(**config["tracking"]) if config.get("tracking") else None
+    reporter = RayReporter(ray.train.report, ray.train.get_checkpoint, context.get_world_rank(),
+                           context.get_world_size(), tracking, spec.total_epochs)
+    return run_gradual(spec, reporter, epoch_hook=config.get("epoch_hook"))
+
+
+def function_trial(config: dict[str, Any]) -> dict[str, Any]:
+    """The light path for single-worker Tune trials (no Train start-up): same loop, Tune's report/checkpoint."""
+    import ray.tune
+
+    spec = GradualSpec(**config["spec"])
+    tracking = TrackingTarget(**config["tracking"]) if config.get("tracking") else None
+    reporter = RayReporter(ray.tune.report, ray.tune.get_checkpoint, 0, 1, tracking, spec.total_epochs)
+    return run_gradual(spec, reporter, epoch_hook=config.get("epoch_hook"))
+
+
+def ensure_ray(address: str | None = None) -> None:
+    """Connect to `address`, or start a private local instance (127.0.0.1, no dashboard) if none is up."""
+    if not ray.is_initialized():
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        ray.init(address=address or "local", include_dashboard=False, log_to_driver=True)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """A finished run: its per-target rows (Parquet-ready) and the run-level summary."""
+
+    run_key: str
+    run_name: str
+    strategy: str
+    rows: list[dict[str, Any]]
+    summary: dict[str, Any]
+    reused: bool = False
+
+
+def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=1, default=str)
+    os.replace(tmp, path)
+
+
+def _rows(config: GradualConfig, key: str, name: str, strategy: str, summary: Mapping[str, Any]) -> list[dict]:
+    run_level = {k: summary[k] for k in ("total_epochs", "cpu_hours", "gpu_hours", "wall_seconds",
+                                         "overhead_seconds")}
+    return [{"run_key": key, "run_name": name, "strategy": strategy, "seed": config.seed,
+             "method": config.method, "lr_schedule": config.lr_schedule, "workers": config.workers,
+             "target_sparsity": t["target_sparsity"], "achieved_sparsity": t["achieved_sparsity"],
+             "top1": t["top1"], "best_epoch": t["best_epoch"], "epochs": t["epochs"],
+             "cpu_hours": t["cpu_hours"], "gpu_hours": t["gpu_hours"], "checkpoint": t["checkpoint"],
+             **{f"run_{k}": v for k, v in run_level.items()}} for t in summary["targets"]]
+
+
+def run_training(config: GradualConfig, *, strategy: str | None = None, steps: Steps | None = None,
+                 windows: Windows | None = None, epoch_hook: Callable[[int, int], None] | None = None,
+                 tags: Mapping[str, str] | None = None) -> RunResult:
+    """Run one gradual-pruning job to the end (or return its stored result if it already finished).
+
+    `steps`/`windows` override the config's schedule (the independent strategy uses this).
+    """
+    strategy = strategy or config.strategy
+    default_steps, default_windows = config.schedule()
+    steps, windows = steps or default_steps, windows or default_windows
+    key = config.run_key(strategy, steps, windows)
+    name = f"{strategy}-{key}"
+    out = Path(config.out).resolve()
+    run_dir = out / "runs" / name
+    result_file = run_dir / RESULT_FILE
+    if result_file.exists():
+        stored = json.loads(result_file.read_text())
+        return RunResult(key, name, strategy, stored["rows"], stored["summary"], reused=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    spec = config.to_spec(steps, windows, best_dir=str(run_dir / "best"))
+    device_type = "gpu" if config.gpus_per_worker > 0 else "cpu"
+
+    tracker = Tracker(out, config.experiment, config.mlflow_uri)
+    params = {**config.model_dump(exclude={"out", "mlflow_uri", "ray_address"}), "strategy": strategy,
+              "device_type": device_type, "steps": steps, "windows": windows}
+    run_id = tracker.start_run(name, params, {"strategy": strategy, "ovit.device": device_type, **(tags or {})},
+                               run_key=key)
+    tracking = TrackingTarget(str(out), config.experiment, config.mlflow_uri, run_id)
+    ensure_ray(config.ray_address)
+    use_gpu = config.gpus_per_worker > 0
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={"spec": dataclasses.asdict(spec), "tracking": dataclasses.asdict(tracking),
+                           "epoch_hook": epoch_hook},
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=use_gpu,
+                                     resources_per_worker={"CPU": config.cpus_per_worker,
+                                                           **({"GPU": config.gpus_per_worker} if use_gpu else {})}),
+        run_config=RunConfig(name=name, storage_path=str(out / "ray"),
+                             failure_config=FailureConfig(max_failures=config.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+    )
+    began = time.perf_counter()
+    try:
+        result = trainer.fit()
+    except KeyboardInterrupt:
+        tracker.end_run(run_id, "KILLED")
+        raise
+    except Exception:
+        tracker.end_run(run_id, "FAILED")
+        raise
+    wall = time.perf_counter() - began
+    summary = dict(result.return_value)
+    summary.update(wall_seconds=wall, overhead_seconds=wall - summary["loop_seconds"], mlflow_run_id=run_id,
+                   ray_path=result.path)
+    tracker.log_metrics(run_id, {k: summary[k] for k in ("cpu_hours", "gpu_hours", "total_epochs", "wall_seconds",
+                                                         "overhead_seconds", "worker_seconds")},
+                        step=summary["total_epochs"])
+    tracker.set_tags(run_id, {f"best_checkpoint.{t['target_sparsity']:.4f}": str(t["checkpoint"])
+                              for t in summary["targets"]})
+    tracker.end_run(run_id)
+    rows = _rows(config, key, name, strategy, summary)
+    _write_json_atomic(result_file, {"rows": rows, "summary": summary})
+    return RunResult(key, name, strategy, rows, summary)
