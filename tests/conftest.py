@@ -13,3 +13,13 @@ def digits_preset(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("OVIT_RAY_CACHE", str(tmp_path_factory.mktemp("ovit-ray-cache")))
         yield preset_checkpoint("digits-vit", progress=False)
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """One private local Ray instance per test module (start-up costs seconds); never `ray stop`."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
+    yield ray
+    ray.shutdown()

@@ -130,7 +130,9 @@ def test_checkpoint_round_trip(tmp_path, suffix):
     torch.manual_seed(0)
     model = create_model("digits-vit")
     masks = {"blocks.0.attn.qkv.weight": torch.rand_like(model.blocks[0].attn.qkv.weight) > 0.5}
-    path = save_checkpoint(tmp_path / f"sub/ck{suffix}", model, masks=masks, meta={"sparsity": 0.5, "tag": "x"})
+    path = save_checkpoint(
+        tmp_path / f"sub/ck{suffix}", model, masks=masks, meta={"sparsity": 0.5, "tag": "x"}
+    )
     assert [p.name for p in path.parent.iterdir()] == [f"ck{suffix}"]  # no temp files left behind
 
     state, loaded_masks, meta = load_checkpoint(path)

@@ -91,8 +91,13 @@ def test_distillation_loss_properties():
 def test_distillation_pulls_student_toward_teacher(digits):
     teacher = _small_model()
     loader = make_loader(Subset(digits.train, range(512)), 64, shuffle=True, seed=0)
-    train_one_epoch(teacher, loader, torch.optim.AdamW(teacher.parameters(), lr=3e-3),
-                    loss_fn=nn.CrossEntropyLoss(), device="cpu")
+    train_one_epoch(
+        teacher,
+        loader,
+        torch.optim.AdamW(teacher.parameters(), lr=3e-3),
+        loss_fn=nn.CrossEntropyLoss(),
+        device="cpu",
+    )
     torch.manual_seed(1)
     student = create_model("digits-vit", embed_dim=64, depth=1, num_heads=2)
     x = torch.stack([digits.val[i][0] for i in range(128)])
@@ -103,8 +108,16 @@ def test_distillation_pulls_student_toward_teacher(digits):
 
     start = gap()
     optimizer = torch.optim.AdamW(student.parameters(), lr=3e-3)
-    stats = train_one_epoch(student, loader, optimizer, loss_fn=nn.CrossEntropyLoss(), device="cpu",
-                            teacher=copy.deepcopy(teacher), distill_weight=1.0, distill_temperature=2.0)
+    stats = train_one_epoch(
+        student,
+        loader,
+        optimizer,
+        loss_fn=nn.CrossEntropyLoss(),
+        device="cpu",
+        teacher=copy.deepcopy(teacher),
+        distill_weight=1.0,
+        distill_temperature=2.0,
+    )
     assert math.isfinite(stats["loss"])
     assert gap() < 0.5 * start
 

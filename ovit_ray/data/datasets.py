@@ -91,7 +91,11 @@ def _digits(root: str | None, image_size: int, seed: int, val_fraction: float, a
 
     digits = load_digits()
     return _tensor_splits(
-        digits.images / 16.0, digits.target, image_size=image_size, seed=seed, val_fraction=val_fraction,
+        digits.images / 16.0,
+        digits.target,
+        image_size=image_size,
+        seed=seed,
+        val_fraction=val_fraction,
         augment=augment,
     )
 
@@ -108,7 +112,9 @@ def _lfw(root: str | None, image_size: int, seed: int, val_fraction: float, augm
 
 def _require_root(dataset: str, root: str | None, must_contain: str | None = None) -> Path:
     if root is None:
-        raise FileNotFoundError(f"dataset {dataset!r} needs root=<path>; none was given (nothing is downloaded)")
+        raise FileNotFoundError(
+            f"dataset {dataset!r} needs root=<path>; none was given (nothing is downloaded)"
+        )
     path = Path(root).expanduser()
     expected = path / must_contain if must_contain else path
     if not expected.exists():
@@ -116,7 +122,9 @@ def _require_root(dataset: str, root: str | None, must_contain: str | None = Non
     return path
 
 
-def _imagefolder(root: str | None, image_size: int, seed: int, val_fraction: float, augment: str) -> DatasetSplits:
+def _imagefolder(
+    root: str | None, image_size: int, seed: int, val_fraction: float, augment: str
+) -> DatasetSplits:
     from torchvision.datasets import ImageFolder
 
     path = _require_root("imagefolder", root)
@@ -132,7 +140,9 @@ def _imagefolder(root: str | None, image_size: int, seed: int, val_fraction: flo
     )
 
 
-def _cifar10(root: str | None, image_size: int, seed: int, val_fraction: float, augment: str) -> DatasetSplits:
+def _cifar10(
+    root: str | None, image_size: int, seed: int, val_fraction: float, augment: str
+) -> DatasetSplits:
     """The official test batch is the val split, so `seed` and `val_fraction` do not apply."""
     from torchvision.datasets import CIFAR10
 

@@ -29,7 +29,9 @@ class PresetSpec:
     dataset: str
     image_size: int
     num_classes: int
-    arch: dict[str, Any] = field(default_factory=dict)  # VisionTransformer kwargs besides img_size/num_classes
+    arch: dict[str, Any] = field(
+        default_factory=dict
+    )  # VisionTransformer kwargs besides img_size/num_classes
 
 
 # digits-vit: 16x16 inputs (8x8 digits upsampled 2x), 4x4 patches -> 16 tokens + cls; average pooling
@@ -62,16 +64,13 @@ def create_model(
 ) -> nn.Module:
     """Build an untrained preset or timm model; with `checkpoint`, load its weights (masks are not applied
     here: they come back from `load_checkpoint`, and the saved weights are already zero where pruned)."""
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
     if name in PRESETS:
         spec = PRESETS[name]
-        model: nn.Module = VisionTransformer(
-            img_size=spec.image_size,
-            num_classes=spec.num_classes if num_classes is None else num_classes,
-            **{**spec.arch, **kwargs},
-        )
+        defaults = {"img_size": spec.image_size, "num_classes": spec.num_classes, **spec.arch}
+        model: nn.Module = VisionTransformer(**{**defaults, **kwargs})
     elif timm.is_model(name):
-        if num_classes is not None:
-            kwargs["num_classes"] = num_classes
         model = timm.create_model(name, pretrained=False, **kwargs)
     else:
         raise _unknown(name)

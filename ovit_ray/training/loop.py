@@ -39,14 +39,18 @@ def make_loader(
     )
 
 
-def _autocast(device: torch.device | str, scaler: torch.amp.GradScaler | None) -> contextlib.AbstractContextManager:
+def _autocast(
+    device: torch.device | str, scaler: torch.amp.GradScaler | None
+) -> contextlib.AbstractContextManager:
     """Mixed precision on CUDA only: fp16 when a GradScaler is given, bf16 otherwise."""
     if torch.device(device).type != "cuda":
         return contextlib.nullcontext()
     return torch.autocast("cuda", dtype=torch.float16 if scaler is not None else torch.bfloat16)
 
 
-def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+def distillation_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """KL(teacher || student) on temperature-softened logits, scaled by T^2 to keep gradient size."""
     t = temperature
     return F.kl_div(

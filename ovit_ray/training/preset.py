@@ -82,19 +82,28 @@ def train_preset(name: str, recipe: PresetRecipe, *, progress: bool = True) -> t
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     steps_per_epoch = len(train_loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _cosine_with_warmup(recipe.epochs * steps_per_epoch, recipe.warmup_epochs * steps_per_epoch)
+        optimizer,
+        _cosine_with_warmup(recipe.epochs * steps_per_epoch, recipe.warmup_epochs * steps_per_epoch),
     )
     loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     start = time.perf_counter()
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task(f"training {name}", total=recipe.epochs)
         for _ in range(recipe.epochs):
-            stats = train_one_epoch(model, train_loader, optimizer, loss_fn=loss_fn, device="cpu", scheduler=scheduler)
+            stats = train_one_epoch(
+                model, train_loader, optimizer, loss_fn=loss_fn, device="cpu", scheduler=scheduler
+            )
             bar.update(task, advance=1, description=f"training {name} (train top-1 {stats['top1']:.3f})")
     seconds = time.perf_counter() - start
     val = evaluate(model, val_loader, device="cpu")
-    meta = {"preset": name, "val_top1": val["top1"], "val_loss": val["loss"], "epochs": recipe.epochs,
-            "seconds": round(seconds, 2), "recipe": dataclasses.asdict(recipe)}
+    meta = {
+        "preset": name,
+        "val_top1": val["top1"],
+        "val_loss": val["loss"],
+        "epochs": recipe.epochs,
+        "seconds": round(seconds, 2),
+        "recipe": dataclasses.asdict(recipe),
+    }
     return model, meta
 
 
@@ -107,8 +116,11 @@ def preset_checkpoint(name: str = "digits-vit", *, progress: bool = True) -> Pat
             print(f"ovit-ray: training preset {name!r} on CPU (first use; cached at {path})", flush=True)
             model, meta = train_preset(name, recipe, progress=progress)
             save_checkpoint(path, model, meta=meta)
-            print(f"ovit-ray: preset {name!r} trained: val top-1 {meta['val_top1']:.4f} "
-                  f"in {meta['seconds']:.1f} s", flush=True)
+            print(
+                f"ovit-ray: preset {name!r} trained: val top-1 {meta['val_top1']:.4f} "
+                f"in {meta['seconds']:.1f} s",
+                flush=True,
+            )
     return path
 
 
