@@ -48,8 +48,7 @@ def varying_knobs(rows: Sequence[Row]) -> list[str]:
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 

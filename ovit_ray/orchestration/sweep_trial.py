@@ -120,7 +120,7 @@ def trial_rows(config: GradualConfig, strategy: str, summaries: list[dict[str, A
         for target in summary["targets"]:
             rows.append({"strategy": strategy, **{k: target[k] for k in (
                 "target_sparsity", "achieved_sparsity", "top1", "best_epoch", "epochs", "cpu_hours",
-                "gpu_hours", "checkpoint")}, "run_epochs": summary["total_epochs"],
+                "gpu_hours")}, "best_checkpoint": target["checkpoint"], "run_epochs": summary["total_epochs"],
                 **_flops(config, target["checkpoint"])})
     return rows
 
