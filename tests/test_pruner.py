@@ -144,3 +144,25 @@ def test_bad_sparsity_and_patterns():
     split_qkv = r"blocks\.\d+\.attn\.q\.weight"  # written for split q/k/v; timm fuses them into qkv
     with pytest.raises(ValueError, match=re.escape(f"pattern {split_qkv!r} matches no parameter")):
         select_prunable(pruner.model, [split_qkv])
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_masks_saved_and_loaded_with_the_model(tmp_path, suffix):
+    from ovit_ray.models import create_model, load_checkpoint, save_checkpoint
+
+    model = create_model("digits-vit")
+    params = select_prunable(model)
+    masks = MaskSet({n: torch.rand(p.shape) > 0.7 for n, p in params.items()})
+    masks.apply(model)
+    path = tmp_path / f"pruned{suffix}"
+    save_checkpoint(path, model, masks=masks.state_dict())
+
+    state, saved_masks, _ = load_checkpoint(path)
+    fresh = create_model("digits-vit")
+    fresh.load_state_dict(state)
+    loaded = MaskSet(saved_masks)
+    assert loaded.equals(masks) and loaded.sparsity() == pytest.approx(masks.sparsity())
+    fresh_params = select_prunable(fresh)
+    for name, param in fresh_params.items():
+        assert torch.all(param[~loaded[name]] == 0)
+        torch.testing.assert_close(param, params[name])

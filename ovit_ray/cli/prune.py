@@ -12,7 +12,7 @@ from ovit_ray.training.setup import build_model_and_data
 
 # A row is the same result when all of these match; such rows are kept, never recomputed or duplicated.
 KEY_COLUMNS = ["method", "pattern", "scope", "target_sparsity", "block_size", "num_grads", "damp",
-               "grad_batch_size", "seed", "model_source"]
+               "grad_batch_size", "dtype", "seed", "model_source"]
 TABLE_COLUMNS = ["method", "pattern", "target_sparsity", "achieved_sparsity", "top1", "top1_dense",
                  "prune_seconds", "peak_rss_mb", "flops_nonzero"]
 
@@ -35,6 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--num-grads", "-m", type=int, default=128, help="number of gradients m (default: 128)")
     p.add_argument("--damp", type=float, default=1e-7, help="absolute dampening lambda (default: 1e-7)")
     p.add_argument("--grad-batch-size", type=int, default=16, help="mini-batch size of one gradient (default: 16)")
+    p.add_argument("--dtype", default="float64", choices=["float64", "float32"],
+                   help="precision of the Fisher and the elimination; float32 halves memory (default: float64)")
     p.add_argument("--params", nargs="+", default=list(DEFAULT_PATTERNS), metavar="REGEX",
                    help="regular expressions (full match) of the prunable parameter names")
     p.add_argument("--seed", type=int, default=0)
@@ -57,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
         _check_sparsities(args.sparsity)
     settings = [
         PruneSettings(method=method, block_size=args.block_size, num_grads=args.num_grads, damp=args.damp,
-                      grad_batch_size=args.grad_batch_size, pattern=pattern, scope=args.scope)
+                      grad_batch_size=args.grad_batch_size, pattern=pattern, scope=args.scope,
+                      dtype=args.dtype)
         for method in dict.fromkeys(args.method)
     ]
     out = Path(args.out)

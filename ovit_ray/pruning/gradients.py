@@ -22,14 +22,23 @@ class FisherSums:
     product per flush, so the m gradients never sit in memory together.
     """
 
-    def __init__(self, shapes: Mapping[str, int], block_size: int, buffer_grads: int, device: torch.device):
+    def __init__(
+        self,
+        shapes: Mapping[str, int],
+        block_size: int,
+        buffer_grads: int,
+        device: torch.device,
+        dtype: torch.dtype = torch.float64,
+    ):
         self.block_size = block_size
         self.count = 0
         self.sums = {
-            name: torch.zeros(num_blocks(numel, block_size), block_size, block_size, device=device)
+            name: torch.zeros(num_blocks(numel, block_size), block_size, block_size, device=device, dtype=dtype)
             for name, numel in shapes.items()
         }
-        self._buffer = {name: torch.zeros(buffer_grads, numel, device=device) for name, numel in shapes.items()}
+        self._buffer = {
+            name: torch.zeros(buffer_grads, numel, device=device, dtype=dtype) for name, numel in shapes.items()
+        }
         self._filled = 0
 
     def add(self, grads: Mapping[str, torch.Tensor]) -> None:
@@ -67,18 +76,22 @@ def collect_fisher(
     num_grads: int,
     block_size: int,
     loss_fn: LossFn = nn.functional.cross_entropy,
-    buffer_bytes: int = 256 * 2**20,
+    dtype: torch.dtype = torch.float64,
+    buffer_bytes: int = 2**30,
     progress: bool = False,
 ) -> FisherSums:
     """Accumulate `num_grads` gradients of the mean mini-batch loss, each multiplied by the mask.
 
     The model runs in eval mode (no dropout noise in the curvature estimate); its training mode is restored and
     gradients are cleared afterwards. Masking the gradient decouples pruned weights from the rest.
+    The sums are kept in `dtype`: float64 keeps lambda meaningful next to large gradient products, float32
+    halves the memory (d * B * 4 bytes) for large models. Every flush of the gradient buffer is one pass
+    over all sums, so the buffer (`buffer_bytes`) should hold as many gradients as memory allows.
     """
     device = next(iter(params.values())).device
     total = sum(p.numel() for p in params.values())
-    buffer_grads = max(1, min(num_grads, buffer_bytes // (4 * total)))
-    sums = FisherSums({n: p.numel() for n, p in params.items()}, block_size, buffer_grads, device)
+    buffer_grads = max(1, min(num_grads, buffer_bytes // (dtype.itemsize * total)))
+    sums = FisherSums({n: p.numel() for n, p in params.items()}, block_size, buffer_grads, device, dtype)
     was_training = model.training
     model.eval()
     stream = endless(batches)

@@ -53,7 +53,7 @@ class Pruner:
             self.fisher = collect_fisher(
                 self.model, self.params, self.masks, batches,
                 num_grads=self.settings.num_grads, block_size=self.settings.block_size,
-                loss_fn=loss_fn, progress=progress,
+                loss_fn=loss_fn, dtype=self.settings.torch_dtype, progress=progress,
             )
 
     def _fisher_chunks(self, name: str) -> Iterator[tuple[slice, torch.Tensor]]:

@@ -32,7 +32,8 @@ def invert_spd(matrices: torch.Tensor) -> torch.Tensor:
     if bool((info > 0).any()):
         bad = int((info > 0).nonzero()[0])
         raise ValueError(
-            f"Fisher block {bad} is not positive definite; increase the dampening lambda (damp)"
+            f"Fisher block {bad} is not positive definite at this precision; increase the dampening "
+            f"lambda (damp) or compute in float64"
         )
     return torch.cholesky_inverse(chol)
 

@@ -69,6 +69,7 @@ def oneshot_rows(
                 "num_grads": settings.num_grads if settings.uses_fisher else 0,
                 "damp": settings.damp,
                 "grad_batch_size": settings.grad_batch_size,
+                "dtype": settings.dtype,
                 "fisher_seconds": fisher_seconds,
                 "plan_seconds": plan_seconds,
                 "apply_seconds": apply_seconds,
