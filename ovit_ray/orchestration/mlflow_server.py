@@ -83,8 +83,9 @@ class MlflowServer:
         )
         return {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(ini)}
 
-    def start(self, timeout_s: float = 60.0) -> MlflowServer:
-        """Start in its own process group and wait until ``/health`` answers."""
+    def start(self, timeout_s: float = 180.0) -> MlflowServer:
+        """Start in its own process group and wait until ``/health`` answers (7 s idle, a minute
+        or more on a loaded 2-core machine)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         env = self.env()
         with open(self.log, "ab") as out:
