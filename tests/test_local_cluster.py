@@ -59,7 +59,9 @@ def test_two_ray_start_nodes_each_run_a_task(tmp_path: Path) -> None:
                 return ray.get_runtime_context().get_node_id()
 
             pinned = [
-                where.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote()
+                where.options(
+                    scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+                ).remote()
                 for n in nodes
             ]
             assert sorted(ray.get(pinned, timeout=120)) == sorted(n["NodeID"] for n in nodes)

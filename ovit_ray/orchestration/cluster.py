@@ -154,7 +154,9 @@ def _exposure_problems(config: dict[str, Any]) -> Iterator[Problem]:
         public = any(r.get("CidrIp") == "0.0.0.0/0" for r in perm.get("IpRanges", []))
         if public and ports != (22, 22):
             yield Problem(
-                f"provider.security_group.IpPermissions.{i}", ports, "opens a port other than SSH to 0.0.0.0/0"
+                f"provider.security_group.IpPermissions.{i}",
+                ports,
+                "opens a port other than SSH to 0.0.0.0/0",
             )
 
 
@@ -173,7 +175,12 @@ def _secret_problems(config: dict[str, Any]) -> Iterator[Problem]:
             if pattern.search(text):
                 yield Problem(key, "<redacted>", f"contains {what}; pass credentials through the environment")
     for key, (name, value) in _assignments(config):
-        if is_secret_key(name) and not name.endswith(("_PATH", "_FILE")) and value and not value.startswith("$"):
+        if (
+            is_secret_key(name)
+            and not name.endswith(("_PATH", "_FILE"))
+            and value
+            and not value.startswith("$")
+        ):
             yield Problem(key, f"{name}=<redacted>", "a literal credential; read it from the environment")
 
 
