@@ -10,7 +10,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -53,7 +53,7 @@ class GradualConfig(BaseModel):
     end_epoch: int = Field(2, ge=0)
     update_frequency: int = Field(1, gt=0)
     interpolation: Literal["linear", "cubic"] = "linear"
-    targets: list[float] | None = None
+    targets: list[Annotated[float, Field(ge=0, lt=1)]] | None = None
     window_epochs: int = Field(2, gt=0)
     steps_per_target: int = Field(1, gt=0)
     # optimisation
@@ -149,10 +149,10 @@ class GradualConfig(BaseModel):
 def _one_line(err: ValidationError) -> str:
     parts = []
     for e in err.errors():
-        field = ".".join(str(x) for x in e["loc"]) or "config"
-        message = e["msg"].removeprefix("Value error, ")
-        shown = f" (got {e['input']!r})" if e["loc"] and "input" in e else ""
-        parts.append(f"{field}: {message}{shown}")
+        message = e["msg"].removeprefix("Value error, ")  # model-level messages name their field already
+        if e["loc"]:
+            message = f"{'.'.join(str(x) for x in e['loc'])}: {message} (got {e['input']!r})"
+        parts.append(message)
     return "; ".join(parts)
 
 

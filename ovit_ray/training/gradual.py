@@ -125,7 +125,7 @@ class LocalReporter:
     def report(self, metrics: Mapping[str, Any], checkpoint_dir: str | None) -> None:
         self.history.append(dict(metrics))
         if checkpoint_dir is not None:
-            shutil.copytree(checkpoint_dir, self.root / f"checkpoint_{len(self.history):06d}")
+            shutil.copytree(checkpoint_dir, self.root / f"checkpoint_{len(list(self.root.glob('checkpoint_*'))):06d}")
 
     @contextmanager
     def checkpoint_dir(self) -> Iterator[str | None]:

@@ -1,0 +1,32 @@
+"""`ovit-ray compare-strategies`: the single-run sparsity sweep vs one independent run per target."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ovit_ray.cli.train import add_config_arguments, config_from_args, print_run
+from ovit_ray.orchestration.results import print_table
+from ovit_ray.orchestration.strategies import RESULTS_FILE, STRATEGIES, compare, run_strategies
+
+# Small CPU-friendly defaults on the digits preset when no config file is given.
+DEFAULTS = {"targets": [0.5, 0.75, 0.9], "window_epochs": 2, "out": "runs/compare-strategies",
+            "block_size": 32, "num_grads": 32, "experiment": "ovit-ray-strategies"}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("compare-strategies", help="sparsity sweep vs independent runs, per target",
+                              description=__doc__)
+    add_config_arguments(p, DEFAULTS)
+    p.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    results = run_strategies(config, args.strategies, on_run=print_run)
+    unit = "gpu_hours" if config.gpus_per_worker > 0 else "cpu_hours"
+    columns = ["target"] + [f"{s}_{c}" for c in ("top1", "epochs", unit) for s in args.strategies]
+    print_table(compare(results), columns, title=f"sweep vs independent ({unit.replace('_', '-')})")
+    print(f"rows -> {Path(config.out) / RESULTS_FILE}")
+    return 0

@@ -1,0 +1,76 @@
+"""Gradual pruning loop without Ray: exact resume, schedules of both strategies, config errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from ovit_ray.orchestration.config import load_config, make_config
+from ovit_ray.training.gradual import GradualSpec, LocalReporter, run_gradual
+
+SPEC = dict(steps=[(0, 0.5), (1, 0.8)], windows=[(0.5, 0, 1), (0.8, 1, 3)], block_size=32, num_grads=8,
+            max_steps_per_epoch=3)
+
+
+class Crash(Exception):
+    pass
+
+
+def test_resume_after_crash_matches_uninterrupted_run(tmp_path):
+    # magnitude: resuming does not depend on the method, and it keeps this test fast
+    spec = GradualSpec(**{**SPEC, "method": "magnitude", "max_steps_per_epoch": 2}, best_dir=str(tmp_path / "best"))
+    whole = run_gradual(spec, LocalReporter(tmp_path / "whole"))
+
+    def crash_at_2(epoch: int, rank: int) -> None:
+        if epoch == 2:
+            raise Crash
+
+    with pytest.raises(Crash):
+        run_gradual(spec, LocalReporter(tmp_path / "crashed"), epoch_hook=crash_at_2)
+    again = LocalReporter(tmp_path / "crashed")
+    resumed = run_gradual(spec, again)
+    assert resumed["resumed_from_epoch"] == 2
+    assert [h["epoch"] for h in again.history] == [2]  # finished epochs are not repeated
+    # same masks, weights and per-target results as a run that never stopped (RNG, LR, optimizer restored)
+    assert resumed["mask_digests"] == whole["mask_digests"]
+    assert resumed["weight_digests"] == whole["weight_digests"]
+    assert [t["top1"] for t in resumed["targets"]] == [t["top1"] for t in whole["targets"]]
+    for row in whole["targets"]:
+        assert abs(row["achieved_sparsity"] - row["target_sparsity"]) < 1e-5
+    assert sorted(p.name for p in (tmp_path / "best").iterdir()) == sorted(
+        f"target_{t['target_sparsity']:.4f}_epoch{t['best_epoch']:04d}.safetensors" for t in whole["targets"])
+
+
+def test_sweep_and_independent_schedules():
+    config = make_config({"targets": [0.5, 0.75, 0.9, 0.95], "window_epochs": 3})
+    steps, windows = config.schedule()
+    assert steps == [(0, 0.5), (3, 0.75), (6, 0.9), (9, 0.95)]
+    assert windows[-1] == (0.95, 9, 12)
+    independent = [config.independent_schedule(i) for i in range(4)]
+    assert independent[0] == ([(0, 0.5)], [(0.5, 0, 3)])
+    assert [s for s, _ in independent[3][0]] == [0, 3, 6, 9]  # the sweep's pruning epochs ...
+    assert independent[3][0][-1][1] == 0.95 and independent[3][0][0][1] == pytest.approx(0.95 / 4)  # ... own ramp
+    total_independent = sum(w[0][2] for _, w in independent)
+    assert windows[-1][2] * 2 <= total_independent  # 12 vs 30 epochs
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"final_sparsity": 1.5}, "final_sparsity: Input should be less than 1 (got 1.5)"),
+    ({"targets": [0.5, 1.2]}, "targets.1: Input should be less than 1 (got 1.2)"),
+    ({"targets": [0.9, 0.5]}, "targets must be strictly increasing"),
+    ({"method": "obs"}, "method: Input should be"),
+    ({"pattern": "4:2"}, "pattern: need 0 < N < M"),
+    ({"lr_min": 0.1, "lr_max": 0.01}, "lr_min: must be <= lr_max"),
+    ({"epochs": 3}, "epochs: Extra inputs are not permitted (got 3)"),
+])
+def test_config_errors_name_field_and_value(values, message):
+    with pytest.raises(ValueError, match="^" + message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+        make_config(values)
+
+
+def test_yaml_config_with_overrides(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("targets: [0.5, 0.8]\nwindow_epochs: 2\nseed: 1\n")
+    config = load_config(path, {"seed": 4, "workers": None})
+    assert (config.targets, config.window_epochs, config.seed, config.workers) == ([0.5, 0.8], 2, 4, 1)
+    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+        load_config(tmp_path / "missing.yaml")
