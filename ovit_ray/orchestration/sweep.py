@@ -126,7 +126,8 @@ def _searcher(plan: Plan) -> Any:
 
     search = plan.sweep.search
     if search.algorithm != "optuna" or not plan.varying:
-        return BasicVariantGenerator(random_state=plan.sweep.seed)
+        # An instance ignores TuneConfig.max_concurrent_trials (only Searchers get wrapped): pass it here.
+        return BasicVariantGenerator(random_state=plan.sweep.seed, max_concurrent=plan.concurrency)
     from ovit_ray.orchestration.optuna_pruned import PrunedAwareOptuna
 
     metrics = [o.metric for o in search.objectives]
