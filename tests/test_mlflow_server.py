@@ -1,0 +1,78 @@
+"""A real `mlflow server` on a free loopback port: nested runs over HTTP, and an outage mid-way
+that the Tracker's outbox absorbs and replays after the restart."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import requests
+from mlflow import MlflowClient
+
+from ovit_ray.cli.main import main
+from ovit_ray.orchestration.mlflow_server import MlflowServer
+from ovit_ray.orchestration.tracking import Tracker
+
+
+def test_parent_and_children_over_http_survive_a_server_restart(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = MlflowServer(tmp_path / "mlflow").start()
+    try:
+        assert server.url.startswith("http://127.0.0.1:")
+        tracker = Tracker(tmp_path / "out", "sweep", server.url, offline_retry_s=0.0)
+        parent = tracker.start_run("sweep", {"model": "digits-vit"})
+        children = [
+            tracker.start_run(f"trial-{i}", {"sparsity": 0.5 + 0.1 * i}, parent_run_id=parent)
+            for i in range(2)
+        ]
+        tracker.log_metrics(children[0], {"top1": 0.9}, step=0)
+
+        server.stop()  # outage: calls go to the outbox, training would go on
+        with caplog.at_level(logging.WARNING):
+            tracker.log_metrics(children[0], {"top1": 0.95}, step=1)
+            tracker.end_run(children[0])
+        assert "unreachable" in caplog.text and tracker.outbox.exists()
+
+        server.start()  # same folder, same port
+        tracker.log_metrics(children[1], {"top1": 0.8}, step=0)  # flushes the outbox first
+        for run_id in (children[1], parent):
+            tracker.end_run(run_id)
+        assert not tracker.outbox.exists()
+
+        client = MlflowClient(server.url)
+        runs = {
+            r.info.run_name: r
+            for r in client.search_runs([client.get_experiment_by_name("sweep").experiment_id])
+        }
+        assert set(runs) == {"sweep", "trial-0", "trial-1"}
+        assert all(runs[f"trial-{i}"].data.tags["mlflow.parentRunId"] == parent for i in range(2))
+        history = client.get_metric_history(children[0], "top1")
+        assert [(m.step, m.value) for m in history] == [(0, 0.9), (1, 0.95)]
+        assert {r.info.status for r in runs.values()} == {"FINISHED"}
+    finally:
+        server.stop()
+    assert not server.ready()
+
+
+def test_basic_auth_rejects_anonymous_requests(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_FLASK_SERVER_SECRET_KEY", "test-secret-key")
+    monkeypatch.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", "test-admin-password")
+    with MlflowServer(tmp_path / "mlflow", auth=True) as server:
+        url = f"{server.url}/api/2.0/mlflow/experiments/search?max_results=1"
+        assert requests.get(url, timeout=60).status_code == 401
+        ok = requests.get(url, auth=("admin", "test-admin-password"), timeout=60)
+        assert ok.status_code == 200
+    assert "test-admin-password" not in (tmp_path / "mlflow" / "server.log").read_text()
+    assert "test-admin-password" not in (tmp_path / "mlflow" / "basic_auth.ini").read_text()
+
+
+def test_cli_refuses_public_bind_and_auth_without_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["mlflow-server", "--dir", str(tmp_path), "--host", "0.0.0.0"]) == 2
+    monkeypatch.delenv("MLFLOW_AUTH_ADMIN_PASSWORD", raising=False)
+    assert main(["mlflow-server", "--dir", str(tmp_path), "--auth"]) == 2
+    err = capsys.readouterr().err
+    assert "--allow-public" in err and "MLFLOW_AUTH_ADMIN_PASSWORD" in err
