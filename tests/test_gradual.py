@@ -74,3 +74,17 @@ def test_yaml_config_with_overrides(tmp_path):
     assert (config.targets, config.window_epochs, config.seed, config.workers) == ([0.5, 0.8], 2, 4, 1)
     with pytest.raises(FileNotFoundError, match="missing.yaml"):
         load_config(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("argv, field", [
+    (["train", "--final-sparsity", "1.5"], "final_sparsity"),
+    (["compare-strategies", "--targets", "0.9", "0.5"], "targets"),
+    (["train", "--workers", "0"], "workers"),
+])
+def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, argv, field):
+    from ovit_ray.cli.main import main
+
+    out = tmp_path / "out"
+    assert main([*argv, "--out", str(out)]) == 2
+    assert field in capsys.readouterr().err
+    assert not out.exists()

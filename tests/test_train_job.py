@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ def _kill_rank1_once(marker_dir: str):
         marker = Path(marker_dir) / "crashed"
         if rank == 1 and epoch == CRASH_EPOCH and not marker.exists():
             marker.touch()
+            time.sleep(10)  # mid-epoch: a checkpoint counts once the Train controller has polled it
             os._exit(1)  # a hard worker death, not an exception
     return hook
 
@@ -36,7 +38,7 @@ def _kill_rank1_once(marker_dir: str):
 def two_worker_run(ray_local, tmp_path_factory):
     preset_checkpoint("digits-vit", progress=False)  # train (or find) the preset before workers need it
     out = tmp_path_factory.mktemp("train_job")
-    config = make_config({"targets": [0.5, 0.8], "window_epochs": 1, "workers": 2, "block_size": 32,
+    config = make_config({"targets": [0.6, 0.9], "window_epochs": 1, "lr_max": 3e-4, "workers": 2, "block_size": 32,
                           "num_grads": 16, "max_steps_per_epoch": 4, "out": str(out), "max_failures": 1})
     result = run_training(config, epoch_hook=_kill_rank1_once(str(out)))
     return config, out, result
@@ -46,7 +48,7 @@ def test_two_workers_reach_targets_exactly_with_identical_state(two_worker_run):
     _, _, result = two_worker_run
     s = result.summary
     assert s["world_size"] == 2
-    assert [t["target_sparsity"] for t in s["targets"]] == [0.5, 0.8]
+    assert [t["target_sparsity"] for t in s["targets"]] == [0.6, 0.9]
     total = sum(p.numel() for p in select_prunable(create_model("digits-vit")).values())
     for t in s["targets"]:
         assert round(t["achieved_sparsity"] * total) == round(t["target_sparsity"] * total)
@@ -69,7 +71,7 @@ def test_killed_worker_resumes_from_last_checkpoint(two_worker_run):
 def test_top1_at_final_target_beats_one_shot(two_worker_run):
     config, _, result = two_worker_run
     settings = PruneSettings(method="ovit", block_size=32, num_grads=16, damp=config.damp)
-    row = oneshot_rows(build_model_and_data(), [settings], [0.8], param_patterns=DEFAULT_PATTERNS,
+    row = oneshot_rows(build_model_and_data(), [settings], [0.9], param_patterns=DEFAULT_PATTERNS,
                        progress=False)[0]
     assert result.summary["targets"][-1]["top1"] >= row["top1"]
 
@@ -88,7 +90,7 @@ def test_mlflow_run_has_params_epoch_metrics_and_compute(two_worker_run):
     assert run.data.params["workers"] == "2"
     top1 = client.get_metric_history(run.info.run_id, "top1")
     assert sorted(m.step for m in top1) == [0, 1]  # one point per epoch, none repeated after the restart
-    assert {"cpu_hours", "gpu_hours", "total_epochs", "wall_seconds", "target_0.8000/top1"} <= set(run.data.metrics)
+    assert {"cpu_hours", "gpu_hours", "total_epochs", "wall_seconds", "target_0.9000/top1"} <= set(run.data.metrics)
     assert run.data.metrics["cpu_hours"] > 0
 
 

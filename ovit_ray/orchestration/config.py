@@ -58,7 +58,7 @@ class GradualConfig(BaseModel):
     steps_per_target: int = Field(1, gt=0)
     # optimisation
     lr_schedule: Literal["cyclic_linear", "cosine", "constant"] = "cyclic_linear"
-    lr_max: float = Field(1e-3, gt=0)
+    lr_max: float = Field(5e-4, gt=0)  # the reference recipe: 5e-4 -> 1e-5 per cycle
     lr_min: float = Field(1e-5, ge=0)
     warmup_epochs: int = Field(0, ge=0)
     batch_size: int = Field(64, gt=0)
