@@ -21,6 +21,7 @@ import os
 import shutil
 import tempfile
 import time
+import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -40,6 +41,24 @@ from ovit_ray.training.schedules import build_lr_schedule
 from ovit_ray.training.setup import build_model_and_data
 
 STATE_FILE = "state.pt"
+
+
+class CorruptCheckpointError(ValueError):
+    """A checkpoint's resume state cannot be read (truncated upload, full disk, bit rot)."""
+
+
+def verify_state(directory: str | os.PathLike) -> Path:
+    """The checkpoint's state file, checked end to end (the CRC of every record of torch's zip
+    format) without unpickling it, so a host can pick a readable checkpoint cheaply."""
+    path = Path(directory) / STATE_FILE
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (OSError, zipfile.BadZipFile) as err:
+        raise CorruptCheckpointError(f"checkpoint {path} cannot be read: {err}") from None
+    if bad is not None:
+        raise CorruptCheckpointError(f"checkpoint {path} is corrupt: record {bad} fails its CRC check")
+    return path
 
 
 class Reporter(Protocol):
@@ -249,14 +268,14 @@ class GradualRun:
         with self.reporter.checkpoint_dir() as directory:
             if directory is None:
                 return
-            blob = torch.load(Path(directory) / STATE_FILE, weights_only=True, map_location="cpu")
+            blob = torch.load(verify_state(directory), weights_only=True, map_location="cpu")
         self.model.load_state_dict(blob["model"])
         self.optimizer.load_state_dict(blob["optimizer"])
         self.scheduler.load_state_dict(blob["scheduler"])
         self._set_masks(MaskSet(blob["masks"]).to(self.device))
         rng = blob["rng"]
         if rng.shape[0] == self.world:
-            torch.set_rng_state(rng[self.rank])
+            torch.set_rng_state(rng[self.rank].clone())  # a row view would hand torch a foreign storage offset
         meta = json.loads(blob["meta"])
         self.epoch, self.steps_done = meta["epoch"], meta["steps_done"]
         self.best, self.targets = meta["best"], meta["targets"]
