@@ -17,8 +17,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -c "import timm, torch, ray, mlflow, optuna; print('environment ready: torch', torch.__version__, 'ray', ray.__version__)"
 	rm -f $(VENV)/.installed-*; touch $@
 
+# A second `make quickstart` resumes (finished trials are kept) instead of starting over.
 quickstart: $(STAMP)
-	$(BIN)/ovit-ray prune --out runs/quickstart
+	$(BIN)/ovit-ray sweep sweeps/quickstart.yaml --out runs/quickstart \
+		$$(test -f runs/quickstart/sweep.json && echo --resume)
+	$(BIN)/ovit-ray report runs/quickstart
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q --durations=15
