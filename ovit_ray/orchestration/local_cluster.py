@@ -337,21 +337,27 @@ def _start_node(args: list[str], env: Mapping[str, str], log: Path) -> RayNodePr
     return RayNodeProcess(proc, log)
 
 
-def _group_alive(pgid: int) -> bool:
-    """Any live (non-zombie) process left in the group? Zombies whose parent exited may never be
+def group_processes(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of a process group, from /proc (Linux): e.g. a node's Ray
+    workers, for fault-injection tests that kill one. Zombies whose parent exited may never be
     reaped in containers without an init process, so they do not count."""
-    proc = Path("/proc")
-    if not proc.is_dir():  # not Linux: fall back to the signal check
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-    for stat in proc.glob("[0-9]*/stat"):
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
         if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def _group_alive(pgid: int) -> bool:
+    """Any live process left in the group?"""
+    if not Path("/proc").is_dir():  # not Linux: fall back to the signal check
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    return bool(group_processes(pgid))

@@ -234,7 +234,8 @@ def run_sweep(path: str | Path, out: str | Path, *, address: str | None = None, 
         storage = storage_path(sweep, out)
         trainable = tune.with_parameters(sweep_trial, sweep=sweep, fixed=plan.fixed, storage=storage)
         trainable = tune.with_resources(trainable, {"CPU": plan.trial_cpus if plan.light else DRIVER_CPU,
-                                                    "GPU": plan.trial_gpus if plan.light else 0})
+                                                    "GPU": plan.trial_gpus if plan.light else 0,
+                                                    **(sweep.resources.custom if plan.light else {})})
         experiment = f"{storage.rstrip('/')}/{sweep.name}"
         if resume and tune.Tuner.can_restore(experiment):
             tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=False)

@@ -151,6 +151,17 @@ class Resources(_Strict):
     cpus_per_worker: float = Field(1.0, gt=0)
     gpus_per_worker: float = Field(0.0, ge=0)
     max_failures: int = Field(1, ge=0)
+    # Custom Ray resources per worker (a node-type marker, or `fake_gpu` on the local fake cluster):
+    # trials then run only on nodes offering them, and the autoscaler starts such nodes on demand.
+    custom: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("custom")
+    @classmethod
+    def _positive(cls, custom: dict[str, float]) -> dict[str, float]:
+        bad = {k: v for k, v in custom.items() if not (0 < v < math.inf) or k in ("CPU", "GPU")}
+        if bad:
+            raise ValueError(f"custom resources need a name other than CPU/GPU and a finite amount > 0, got {bad}")
+        return custom
 
 
 class Mlflow(_Strict):
@@ -191,7 +202,7 @@ class SweepConfig(_Strict):
 
     def run_values(self, knobs: Mapping[str, Any]) -> dict[str, Any]:
         """GradualConfig fields of one trial: train base, resources, then the trial's knobs."""
-        values = {**self.train, **self.resources.model_dump(), **knobs}
+        values = {**self.train, **self.resources.model_dump(exclude={"custom"}), **knobs}
         values.pop("strategy", None)
         return values
 
@@ -266,18 +277,30 @@ def _read_yaml(path: Path, what: str) -> dict[str, Any]:
         raise FileNotFoundError(f"{what} not found: {path}")
     try:
         loaded = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
+    except (yaml.YAMLError, ValueError, UnicodeDecodeError) as err:  # ValueError: e.g. a 5000-digit int
+        raise ValueError(_clip(f"{path}: not valid YAML ({' '.join(str(err).split())})")) from None
+    except RecursionError:
+        raise ValueError(f"{path}: not valid YAML (nested too deeply)") from None
     if not isinstance(loaded, dict):
         raise ValueError(f"{path}: expected a mapping of key: value, got {type(loaded).__name__}")
     return loaded
+
+
+def _clip(line: str, limit: int = 300) -> str:
+    """A problem line stays one readable line even when the bad value is huge."""
+    line = " ".join(line.split())
+    return line if len(line) <= limit else f"{line[:limit]}... ({len(line) - limit} more characters)"
+
+
+def _report(path: Path, problems: list[str]) -> ValueError:
+    return ValueError("\n".join(_clip(f"{path}: {p}") for p in problems))
 
 
 def _validate(model: type[BaseModel], values: dict[str, Any], path: Path) -> Any:
     try:
         return model.model_validate(values)
     except ValidationError as err:
-        raise ValueError("\n".join(f"{path}: {p}" for p in _problems(err))) from None
+        raise _report(path, _problems(err)) from None
 
 
 def spaces_dir(sweep_path: Path) -> Path:
@@ -300,12 +323,12 @@ def load_sweep(path: str | Path) -> SweepConfig:
     path = Path(path)
     raw = _read_yaml(path, "sweep file")
     if "space" in raw:
-        raise ValueError(f"{path}: space: not a sweep key (use search.space and search.overrides), "
-                         f"got {raw['space']!r}")
+        raise ValueError(_clip(f"{path}: space: not a sweep key (use search.space and search.overrides), "
+                               f"got {raw['space']!r}"))
     sweep = _validate(SweepConfig, raw, path)
     space_name = sweep.search.space
     if not space_name.replace("_", "").replace("-", "").isalnum():
-        raise ValueError(f"{path}: search.space: a file stem in search_spaces/, got {space_name!r}")
+        raise ValueError(_clip(f"{path}: search.space: a file stem in search_spaces/, got {space_name!r}"))
     space_path = spaces_dir(path) / f"{space_name}.yaml"
     if not space_path.is_file():
         raise ValueError(f"{path}: search.space: no search space {space_name!r} (looked for {space_path})")
@@ -313,5 +336,5 @@ def load_sweep(path: str | Path) -> SweepConfig:
     sweep = sweep.model_copy(update={"space": {**space.params, **sweep.search.overrides}})
     problems = _check_consistency(sweep)
     if problems:
-        raise ValueError("\n".join(f"{path}: {p}" for p in problems))
+        raise _report(path, problems)
     return sweep

@@ -56,21 +56,22 @@ def _latest_marker() -> dict[str, Any]:
         return json.loads((Path(directory) / MARKER).read_text())
 
 
-def _checkpoint_of(index: int) -> Checkpoint | None:
-    """The trial's latest checkpoint if run `index` wrote it (a new run must not resume the previous one)."""
-    return tune.get_checkpoint() if _latest_marker()["index"] == index else None
+def _written_by(index: int, directory: Path) -> bool:
+    """Did run `index` write this checkpoint? (A new run must not resume the previous one.)"""
+    return json.loads((directory / MARKER).read_text())["index"] == index
 
 
 def _run_light(spec: Any, index: int, finished: list[dict[str, Any]]) -> dict[str, Any]:
     from ovit_ray.orchestration.train_job import RayReporter
     from ovit_ray.training.gradual import run_gradual
 
-    reporter = RayReporter(partial(_marked_report, index, finished), partial(_checkpoint_of, index),
-                           0, 1, None, spec.total_epochs)
+    reporter = RayReporter(partial(_marked_report, index, finished), tune.get_checkpoint,
+                           0, 1, None, spec.total_epochs, accept=partial(_written_by, index))
     return run_gradual(spec, reporter)
 
 
-def _run_train(spec: Any, config: GradualConfig, name: str, storage: str) -> dict[str, Any]:
+def _run_train(spec: Any, config: GradualConfig, name: str, storage: str,
+               custom: Mapping[str, float]) -> dict[str, Any]:
     """Train V2 inside Tune: a TorchTrainer per run, rank-0 metrics forwarded by TuneReportCallback."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -84,7 +85,7 @@ def _run_train(spec: Any, config: GradualConfig, name: str, storage: str) -> dic
         train_loop_config={"spec": dataclasses.asdict(spec)},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=use_gpu, resources_per_worker={
-            "CPU": config.cpus_per_worker, **({"GPU": config.gpus_per_worker} if use_gpu else {})}),
+            "CPU": config.cpus_per_worker, **({"GPU": config.gpus_per_worker} if use_gpu else {}), **custom}),
         run_config=RunConfig(name=name, storage_path=storage, callbacks=[TuneReportCallback()],
                              failure_config=FailureConfig(max_failures=config.max_failures)),
     )
@@ -92,13 +93,14 @@ def _run_train(spec: Any, config: GradualConfig, name: str, storage: str) -> dic
 
 
 def run_one(config: GradualConfig, steps: Steps, windows: Windows, *, index: int,
-            finished: list[dict[str, Any]], trial_dir: Path, storage: str) -> dict[str, Any]:
+            finished: list[dict[str, Any]], trial_dir: Path, storage: str,
+            custom: Mapping[str, float]) -> dict[str, Any]:
     """THE adapter to issue 3's gradual job: one gradual run in this trial, its summary back."""
     spec = config.to_spec(steps, windows, best_dir=str(trial_dir / f"best_run{index}"))
     if config.workers == 1:
         return _run_light(spec, index, finished)
     name = f"{tune.get_context().get_trial_id()}-run{index}"  # deterministic: a restored trial finds its runs
-    return _run_train(spec, config, name, f"{storage.rstrip('/')}/train")
+    return _run_train(spec, config, name, f"{storage.rstrip('/')}/train", custom)
 
 
 def _flops(config: GradualConfig, checkpoint: str | None) -> dict[str, float | None]:
@@ -146,7 +148,7 @@ def sweep_trial(knobs: dict[str, Any], *, sweep: SweepConfig, fixed: Mapping[str
         if index < len(finished):
             continue
         finished = [*finished, run_one(config, steps, windows, index=index, finished=finished,
-                                       trial_dir=trial_dir, storage=storage)]
+                                       trial_dir=trial_dir, storage=storage, custom=sweep.resources.custom)]
     rows = trial_rows(config, knobs["strategy"], finished)
     metrics = final_metrics(rows, finished, time.perf_counter() - began)
     tune.report({**metrics, TRIAL_COMPLETE: 1, ROWS_KEY: json.dumps(rows)})

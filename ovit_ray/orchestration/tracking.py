@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 RUN_KEY_TAG = "ovit.run_key"
 OFFLINE_PREFIX = "offline-"
 OUTBOX_NAME = "mlflow_outbox.jsonl"
+OUTBOX_TARGET = "mlflow_outbox.target.json"  # where the outbox belongs: URI (credentials redacted), experiment
 RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
 # MLflow's defaults (7 retries, backoff 2, 120 s timeout) can block a call for minutes when the
 # server is down. Applied only around this module's HTTP calls, and only where the user has not
@@ -52,6 +53,9 @@ HTTP_LIMITS = {
 }
 _SECRET_WORDS = {"token", "password", "passwd", "secret", "key", "apikey", "credential", "credentials"}
 _env_lock = threading.RLock()
+# Outboxes this process has warned about in the current outage: the sweep driver holds several
+# Trackers on one outbox (parent run, trial callback), and an outage deserves one warning, not one each.
+_warned_outboxes: set[Path] = set()
 
 
 class _Pending(Exception):
@@ -95,6 +99,12 @@ def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str
             text = value if isinstance(value, str) else json.dumps(value, default=str, sort_keys=True)
             flat[name] = text[:MAX_PARAM_VAL_LENGTH]
     return flat
+
+
+def outbox_target(out_dir: str | Path) -> dict[str, str] | None:
+    """URI and experiment of the queued calls in ``out_dir`` (None when nothing is queued)."""
+    path = Path(out_dir) / OUTBOX_TARGET
+    return json.loads(path.read_text()) if (Path(out_dir) / OUTBOX_NAME).exists() and path.exists() else None
 
 
 def _redact(uri: str) -> str:
@@ -258,6 +268,8 @@ class Tracker:
                 else:
                     sent += 1
             self.outbox.unlink()
+            (self.out_dir / OUTBOX_TARGET).unlink(missing_ok=True)
+            _warned_outboxes.discard(self.outbox)
             self._queued = False
             self._offline_until = None
             return sent
@@ -268,14 +280,16 @@ class Tracker:
         return self._offline_until is not None and time.monotonic() < self._offline_until
 
     def _go_offline(self, exc: BaseException) -> None:
-        if self._offline_until is None:
+        if self._offline_until is None and self.outbox not in _warned_outboxes:
+            _warned_outboxes.add(self.outbox)
             log.warning(
-                "MLflow tracking server %s unreachable (%s: %s); queuing calls in %s, replay them with "
-                "Tracker.flush_outbox()",
+                "MLflow tracking server %s unreachable (%s: %s); training goes on, calls are queued in %s "
+                "and replayed when the server answers again, or now with `ovit-ray sync-mlflow %s`",
                 _redact(self.uri),
                 type(exc).__name__,
                 str(exc).splitlines()[0][:200] if str(exc) else "",
                 self.outbox,
+                self.out_dir,
             )
         self._offline_until = time.monotonic() + self._offline_retry_s
 
@@ -299,8 +313,12 @@ class Tracker:
         return result
 
     def _enqueue(self, record: dict[str, Any]) -> None:
-        with self._outbox_lock, open(self.outbox, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        with self._outbox_lock:
+            target = self.out_dir / OUTBOX_TARGET
+            if not target.exists():  # lets `ovit-ray sync-mlflow DIR` replay it without being told where
+                target.write_text(json.dumps({"uri": _redact(self.uri), "experiment": self.experiment}))
+            with open(self.outbox, "a") as f:
+                f.write(json.dumps(record) + "\n")
         self._queued = True
 
     def _execute(self, record: dict[str, Any]) -> Any:

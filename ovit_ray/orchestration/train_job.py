@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import tempfile
 import time
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs
 import ray
 import ray.train
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -28,7 +30,9 @@ from ray.train.torch import TorchConfig, TorchTrainer
 
 from ovit_ray.orchestration.config import GradualConfig, Steps, Windows
 from ovit_ray.orchestration.tracking import Tracker
-from ovit_ray.training.gradual import GradualSpec, run_gradual
+from ovit_ray.training.gradual import CorruptCheckpointError, GradualSpec, run_gradual, verify_state
+
+log = logging.getLogger(__name__)
 
 RESULT_FILE = "result.json"
 # Parquet rows of one run are unique by these (a re-run with the same key adds nothing).
@@ -49,8 +53,11 @@ class RayReporter:
     """`training.gradual.Reporter` for Ray Train workers and (with ray.tune's functions) Tune function trials."""
 
     def __init__(self, report: Callable[..., None], get_checkpoint: Callable[[], Checkpoint | None],
-                 world_rank: int, world_size: int, tracking: TrackingTarget | None, total_epochs: int):
-        self._report, self._get_checkpoint = report, get_checkpoint
+                 world_rank: int, world_size: int, tracking: TrackingTarget | None, total_epochs: int,
+                 *, accept: Callable[[Path], bool] | None = None):
+        """`accept(directory)` tells this run's checkpoints from older ones in the same folder (a
+        fallback never crosses into another run's)."""
+        self._report, self._get_checkpoint, self._accept = report, get_checkpoint, accept
         self.world_rank, self.world_size = world_rank, world_size
         self._total_epochs = total_epochs
         self._tracking = tracking
@@ -70,12 +77,36 @@ class RayReporter:
 
     @contextmanager
     def checkpoint_dir(self) -> Iterator[str | None]:
-        checkpoint = self._get_checkpoint()
-        if checkpoint is None:
-            yield None
-            return
-        with checkpoint.as_directory() as directory:
-            yield directory
+        """The newest readable checkpoint of this run: a corrupt one is named and skipped, so a
+        crash while one was being written costs one more epoch instead of the run."""
+        corrupt: list[str] = []
+        for checkpoint in checkpoint_history(self._get_checkpoint()):
+            with checkpoint.as_directory() as directory:
+                if self._accept is not None and not self._accept(Path(directory)):
+                    break
+                try:
+                    verify_state(directory)
+                except CorruptCheckpointError as err:
+                    log.error("%s; falling back to the previous checkpoint", err)
+                    corrupt.append(checkpoint.path)
+                    continue
+                yield directory
+                return
+        if corrupt:
+            raise CorruptCheckpointError(f"no readable checkpoint left to resume from (corrupt: {', '.join(corrupt)})")
+        yield None
+
+
+def checkpoint_history(latest: Checkpoint | None) -> list[Checkpoint]:
+    """`latest`, then the older checkpoints in its folder, newest first (Tune and Train name them
+    `checkpoint_<index or timestamp>`, so name order is time order); works on any pyarrow filesystem."""
+    if latest is None:
+        return []
+    parent, name = latest.path.rstrip("/").rsplit("/", 1)
+    infos = latest.filesystem.get_file_info(pyarrow.fs.FileSelector(parent))
+    older = sorted((info.path for info in infos if info.type == pyarrow.fs.FileType.Directory
+                    and info.base_name.startswith("checkpoint_") and info.base_name < name), reverse=True)
+    return [latest, *(Checkpoint(path, latest.filesystem) for path in older)]
 
 
 def train_loop(config: dict[str, Any]) -> dict[str, Any]:
