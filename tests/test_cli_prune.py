@@ -1,0 +1,80 @@
+"""`ovit-ray prune` end to end on the digits preset, and its refusals on bad input."""
+
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+
+from ovit_ray.cli.main import main
+
+REQUIRED_COLUMNS = {
+    "method", "target_sparsity", "achieved_sparsity", "top1", "top1_dense", "block_size", "num_grads", "damp",
+    "grad_batch_size", "prune_seconds", "peak_rss_mb", "params_prunable", "params_nonzero", "flops_dense",
+    "flops_nonzero",
+}
+FAST = ["--num-grads", "16", "--no-progress"]
+
+
+def test_prune_writes_one_row_per_method_and_sparsity(tmp_path, digits_preset):
+    out = tmp_path / "run"
+    code = main(["prune", "--method", "ovit", "magnitude", "--sparsity", "0.5", "0.9", "--out", str(out), *FAST])
+    assert code == 0
+    table = pq.read_table(out / "results.parquet").to_pylist()
+    assert REQUIRED_COLUMNS <= set(table[0])
+    assert sorted((r["method"], r["target_sparsity"]) for r in table) == [
+        ("magnitude", 0.5), ("magnitude", 0.9), ("ovit", 0.5), ("ovit", 0.9)]
+    for row in table:
+        pruned = round(row["achieved_sparsity"] * row["params_prunable"])
+        assert pruned == round(row["target_sparsity"] * row["params_prunable"])  # exactly round(s * d)
+        assert row["top1_dense"] >= 0.95
+        assert row["params_nonzero"] < row["params_total"]
+        assert row["flops_nonzero"] < row["flops_dense"]
+    ovit_90 = next(r for r in table if r["method"] == "ovit" and r["target_sparsity"] == 0.9)
+    magnitude_90 = next(r for r in table if r["method"] == "magnitude" and r["target_sparsity"] == 0.9)
+    assert ovit_90["top1"] > magnitude_90["top1"]
+
+    # Run again: finished rows are kept as they were, nothing is duplicated.
+    assert main(["prune", "--method", "magnitude", "--sparsity", "0.5", "--out", str(out), *FAST]) == 0
+    again = pq.read_table(out / "results.parquet").to_pylist()
+    assert len(again) == 4
+    assert again == table
+
+
+def test_prune_nm_pattern(tmp_path, digits_preset):
+    out = tmp_path / "nm"
+    assert main(["prune", "--method", "ovit", "--pattern", "2:4", "--out", str(out), *FAST]) == 0
+    (row,) = pq.read_table(out / "results.parquet").to_pylist()
+    assert row["pattern"] == "2:4" and row["achieved_sparsity"] == 0.5
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--sparsity", "1.0"], "--sparsity: must be in [0, 1), got 1.0"),
+        (["--sparsity", "-0.2"], "--sparsity: must be in [0, 1), got -0.2"),
+        (["--block-size", "0"], "block_size: must be a positive integer, got 0"),
+        (["--num-grads", "0"], "num_grads: must be a positive integer, got 0"),
+        (["--model", "no_such_vit"], "unknown model 'no_such_vit'"),
+        (["--checkpoint", "/nonexistent/model.pt"], "/nonexistent/model.pt"),
+        (["--dataset", "imagefolder", "--data-root", "/nonexistent/images"], "/nonexistent/images"),
+        (["--params", r"blocks\.\d+\.attn\.q\.weight"], "matches no parameter"),
+        (["--pattern", "4:2"], "pattern: need 0 < N < M"),
+    ],
+)
+def test_bad_input_exits_nonzero_and_writes_nothing(tmp_path, args, message, digits_preset):
+    out = tmp_path / "bad"
+    result = subprocess.run(
+        [sys.executable, "-m", "ovit_ray.cli.main", "prune", "--out", str(out), *FAST, *args],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (out / "results.parquet").exists()
+
+
+def test_unknown_method_is_rejected_by_the_parser(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "ovit_ray.cli.main", "prune", "--method", "obs2"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "invalid choice: 'obs2'" in result.stderr
