@@ -37,9 +37,11 @@ ROOT = Path(__file__).resolve().parents[1]
 TRAIN = {"model": "digits-vit", "window_epochs": 1, "num_grads": 16, "block_size": 32, "max_steps_per_epoch": 4}
 
 
-@pytest.fixture(autouse=True)
-def _spaces(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OVIT_RAY_SEARCH_SPACES", str(ROOT / "search_spaces"))
+@pytest.fixture(autouse=True, scope="module")
+def _spaces() -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as mp:  # module scope: the shared sweep fixtures need it too
+        mp.setenv("OVIT_RAY_SEARCH_SPACES", str(ROOT / "search_spaces"))
+        yield
 
 
 def _sweep_file(folder: Path, name: str, targets: list[float], resources: dict[str, Any],
@@ -116,6 +118,25 @@ def test_no_unsafe_loaders_in_the_package() -> None:
         assert "pickle.load" not in text, source
 
 
+def test_credentials_in_uris_are_refused_and_never_echoed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Credentials come from the environment only: a URI carrying one would land in params and logs."""
+    source = yaml.safe_load((ROOT / "sweeps" / "ci" / "ablation_block_size_digits.yaml").read_text())
+    variants = [{"mlflow": {"uri": "https://bob:hunter2@mlflow.example:443"}},
+                {"storage": "s3://AKIAEXAMPLE:hunter2@bucket/ovit"}]
+    for i, change in enumerate(variants):
+        path = tmp_path / f"creds{i}.yaml"
+        path.write_text(yaml.safe_dump({**source, **change}))
+        assert main(["sweep", str(path), "--dry-run"]) == 2
+    good = tmp_path / "creds0.yaml"
+    good.write_text(yaml.safe_dump(source))
+    assert main(["sweep", str(good), "--dry-run", "--mlflow-uri", "http://bob:hunter2@127.0.0.1:5000"]) == 2
+    assert main(["sync-mlflow", str(tmp_path), "--mlflow-uri", "http://bob:hunter2@127.0.0.1:5000"]) == 2
+    out, err = capsys.readouterr()
+    assert "hunter2" not in out + err and err.count("must not carry credentials") == 4
+
+
 def test_corrupt_checkpoint_is_named_and_the_previous_one_used(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -153,15 +174,19 @@ def test_corrupt_checkpoint_is_named_and_the_previous_one_used(
 # ---- faults on real local Ray clusters (slow) -----------------------------------------------
 
 def _train_workers(cluster: LocalRayCluster) -> dict[int, list[int]]:
-    """Ray Train worker processes per node (by the node's process group)."""
+    """Ray Train worker processes per node index. Ray workers run in their own process group, but
+    their parent, the node's raylet, is in the group of the node's `ray start`."""
+    node_of = {pid: i for i, node in enumerate(cluster.nodes) for pid in group_processes(node.proc.pid)}
     found: dict[int, list[int]] = {}
-    for i, node in enumerate(cluster.nodes):
-        for pid in group_processes(node.proc.pid):
-            try:
-                if b"RayTrainWorker" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    found.setdefault(i, []).append(pid)
-            except OSError:
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if not cmdline.read_bytes().startswith(b"ray::RayTrainWorker"):
                 continue
+            parent = int((cmdline.parent / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent in node_of:
+            found.setdefault(node_of[parent], []).append(int(cmdline.parent.name))
     return found
 
 

@@ -103,7 +103,7 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path: P
             time.sleep(1)
         assert results.exists(), "no trial finished in time"
         time.sleep(3)  # let Tune save its experiment state (every second)
-        os.killpg(proc.pid, signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and its embedded Ray die without cleaning up
         proc.wait(90)
     finally:
         if proc.poll() is None:
@@ -111,9 +111,19 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path: P
             proc.wait(30)
     done_before = {r["trial_id"] for r in read_rows(results)}
     assert len(done_before) == 1
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    (parent_before,) = [r.info.run_id for r in client.search_runs(
+        [client.get_experiment_by_name("ovit-ray-sweeps").experiment_id], "tags.`ovit.kind` = 'sweep'")]
     outcome = run_sweep(path, out, resume=True)
     rows = read_rows(results)
     assert sorted(r["seed"] for r in rows) == [0, 1] and outcome.totals["trials_finished"] == 2
+    assert len({(r["trial_id"], r["target_sparsity"]) for r in rows}) == len(rows)  # no duplicate rows
+    runs = client.search_runs([client.get_experiment_by_name("ovit-ray-sweeps").experiment_id])
+    assert outcome.parent_run_id == parent_before  # the parent run was reused
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent_before]
+    assert len(runs) == 3 and sorted(r.data.tags["ovit.trial_id"] for r in children) == sorted(
+        r["trial_id"] for r in rows)  # one child per trial, none duplicated by the resume
+    assert {r.info.status for r in runs} == {"FINISHED"}
     for trial_id in done_before:  # a finished trial reported its epoch once: it was not run again
         lines = (out / "ray" / "t" / trial_id / "result.json").read_text().splitlines()
         iterations = [json.loads(line)["training_iteration"] for line in lines]

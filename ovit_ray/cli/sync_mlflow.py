@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ovit_ray.orchestration.tracking import OUTBOX_NAME, Tracker, outbox_target
+from ovit_ray.orchestration.tracking import OUTBOX_NAME, Tracker, check_no_credentials, outbox_target
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,6 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.dir)
+    if args.mlflow_uri:
+        check_no_credentials(args.mlflow_uri)
     target = outbox_target(out)
     if target is None:
         if not out.is_dir():

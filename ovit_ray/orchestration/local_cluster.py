@@ -41,6 +41,20 @@ def free_port(host: str = LOOPBACK) -> int:
         return int(sock.getsockname()[1])
 
 
+def free_ports(count: int, host: str = LOOPBACK, avoid: tuple[int, ...] = ()) -> list[int]:
+    """``count`` distinct free ports (held open together while chosen: separate ``free_port()``
+    calls can return the same port twice, and Ray refuses a port given to two components)."""
+    with contextlib.ExitStack() as stack:
+        ports: list[int] = []
+        while len(ports) < count:
+            sock = stack.enter_context(socket.socket())
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+            if port not in avoid:
+                ports.append(port)
+        return ports
+
+
 def port_in_use(port: int, host: str = LOOPBACK) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
@@ -172,6 +186,7 @@ def start_head(
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
+    dashboard_port, agent_port = free_ports(2, avoid=(port,))
     env = cluster_env(workdir)
     args = [
         "--head",
@@ -182,11 +197,11 @@ def start_head(
         "--include-dashboard",
         "false",
         "--dashboard-port",
-        str(free_port()),
+        str(dashboard_port),
         "--object-store-memory",
         str(OBJECT_STORE_BYTES),
         "--dashboard-agent-listen-port",
-        str(free_port()),
+        str(agent_port),
         "--disable-usage-stats",
         *(extra_args or []),
     ]

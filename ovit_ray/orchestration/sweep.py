@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ovit_ray.orchestration.sweep_config import Dist, SweepConfig, load_sweep
-from ovit_ray.orchestration.tracking import default_tracking_uri
+from ovit_ray.orchestration.tracking import check_no_credentials, default_tracking_uri
 
 STATE_FILE = "sweep.json"
 SWEEP_COPY = "sweep.yaml"
@@ -98,8 +98,9 @@ def describe(plan: Plan, out: Path, mlflow_uri: str | None) -> list[str]:
     path = "light path (the loop inside the Tune trial)" if plan.light else "Train V2 (TorchTrainer per trial)"
     lines.append(f"per trial: {r.workers} worker(s) x {r.cpus_per_worker:g} CPU, {r.gpus_per_worker:g} GPU "
                  f"({path}); {plan.concurrency} trial(s) at once")
+    uri = check_no_credentials(mlflow_uri or sweep.mlflow.uri or default_tracking_uri(out))
     lines.append(f"output: {out} (Tune: {storage_path(sweep, out)}/{sweep.name}; MLflow: "
-                 f"{mlflow_uri or sweep.mlflow.uri or default_tracking_uri(out)}, experiment {sweep.mlflow.experiment})")
+                 f"{uri}, experiment {sweep.mlflow.experiment})")
     return lines
 
 

@@ -164,9 +164,20 @@ class Resources(_Strict):
         return custom
 
 
+def _no_credentials(uri: str | None, what: str) -> str | None:
+    from ovit_ray.orchestration.tracking import check_no_credentials  # imports mlflow: only when needed
+
+    return uri if uri is None else check_no_credentials(uri, what)
+
+
 class Mlflow(_Strict):
     uri: str | None = None
     experiment: str = Field("ovit-ray-sweeps", min_length=1)
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, uri: str | None) -> str | None:
+        return _no_credentials(uri, "the URI")
 
 
 class SweepConfig(_Strict):
@@ -181,6 +192,11 @@ class SweepConfig(_Strict):
     mlflow: Mlflow = Mlflow()
     # Filled in by `load_sweep`: the referenced space with the overrides applied.
     space: dict[str, Dist] = Field(default_factory=dict)
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, storage: str | None) -> str | None:
+        return _no_credentials(storage, "the storage URI")
 
     @field_validator("train")
     @classmethod

@@ -107,6 +107,16 @@ def outbox_target(out_dir: str | Path) -> dict[str, str] | None:
     return json.loads(path.read_text()) if (Path(out_dir) / OUTBOX_NAME).exists() and path.exists() else None
 
 
+def check_no_credentials(uri: str, what: str = "MLflow tracking URI") -> str:
+    """Refuse a URI carrying a user or password: credentials come from the environment only
+    (``MLFLOW_TRACKING_USERNAME``/``_PASSWORD``, cloud SDK credentials), never from a URI that would
+    land in params, logs, ``ps`` output and the outbox."""
+    if re.search(r"//[^/@]*@", uri):
+        raise ValueError(f"{what} must not carry credentials (put them in the environment: "
+                         f"MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD, or the cloud SDK's own), got {_redact(uri)}")
+    return uri
+
+
 def _redact(uri: str) -> str:
     return re.sub(r"//[^/@]*@", "//***@", uri)
 
@@ -136,7 +146,7 @@ class Tracker:
     ) -> None:
         self.out_dir = Path(out_dir).resolve()
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.uri = uri or default_tracking_uri(self.out_dir)
+        self.uri = check_no_credentials(uri or default_tracking_uri(self.out_dir))
         self.experiment_name = experiment_name
         self.client = MlflowClient(self.uri)
         self.outbox = self.out_dir / OUTBOX_NAME
