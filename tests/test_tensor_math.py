@@ -10,16 +10,16 @@ from ovit_ray.tensor_math.elimination import greedy_eliminate, obs_loss, obs_upd
 from ovit_ray.tensor_math.fisher import accumulate_outer, fisher_from_sums, invert_spd, sherman_morrison_inverse
 from ovit_ray.tensor_math.selection import is_nm_valid, nm_prune_mask, select_smallest
 
-torch.set_default_dtype(torch.float64)
+F64 = {"dtype": torch.float64}
 
 
 def random_problem(n=6, block=8, m=40, seed=0):
     """Weights, correlated gradients and the resulting dampened Fisher / inverse, in fp64."""
     gen = torch.Generator().manual_seed(seed)
-    mixing = torch.randn(n, block, block, generator=gen)
-    grads = torch.einsum("nij,knj->kni", mixing, torch.randn(m, n, block, generator=gen))
-    weights = torch.randn(n, block, generator=gen)
-    sums = torch.zeros(n, block, block)
+    mixing = torch.randn(n, block, block, generator=gen, **F64)
+    grads = torch.einsum("nij,knj->kni", mixing, torch.randn(m, n, block, generator=gen, **F64))
+    weights = torch.randn(n, block, generator=gen, **F64)
+    sums = torch.zeros(n, block, block, **F64)
     accumulate_outer(sums, grads)
     fisher = fisher_from_sums(sums, m, damp=1e-3, dtype=torch.float64)
     return weights, grads, fisher, invert_spd(fisher)
@@ -29,12 +29,12 @@ def test_batched_fisher_inverse_equals_sherman_morrison():
     _, grads, fisher, inverse = random_problem()
     reference = sherman_morrison_inverse(grads, damp=1e-3)
     torch.testing.assert_close(inverse, reference, rtol=1e-8, atol=1e-8)
-    torch.testing.assert_close(fisher @ inverse, torch.eye(8).expand_as(fisher), rtol=0, atol=1e-8)
+    torch.testing.assert_close(fisher @ inverse, torch.eye(8, **F64).expand_as(fisher), rtol=0, atol=1e-8)
 
 
 def test_accumulating_in_groups_equals_all_at_once():
     _, grads, _, _ = random_problem()
-    at_once, grouped = torch.zeros(6, 8, 8), torch.zeros(6, 8, 8)
+    at_once, grouped = torch.zeros(6, 8, 8, **F64), torch.zeros(6, 8, 8, **F64)
     accumulate_outer(at_once, grads)
     for group in grads.split(7):
         accumulate_outer(grouped, group)
@@ -107,7 +107,7 @@ def test_woodfisher_update_is_sum_of_single_updates():
 
 
 def test_blocks_round_trip_and_padding_is_invalid():
-    flat = torch.arange(10.0)
+    flat = torch.arange(10.0, **F64)
     blocks = to_blocks(flat, 4)
     assert blocks.shape == (3, 4) and blocks[2, 2:].eq(0).all()
     assert torch.equal(from_blocks(blocks, 10), flat)
