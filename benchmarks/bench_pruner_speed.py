@@ -37,6 +37,7 @@ from torch import nn
 from ovit_ray.models import create_model
 from ovit_ray.pruning import DEFAULT_PATTERNS, MaskSet, Pruner, PruneSettings, select_prunable
 from ovit_ray.pruning.gradients import FisherSums, collect_fisher
+from ovit_ray.pruning.settings import DTYPES
 
 MODELS = {"tiny": "deit_tiny_patch16_224", "small": "deit_small_patch16_224"}
 GIB = 2**30
@@ -52,6 +53,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-grads", "-m", nargs="+", type=int,
                    help="numbers of gradients (default: 64 256 1024; with --layer: 256)")
     p.add_argument("--damp", type=float, default=1e-7)
+    p.add_argument("--dtype", default="float64", choices=list(DTYPES),
+                   help="Fisher sums and elimination precision (default: float64; float32 halves memory)")
     p.add_argument("--sparsity", type=float, default=0.5, help="sparsity for the apply step (default: 0.5)")
     p.add_argument("--blocks", type=int, default=None,
                    help="time only the first N transformer blocks and scale times to all 12 (rows are labelled)")
@@ -62,7 +65,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="std of the random gradients (default: 1e-3, the size of mean-loss gradients; with N(0, 1) "
                         "gradients fp32 rounding in the sums exceeds lambda=1e-7 and the Cholesky fails)")
     p.add_argument("--max-fisher-gib", type=float, default=20.0,
-                   help="skip (model, B) whose fp32 Fisher sums d*B*4 bytes exceed this (default: 20)")
+                   help="skip (model, B) whose Fisher sums d*B*itemsize bytes exceed this (default: 20)")
     p.add_argument("--layer", metavar="OUTxIN", help="time one OUTxIN layer instead (e.g. 384x384): median of --repeats")
     p.add_argument("--repeats", type=int, default=5, help="repeats in --layer mode (default: 5)")
     p.add_argument("--threads", type=int, default=None,
@@ -94,16 +97,17 @@ def prunable(config: Mapping) -> tuple[nn.Module, dict[str, nn.Parameter]]:
     return model, params
 
 
-def buffer_grads(total_weights: int, max_m: int) -> int:
+def buffer_grads(total_weights: int, max_m: int, dtype: torch.dtype) -> int:
     """Gradients per flush, sized like `collect_fisher` does for this many weights."""
-    return max(1, min(max_m, BUFFER_BYTES // (4 * total_weights)))
+    return max(1, min(max_m, BUFFER_BYTES // (dtype.itemsize * total_weights)))
 
 
 def accumulate(params: Mapping[str, nn.Parameter], block: int, grad_ms: Sequence[int], pool: Sequence[dict],
-               ) -> tuple[FisherSums, dict[int, float]]:
+               dtype: torch.dtype) -> tuple[FisherSums, dict[int, float]]:
     """Fold max(grad_ms) pooled gradients into fresh sums; returns the sums and the elapsed seconds at each m."""
     shapes = {n: p.numel() for n, p in params.items()}
-    sums = FisherSums(shapes, block, buffer_grads(sum(shapes.values()), max(grad_ms)), torch.device("cpu"))
+    buffer = buffer_grads(sum(shapes.values()), max(grad_ms), dtype)
+    sums = FisherSums(shapes, block, buffer, torch.device("cpu"), dtype)
     marks, elapsed = set(grad_ms), {}
     began = time.perf_counter()
     for k in range(1, max(grad_ms) + 1):
@@ -135,12 +139,13 @@ def child(config: dict) -> dict:
     scale = config["grad_scale"]
     pool = [{n: torch.randn(p.numel()) * scale for n, p in params.items()} for _ in range(config["grad_pool"])]
     block, grad_ms = config["block_size"], sorted(config["measured_ms"])
-    settings = PruneSettings(method="ovit", block_size=block, num_grads=max(grad_ms), damp=config["damp"])
+    settings = PruneSettings(method="ovit", block_size=block, num_grads=max(grad_ms), damp=config["damp"],
+                             dtype=config["dtype"])
     result = {"weights": sum(p.numel() for p in params.values())}
     if config.get("layer"):
         parts = {"fisher_s": [], "plan_s": [], "apply_s": [], "total_s": []}
         for _ in range(config["repeats"]):
-            sums, elapsed = accumulate(params, block, grad_ms, pool)
+            sums, elapsed = accumulate(params, block, grad_ms, pool, settings.torch_dtype)
             plan_s, apply_s = plan_and_apply(model, params, settings, sums, config["sparsity"])
             for key, value in zip(parts, (elapsed[max(grad_ms)], plan_s, apply_s), strict=False):
                 parts[key].append(value)
@@ -148,7 +153,7 @@ def child(config: dict) -> dict:
             del sums
         result.update({k: statistics.median(v) for k, v in parts.items()}, runs=parts)
     else:
-        sums, elapsed = accumulate(params, block, grad_ms, pool)
+        sums, elapsed = accumulate(params, block, grad_ms, pool, settings.torch_dtype)
         plan_s, apply_s = plan_and_apply(model, params, settings, sums, config["sparsity"])
         result.update(fisher_s={str(m): s for m, s in elapsed.items()}, plan_s=plan_s, apply_s=apply_s)
     result["threads"] = torch.get_num_threads()
@@ -179,17 +184,17 @@ def grid_rows(args: argparse.Namespace) -> list[dict]:
         depth = len(create_model(MODELS[model_key]).blocks)
         weights = full_weights(model_key)
         for block in args.block_size:
-            need = weights * block * 4 / GIB
+            need = weights * block * DTYPES[args.dtype].itemsize / GIB
             base = {"model": f"DeiT-{model_key.capitalize()}", "weights": weights, "B": block}
             if need > args.max_fisher_gib:
-                rows += [{**base, "m": m, "note": f"skipped: needs {need:.1f} GiB for the fp32 Fisher sums"}
+                rows += [{**base, "m": m, "note": f"skipped: needs {need:.1f} GiB for the {args.dtype} Fisher sums"}
                          for m in args.num_grads]
                 print(f"{base['model']} B={block}: skipped, needs {need:.1f} GiB", flush=True)
                 continue
             cap = args.max_measured_grads
             measured = sorted({m if cap is None else min(m, cap) for m in args.num_grads})
             config = {"model": model_key, "block_size": block, "measured_ms": measured, "damp": args.damp,
-                      "sparsity": args.sparsity, "blocks": args.blocks, "grad_pool": args.grad_pool,
+                      "sparsity": args.sparsity, "blocks": args.blocks, "grad_pool": args.grad_pool, "dtype": args.dtype,
                       "grad_scale": args.grad_scale}
             began = time.perf_counter()
             res = run_child(config, args)
@@ -227,6 +232,7 @@ def layer_mode(args: argparse.Namespace) -> tuple[str, list[dict]]:
     out_features, in_features = (int(v) for v in args.layer.lower().split("x"))
     block, m = args.block_size[0], args.num_grads[0]
     config = {"layer": [out_features, in_features], "block_size": block, "measured_ms": [m], "damp": args.damp,
+              "dtype": args.dtype,
               "sparsity": args.sparsity, "grad_pool": args.grad_pool, "grad_scale": args.grad_scale,
               "repeats": args.repeats}
     res = run_child(config, args)
@@ -258,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = grid_rows(args)
         text = markdown(rows)
     print(f"\n{text}\n\nthreads: {args.threads or torch.get_num_threads()}, torch {torch.__version__}; times on random weights "
-          "and gradients, ovit method, fp64 elimination")
+          f"and gradients, ovit method, {args.dtype} Fisher and elimination")
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         with open(Path(args.out) / "speed.jsonl", "a") as f:
