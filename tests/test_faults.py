@@ -304,6 +304,7 @@ def test_removed_node_trials_are_rescheduled_on_the_remaining_node(
     assert sorted(r["seed"] for r in read_rows(out / "results.parquet")) == [0, 0, 0, 1, 1, 1]
     epochs = _epochs_reported(out, "nodes")
     assert all(sorted(set(e)) == [0, 1, 2] and len(e) - 3 <= 1 for e in epochs.values())
+    assert any((out / "ray" / "nodes" / trial / "error.txt").exists() for trial in epochs)  # lost with the node
 
 
 @pytest.mark.ray

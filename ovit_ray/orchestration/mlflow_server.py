@@ -85,7 +85,10 @@ class MlflowServer:
 
     def start(self, timeout_s: float = 180.0) -> MlflowServer:
         """Start in its own process group and wait until ``/health`` answers (7 s idle, a minute
-        or more on a loaded 2-core machine)."""
+        or more on a loaded 2-core machine). Already running: nothing to do (a second process
+        would fail to bind and leave the first one without an owner)."""
+        if self.running():
+            return self
         self.folder.mkdir(parents=True, exist_ok=True)
         env = self.env()
         with open(self.log, "ab") as out:

@@ -105,7 +105,10 @@ def describe(plan: Plan, out: Path, mlflow_uri: str | None) -> list[str]:
 
 
 def storage_path(sweep: SweepConfig, out: Path) -> str:
-    return sweep.storage or str((out / "ray").resolve())
+    """The sweep's `storage`, else `$OVIT_RAY_STORAGE` (exported on every node by cluster.yaml: shared
+    storage, so a trial moved to another node finds its checkpoints), else `<out>/ray`."""
+    env = os.environ.get("OVIT_RAY_STORAGE")
+    return sweep.storage or (check_no_credentials(env, "OVIT_RAY_STORAGE") if env else str((out / "ray").resolve()))
 
 
 def _tune_domain(dist: Dist) -> Any:

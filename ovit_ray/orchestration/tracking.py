@@ -326,7 +326,7 @@ class Tracker:
         with self._outbox_lock:
             target = self.out_dir / OUTBOX_TARGET
             if not target.exists():  # lets `ovit-ray sync-mlflow DIR` replay it without being told where
-                target.write_text(json.dumps({"uri": _redact(self.uri), "experiment": self.experiment}))
+                target.write_text(json.dumps({"uri": _redact(self.uri), "experiment": self.experiment_name}))
             with open(self.outbox, "a") as f:
                 f.write(json.dumps(record) + "\n")
         self._queued = True
