@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from ovit_ray.pruning import MaskSet, PruneSettings, Pruner, select_prunable
+from ovit_ray.pruning import MaskSet, Pruner, PruneSettings, select_prunable
 from ovit_ray.pruning.gradients import FisherSums
 from ovit_ray.tensor_math.blocks import to_blocks
 from ovit_ray.tensor_math.fisher import fisher_from_sums

@@ -7,7 +7,12 @@ import torch
 
 from ovit_ray.tensor_math.blocks import from_blocks, to_blocks, valid_mask
 from ovit_ray.tensor_math.elimination import greedy_eliminate, obs_loss, obs_update, woodfisher_update
-from ovit_ray.tensor_math.fisher import accumulate_outer, fisher_from_sums, invert_spd, sherman_morrison_inverse
+from ovit_ray.tensor_math.fisher import (
+    accumulate_outer,
+    fisher_from_sums,
+    invert_spd,
+    sherman_morrison_inverse,
+)
 from ovit_ray.tensor_math.selection import is_nm_valid, nm_prune_mask, select_smallest
 
 F64 = {"dtype": torch.float64}
@@ -54,7 +59,7 @@ def test_greedy_prefix_equals_exact_joint_obs(steps):
     weights, _, fisher, inverse = random_problem()
     result = greedy_eliminate(weights, inverse.clone(), steps=steps)
     pruned = torch.zeros_like(weights, dtype=torch.bool).scatter_(1, result.order, True)
-    expected = torch.stack([joint_obs_from_inverse(w, h, s) for w, h, s in zip(weights, inverse, pruned)])
+    expected = torch.stack([joint_obs_from_inverse(w, h, s) for w, h, s in zip(weights, inverse, pruned, strict=True)])
     torch.testing.assert_close(result.weights, expected, rtol=1e-7, atol=1e-9)
     torch.testing.assert_close(obs_update(weights, fisher, pruned), expected, rtol=1e-7, atol=1e-9)
     torch.testing.assert_close(result.losses[:, -1], obs_loss(weights, inverse, pruned), rtol=1e-7, atol=1e-12)
@@ -102,7 +107,7 @@ def test_woodfisher_update_is_sum_of_single_updates():
     weights, _, _, inverse = random_problem()
     pruned = torch.zeros_like(weights, dtype=torch.bool)
     pruned[:, 2] = True  # a single weight: WoodFisher and exact OBS must coincide
-    expected = torch.stack([joint_obs_from_inverse(w, h, s) for w, h, s in zip(weights, inverse, pruned)])
+    expected = torch.stack([joint_obs_from_inverse(w, h, s) for w, h, s in zip(weights, inverse, pruned, strict=True)])
     torch.testing.assert_close(woodfisher_update(weights, inverse, pruned), expected)
 
 

@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ovit_ray.orchestration.tracking import is_secret_key
+from ovit_ray.orchestration.yaml_files import read_yaml_mapping
 
 STORAGE_VAR = "OVIT_RAY_STORAGE"
 SHARED_MOUNTS_VAR = "OVIT_RAY_SHARED_MOUNTS"  # colon-separated mount points documented as shared
@@ -56,16 +55,7 @@ class Problem:
 
 def load_cluster_file(path: str | Path) -> dict[str, Any]:
     """``yaml.safe_load`` of a cluster file; a clear ValueError if it is not a mapping."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"cluster file not found: {path}")
-    try:
-        config = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{path}: a cluster file must be a YAML mapping, got {type(config).__name__}")
-    return config
+    return read_yaml_mapping(path, "cluster file")
 
 
 def validate_cluster_config(config: dict[str, Any]) -> list[Problem]:

@@ -12,9 +12,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ovit_ray.orchestration.yaml_files import read_yaml_mapping
 from ovit_ray.pruning import PruneSettings, parse_pattern
 from ovit_ray.training.gradual import GradualSpec
 from ovit_ray.training.schedules import sparsity_steps, sparsity_steps_through_targets
@@ -168,15 +168,6 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
     """YAML file (optional) with `overrides` on top (None values are ignored)."""
     values: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as err:
-            raise ValueError(f"config file {path}: not valid YAML ({err})") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ValueError(f"config file {path}: expected a mapping of field: value, got {type(loaded).__name__}")
-        values.update(loaded or {})
+        values.update(read_yaml_mapping(path, "config file"))
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return make_config(values)

@@ -17,10 +17,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ovit_ray.orchestration.config import PLACEMENT_FIELDS, GradualConfig, make_config
+from ovit_ray.orchestration.yaml_files import clip_line, read_yaml_mapping
 
 Scalar = bool | int | float | str
 STRATEGIES = ("sweep", "independent")
@@ -288,28 +288,8 @@ def _problems(err: ValidationError) -> list[str]:
 _TYPE_TAGS = {"bool", "int", "float", "str", "function-after", "function-before", "function-wrap"}
 
 
-def _read_yaml(path: Path, what: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} not found: {path}")
-    try:
-        loaded = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, ValueError, UnicodeDecodeError) as err:  # ValueError: e.g. a 5000-digit int
-        raise ValueError(_clip(f"{path}: not valid YAML ({' '.join(str(err).split())})")) from None
-    except RecursionError:
-        raise ValueError(f"{path}: not valid YAML (nested too deeply)") from None
-    if not isinstance(loaded, dict):
-        raise ValueError(f"{path}: expected a mapping of key: value, got {type(loaded).__name__}")
-    return loaded
-
-
-def _clip(line: str, limit: int = 300) -> str:
-    """A problem line stays one readable line even when the bad value is huge."""
-    line = " ".join(line.split())
-    return line if len(line) <= limit else f"{line[:limit]}... ({len(line) - limit} more characters)"
-
-
 def _report(path: Path, problems: list[str]) -> ValueError:
-    return ValueError("\n".join(_clip(f"{path}: {p}") for p in problems))
+    return ValueError("\n".join(clip_line(f"{path}: {p}") for p in problems))
 
 
 def _validate(model: type[BaseModel], values: dict[str, Any], path: Path) -> Any:
@@ -331,20 +311,20 @@ def spaces_dir(sweep_path: Path) -> Path:
 
 def load_space(path: str | Path) -> SearchSpace:
     path = Path(path)
-    return _validate(SearchSpace, _read_yaml(path, "search space"), path)
+    return _validate(SearchSpace, read_yaml_mapping(path, "search space"), path)
 
 
 def load_sweep(path: str | Path) -> SweepConfig:
     """Read, validate and resolve a sweep file; `ValueError` (one line per problem) on any mistake."""
     path = Path(path)
-    raw = _read_yaml(path, "sweep file")
+    raw = read_yaml_mapping(path, "sweep file")
     if "space" in raw:
-        raise ValueError(_clip(f"{path}: space: not a sweep key (use search.space and search.overrides), "
+        raise ValueError(clip_line(f"{path}: space: not a sweep key (use search.space and search.overrides), "
                                f"got {raw['space']!r}"))
     sweep = _validate(SweepConfig, raw, path)
     space_name = sweep.search.space
     if not space_name.replace("_", "").replace("-", "").isalnum():
-        raise ValueError(_clip(f"{path}: search.space: a file stem in search_spaces/, got {space_name!r}"))
+        raise ValueError(clip_line(f"{path}: search.space: a file stem in search_spaces/, got {space_name!r}"))
     space_path = spaces_dir(path) / f"{space_name}.yaml"
     if not space_path.is_file():
         raise ValueError(f"{path}: search.space: no search space {space_name!r} (looked for {space_path})")

@@ -20,9 +20,19 @@ from ovit_ray.pruning.gradients import FisherSums, LossFn, collect_fisher
 from ovit_ray.pruning.masks import MaskSet
 from ovit_ray.pruning.settings import PruneSettings
 from ovit_ray.tensor_math.blocks import from_blocks, to_blocks, valid_mask
-from ovit_ray.tensor_math.elimination import greedy_eliminate, obs_update, woodfisher_saliency, woodfisher_update
+from ovit_ray.tensor_math.elimination import (
+    greedy_eliminate,
+    obs_update,
+    woodfisher_saliency,
+    woodfisher_update,
+)
 from ovit_ray.tensor_math.fisher import fisher_from_sums, invert_spd
-from ovit_ray.tensor_math.selection import nm_prune_mask, order_layout_to_positions, select_smallest, target_count
+from ovit_ray.tensor_math.selection import (
+    nm_prune_mask,
+    order_layout_to_positions,
+    select_smallest,
+    target_count,
+)
 
 
 @dataclass

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from ovit_ray.measure import PeakRSS
-from ovit_ray.pruning import MaskSet, PruneSettings, Pruner, count_params_and_flops, select_prunable
+from ovit_ray.pruning import MaskSet, Pruner, PruneSettings, count_params_and_flops, select_prunable
 from ovit_ray.training.loop import evaluate, make_loader
 from ovit_ray.training.setup import JobStart
 
