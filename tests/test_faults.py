@@ -173,6 +173,44 @@ def test_corrupt_checkpoint_is_named_and_the_previous_one_used(
 
 # ---- faults on real local Ray clusters (slow) -----------------------------------------------
 
+@pytest.mark.ray
+@pytest.mark.slow
+def test_fake_gpu_sweep_scales_worker_nodes_up_and_releases_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import ray
+
+    from ovit_ray.training.preset import preset_checkpoint
+
+    preset_checkpoint("digits-vit", progress=False)
+    path = _sweep_file(tmp_path, "gpu", [0.5], {"workers": 1, "cpus_per_worker": 1, "custom": {FAKE_GPU: 1}},
+                       [0, 1])
+    seen: set[float] = set()
+    done = threading.Event()
+
+    def watch() -> None:  # what kinds of nodes are alive, while the sweep runs
+        while not done.is_set():
+            seen.update(n["Resources"].get(FAKE_GPU, 0) for n in ray.nodes() if n["Alive"])
+            time.sleep(0.5)
+
+    with start_fake_autoscaling_cluster(tmp_path / "cluster", ROOT / "cluster.yaml") as cluster, \
+            cluster.driver_env():
+        ray.init(address=cluster.address)
+        try:
+            assert sum(n["Alive"] for n in ray.nodes()) == 1  # the head alone, without fake_gpu
+            watcher = threading.Thread(target=watch, daemon=True)
+            watcher.start()
+            rc = main(["sweep", str(path), "--out", str(tmp_path / "out"), "--address", cluster.address])
+            done.set()
+            watcher.join(5)
+            assert rc == 0, capsys.readouterr().err
+            assert "2 finished" in capsys.readouterr().out
+            assert 1 in seen  # a gpu1-type node was launched for the trials (the head has no fake_gpu)
+            wait_until(lambda: sum(n["Alive"] for n in ray.nodes()) == 1, 180, "idle worker nodes to be released")
+        finally:
+            ray.shutdown()
+
+
 def _train_workers(cluster: LocalRayCluster) -> dict[int, list[int]]:
     """Ray Train worker processes per node index. Ray workers run in their own process group, but
     their parent, the node's raylet, is in the group of the node's `ray start`."""
@@ -305,41 +343,3 @@ def test_removed_node_trials_are_rescheduled_on_the_remaining_node(
     epochs = _epochs_reported(out, "nodes")
     assert all(sorted(set(e)) == [0, 1, 2] and len(e) - 3 <= 1 for e in epochs.values())
     assert any((out / "ray" / "nodes" / trial / "error.txt").exists() for trial in epochs)  # lost with the node
-
-
-@pytest.mark.ray
-@pytest.mark.slow
-def test_fake_gpu_sweep_scales_worker_nodes_up_and_releases_them(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    import ray
-
-    from ovit_ray.training.preset import preset_checkpoint
-
-    preset_checkpoint("digits-vit", progress=False)
-    path = _sweep_file(tmp_path, "gpu", [0.5], {"workers": 1, "cpus_per_worker": 1, "custom": {FAKE_GPU: 1}},
-                       [0, 1])
-    seen: set[float] = set()
-    done = threading.Event()
-
-    def watch() -> None:  # what kinds of nodes are alive, while the sweep runs
-        while not done.is_set():
-            seen.update(n["Resources"].get(FAKE_GPU, 0) for n in ray.nodes() if n["Alive"])
-            time.sleep(0.5)
-
-    with start_fake_autoscaling_cluster(tmp_path / "cluster", ROOT / "cluster.yaml") as cluster, \
-            cluster.driver_env():
-        ray.init(address=cluster.address)
-        try:
-            assert sum(n["Alive"] for n in ray.nodes()) == 1  # the head alone, without fake_gpu
-            watcher = threading.Thread(target=watch, daemon=True)
-            watcher.start()
-            rc = main(["sweep", str(path), "--out", str(tmp_path / "out"), "--address", cluster.address])
-            done.set()
-            watcher.join(5)
-            assert rc == 0, capsys.readouterr().err
-            assert "2 finished" in capsys.readouterr().out
-            assert 1 in seen  # a gpu1-type node was launched for the trials (the head has no fake_gpu)
-            wait_until(lambda: sum(n["Alive"] for n in ray.nodes()) == 1, 180, "idle worker nodes to be released")
-        finally:
-            ray.shutdown()
