@@ -128,7 +128,7 @@ def test_empty_loader_raises():
         evaluate(model, [], device="cpu")
 
 
-def test_preset_reaches_95_percent_and_is_cached(digits_preset):
+def test_preset_reaches_95_percent_and_is_cached(digits_preset, digits):
     state, masks, meta = load_checkpoint(digits_preset)
     assert digits_preset.name.startswith("digits-vit-") and masks == {}
     assert meta["val_top1"] >= 0.95 and meta["epochs"] > 0 and meta["seconds"] > 0
