@@ -28,6 +28,8 @@ from typing import Any
 
 import yaml
 
+from ovit_ray.orchestration.cluster import COMMAND_LISTS
+
 LOOPBACK = "127.0.0.1"
 FAKE_GPU = "fake_gpu"
 HEAD_TYPE = "ray.head.default"  # the fake provider names its head node type this way
@@ -282,17 +284,7 @@ def fake_autoscaling_config(
     }
 
 
-_EMPTY_LISTS = (
-    "initialization_commands",
-    "setup_commands",
-    "head_setup_commands",
-    "worker_setup_commands",
-    "head_start_ray_commands",
-    "worker_start_ray_commands",
-    "cluster_synced_files",
-    "rsync_exclude",
-    "rsync_filter",
-)
+_EMPTY_LISTS = (*COMMAND_LISTS, "cluster_synced_files", "rsync_exclude", "rsync_filter")
 
 
 def start_fake_autoscaling_cluster(
