@@ -2,11 +2,13 @@
 
 Plots: top-1 vs sparsity per method/strategy with each group's Pareto frontier (no other point of the
 group is both sparser and more accurate), final top-1 vs every knob that varies across trials, and
-compute hours per strategy (GPU-hours, or CPU-hours when no trial held a GPU).
+compute hours per strategy (GPU-hours, or CPU-hours when no trial held a GPU). With several seeds, a
+seed table (mean ± std per searched knob and target) is printed and written as markdown.
 """
 
 from __future__ import annotations
 
+import statistics
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -95,13 +97,64 @@ def plot_compute(rows: Sequence[Row], path: Path) -> Path:
     return _save(fig, path)
 
 
-def write_plots(rows: Sequence[Row], out_dir: str | Path) -> list[Path]:
-    """All report plots under `out_dir`; returns their paths."""
+def _mean_std(values: Sequence[float], scale: float = 1.0) -> str:
+    """'mean ± std' (sample std); a lone value is printed as it is: one seed has no spread."""
+    values = [v * scale for v in values]
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def _sort_key(value: Any) -> tuple[int, float | str]:
+    """Numbers in numeric order (16 < 64 < 256), then everything else by text."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return 0, value
+    return 1, str(value)
+
+
+def seed_summary(rows: Sequence[Row]) -> list[dict[str, Any]]:
+    """Mean ± std over seeds per (strategy, method, searched knobs, target): the ablation tables.
+
+    Why group by the varying knobs: a grid over (B, seed) is an ablation of B repeated per seed,
+    so every knob that varies except the seed names one table row per target.
+    """
+    knobs = [k for k in varying_knobs(rows) if k not in ("seed", "method", "strategy")]
+    groups: dict[tuple[Any, ...], list[Row]] = defaultdict(list)
+    for r in rows:
+        groups[(r.get("strategy"), r.get("method"), *(r.get(k) for k in knobs), r["target_sparsity"])].append(r)
+    unit = "gpu" if any(r.get("gpu_hours") for r in rows) else "cpu"
+    table = []
+    for key, members in sorted(groups.items(), key=lambda item: tuple(_sort_key(v) for v in item[0])):
+        line: dict[str, Any] = {"strategy": key[0], "method": key[1], **dict(zip(knobs, key[2:-1], strict=True)),
+                                "target_sparsity": key[-1], "seeds": len({m.get("seed") for m in members})}
+        line["top1 (%)"] = _mean_std([m["top1"] for m in members], 100)
+        line["achieved_sparsity"] = _mean_std([m["achieved_sparsity"] for m in members], 100)
+        line["epochs so far"] = _mean_std([m["epochs"] for m in members])
+        flops = [m["flops_reduction"] for m in members if m.get("flops_reduction") is not None]
+        line["FLOP reduction (x)"] = _mean_std(flops) if flops else "-"
+        line[f"{unit.upper()}-hours x1000 so far"] = _mean_std([m.get(f"{unit}_hours") or 0.0 for m in members], 1000)
+        table.append(line)
+    return table
+
+
+def write_seed_summary(rows: Sequence[Row], path: Path) -> Path:
+    """The seed table as markdown, pasteable into BENCHMARKS.md."""
+    table = seed_summary(rows)
+    columns = list(table[0])
+    lines = ["| " + " | ".join(columns) + " |",
+             "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(line[c]) for c in columns) + " |" for line in table]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_report_files(rows: Sequence[Row], out_dir: str | Path) -> list[Path]:
+    """All report plots and the seed table under `out_dir`; returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [plot_sparsity(rows, out / "top1_vs_sparsity.png"), plot_compute(rows, out / "compute_per_strategy.png")]
     paths += [plot_knob(rows, k, out / f"top1_vs_{k}.png") for k in varying_knobs(rows)]
-    return paths
+    return [*paths, write_seed_summary(rows, out / "seed_summary.md")]
 
 
 def report(sweep_dir: str | Path) -> list[Path]:
@@ -114,4 +167,5 @@ def report(sweep_dir: str | Path) -> list[Path]:
         raise ValueError(f"{sweep_dir / RESULTS_FILE}: no finished trials yet")
     rows.sort(key=lambda r: (str(r.get("strategy")), str(r.get("trial_id")), r["target_sparsity"]))
     print_table(rows, [c for c in TABLE_COLUMNS if c in rows[0]], title=f"sweep {sweep_dir.name}")
-    return write_plots(rows, sweep_dir / "plots")
+    print_table(seed_summary(rows), title="mean ± std over seeds")
+    return write_report_files(rows, sweep_dir / "plots")

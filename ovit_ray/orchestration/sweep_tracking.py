@@ -129,7 +129,7 @@ def best_trial(sweep: SweepConfig, grid: ResultGrid) -> dict[str, Any] | None:
 def finish_sweep(tracker: Tracker, parent: str, sweep: SweepConfig, grid: ResultGrid,
                  out: Path) -> tuple[dict[str, float], dict[str, Any] | None, list[Path]]:
     """Parent run: totals, best config (tags + best_config.json), plots; then mark it finished."""
-    from ovit_ray.orchestration.report import write_plots
+    from ovit_ray.orchestration.report import write_report_files
 
     totals = sweep_totals([(r.metrics or {}, r.error is not None) for r in grid])
     tracker.log_metrics(parent, totals, step=0)
@@ -141,7 +141,7 @@ def finish_sweep(tracker: Tracker, parent: str, sweep: SweepConfig, grid: Result
         tracker.set_tags(parent, {f"best.{k}": str(v) for k, v in best["config"].items()})
         tracker.log_metrics(parent, {f"best_{o.metric}": best[o.metric] for o in sweep.search.objectives}, step=0)
     if (out / RESULTS_FILE).exists():
-        plots = write_plots(read_rows(out / RESULTS_FILE), out / "plots")
+        plots = write_report_files(read_rows(out / RESULTS_FILE), out / "plots")
         for plot in plots:
             tracker.log_artifact(parent, plot, "plots")
     tracker.end_run(parent, "FINISHED")
