@@ -91,7 +91,7 @@ def test_grid_runs_each_point_once_and_refuses_to_overwrite(tmp_path: Path) -> N
 def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path: Path) -> None:
     path = _sweep_file(tmp_path, train={**TRAIN, "targets": [0.75]}, search={
         "space": "fixed", "algorithm": "grid", "max_concurrent_trials": 1,
-        "overrides": {"seed": {"grid": [0, 1]}}})
+        "overrides": {"seed": {"grid": [0, 1, 2]}}})
     out = tmp_path / "out"
     results = out / "results.parquet"
     proc = subprocess.Popen([sys.executable, "-m", "ovit_ray.cli.main", "sweep", str(path), "--out", str(out)],
@@ -110,18 +110,18 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path: P
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(30)
     done_before = {r["trial_id"] for r in read_rows(results)}
-    assert len(done_before) == 1
+    assert 1 <= len(done_before) < 3  # reused actors make trials quick: one may finish during the sleep
     client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
     (parent_before,) = [r.info.run_id for r in client.search_runs(
         [client.get_experiment_by_name("ovit-ray-sweeps").experiment_id], "tags.`ovit.kind` = 'sweep'")]
     outcome = run_sweep(path, out, resume=True)
     rows = read_rows(results)
-    assert sorted(r["seed"] for r in rows) == [0, 1] and outcome.totals["trials_finished"] == 2
+    assert sorted(r["seed"] for r in rows) == [0, 1, 2] and outcome.totals["trials_finished"] == 3
     assert len({(r["trial_id"], r["target_sparsity"]) for r in rows}) == len(rows)  # no duplicate rows
     runs = client.search_runs([client.get_experiment_by_name("ovit-ray-sweeps").experiment_id])
     assert outcome.parent_run_id == parent_before  # the parent run was reused
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent_before]
-    assert len(runs) == 3 and sorted(r.data.tags["ovit.trial_id"] for r in children) == sorted(
+    assert len(runs) == 4 and sorted(r.data.tags["ovit.trial_id"] for r in children) == sorted(
         r["trial_id"] for r in rows)  # one child per trial, none duplicated by the resume
     assert {r.info.status for r in runs} == {"FINISHED"}
     for trial_id in done_before:  # a finished trial reported its epoch once: it was not run again

@@ -251,6 +251,10 @@ def run_sweep(path: str | Path, out: str | Path, *, address: str | None = None, 
                 tune_config=tune.TuneConfig(search_alg=_searcher(plan), scheduler=_scheduler(sweep),
                                             num_samples=sweep.search.num_samples,
                                             max_concurrent_trials=plan.concurrency,
+                                            # Every trial asks for the same resources, so an ended trial's
+                                            # actor (torch, timm, data already imported) can run the next:
+                                            # a fresh actor costs ~10 s of start-up here (BENCHMARKS.md).
+                                            reuse_actors=True,
                                             trial_dirname_creator=lambda t: t.trial_id),
                 run_config=tune.RunConfig(name=sweep.name, storage_path=storage, callbacks=[callback],
                                           failure_config=tune.FailureConfig(max_failures=sweep.resources.max_failures),
