@@ -98,3 +98,17 @@ def test_finished_run_is_reused_not_rerun(two_worker_run):
     config, _, result = two_worker_run
     again = run_training(config)
     assert again.reused and again.rows == result.rows
+
+
+def test_embedded_ray_reports_loopback_even_when_a_script_imports_ray_itself(tmp_path: Path) -> None:
+    """Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER at import: the orchestration layer must set it first."""
+    import subprocess
+    import sys
+
+    script = ("from ovit_ray.orchestration.train_job import ensure_ray\nimport ray\nensure_ray()\n"
+              "print(sorted({n['NodeManagerAddress'] for n in ray.nodes()}))\nray.shutdown()\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_ADDRESS")}
+    out = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True,
+                         timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "['127.0.0.1']"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 
 from ovit_ray import __version__
@@ -12,9 +11,6 @@ from ovit_ray import __version__
 # Each module defines `register(subparsers)`, which adds its parser and sets `func(args) -> int`.
 COMMAND_MODULES = ("prune", "sweep", "report", "cluster", "mlflow-server", "sync-mlflow", "train",
                    "compare-strategies")
-
-# Local Ray instances must report 127.0.0.1, not the machine's outward address (see README).
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -132,7 +132,6 @@ def function_trial(config: dict[str, Any]) -> dict[str, Any]:
 def ensure_ray(address: str | None = None) -> None:
     """Connect to `address`, or start a private local instance (127.0.0.1, no dashboard) if none is up."""
     if not ray.is_initialized():
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         ray.init(address=address or "local", include_dashboard=False, log_to_driver=True)
 
 
