@@ -35,9 +35,11 @@ def test_seed_summary_groups_by_searched_knob_and_target_with_mean_and_std() -> 
     assert table[0]["CPU-hours x1000 so far"] == "1.00 ± 1.00"
 
 
-def test_one_seed_prints_the_value_without_a_spread() -> None:
-    table = seed_summary([r for r in ROWS if r["seed"] == 0])
-    assert table[0]["top1 (%)"] == "90.00"
+def test_one_seed_prints_the_value_without_a_spread_and_writes_no_seed_table(tmp_path: Path) -> None:
+    one_seed = [r for r in ROWS if r["seed"] == 0]
+    assert seed_summary(one_seed)[0]["top1 (%)"] == "90.00"
+    names = {p.name for p in write_report_files(one_seed, tmp_path)}
+    assert "top1_vs_sparsity.png" in names and "seed_summary.md" not in names
 
 
 def test_report_files_are_written(tmp_path: Path) -> None:

@@ -124,7 +124,8 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path: P
     assert len(runs) == 4 and sorted(r.data.tags["ovit.trial_id"] for r in children) == sorted(
         r["trial_id"] for r in rows)  # one child per trial, none duplicated by the resume
     assert {r.info.status for r in runs} == {"FINISHED"}
-    for trial_id in done_before:  # a finished trial reported its epoch once: it was not run again
+    for trial_id in done_before:  # a finished trial trained each epoch once: it was not run again
         lines = (out / "ray" / "t" / trial_id / "result.json").read_text().splitlines()
-        iterations = [json.loads(line)["training_iteration"] for line in lines]
-        assert iterations == sorted(set(iterations))
+        epochs = [json.loads(line)["epoch"] for line in lines if "epoch" in json.loads(line)]
+        # (Its final, checkpoint-less report may come again when the kill beat Tune's state save.)
+        assert epochs and epochs == sorted(set(epochs))

@@ -137,6 +137,11 @@ def seed_summary(rows: Sequence[Row]) -> list[dict[str, Any]]:
     return table
 
 
+def repeats_seeds(rows: Sequence[Row]) -> bool:
+    """Does any (knobs, target) point have results for more than one seed? Only then is a seed table news."""
+    return any(line["seeds"] > 1 for line in seed_summary(rows))
+
+
 def write_seed_summary(rows: Sequence[Row], path: Path) -> Path:
     """The seed table as markdown, pasteable into BENCHMARKS.md."""
     table = seed_summary(rows)
@@ -149,12 +154,14 @@ def write_seed_summary(rows: Sequence[Row], path: Path) -> Path:
 
 
 def write_report_files(rows: Sequence[Row], out_dir: str | Path) -> list[Path]:
-    """All report plots and the seed table under `out_dir`; returns their paths."""
+    """All report plots under `out_dir`, and the seed table when seeds repeat; returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [plot_sparsity(rows, out / "top1_vs_sparsity.png"), plot_compute(rows, out / "compute_per_strategy.png")]
     paths += [plot_knob(rows, k, out / f"top1_vs_{k}.png") for k in varying_knobs(rows)]
-    return [*paths, write_seed_summary(rows, out / "seed_summary.md")]
+    if repeats_seeds(rows):
+        paths.append(write_seed_summary(rows, out / "seed_summary.md"))
+    return paths
 
 
 def report(sweep_dir: str | Path) -> list[Path]:
@@ -167,5 +174,6 @@ def report(sweep_dir: str | Path) -> list[Path]:
         raise ValueError(f"{sweep_dir / RESULTS_FILE}: no finished trials yet")
     rows.sort(key=lambda r: (str(r.get("strategy")), str(r.get("trial_id")), r["target_sparsity"]))
     print_table(rows, [c for c in TABLE_COLUMNS if c in rows[0]], title=f"sweep {sweep_dir.name}")
-    print_table(seed_summary(rows), title="mean ± std over seeds")
+    if repeats_seeds(rows):
+        print_table(seed_summary(rows), title="mean ± std over seeds")
     return write_report_files(rows, sweep_dir / "plots")
