@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ray import tune
-from ray.train import Checkpoint
+from ray.tune import Checkpoint
 
 from ovit_ray.orchestration.config import GradualConfig, Steps, Windows, make_config
 from ovit_ray.orchestration.sweep_config import SweepConfig
@@ -66,7 +66,8 @@ def _run_light(spec: Any, index: int, finished: list[dict[str, Any]]) -> dict[st
     from ovit_ray.training.gradual import run_gradual
 
     reporter = RayReporter(partial(_marked_report, index, finished), tune.get_checkpoint,
-                           0, 1, None, spec.total_epochs, accept=partial(_written_by, index))
+                           0, 1, None, spec.total_epochs, accept=partial(_written_by, index),
+                           checkpoint_type=Checkpoint)
     return run_gradual(spec, reporter)
 
 

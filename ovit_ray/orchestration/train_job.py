@@ -54,10 +54,12 @@ class RayReporter:
 
     def __init__(self, report: Callable[..., None], get_checkpoint: Callable[[], Checkpoint | None],
                  world_rank: int, world_size: int, tracking: TrackingTarget | None, total_epochs: int,
-                 *, accept: Callable[[Path], bool] | None = None):
+                 *, accept: Callable[[Path], bool] | None = None, checkpoint_type: type[Checkpoint] = Checkpoint):
         """`accept(directory)` tells this run's checkpoints from older ones in the same folder (a
-        fallback never crosses into another run's)."""
+        fallback never crosses into another run's). Tune trials pass `ray.tune.Checkpoint`: Ray 2.60
+        warns on every report that gets a `ray.train.Checkpoint` inside a Tune function."""
         self._report, self._get_checkpoint, self._accept = report, get_checkpoint, accept
+        self._checkpoint_type = checkpoint_type
         self.world_rank, self.world_size = world_rank, world_size
         self._total_epochs = total_epochs
         self._tracking = tracking
@@ -72,7 +74,7 @@ class RayReporter:
         if self._tracker is not None:
             numeric = {k: v for k, v in metrics.items() if isinstance(v, int | float) and k != "epoch"}
             self._tracker.log_metrics(self._tracking.run_id, numeric, step=int(metrics["epoch"]))
-        checkpoint = None if checkpoint_dir is None else Checkpoint.from_directory(checkpoint_dir)
+        checkpoint = None if checkpoint_dir is None else self._checkpoint_type.from_directory(checkpoint_dir)
         self._report(dict(metrics), checkpoint=checkpoint)
 
     @contextmanager
@@ -125,7 +127,8 @@ def function_trial(config: dict[str, Any]) -> dict[str, Any]:
 
     spec = GradualSpec(**config["spec"])
     tracking = TrackingTarget(**config["tracking"]) if config.get("tracking") else None
-    reporter = RayReporter(ray.tune.report, ray.tune.get_checkpoint, 0, 1, tracking, spec.total_epochs)
+    reporter = RayReporter(ray.tune.report, ray.tune.get_checkpoint, 0, 1, tracking, spec.total_epochs,
+                           checkpoint_type=ray.tune.Checkpoint)
     return run_gradual(spec, reporter, epoch_hook=config.get("epoch_hook"))
 
 
