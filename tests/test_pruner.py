@@ -22,21 +22,38 @@ class TwoLayers(nn.Module):
         return x
 
 
-def quadratic_pruner(method, *, block=32, m=256, pattern=None, scope="global", shapes=((32, 64),), seed=0):
+def quadratic_pruner(
+    method,
+    *,
+    block=32,
+    m=256,
+    pattern=None,
+    scope="global",
+    shapes=((32, 64),),
+    seed=0,
+    cache=2**29,
+    dtype="float64",
+):
     """A pruner whose Fisher comes from correlated synthetic gradients (the quadratic-model check)."""
     gen = torch.Generator().manual_seed(seed)
     model = TwoLayers(shapes)
     for layer in model.layers:
         layer.weight.data = torch.randn(layer.weight.shape, generator=gen)
     params = select_prunable(model, [r"layers\.\d+\.weight"])
-    settings = PruneSettings(method=method, block_size=block, num_grads=m, damp=1e-2, pattern=pattern, scope=scope)
-    sums = FisherSums({n: p.numel() for n, p in params.items()}, block, buffer_grads=64, device=torch.device("cpu"))
+    settings = PruneSettings(
+        method=method, block_size=block, num_grads=m, damp=1e-2, pattern=pattern, scope=scope, dtype=dtype
+    )
+    sums = FisherSums(
+        {n: p.numel() for n, p in params.items()}, block, buffer_grads=64, device=torch.device("cpu")
+    )
     mixing = {n: torch.randn(p.numel(), 8, generator=gen) for n, p in params.items()}
     for _ in range(m):
         shared = torch.randn(8, generator=gen)  # a few shared factors: strongly correlated gradients
-        sums.add({n: mixing[n] @ shared + 0.1 * torch.randn(p.numel(), generator=gen) for n, p in params.items()})
+        sums.add(
+            {n: mixing[n] @ shared + 0.1 * torch.randn(p.numel(), generator=gen) for n, p in params.items()}
+        )
     sums.flush()
-    pruner = Pruner(model, params, MaskSet.dense(params), settings)
+    pruner = Pruner(model, params, MaskSet.dense(params), settings, apply_cache_bytes=cache)
     pruner.fisher = sums
     pruner.plan()
     return pruner
@@ -46,8 +63,12 @@ def quadratic_loss(pruner):
     """1/2 dw^T F dw summed over blocks, for the weights currently in the model."""
     total = 0.0
     for name, param in pruner.params.items():
-        delta = to_blocks((param.detach() - pruner.original[name]).reshape(-1).double(), pruner.settings.block_size)
-        fisher = fisher_from_sums(pruner.fisher.sums[name], pruner.fisher.count, pruner.settings.damp, torch.float64)
+        delta = to_blocks(
+            (param.detach() - pruner.original[name]).reshape(-1).double(), pruner.settings.block_size
+        )
+        fisher = fisher_from_sums(
+            pruner.fisher.sums[name], pruner.fisher.count, pruner.settings.damp, torch.float64
+        )
         total += 0.5 * float(torch.einsum("ni,nij,nj->", delta, fisher, delta))
     return total
 
@@ -65,7 +86,9 @@ def test_ovit_beats_woodfisher_beats_magnitude_on_correlated_quadratic():
 @pytest.mark.parametrize("method", ["ovit", "woodfisher", "magnitude", "ovit-noupdate"])
 @pytest.mark.parametrize("scope", ["global", "uniform"])
 def test_exact_sparsity_with_padded_blocks(method, scope):
-    pruner = quadratic_pruner(method, block=64, m=32, scope=scope, shapes=((32, 64), (30, 50)))  # 1500 % 64 != 0
+    pruner = quadratic_pruner(
+        method, block=64, m=32, scope=scope, shapes=((32, 64), (30, 50))
+    )  # 1500 % 64 != 0
     total = 32 * 64 + 30 * 50
     for sparsity in (0.0, 0.33, 0.5, 0.9, 0.999):
         masks = pruner.apply(sparsity)
@@ -74,7 +97,10 @@ def test_exact_sparsity_with_padded_blocks(method, scope):
         if scope == "global":
             assert pruned == round(sparsity * total)
         else:
-            assert [int((~m).sum()) for _, m in masks.items()] == [round(sparsity * 2048), round(sparsity * 1500)]
+            assert [int((~m).sum()) for _, m in masks.items()] == [
+                round(sparsity * 2048),
+                round(sparsity * 1500),
+            ]
         for name, param in pruner.params.items():
             assert torch.all(param[~masks[name]] == 0)
 
@@ -166,3 +192,70 @@ def test_masks_saved_and_loaded_with_the_model(tmp_path, suffix):
     for name, param in fresh_params.items():
         assert torch.all(param[~loaded[name]] == 0)
         torch.testing.assert_close(param, params[name])
+
+
+def test_uniform_scope_never_unmasks_a_layer_already_above_target():
+    """A layer pruned to 90% stays at 90% when the others are pruned uniformly to 60% (issue 11 defect: only the
+    total count was checked, so the layer went back to 60%)."""
+    pruner = quadratic_pruner("ovit", m=32, scope="uniform", shapes=((32, 64), (30, 50)))
+    first = MaskSet(
+        {
+            "layers.0.weight": torch.rand(32, 64, generator=torch.Generator().manual_seed(1)) > 0.9,
+            "layers.1.weight": torch.ones(30, 50, dtype=torch.bool),
+        }
+    )
+    first.apply(pruner.model)
+    second = Pruner(pruner.model, pruner.params, first, pruner.settings)
+    second.fisher = pruner.fisher
+    second.plan()
+    masks = second.apply(0.6)
+    assert not (masks["layers.0.weight"] & ~first["layers.0.weight"]).any()
+    assert int((~masks["layers.1.weight"]).sum()) == round(0.6 * 1500)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "scope", "start"),
+    [
+        (None, "global", None),
+        (None, "uniform", None),
+        (None, "global", 0.3),
+        ((2, 4), "global", None),
+        ((2, 4), "global", 0.3),
+    ],
+)
+def test_apply_from_downdates_equals_the_obs_solve(pattern, scope, start):
+    """apply() from plan's kept downdates writes the same masks and weights as the Cholesky solve it replaces,
+    with padded blocks, old masks (which may break the prefix structure in N:M) and both scopes."""
+    results = []
+    for cache in (2**29, 0):
+        pruner = quadratic_pruner(
+            "ovit", block=64, m=64, pattern=pattern, scope=scope, shapes=((32, 64), (30, 50)), cache=cache
+        )
+        if start is not None:  # gradual: start from a magnitude mask, Fisher unchanged
+            old = MaskSet(
+                {
+                    n: p.abs() > p.abs().flatten().kthvalue(int(start * p.numel())).values
+                    for n, p in pruner.params.items()
+                }
+            )
+            old.apply(pruner.model)
+            fisher = pruner.fisher
+            pruner = Pruner(pruner.model, pruner.params, old, pruner.settings, apply_cache_bytes=cache)
+            pruner.fisher = fisher
+            pruner.plan()
+        assert all((plan.downdates is not None) == (cache > 0) for plan in pruner._plans.values())
+        sparsities = [None] if pattern else [0.5, 0.9]
+        results.append(
+            [(pruner.apply(s), {n: p.detach().clone() for n, p in pruner.params.items()}) for s in sparsities]
+        )
+    for (fast_masks, fast_weights), (slow_masks, slow_weights) in zip(*results, strict=True):
+        assert fast_masks.equals(slow_masks)
+        for name, weight in fast_weights.items():
+            torch.testing.assert_close(weight, slow_weights[name], rtol=1e-6, atol=1e-7)
+
+
+def test_apply_cache_cap_keeps_downdates_only_within_budget():
+    two = ((32, 64), (30, 50))
+    one_tensor = 32 * 64 * 64 * 8  # downdates of layer 0 at B=64, float64
+    pruner = quadratic_pruner("ovit", block=64, m=16, shapes=two, cache=one_tensor)
+    assert [plan.downdates is not None for plan in pruner._plans.values()] == [True, False]

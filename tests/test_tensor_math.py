@@ -4,9 +4,16 @@ import itertools
 
 import pytest
 import torch
+from reference_elimination import reference_greedy_eliminate
 
 from ovit_ray.tensor_math.blocks import from_blocks, to_blocks, valid_mask
-from ovit_ray.tensor_math.elimination import greedy_eliminate, obs_loss, obs_update, woodfisher_update
+from ovit_ray.tensor_math.elimination import (
+    greedy_eliminate,
+    obs_loss,
+    obs_update,
+    prefix_weights,
+    woodfisher_update,
+)
 from ovit_ray.tensor_math.fisher import (
     accumulate_outer,
     fisher_from_sums,
@@ -59,10 +66,14 @@ def test_greedy_prefix_equals_exact_joint_obs(steps):
     weights, _, fisher, inverse = random_problem()
     result = greedy_eliminate(weights, inverse.clone(), steps=steps)
     pruned = torch.zeros_like(weights, dtype=torch.bool).scatter_(1, result.order, True)
-    expected = torch.stack([joint_obs_from_inverse(w, h, s) for w, h, s in zip(weights, inverse, pruned, strict=True)])
+    expected = torch.stack(
+        [joint_obs_from_inverse(w, h, s) for w, h, s in zip(weights, inverse, pruned, strict=True)]
+    )
     torch.testing.assert_close(result.weights, expected, rtol=1e-7, atol=1e-9)
     torch.testing.assert_close(obs_update(weights, fisher, pruned), expected, rtol=1e-7, atol=1e-9)
-    torch.testing.assert_close(result.losses[:, -1], obs_loss(weights, inverse, pruned), rtol=1e-7, atol=1e-12)
+    torch.testing.assert_close(
+        result.losses[:, -1], obs_loss(weights, inverse, pruned), rtol=1e-7, atol=1e-12
+    )
 
 
 def test_losses_never_decrease_and_every_weight_is_eliminated_once():
@@ -77,10 +88,15 @@ def test_greedy_first_choice_is_the_best_single_weight_and_no_subset_beats_optim
     weights, _, _, inverse = random_problem(n=4, block=6, seed=5)
     result = greedy_eliminate(weights, inverse.clone(), steps=3)
     for b in range(4):
-        singles = [obs_loss(weights[b : b + 1], inverse[b : b + 1], torch.eye(6, dtype=torch.bool)[j : j + 1]) for j in range(6)]
+        singles = [
+            obs_loss(weights[b : b + 1], inverse[b : b + 1], torch.eye(6, dtype=torch.bool)[j : j + 1])
+            for j in range(6)
+        ]
         assert int(result.order[b, 0]) == int(torch.stack(singles).argmin())
         best = min(
-            float(obs_loss(weights[b : b + 1], inverse[b : b + 1], torch.tensor([[j in s for j in range(6)]])))
+            float(
+                obs_loss(weights[b : b + 1], inverse[b : b + 1], torch.tensor([[j in s for j in range(6)]]))
+            )
             for s in itertools.combinations(range(6), 3)
         )
         assert float(result.losses[b, -1]) >= best - 1e-12
@@ -107,7 +123,9 @@ def test_woodfisher_update_is_sum_of_single_updates():
     weights, _, _, inverse = random_problem()
     pruned = torch.zeros_like(weights, dtype=torch.bool)
     pruned[:, 2] = True  # a single weight: WoodFisher and exact OBS must coincide
-    expected = torch.stack([joint_obs_from_inverse(w, h, s) for w, h, s in zip(weights, inverse, pruned, strict=True)])
+    expected = torch.stack(
+        [joint_obs_from_inverse(w, h, s) for w, h, s in zip(weights, inverse, pruned, strict=True)]
+    )
     torch.testing.assert_close(woodfisher_update(weights, inverse, pruned), expected)
 
 
@@ -132,3 +150,65 @@ def test_nm_magnitude_mask_keeps_largest():
     scores = torch.tensor([0.1, 0.9, 0.5, 0.2, 3.0, 1.0, 2.0, 0.0])
     pruned = nm_prune_mask(scores, n_keep=2, group_size=4)
     assert pruned.tolist() == [True, False, False, True, False, True, False, True]
+
+
+RESTRUCTURED = [  # (blocks, B, N:M group size and quota, masked start)
+    (6, 8, None, None, False),
+    (20, 16, None, None, True),
+    (10, 16, 4, 2, False),
+    (9, 32, 4, 2, True),
+    (7, 24, 8, 5, True),
+]
+
+
+@pytest.mark.parametrize(("n", "block", "group", "quota", "masked"), RESTRUCTURED)
+@pytest.mark.parametrize("panel", [1, 3, 8, 64])
+@pytest.mark.parametrize("keep", [False, True])
+def test_restructured_elimination_matches_reference(n, block, group, quota, masked, panel, keep):
+    """Every panel width (1 = eager rank-1, >= steps = fully lazy) gives the reference's order, losses, weights."""
+    weights, _, _, inverse = random_problem(n=n, block=block, m=3 * block, seed=block)
+    if masked:
+        weights[:, [1, 5]] = 0
+    nm = {} if group is None else {"group_size": group, "group_quota": quota}
+    expected = reference_greedy_eliminate(weights, inverse.clone(), **nm)
+    steps = expected.order.shape[1]
+    buffer = torch.empty(n, steps, block, **F64) if keep else None
+    result = greedy_eliminate(weights, inverse.clone(), panel=panel, downdates=buffer, **nm)
+    assert torch.equal(result.order, expected.order)
+    torch.testing.assert_close(result.losses, expected.losses, rtol=1e-9, atol=1e-12)
+    pruned = torch.zeros_like(weights, dtype=torch.bool).scatter_(1, result.order, True)
+    if group is None:
+        torch.testing.assert_close(result.weights, expected.weights, rtol=1e-8, atol=1e-10)
+    else:  # the reference zeroed survivors of full N:M groups too; the joint OBS closed form is the truth
+        joint = torch.stack(
+            [joint_obs_from_inverse(w, h, s) for w, h, s in zip(weights, inverse, pruned, strict=True)]
+        )
+        torch.testing.assert_close(result.weights, joint, rtol=1e-7, atol=1e-9)
+    if keep:  # any per-block prefix, from the kept downdates, equals the reference stopped there
+        kept = torch.randint(0, steps + 1, (n,), generator=torch.Generator().manual_seed(n))
+        got = prefix_weights(weights, result.downdates, result.coeffs, kept)
+        for b, k in enumerate(kept.tolist()):
+            got[b, result.order[b, :k]] = 0
+            want = (
+                weights[b]
+                if k == 0
+                else reference_greedy_eliminate(
+                    weights[b : b + 1], inverse[b : b + 1].clone(), steps=k, **nm
+                ).weights[0]
+            )
+            if group is not None:
+                want = joint_obs_from_inverse(
+                    weights[b],
+                    inverse[b],
+                    torch.zeros(block, dtype=torch.bool).index_fill_(0, result.order[b, :k], True),
+                )
+            torch.testing.assert_close(got[b], want, rtol=1e-7, atol=1e-9)
+
+
+def test_float32_elimination_follows_float64_reference():
+    """The fast path in float32 picks the float64 reference's order on a well-conditioned problem."""
+    weights, _, _, inverse = random_problem(n=30, block=32, m=96, seed=7)
+    expected = reference_greedy_eliminate(weights, inverse.clone())
+    result = greedy_eliminate(weights.float(), inverse.float())
+    assert (result.order == expected.order).float().mean() > 0.97
+    torch.testing.assert_close(result.losses[:, -1].double(), expected.losses[:, -1], rtol=1e-3, atol=1e-6)

@@ -39,13 +39,15 @@ class PruneSettings:
     pattern: tuple[int, int] | None = None
     scope: str = "global"
     dtype: str = "float64"
-    chunk_bytes: int = 4 * 2**20
+    chunk_bytes: int | None = None  # inverse-Fisher bytes per elimination chunk; None: sized from B and the cache
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method: unknown pruning method {self.method!r}; choose from {', '.join(METHODS)}")
         for name in ("block_size", "num_grads", "grad_batch_size", "chunk_bytes"):
             value = getattr(self, name)
+            if name == "chunk_bytes" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name}: must be a positive integer, got {value!r}")
         if not self.damp > 0:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 _TINY = 1e-30  # floor for diagonal entries that round-off pushes to <= 0 after many downdates
+_SAME_ORDER_INT = {torch.float32: torch.int32, torch.float64: torch.int64}
 
 
 @dataclass(frozen=True)
@@ -19,11 +20,16 @@ class Elimination:
 
     order[b, t] is the position eliminated at step t, losses[b, t] the block's cumulative OBS loss after
     that step (non-decreasing in t), weights the block after all steps (with the OBS update if requested).
+    When a `downdates` buffer is passed, downdates[b, t] (u_t, with H_{t+1} = H_t - u_t u_t^T) and coeffs[b, t]
+    (w_t[p_t] / sqrt(H_t[p_t, p_t])) give the weights after any prefix of k steps as w_0 - sum_{t<k} coeffs_t u_t
+    (`prefix_weights`), so applying a sparsity needs no second factorisation.
     """
 
     order: torch.Tensor
     losses: torch.Tensor
     weights: torch.Tensor
+    downdates: torch.Tensor | None = None
+    coeffs: torch.Tensor | None = None
 
 
 def greedy_eliminate(
@@ -34,50 +40,105 @@ def greedy_eliminate(
     update_weights: bool = True,
     group_size: int | None = None,
     group_quota: int | None = None,
+    panel: int | None = None,
+    downdates: torch.Tensor | None = None,
 ) -> Elimination:
     """oViT elimination: repeatedly remove the weight of least OBS loss and update the rest jointly.
 
-    Step: score_j = w_j^2 / H_jj, p = argmin, loss += score_p / 2, w -= H[:, p] w_p / H_pp,
-    H -= H[:, p] H[p, :] / H_pp. `inv_fisher` is overwritten (it becomes the inverse of the surviving
-    sub-Fisher); pass a clone to keep it. With `group_size`/`group_quota` (N:M patterns) at most
-    `group_quota` weights are eliminated in each group of `group_size` consecutive positions.
+    Step: score_j = w_j^2 / H_jj, p = argmin, loss += score_p / 2, u = H[:, p] / sqrt(H_pp),
+    w -= u * w_p / sqrt(H_pp), H -= u u^T. The downdate of H is delayed ("left-looking" within a panel):
+    column p is formed from H at the panel start minus the panel's earlier downdates, and every `panel`
+    steps the panel is folded into H with one batched matrix product (rank-`panel` update at GEMM speed
+    instead of `panel` memory-bound rank-1 passes). panel=1 is the eager rank-1 form, panel >= steps the
+    fully lazy form H_t = H_0 - U U^T. `inv_fisher` is scratch space (overwritten). `downdates`, an
+    (n, steps, B) buffer, keeps every u_t for `prefix_weights` (the panel then lives in it). With
+    `group_size`/`group_quota` (N:M patterns) at most `group_quota` weights are eliminated in each group of
+    `group_size` consecutive positions.
     """
     n, block = weights.shape
     if steps is None:
         steps = block if group_size is None else block // group_size * group_quota
-    rows = torch.arange(n, device=weights.device)
+    panel = default_panel(block) if panel is None else max(1, min(panel, steps))
+    device, dtype = weights.device, weights.dtype
+    base = torch.arange(n, device=device) * block  # flat index of each block's first position
     w = weights.clone()
-    h = inv_fisher
-    # Scores need only diag(H); keeping it contiguous and updating it in O(nB) per step is much cheaper
-    # than re-reading the strided diagonal. `blocked` is +inf where a weight may no longer be chosen.
+    h = inv_fisher.contiguous()
+    h_rows = h.view(n * block, block)  # row rows*B + p of this view is column p of block `rows` (H symmetric)
     diag = h.diagonal(dim1=1, dim2=2).clone()
-    blocked = torch.zeros_like(w)
-    groups = None if group_size is None else torch.zeros(n, block // group_size, dtype=torch.long, device=w.device)
-    order = torch.empty(n, steps, dtype=torch.long, device=w.device)
-    losses = torch.empty(n, steps, dtype=w.dtype, device=w.device)
-    cumulative = torch.zeros(n, dtype=w.dtype, device=w.device)
+    blocked = torch.zeros_like(w)  # +inf where a weight may no longer be chosen
+    groups = (
+        None if group_size is None else torch.zeros(n, block // group_size, dtype=torch.long, device=device)
+    )
+    order = torch.empty(steps, n, dtype=torch.long, device=device)  # step-major: each step writes one row
+    picked = torch.empty(steps, n, dtype=dtype, device=device)
+    coeffs = torch.empty(steps, n, dtype=dtype, device=device)
+    keep = downdates is not None
+    u_all = downdates if keep else torch.empty(n, panel, block, dtype=dtype, device=device)
+    as_int = _SAME_ORDER_INT[dtype]
+    start = 0  # first step of the current panel
     for t in range(steps):
+        first = start if keep else 0
+        j = t - start  # downdates in the current panel not yet folded into H
+        u_panel = u_all[:, first : first + j]
         scores = w.square().div_(diag.clamp_min_(_TINY)).add_(blocked)
-        p = scores.argmin(dim=1)
-        h_pp = diag[rows, p]
-        cumulative += scores[rows, p] / 2
-        order[:, t] = p
-        losses[:, t] = cumulative
-        h_p = h[rows, p]  # row p == column p (H is symmetric)
-        scaled = h_p / h_pp.unsqueeze(1)
+        # Scores are >= 0 (or +inf), whose IEEE bit patterns order like integers; the integer argmin is
+        # about twice as fast as the float one and breaks ties the same way (first position).
+        p = scores.view(as_int).argmin(dim=1)
+        flat = base + p
+        order[t] = p
+        torch.index_select(scores.view(-1), 0, flat, out=picked[t])
+        col = h_rows.index_select(0, flat)
+        if j:
+            u_p = u_panel.gather(2, p.view(n, 1, 1).expand(n, j, 1)).transpose(1, 2)  # (n, 1, j)
+            col.unsqueeze(1).baddbmm_(u_p, u_panel, alpha=-1)
+        inv_sqrt = diag.view(-1).index_select(0, flat).rsqrt_()
+        u = u_all[:, first + j]
+        torch.mul(col, inv_sqrt.unsqueeze(1), out=u)
+        c = torch.mul(w.view(-1).index_select(0, flat), inv_sqrt, out=coeffs[t])
         if update_weights:
-            w.sub_(h_p * w[rows, p].unsqueeze(1) / h_pp.unsqueeze(1))
-        h.addcmul_(h_p.unsqueeze(2), scaled.unsqueeze(1), value=-1)
-        diag.sub_(h_p * scaled)
-        w[rows, p] = 0
-        diag[rows, p] = 1  # any positive value: the +inf in `blocked` already rules p out
-        blocked[rows, p] = float("inf")
+            w.addcmul_(u, c.unsqueeze(1), value=-1)
+        diag.addcmul_(u, u, value=-1)
+        w.view(-1).index_fill_(0, flat, 0)
+        diag.view(-1).index_fill_(0, flat, 1)  # any positive value: the +inf in `blocked` already rules p out
+        blocked.view(-1).index_fill_(0, flat, float("inf"))
         if groups is not None:
             g = p // group_size
-            groups[rows, g] += 1
-            full = groups[rows, g] >= group_quota
-            blocked.view(n, -1, group_size)[rows[full], g[full]] = float("inf")
-    return Elimination(order=order, losses=losses, weights=w.masked_fill_(blocked.isinf(), 0))
+            count = groups.view(-1).index_add_(0, base // group_size + g, torch.ones_like(g))
+            full = count.view(-1).index_select(0, base // group_size + g) >= group_quota
+            blocked.view(n, -1, group_size)[full.nonzero().squeeze(1), g[full]] = float("inf")
+        if j + 1 == panel and t + 1 < steps:
+            u_done = u_all[:, first : first + panel]
+            h.baddbmm_(u_done.transpose(1, 2), u_done, alpha=-1)
+            start = t + 1
+    order_t = order.t().contiguous()
+    return Elimination(
+        order=order_t,
+        losses=picked.cumsum(dim=0).div_(2).t().contiguous(),
+        weights=w.scatter_(1, order_t, 0),  # survivors blocked by an N:M quota keep their weights
+        downdates=downdates,
+        coeffs=coeffs.t().contiguous() if keep else None,
+    )
+
+
+def default_panel(block: int) -> int:
+    """Panel width of the delayed downdate (measured in benchmarks/bench_pruner_speed.py --elimination)."""
+    return max(1, min(block, 32))
+
+
+def prefix_weights(
+    weights: torch.Tensor, downdates: torch.Tensor, coeffs: torch.Tensor, kept_steps: torch.Tensor
+) -> torch.Tensor:
+    """Each block's weights after its first kept_steps[b] eliminations: w_0 - sum_{t<k_b} coeffs_t u_t.
+
+    One pass over the stored downdates instead of a Cholesky solve; eliminated entries come out as
+    round-off, callers zero them with the mask.
+    """
+    steps = int(kept_steps.max()) if kept_steps.numel() else 0
+    if steps == 0:
+        return weights.clone()
+    live = torch.arange(steps, device=weights.device) < kept_steps.unsqueeze(1)
+    scaled = coeffs[:, :steps].mul(live).unsqueeze(1)
+    return torch.baddbmm(weights.unsqueeze(1), scaled, downdates[:, :steps], alpha=-1).squeeze(1)
 
 
 def obs_update(weights: torch.Tensor, fisher: torch.Tensor, pruned: torch.Tensor) -> torch.Tensor:
