@@ -25,13 +25,14 @@ def _labels(dataset) -> np.ndarray:
 
 def test_digits_split_sizes_shapes_and_stratification():
     data = load_dataset("digits")
-    assert (len(data.train), len(data.val)) == (1437, 360)
+    assert (len(data.train), len(data.val), len(data.test)) == (1079, 359, 359)
     assert (data.num_classes, data.image_size, data.in_chans) == (10, 16, 3)
     x, y = data.train[0]
     assert x.shape == (3, 16, 16) and x.dtype == torch.float32 and isinstance(y, int)
     assert torch.equal(x[0], x[1]) and torch.equal(x[0], x[2])  # grey replicated to 3 channels
-    counts = np.bincount(_labels(data.val), minlength=10)
-    assert counts.min() >= 35 and counts.max() <= 37  # stratified: ~36 per class
+    for split in (data.val, data.test):
+        counts = np.bincount(_labels(split), minlength=10)
+        assert counts.min() >= 35 and counts.max() <= 37  # stratified: ~36 per class
     # normalised with train statistics
     train_x = data.train.images
     assert abs(train_x.mean().item()) < 1e-4 and abs(train_x.std().item() - 1) < 1e-3
@@ -41,12 +42,32 @@ def test_digits_split_is_deterministic_per_seed():
     a, b, c = load_dataset("digits", seed=0), load_dataset("digits", seed=0), load_dataset("digits", seed=1)
     assert torch.equal(a.val.images, b.val.images) and torch.equal(a.val.labels, b.val.labels)
     assert not torch.equal(a.val.images, c.val.images)
+    assert torch.equal(a.test.labels, c.test.labels)  # test does not move with the split seed
+
+
+def _rows(dataset) -> set[bytes]:
+    return {dataset.images[i].numpy().tobytes() for i in range(len(dataset))}
+
+
+@pytest.mark.parametrize("name", ["digits", "digits-0-4", "lfw"])
+@pytest.mark.parametrize("seed", [0, 3])
+def test_test_split_is_disjoint_from_train_and_val(name, seed):
+    data = load_dataset(name, seed=seed)
+    train, val, test = _rows(data.train), _rows(data.val), _rows(data.test)
+    assert len(test) > 0 and not test & train and not test & val and not train & val
+
+
+def test_digit_halves_are_relabelled_class_subsets():
+    low, high = load_dataset("digits-0-4"), load_dataset("digits-5-9")
+    assert low.num_classes == high.num_classes == 5
+    assert set(_labels(high.test).tolist()) == set(range(5))
+    assert 850 < len(low.train) + len(low.val) + len(low.test) < 950  # ~180 images per digit
 
 
 def test_digits_custom_image_size_and_val_fraction():
     data = load_dataset("digits", image_size=32, val_fraction=0.5)
     assert data.train[0][0].shape == (3, 32, 32)
-    assert abs(len(data.val) - 1797 / 2) <= 1
+    assert abs(len(data.val) - 1797 / 2) <= 1 and abs(len(data.test) - 1797 / 5) <= 1
 
 
 def test_light_augmentation_shifts_train_only():
@@ -59,22 +80,56 @@ def test_light_augmentation_shifts_train_only():
 
 def test_lfw_faces_vs_non_faces():
     data = load_dataset("lfw")
-    assert (len(data.train), len(data.val), data.num_classes) == (160, 40, 2)
+    assert (len(data.train), len(data.val), len(data.test), data.num_classes) == (120, 40, 40, 2)
     assert data.val[0][0].shape == (3, 32, 32)
-    assert np.bincount(_labels(data.val)).tolist() == [20, 20]
+    assert np.bincount(_labels(data.val)).tolist() == np.bincount(_labels(data.test)).tolist() == [20, 20]
+
+
+def _write_images(folder, classes, per_class, *, mode="RGB", ext="png", seed=0):
+    rng = np.random.default_rng(seed)
+    for cls in classes:
+        (folder / cls).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, size=(40, 50, 3), dtype=np.uint8)
+            Image.fromarray(pixels).convert(mode).save(folder / cls / f"image_{i + 1:04d}.{ext}")
+
+
+def _paths(subset) -> set[str]:
+    return {subset.dataset.samples[i][0] for i in subset.indices}
 
 
 def test_imagefolder_reads_real_files(tmp_path):
-    rng = np.random.default_rng(0)
-    for cls in ("cat", "dog"):
-        (tmp_path / cls).mkdir()
-        for i in range(5):
-            pixels = rng.integers(0, 256, size=(40, 50, 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(tmp_path / cls / f"{i}.png")
+    _write_images(tmp_path, ("cat", "dog"), 10)
     data = load_dataset("imagefolder", root=str(tmp_path), image_size=24, augment="deit")
-    assert (len(data.train), len(data.val), data.num_classes) == (8, 2, 2)
-    assert sorted(_labels(data.val).tolist()) == [0, 1]
-    assert data.train[0][0].shape == data.val[0][0].shape == (3, 24, 24)
+    assert (len(data.train), len(data.val), len(data.test), data.num_classes) == (12, 4, 4, 2)
+    assert sorted(_labels(data.val).tolist()) == sorted(_labels(data.test).tolist()) == [0, 0, 1, 1]
+    assert data.train[0][0].shape == data.val[0][0].shape == data.test[0][0].shape == (3, 24, 24)
+    assert not _paths(data.test) & (_paths(data.train) | _paths(data.val))
+
+
+def test_imagefolder_train_test_layout_keeps_the_given_test_split(tmp_path):
+    """The layout the fine-grained sets (Pets, Flowers-102, CUB-200) are converted to."""
+    _write_images(tmp_path / "train", ("abyssinian", "beagle", "boxer"), 6)
+    _write_images(tmp_path / "test", ("abyssinian", "beagle", "boxer"), 2, ext="jpg", seed=1)
+    data = load_dataset("imagefolder", root=str(tmp_path), image_size=16)
+    assert (len(data.train) + len(data.val), len(data.test), data.num_classes) == (18, 6, 3)
+    assert {p.split("/")[-3] for p in (s[0] for s in data.test.samples)} == {"test"}
+    assert not _paths(data.val) & _paths(data.train) and len(data.val) == 4
+    assert data.test[5][1] == 2 and data.test[0][0].shape == (3, 16, 16)
+
+
+def test_caltech101_layout_drops_background_and_takes_30_per_class(tmp_path):
+    top = tmp_path / "101_ObjectCategories"
+    _write_images(top, ("BACKGROUND_Google",), 3)
+    _write_images(top, ("accordion",), 34, mode="L", ext="jpg")  # some Caltech images are greyscale
+    _write_images(top, ("airplanes",), 40, ext="jpg", seed=2)
+    data = load_dataset("caltech101", root=str(tmp_path), image_size=20)
+    assert data.num_classes == 2 and data.train.dataset.classes == ["accordion", "airplanes"]
+    assert len(data.train) + len(data.val) == 60 and len(data.val) == 12
+    assert np.bincount(_labels(data.test)).tolist() == [4, 10]  # every image not drawn for training
+    assert data.test[0][0].shape == (3, 20, 20)
+    assert not _paths(data.test) & (_paths(data.train) | _paths(data.val))
+    assert _paths(load_dataset("caltech101", root=str(top), image_size=20).test) == _paths(data.test)
 
 
 def test_unknown_dataset_and_recipe_raise():
@@ -84,7 +139,7 @@ def test_unknown_dataset_and_recipe_raise():
         load_dataset("digits", augment="heavy")
 
 
-@pytest.mark.parametrize("name", ["imagefolder", "cifar10"])
+@pytest.mark.parametrize("name", ["imagefolder", "caltech101", "cifar10"])
 def test_missing_root_raises_file_not_found(name, tmp_path):
     with pytest.raises(FileNotFoundError, match=name):
         load_dataset(name)

@@ -40,6 +40,18 @@ def test_resume_after_crash_matches_uninterrupted_run(tmp_path):
         f"target_{t['target_sparsity']:.4f}_epoch{t['best_epoch']:04d}.safetensors" for t in whole["targets"])
 
 
+def test_best_checkpoint_is_picked_on_val_and_reported_on_test(tmp_path):
+    reporter = LocalReporter(tmp_path / "run")
+    summary = run_gradual(GradualSpec(**{**SPEC, "method": "magnitude", "windows": [(0.5, 0, 1), (0.8, 1, 4)]}),
+                          reporter)
+    window = [h for h in reporter.history if 1 <= h["epoch"] < 4]
+    row = summary["targets"][1]
+    best = max(window, key=lambda h: h["val_top1"])  # first epoch with the highest val top-1
+    assert row["val_top1"] == best["val_top1"] and row["best_epoch"] == best["epoch"]
+    assert row["top1"] == best["top1"]  # the test top-1 of that epoch, not the window's best test value
+    assert all(0 <= h["top1"] <= 1 and 0 <= h["val_top1"] <= 1 for h in reporter.history)
+
+
 def test_sweep_and_independent_schedules():
     config = make_config({"targets": [0.5, 0.75, 0.9, 0.95], "window_epochs": 3})
     steps, windows = config.schedule()

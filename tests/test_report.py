@@ -49,5 +49,13 @@ def test_report_files_are_written(tmp_path: Path) -> None:
     assert all(p.stat().st_size > 0 for p in paths)
     table = (tmp_path / "plots" / "seed_summary.md").read_text().splitlines()
     assert table[0].startswith("| strategy | method | block_size | target_sparsity | seeds | top1 (%)")
-    assert len(table) == 2 + 6
+    assert len(table) >= 2 + 6 and table[8] == ""  # then the pairwise differences
 
+
+
+def test_seed_table_file_has_the_pairwise_differences(tmp_path: Path) -> None:
+    write_report_files(ROWS, tmp_path)
+    text = (tmp_path / "seed_summary.md").read_text()
+    lines = [line for line in text.splitlines() if line.startswith("| 0.9 | block_size=64 | block_size=256")]
+    assert len(lines) == 1 and "| +46.00 [+46.00, +46.00] * | True |" in lines[0]  # no spread on either side
+    assert "| 0.5 | block_size=64 | block_size=16 | 3, 3 |" in text

@@ -13,7 +13,7 @@ from ovit_ray.training.setup import build_model_and_data
 # A row is the same result when all of these match; such rows are kept, never recomputed or duplicated.
 KEY_COLUMNS = ["method", "pattern", "scope", "target_sparsity", "block_size", "num_grads", "damp",
                "grad_batch_size", "dtype", "seed", "model_source"]
-TABLE_COLUMNS = ["method", "pattern", "target_sparsity", "achieved_sparsity", "top1", "top1_dense",
+TABLE_COLUMNS = ["method", "pattern", "target_sparsity", "achieved_sparsity", "top1", "val_top1", "top1_dense",
                  "prune_seconds", "peak_rss_mb", "flops_nonzero"]
 
 
@@ -68,11 +68,11 @@ def run(args: argparse.Namespace) -> int:
     start = build_model_and_data(args.model, checkpoint=args.checkpoint, dataset=args.dataset,
                                  data_root=args.data_root, progress=not args.no_progress)
     print(f"model: {args.model} from {start.source}; dataset: {len(start.data.train)} train / "
-          f"{len(start.data.val)} val images")
+          f"{len(start.data.val)} val / {len(start.data.test)} test images (top-1 is on test)")
     rows = oneshot_rows(start, settings, sparsities, param_patterns=args.params, seed=args.seed,
                         device=args.device, progress=not args.no_progress,
                         on_row=lambda r: print(f"  {r['method']:<14} s={r['target_sparsity']:.3f} "
-                                               f"top-1 {r['top1']:.4f} ({r['prune_seconds']:.1f} s)"))
+                                               f"test top-1 {r['top1']:.4f} ({r['prune_seconds']:.1f} s)"))
     # Written once, after every row succeeded: a failure above leaves no partial results behind.
     out.mkdir(parents=True, exist_ok=True)
     added = append_rows(results, rows, KEY_COLUMNS)

@@ -13,7 +13,7 @@ from ovit_ray.orchestration.results import append_rows, print_table
 from ovit_ray.orchestration.strategies import RESULTS_FILE
 from ovit_ray.orchestration.train_job import KEY_COLUMNS, RunResult, run_training
 
-TABLE_COLUMNS = ["strategy", "target_sparsity", "achieved_sparsity", "top1", "epochs", "cpu_hours", "gpu_hours"]
+TABLE_COLUMNS = ["strategy", "target_sparsity", "achieved_sparsity", "top1", "val_top1", "epochs", "cpu_hours", "gpu_hours"]
 
 
 def _flag_type(annotation: Any) -> tuple[Any, bool]:

@@ -1,6 +1,13 @@
-"""Datasets with fixed splits (digits, lfw, imagefolder, cifar10); nothing is downloaded."""
+"""Datasets with fixed train/val/test splits (digits, lfw, imagefolder, caltech101, cifar10); nothing is downloaded."""
 
-from .datasets import DATASET_NAMES, DEFAULT_IMAGE_SIZE, DatasetSplits, TensorImageDataset, load_dataset
+from .datasets import (
+    DATASET_NAMES,
+    DEFAULT_IMAGE_SIZE,
+    DatasetSplits,
+    SplitOptions,
+    TensorImageDataset,
+    load_dataset,
+)
 from .transforms import RECIPES, RandomShift, pil_eval_transform, pil_train_transform, tensor_train_transform
 
 __all__ = [
@@ -8,6 +15,7 @@ __all__ = [
     "DEFAULT_IMAGE_SIZE",
     "RECIPES",
     "DatasetSplits",
+    "SplitOptions",
     "RandomShift",
     "TensorImageDataset",
     "load_dataset",

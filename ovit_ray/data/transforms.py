@@ -56,24 +56,25 @@ def tensor_train_transform(recipe: str) -> Transform | None:
     return T.Compose([RandomShift(1), T.RandomErasing(p=0.25)])
 
 
-def pil_eval_transform(image_size: int) -> Transform:
-    """Resize + center-crop + ImageNet normalisation, the timm evaluation convention."""
-    return T.Compose(
-        [
-            T.Resize(image_size),
-            T.CenterCrop(image_size),
-            T.ToTensor(),
-            T.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD),
-        ]
-    )
+Stats = tuple[float, ...] | None
 
 
-def pil_train_transform(recipe: str, image_size: int) -> Transform:
+def _normalise(mean: Stats, std: Stats) -> list[Transform]:
+    """To tensor and normalise; ImageNet statistics unless the source model's `pretrained_cfg` says otherwise."""
+    return [T.ToTensor(), T.Normalize(mean or IMAGENET_DEFAULT_MEAN, std or IMAGENET_DEFAULT_STD)]
+
+
+def pil_eval_transform(image_size: int, mean: Stats = None, std: Stats = None) -> Transform:
+    """Resize + center-crop + normalisation, the timm evaluation convention."""
+    return T.Compose([T.Resize(image_size), T.CenterCrop(image_size), *_normalise(mean, std)])
+
+
+def pil_train_transform(recipe: str, image_size: int, mean: Stats = None, std: Stats = None) -> Transform:
     """Training transform for PIL-backed datasets; `deit` is RandAugment m9 + random erasing 0.25."""
     _check_recipe(recipe)
     if recipe == "none":
-        return pil_eval_transform(image_size)
-    normalise = [T.ToTensor(), T.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)]
+        return pil_eval_transform(image_size, mean, std)
+    normalise = _normalise(mean, std)
     if recipe == "light":
         return T.Compose(
             [

@@ -20,10 +20,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from ovit_ray.orchestration.results import print_table, read_rows  # noqa: E402
+from ovit_ray.orchestration.stats import pairwise_table  # noqa: E402
 from ovit_ray.orchestration.sweep_config import KNOBS  # noqa: E402
 
 RESULTS_FILE = "results.parquet"
-TABLE_COLUMNS = ["trial_id", "strategy", "method", "target_sparsity", "achieved_sparsity", "top1", "epochs",
+TABLE_COLUMNS = ["trial_id", "strategy", "method", "target_sparsity", "achieved_sparsity", "top1", "val_top1", "epochs",
                  "flops_reduction", "block_size", "num_grads", "damp", "lr_schedule", "seed", "trial_cpu_hours",
                  "trial_gpu_hours"]
 LOG_KNOBS = {"damp", "lr_max", "lr_min", "num_grads", "block_size"}
@@ -142,13 +143,25 @@ def repeats_seeds(rows: Sequence[Row]) -> bool:
     return any(line["seeds"] > 1 for line in seed_summary(rows))
 
 
-def write_seed_summary(rows: Sequence[Row], path: Path) -> Path:
-    """The seed table as markdown, pasteable into BENCHMARKS.md."""
-    table = seed_summary(rows)
+def seed_differences(rows: Sequence[Row]) -> list[dict[str, Any]]:
+    """Test top-1 differences between every two settings per target, Welch 95% CI (stats.pairwise_table)."""
+    knobs = [k for k in varying_knobs(rows) if k not in ("seed", "method", "strategy")]
+    return pairwise_table(rows, ["strategy", "method", *knobs])
+
+
+def _markdown(table: Sequence[Mapping[str, Any]]) -> list[str]:
     columns = list(table[0])
-    lines = ["| " + " | ".join(columns) + " |",
-             "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(str(line[c]) for c in columns) + " |" for line in table]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return lines + ["| " + " | ".join(str(line[c]) for c in columns) + " |" for line in table]
+
+
+def write_seed_summary(rows: Sequence[Row], path: Path) -> Path:
+    """The seed table and the pairwise differences as markdown, pasteable into BENCHMARKS.md."""
+    lines = _markdown(seed_summary(rows))
+    differences = seed_differences(rows)
+    if differences:
+        lines += ["", "Differences a - b of test top-1 (percentage points), Welch 95% CI; * = excludes 0", ""]
+        lines += _markdown(differences)
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -176,4 +189,6 @@ def report(sweep_dir: str | Path) -> list[Path]:
     print_table(rows, [c for c in TABLE_COLUMNS if c in rows[0]], title=f"sweep {sweep_dir.name}")
     if repeats_seeds(rows):
         print_table(seed_summary(rows), title="mean ± std over seeds")
+        if differences := seed_differences(rows):
+            print_table(differences, title="test top-1 differences a - b (pp), Welch 95% CI, * = excludes 0")
     return write_report_files(rows, sweep_dir / "plots")

@@ -56,7 +56,7 @@ def compare(results: Sequence[RunResult]) -> list[dict[str, Any]]:
         s = result.strategy
         for row in result.rows:
             entry = by_target.setdefault(row["target_sparsity"], {"target": row["target_sparsity"]})
-            entry.update({f"{s}_top1": row["top1"], f"{s}_sparsity": row["achieved_sparsity"],
+            entry.update({f"{s}_top1": row["top1"], f"{s}_val_top1": row["val_top1"], f"{s}_sparsity": row["achieved_sparsity"],
                           f"{s}_epochs": row["epochs"], f"{s}_cpu_hours": row["cpu_hours"],
                           f"{s}_gpu_hours": row["gpu_hours"]})
         for name in ("epochs", "cpu_hours", "gpu_hours"):

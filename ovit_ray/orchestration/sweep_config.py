@@ -114,7 +114,11 @@ class SearchSpace(_Strict):
 
 
 class Objective(_Strict):
-    metric: Literal["top1_final", "top1_mean", "gpu_hours", "cpu_hours", "epochs_total"]
+    """What the searcher optimises; val_* select on validation, top1_* are the held-out test values
+    (selecting on them would leak test into the search; kept for comparison with older sweeps)."""
+
+    metric: Literal["val_top1_final", "val_top1_mean", "top1_final", "top1_mean", "gpu_hours", "cpu_hours",
+                    "epochs_total"]
     mode: Literal["max", "min"]
 
 
@@ -122,7 +126,7 @@ class Asha(_Strict):
     """Early stopping on intermediate validation top-1, per reported epoch."""
 
     type: Literal["asha"] = "asha"
-    metric: Literal["top1"] = "top1"
+    metric: Literal["val_top1"] = "val_top1"
     grace_period: int = Field(1, gt=0)
     reduction_factor: float = Field(2.0, gt=1)
 
@@ -133,7 +137,7 @@ class Search(_Strict):
     algorithm: Literal["optuna", "random", "grid"] = "optuna"
     num_samples: int = Field(1, gt=0)
     objectives: list[Objective] = Field(
-        default_factory=lambda: [Objective(metric="top1_final", mode="max")], min_length=1
+        default_factory=lambda: [Objective(metric="val_top1_final", mode="max")], min_length=1
     )
     scheduler: Asha | None = None
     max_concurrent_trials: int | None = Field(None, gt=0)

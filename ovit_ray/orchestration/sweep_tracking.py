@@ -25,7 +25,7 @@ from ovit_ray.orchestration.tracking import Tracker
 
 RESULTS_FILE = "results.parquet"
 KEY_COLUMNS = ["trial_id", "strategy", "target_sparsity"]
-TRIAL_METRICS = ("top1_final", "top1_mean", "epochs_total", "cpu_hours", "gpu_hours", "loop_seconds",
+TRIAL_METRICS = ("top1_final", "top1_mean", "val_top1_final", "val_top1_mean", "epochs_total", "cpu_hours", "gpu_hours", "loop_seconds",
                  "trial_seconds", "overhead_seconds")
 _NOT_LOGGED = set(AUTO_RESULT_KEYS) | {"epoch", "run_index", "done", TRIAL_COMPLETE}
 

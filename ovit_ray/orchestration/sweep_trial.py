@@ -122,17 +122,19 @@ def trial_rows(config: GradualConfig, strategy: str, summaries: list[dict[str, A
     for summary in summaries:
         for target in summary["targets"]:
             rows.append({"strategy": strategy, **{k: target[k] for k in (
-                "target_sparsity", "achieved_sparsity", "top1", "best_epoch", "epochs", "cpu_hours",
+                "target_sparsity", "achieved_sparsity", "top1", "val_top1", "best_epoch", "epochs", "cpu_hours",
                 "gpu_hours")}, "best_checkpoint": target["checkpoint"], "run_epochs": summary["total_epochs"],
                 **_flops(config, target["checkpoint"])})
     return rows
 
 
 def final_metrics(rows: list[dict[str, Any]], summaries: list[dict[str, Any]], wall: float) -> dict[str, Any]:
-    """The objectives a searcher can use, plus the compute totals of the trial."""
+    """The objectives a searcher can use (val_* for selection; top1_* are on test, for reporting),
+    plus the compute totals of the trial."""
     final = max(rows, key=lambda r: r["target_sparsity"])
     loop = sum(s["loop_seconds"] for s in summaries)
     return {"top1_final": final["top1"], "top1_mean": sum(r["top1"] for r in rows) / len(rows),
+            "val_top1_final": final["val_top1"], "val_top1_mean": sum(r["val_top1"] for r in rows) / len(rows),
             "epochs_total": sum(s["total_epochs"] for s in summaries),
             "cpu_hours": sum(s["cpu_hours"] for s in summaries), "gpu_hours": sum(s["gpu_hours"] for s in summaries),
             "loop_seconds": loop, "trial_seconds": wall, "overhead_seconds": wall - loop}

@@ -70,7 +70,7 @@ class RayReporter:
     def report(self, metrics: Mapping[str, Any], checkpoint_dir: str | None) -> None:
         if self.world_rank == 0:
             print(f"epoch {metrics['epoch'] + 1}/{self._total_epochs}  sparsity {metrics['sparsity']:.4f}  "
-                  f"top-1 {metrics['top1']:.4f}  val loss {metrics['loss']:.4f}  lr {metrics['lr']:.2e}", flush=True)
+                  f"test top-1 {metrics['top1']:.4f}  val top-1 {metrics['val_top1']:.4f}  val loss {metrics['loss']:.4f}  lr {metrics['lr']:.2e}", flush=True)
         if self._tracker is not None:
             numeric = {k: v for k, v in metrics.items() if isinstance(v, int | float) and k != "epoch"}
             self._tracker.log_metrics(self._tracking.run_id, numeric, step=int(metrics["epoch"]))
@@ -163,7 +163,7 @@ def _rows(config: GradualConfig, key: str, name: str, strategy: str, summary: Ma
     return [{"run_key": key, "run_name": name, "strategy": strategy, "seed": config.seed,
              "method": config.method, "lr_schedule": config.lr_schedule, "workers": config.workers,
              "target_sparsity": t["target_sparsity"], "achieved_sparsity": t["achieved_sparsity"],
-             "top1": t["top1"], "best_epoch": t["best_epoch"], "epochs": t["epochs"],
+             "top1": t["top1"], "val_top1": t["val_top1"], "best_epoch": t["best_epoch"], "epochs": t["epochs"],
              "cpu_hours": t["cpu_hours"], "gpu_hours": t["gpu_hours"], "checkpoint": t["checkpoint"],
              **{f"run_{k}": v for k, v in run_level.items()}} for t in summary["targets"]]
 

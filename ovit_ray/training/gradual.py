@@ -7,8 +7,9 @@ workers, directly inside a Ray Tune function trial, and in plain tests (`LocalRe
 Per epoch e: prune first if a sparsity step falls on e (Fisher on the current masked weights; with
 several workers each collects its share of the gradients and the sums are all-reduced, then rank 0
 plans and broadcasts weights and masks), train one epoch (masks re-applied after every optimizer
-step), evaluate top-1 on the whole validation split, keep the best checkpoint of the current target's
-window, report metrics and a resumable checkpoint.
+step), evaluate top-1 on the whole validation and test splits, keep the checkpoint of the current
+target's window that is best on validation (`val_top1`), report metrics (`top1` is always the held-out
+test top-1) and a resumable checkpoint.
 """
 
 from __future__ import annotations
@@ -260,8 +261,9 @@ class GradualRun:
         self.grad_sampler = DistributedSampler(data.train, self.world, self.rank, shuffle=True, seed=spec.seed + 1)
         self.grad_loader = make_loader(data.train, spec.grad_batch_size, shuffle=False, seed=spec.seed,
                                        sampler=self.grad_sampler)
-        shard = Subset(data.val, range(self.rank, len(data.val), self.world))  # exact partition, no padding
-        self.val_loader = make_loader(shard, spec.eval_batch_size, shuffle=False, seed=spec.seed)
+        self.val_loader, self.test_loader = (  # exact partitions over workers, no padding
+            make_loader(Subset(split, range(self.rank, len(split), self.world)), spec.eval_batch_size,
+                        shuffle=False, seed=spec.seed) for split in (data.val, data.test))
 
     # -- checkpoints --------------------------------------------------------------------------
     def _resume(self) -> None:
@@ -347,10 +349,13 @@ class GradualRun:
                                 device=self.device, scheduler=self.scheduler, teacher=self.teacher,
                                 distill_weight=spec.distill_weight, distill_temperature=spec.distill_temperature)
         val = evaluate(self.model, self.val_loader, device=self.device)
-        n_val, n_train = len(self.val_loader.dataset), stats["steps"]
-        correct, val_loss, n, train_loss, m = self.comm.sum(
-            [val["top1"] * n_val, val["loss"] * n_val, n_val, stats["loss"] * n_train, n_train])
-        metrics: dict[str, Any] = {"epoch": epoch, "top1": correct / n, "loss": val_loss / n,
+        test = evaluate(self.model, self.test_loader, device=self.device)
+        n_val, n_test, n_train = len(self.val_loader.dataset), len(self.test_loader.dataset), stats["steps"]
+        correct, val_loss, n, test_correct, nt, train_loss, m = self.comm.sum(
+            [val["top1"] * n_val, val["loss"] * n_val, n_val, test["top1"] * n_test, n_test,
+             stats["loss"] * n_train, n_train])
+        metrics: dict[str, Any] = {"epoch": epoch, "top1": test_correct / nt, "val_top1": correct / n,
+                                   "loss": val_loss / n,
                                    "train_loss": train_loss / m, "sparsity": self.masks.sparsity(), "lr": lr,
                                    "epochs_done": epoch + 1}
         window = self._window(epoch)
@@ -375,25 +380,27 @@ class GradualRun:
 
     def _keep_best(self, window: tuple[float, int, int], metrics: Mapping[str, Any]) -> None:
         key = _target_key(window[0])
-        if key in self.best and self.best[key]["top1"] >= metrics["top1"]:
+        if key in self.best and self.best[key]["val_top1"] >= metrics["val_top1"]:
             return
         path = None
         if self.spec.best_dir is not None:
             path = str(Path(self.spec.best_dir) / f"target_{key}_epoch{self.epoch:04d}.safetensors")
             if self.rank == 0:
-                meta = {"target": window[0], "epoch": self.epoch, "top1": metrics["top1"]}
+                meta = {"target": window[0], "epoch": self.epoch, "top1": metrics["top1"],
+                        "val_top1": metrics["val_top1"]}
                 save_checkpoint(path, self.model, self.masks.state_dict(), meta)
-        self.best[key] = {"top1": metrics["top1"], "epoch": self.epoch, "sparsity": metrics["sparsity"],
-                          "checkpoint": path}
+        self.best[key] = {"top1": metrics["top1"], "val_top1": metrics["val_top1"], "epoch": self.epoch,
+                          "sparsity": metrics["sparsity"], "checkpoint": path}
 
     def _close_window(self, window: tuple[float, int, int], metrics: Mapping[str, Any]) -> dict[str, float]:
         best = self.best[_target_key(window[0])]
         row = {"target_sparsity": window[0], "achieved_sparsity": best["sparsity"], "top1": best["top1"],
-               "best_epoch": best["epoch"], "epochs": window[2], "checkpoint": best["checkpoint"],
+               "val_top1": best["val_top1"], "best_epoch": best["epoch"], "epochs": window[2], "checkpoint": best["checkpoint"],
                "cpu_hours": metrics["cpu_hours"], "gpu_hours": metrics["gpu_hours"]}
         self.targets.append(row)
         prefix = f"target_{_target_key(window[0])}"
-        return {f"{prefix}/top1": best["top1"], f"{prefix}/sparsity": best["sparsity"],
+        return {f"{prefix}/top1": best["top1"], f"{prefix}/val_top1": best["val_top1"],
+                f"{prefix}/sparsity": best["sparsity"],
                 f"{prefix}/epochs": window[2], f"{prefix}/cpu_hours": metrics["cpu_hours"],
                 f"{prefix}/gpu_hours": metrics["gpu_hours"]}
 

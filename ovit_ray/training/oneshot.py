@@ -25,7 +25,8 @@ def oneshot_rows(
     progress: bool = True,
     on_row: Callable[[Row], None] | None = None,
 ) -> list[Row]:
-    """Prune `start.model` with each settings object to each sparsity and evaluate top-1 before/after.
+    """Prune `start.model` with each settings object to each sparsity and evaluate top-1 before/after
+    (`top1` on the held-out test split, `val_top1` beside it).
 
     The Fisher and the elimination plan are computed once per method and reused for every sparsity;
     every sparsity starts again from the original weights. `None` in `sparsities` means "implied by the
@@ -36,7 +37,8 @@ def oneshot_rows(
     masks = MaskSet(start.masks) if start.masks else MaskSet.dense(params)
     masks.apply(model)
     val_loader = make_loader(start.data.val, eval_batch_size, shuffle=False, seed=seed)
-    dense = evaluate(model, val_loader, device=device)
+    test_loader = make_loader(start.data.test, eval_batch_size, shuffle=False, seed=seed)
+    dense, dense_val = evaluate(model, test_loader, device=device), evaluate(model, val_loader, device=device)
     input_size = (start.data.in_chans, start.data.image_size, start.data.image_size)
     flops_dense = count_params_and_flops(model, masks, input_size).flops_dense
     rows: list[Row] = []
@@ -55,7 +57,7 @@ def oneshot_rows(
                 new_masks = pruner.apply(sparsity)
                 apply_seconds = time.perf_counter() - began
             new_masks.apply(model)
-            after = evaluate(model, val_loader, device=device)
+            after = evaluate(model, test_loader, device=device)
             counts = count_params_and_flops(model, new_masks, input_size)
             row: Row = {
                 "method": settings.method,
@@ -64,7 +66,9 @@ def oneshot_rows(
                 "target_sparsity": settings.pattern_sparsity if sparsity is None else sparsity,
                 "achieved_sparsity": new_masks.sparsity(),
                 "top1": after["top1"],
+                "val_top1": evaluate(model, val_loader, device=device)["top1"],
                 "top1_dense": dense["top1"],
+                "val_top1_dense": dense_val["top1"],
                 "block_size": settings.block_size,
                 "num_grads": settings.num_grads if settings.uses_fisher else 0,
                 "damp": settings.damp,
