@@ -10,7 +10,7 @@ from ovit_ray import __version__
 
 # Each module defines `register(subparsers)`, which adds its parser and sets `func(args) -> int`.
 COMMAND_MODULES = ("prune", "sweep", "report", "cluster", "mlflow-server", "sync-mlflow", "train",
-                   "compare-strategies")
+                   "compare-strategies", "transfer")
 
 
 def build_parser() -> argparse.ArgumentParser:

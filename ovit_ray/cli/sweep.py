@@ -24,7 +24,10 @@ def run(args: argparse.Namespace) -> int:
         os.environ.setdefault("RAY_AUTH_MODE", "token")  # must be set before ray is imported
     from ovit_ray.orchestration.sweep import describe, make_plan, run_sweep
     from ovit_ray.orchestration.sweep_config import load_sweep
+    from ovit_ray.orchestration.transfer_sweep import is_transfer_file
 
+    if is_transfer_file(args.file):
+        return _run_transfer(args)
     sweep = load_sweep(args.file)
     out = Path(args.out or f"runs/sweeps/{sweep.name}")
     if args.dry_run:
@@ -43,3 +46,23 @@ def run(args: argparse.Namespace) -> int:
     print(f"results: {outcome.out / 'results.parquet'}; plots: {outcome.out / 'plots'}; "
           f"`ovit-ray report {outcome.out}` prints the table")
     return 0 if t["trials_failed"] == 0 else 1
+
+
+def _run_transfer(args: argparse.Namespace) -> int:
+    """A file with a `transfer:` section: pruned sources first, then the transfer grid."""
+    from ovit_ray.cli.transfer import TABLE_COLUMNS
+    from ovit_ray.orchestration.results import print_table
+    from ovit_ray.orchestration.transfer_sweep import load_transfer_sweep, run_transfer_sweep
+
+    sweep = load_transfer_sweep(args.file)
+    out = Path(args.out or f"runs/sweeps/{sweep.name}")
+    stage = sweep.transfer
+    if args.dry_run:
+        print(f"transfer sweep {sweep.name}: sources {stage.source.methods} x seeds {stage.source.seeds} per pair "
+              f"{[(p.source_model, p.dataset) for p in stage.pairs]}; modes {stage.modes}; seeds {stage.seeds}; "
+              f"{stage.epochs} epochs -> {out}")
+        return 0
+    rows = run_transfer_sweep(args.file, out, mlflow_uri=args.mlflow_uri)
+    print_table(rows, [c for c in TABLE_COLUMNS if rows and c in rows[0]], title=f"transfer sweep {sweep.name}")
+    print(f"results: {out / 'results.parquet'}")
+    return 0

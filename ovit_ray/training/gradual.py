@@ -387,7 +387,7 @@ class GradualRun:
             path = str(Path(self.spec.best_dir) / f"target_{key}_epoch{self.epoch:04d}.safetensors")
             if self.rank == 0:
                 meta = {"target": window[0], "epoch": self.epoch, "top1": metrics["top1"],
-                        "val_top1": metrics["val_top1"]}
+                        "val_top1": metrics["val_top1"], "method": self.spec.method, "model": self.spec.model}
                 save_checkpoint(path, self.model, self.masks.state_dict(), meta)
         self.best[key] = {"top1": metrics["top1"], "val_top1": metrics["val_top1"], "epoch": self.epoch,
                           "sparsity": metrics["sparsity"], "checkpoint": path}

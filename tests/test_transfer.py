@@ -1,0 +1,134 @@
+"""Transfer of pruned checkpoints: masks and sparsity through fine-tuning, the dense mode's start,
+the job grid, and a Tune-run transfer writing Parquet rows and MLflow runs (real Ray, MLflow, torch)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ovit_ray.cli.main import main
+from ovit_ray.models import create_model, load_checkpoint, save_checkpoint
+from ovit_ray.orchestration.results import read_rows
+from ovit_ray.orchestration.transfer import dense_source, find_sources, run_transfers, transfer_jobs
+from ovit_ray.pruning import DEFAULT_PATTERNS, MaskSet, select_prunable
+from ovit_ray.training.transfer import TransferSpec, prepare_transfer, run_transfer
+
+SMALL = dict(epochs=2, max_steps_per_epoch=3, warmup_epochs=0)
+
+
+@pytest.fixture(scope="module")
+def pruned(tmp_path_factory):
+    """A digits-vit checkpoint with 75% of its prunable weights magnitude-pruned, masks saved with it."""
+    torch.manual_seed(0)
+    model = create_model("digits-vit")
+    params = select_prunable(model, DEFAULT_PATTERNS)
+    masks = {}
+    for name, p in params.items():
+        threshold = p.detach().abs().flatten().kthvalue(int(0.75 * p.numel())).values
+        masks[name] = p.detach().abs() > threshold
+    MaskSet(masks).apply(model)
+    path = tmp_path_factory.mktemp("src") / "target_0.7500_epoch0003.safetensors"
+    save_checkpoint(path, model, masks, {"target": 0.75, "method": "magnitude", "model": "digits-vit"})
+    return path
+
+
+def test_sparse_transfer_keeps_masks_and_exact_sparsity_and_changes_the_head(pruned):
+    _, masks, _ = load_checkpoint(pruned)
+    spec = TransferSpec(dataset="lfw", checkpoint=str(pruned), mode="sparse", **SMALL)
+    start = prepare_transfer(spec)
+    assert start.model.head.out_features == 2 and start.data.num_classes == 2  # 10 digit classes -> faces
+    before = {n: p.detach().clone() for n, p in start.model.named_parameters()}
+    row = run_transfer(spec, start=start)
+    params = dict(start.model.named_parameters())
+    for name, mask in masks.items():
+        assert torch.all(params[name][~mask] == 0)  # pruned weights stayed pruned through every step
+    assert row["final_sparsity"] == row["achieved_sparsity"] == MaskSet(masks).sparsity()
+    assert abs(row["achieved_sparsity"] - 0.75) < 0.01
+    assert any(not torch.equal(before[n], params[n]) for n in masks)  # the kept weights did train
+    assert 0 <= row["top1"] <= 1 and 0 <= row["val_top1"] <= 1 and 0 <= row["source_top1"] <= 1
+    assert row["mode"] == "sparse" and row["epochs"] == 2 and row["cpu_hours"] > 0
+
+
+def test_dense_transfer_starts_from_the_same_weights_and_lets_pruned_weights_regrow(pruned):
+    state, masks, _ = load_checkpoint(pruned)
+    spec = TransferSpec(dataset="digits-5-9", checkpoint=str(pruned), mode="dense", **SMALL)
+    start = prepare_transfer(spec)
+    assert start.masks is None and start.model.head.out_features == 5
+    now = start.model.state_dict()
+    assert all(torch.equal(now[k], v) for k, v in state.items() if not k.startswith("head."))
+    row = run_transfer(spec, start=start)
+    assert row["final_sparsity"] < 0.1 < row["achieved_sparsity"]  # the masks were dropped
+
+
+def test_jobs_grid_runs_the_dense_source_once_per_seed(pruned):
+    sources = find_sources(pruned)
+    assert [s.method for s in sources] == ["magnitude", "dense"] and sources[1] == dense_source("digits-vit")
+    jobs = transfer_jobs(sources, ["lfw", "digits-5-9"], ["sparse", "dense"], [0, 1], {"epochs": 1})
+    assert len(jobs) == 2 * 2 * 2 + 2 * 1 * 2
+    assert {j["spec"]["mode"] for j in jobs if j["source"]["checkpoint"] is None} == {"dense"}
+
+
+@pytest.mark.ray
+def test_transfer_fans_out_as_tune_trials_and_writes_parquet_and_mlflow(pruned, tmp_path, ray_local):
+    from mlflow import MlflowClient
+
+    jobs = transfer_jobs(
+        find_sources(pruned, dense=False),
+        ["lfw"],
+        ["sparse", "dense"],
+        [0],
+        {"epochs": 1, "max_steps_per_epoch": 2},
+    )
+    rows = run_transfers(jobs, tmp_path)
+    assert sorted(r["mode"] for r in rows) == ["dense", "sparse"]
+    assert all(r["source_method"] == "magnitude" and r["target_sparsity"] == 0.75 for r in rows)
+    assert {r["mode"]: r["final_sparsity"] == r["achieved_sparsity"] for r in rows} == {
+        "sparse": True,
+        "dense": False,
+    }
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("ovit-ray-transfer").experiment_id])
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(runs) == 3 and len(children) == 2
+    assert {"top1", "source_top1", "final_sparsity"} <= set(children[0].data.metrics)
+    assert len(run_transfers(jobs, tmp_path)) == 2  # resumed: nothing re-run, nothing duplicated
+    assert len(read_rows(tmp_path / "results.parquet")) == 2
+
+
+def test_cli_bad_dataset_is_one_error_line_and_writes_nothing(pruned, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["transfer", str(pruned), "--dataset", "mnist", "--out", str(out)]) == 2
+    assert "--dataset: unknown dataset 'mnist'" in capsys.readouterr().err and not out.exists()
+
+
+def test_transfer_sweep_files_validate_and_bad_keys_name_the_field(tmp_path):
+    from ovit_ray.orchestration.transfer_sweep import is_transfer_file, load_transfer_sweep
+
+    for name in ("sweeps/ablation_transfer.yaml", "sweeps/ci/ablation_transfer_digits.yaml"):
+        sweep = load_transfer_sweep(name)
+        assert is_transfer_file(name) and set(sweep.transfer.source.methods) == {"ovit", "magnitude"}
+    assert not is_transfer_file("sweeps/quickstart.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ntransfer:\n  pairs: [{source_model: digits-vit, dataset: lfw}]\n"
+                   "  source: {methods: [ovit], train: {window_epochs: 0}}\n")
+    with pytest.raises(ValueError, match="window_epochs"):
+        load_transfer_sweep(bad)
+    bad.write_text("name: x\ntransfer:\n  pairs: []\n  source: {methods: [ovit]}\n  modes: [frozen]\n")
+    with pytest.raises(ValueError) as err:
+        load_transfer_sweep(bad)
+    assert "transfer.pairs: List should have at least 1 item" in str(err.value)
+    assert "transfer.modes.0: Input should be 'sparse' or 'dense', got 'frozen'" in str(err.value)
+
+
+@pytest.mark.slow
+def test_ci_transfer_sweep_makes_sources_then_writes_transfer_rows(digits_preset, tmp_path, monkeypatch):
+    from ovit_ray.orchestration.transfer_sweep import run_transfer_sweep
+
+    monkeypatch.setenv("OVIT_RAY_CACHE", str(digits_preset.parent))  # the session's trained preset
+    rows = run_transfer_sweep("sweeps/ci/ablation_transfer_digits.yaml", tmp_path)
+    # 2 methods x 2 targets x 2 modes + the dense source once
+    assert len(rows) == 9 and {r["source_method"] for r in rows} == {"ovit", "magnitude", "dense"}
+    sparse = [r for r in rows if r["mode"] == "sparse"]
+    assert all(r["final_sparsity"] == r["achieved_sparsity"] for r in sparse)
+    assert {round(r["target_sparsity"], 2) for r in sparse} == {0.5, 0.9}
+    assert len(run_transfer_sweep("sweeps/ci/ablation_transfer_digits.yaml", tmp_path)) == 9  # resumes
