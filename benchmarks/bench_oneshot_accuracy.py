@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ovit_ray.cli.prune import KEY_COLUMNS
 from ovit_ray.orchestration.results import append_rows
+from ovit_ray.orchestration.schemas import PRUNE_RESULTS
 from ovit_ray.pruning import DEFAULT_PATTERNS, METHODS, PruneSettings
 from ovit_ray.training.oneshot import Row, oneshot_rows
 from ovit_ray.training.setup import build_model_and_data
@@ -122,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows += oneshot_rows(start, settings, sparsities, param_patterns=DEFAULT_PATTERNS, seed=seed,
                                  device=args.device, progress=args.progress)
             print(f"  {knobs} seed {seed} done ({time.perf_counter() - began:.0f} s)", flush=True)
-        append_rows(results, rows, KEY_COLUMNS)  # keyed: re-running a configuration never duplicates rows
+        append_rows(results, rows, KEY_COLUMNS, PRUNE_RESULTS)  # keyed: re-running a configuration never duplicates rows
         dense = float(rows[0]["top1_dense"])
         summary = summarize(rows, methods, sparsities)
         knob_text = ", ".join(f"{k}={v:g}" for k, v in knobs.items())

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 
-from ovit_ray.orchestration.cluster import load_cluster_file, validate_cluster_config
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("cluster", help="Ray cluster-launcher files")
@@ -14,12 +12,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     validate = actions.add_parser(
         "validate", help="check files against Ray's schema and ovit-ray's rules (offline)"
     )
-    validate.add_argument("files", nargs="+", metavar="FILE")
+    validate.add_argument("files", nargs="+", metavar="FILE", help="cluster-launcher YAML files, e.g. cluster.yaml")
     validate.set_defaults(func=run_validate)
 
 
 def run_validate(args: argparse.Namespace) -> int:
     """One line per problem (``FILE: key: value: why``), ``FILE: ok`` per clean file."""
+    from ovit_ray.orchestration.cluster import load_cluster_file, validate_cluster_config
+
     logging.getLogger("ray.autoscaler").setLevel(logging.WARNING)  # prepare_config's info chatter
     failed = 0
     for path in args.files:

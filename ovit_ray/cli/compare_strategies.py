@@ -6,8 +6,7 @@ import argparse
 from pathlib import Path
 
 from ovit_ray.cli.train import add_config_arguments, config_from_args, print_run
-from ovit_ray.orchestration.results import print_table
-from ovit_ray.orchestration.strategies import RESULTS_FILE, STRATEGIES, compare, run_strategies
+from ovit_ray.orchestration.sweep_config import STRATEGIES
 
 # Small CPU-friendly defaults on the digits preset when no config file is given.
 DEFAULTS = {"targets": [0.5, 0.75, 0.9], "window_epochs": 2, "out": "runs/compare-strategies",
@@ -18,11 +17,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("compare-strategies", help="sparsity sweep vs independent runs, per target",
                               description=__doc__)
     add_config_arguments(p, DEFAULTS)
-    p.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))
+    p.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES),
+                   help="sweep: one run through every target; independent: one run per target (default: both)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ovit_ray.orchestration.results import print_table
+    from ovit_ray.orchestration.strategies import RESULTS_FILE, compare, run_strategies
+
     config = config_from_args(args)
     results = run_strategies(config, args.strategies, on_run=print_run)
     unit = "gpu_hours" if config.gpus_per_worker > 0 else "cpu_hours"

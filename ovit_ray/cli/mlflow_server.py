@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--dir", required=True, help="folder for mlflow.db, artifacts/ and server.log")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--port", type=int, default=5000, help="TCP port, 1-65535 (default: 5000)")
     parser.add_argument("--auth", action="store_true", help="MLflow basic-auth app (needs mlflow[auth])")
     parser.add_argument(
         "--allow-public", action="store_true", help="allow binding to all interfaces (0.0.0.0 / ::)"

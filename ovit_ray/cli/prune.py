@@ -5,10 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ovit_ray.orchestration.results import append_rows, print_table
-from ovit_ray.pruning import DEFAULT_PATTERNS, METHODS, PruneSettings, parse_pattern
-from ovit_ray.training.oneshot import oneshot_rows
-from ovit_ray.training.setup import build_model_and_data
+from ovit_ray.pruning.names import DEFAULT_PATTERNS, DTYPE_NAMES, METHODS, SCOPES, parse_pattern
 
 # A row is the same result when all of these match; such rows are kept, never recomputed or duplicated.
 KEY_COLUMNS = ["method", "pattern", "scope", "target_sparsity", "block_size", "num_grads", "damp",
@@ -29,18 +26,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--sparsity", nargs="+", type=float, default=[0.5, 0.8, 0.9], metavar="S",
                    help="target sparsities in [0, 1) (default: 0.5 0.8 0.9)")
     p.add_argument("--pattern", help="N:M semi-structured masks, e.g. 2:4 (sets the sparsity to 1 - N/M)")
-    p.add_argument("--scope", default="global", choices=["global", "uniform"],
+    p.add_argument("--scope", default="global", choices=SCOPES,
                    help="one threshold over all layers (global) or per layer (uniform)")
-    p.add_argument("--block-size", "-B", type=int, default=64, help="Fisher block size B (default: 64)")
-    p.add_argument("--num-grads", "-m", type=int, default=128, help="number of gradients m (default: 128)")
-    p.add_argument("--damp", type=float, default=1e-7, help="absolute dampening lambda (default: 1e-7)")
-    p.add_argument("--grad-batch-size", type=int, default=16, help="mini-batch size of one gradient (default: 16)")
-    p.add_argument("--dtype", default="float64", choices=["float64", "float32"],
+    p.add_argument("--block-size", "-B", type=int, default=64, help="Fisher block size B, int > 0 (default: 64)")
+    p.add_argument("--num-grads", "-m", type=int, default=128, help="number of gradients m, int > 0 (default: 128)")
+    p.add_argument("--damp", type=float, default=1e-7, help="absolute dampening lambda, > 0 (default: 1e-7)")
+    p.add_argument("--grad-batch-size", type=int, default=16, help="images per gradient, int > 0 (default: 16)")
+    p.add_argument("--dtype", default="float64", choices=DTYPE_NAMES,
                    help="precision of the Fisher and the elimination; float32 halves memory (default: float64)")
     p.add_argument("--params", nargs="+", default=list(DEFAULT_PATTERNS), metavar="REGEX",
                    help="regular expressions (full match) of the prunable parameter names")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--seed", type=int, default=0, help="seed of gradient sampling, int >= 0 (default: 0)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--out", default="runs/prune", help="output directory for results.parquet (default: runs/prune)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -53,6 +50,12 @@ def _check_sparsities(values: list[float]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ovit_ray.orchestration.results import append_rows, print_table
+    from ovit_ray.orchestration.schemas import PRUNE_RESULTS
+    from ovit_ray.pruning import PruneSettings
+    from ovit_ray.training.oneshot import oneshot_rows
+    from ovit_ray.training.setup import build_model_and_data
+
     pattern = parse_pattern(args.pattern) if args.pattern else None
     sparsities: list[float | None] = [None] if pattern else sorted(set(args.sparsity))
     if not pattern:
@@ -75,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
                                                f"test top-1 {r['top1']:.4f} ({r['prune_seconds']:.1f} s)"))
     # Written once, after every row succeeded: a failure above leaves no partial results behind.
     out.mkdir(parents=True, exist_ok=True)
-    added = append_rows(results, rows, KEY_COLUMNS)
+    added = append_rows(results, rows, KEY_COLUMNS, PRUNE_RESULTS)
     print_table(rows, TABLE_COLUMNS, title=f"one-shot pruning of {args.model}")
     print(f"{added} new row(s) -> {results}" + ("" if added == len(rows) else
           f" ({len(rows) - added} already there were kept unchanged)"))

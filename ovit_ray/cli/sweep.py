@@ -12,7 +12,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description=__doc__)
     p.add_argument("file", help="sweep file, e.g. sweeps/quickstart.yaml")
     p.add_argument("--out", help="output directory (default: runs/sweeps/<sweep name>)")
-    p.add_argument("--address", help="join a running Ray cluster (default: start an embedded one)")
+    p.add_argument("--address", help="join a running Ray cluster: auto or HOST:PORT (default: start an embedded one)")
     p.add_argument("--resume", action="store_true", help="continue the sweep in --out; finished trials are kept")
     p.add_argument("--mlflow-uri", help="MLflow tracking URI (default: the sweep's, else SQLite inside --out)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved trials and resources; start nothing")

@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ovit_ray.orchestration.tracking import OUTBOX_NAME, Tracker, check_no_credentials, outbox_target
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("sync-mlflow", help="replay MLflow calls queued while the tracking server was down",
@@ -24,6 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ovit_ray.orchestration.tracking import OUTBOX_NAME, Tracker, check_no_credentials, outbox_target
+
     out = Path(args.dir)
     if args.mlflow_uri:
         check_no_credentials(args.mlflow_uri)

@@ -6,14 +6,61 @@ import argparse
 import types
 import typing
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ovit_ray.orchestration.config import GradualConfig, load_config
-from ovit_ray.orchestration.results import append_rows, print_table
-from ovit_ray.orchestration.strategies import RESULTS_FILE
-from ovit_ray.orchestration.train_job import KEY_COLUMNS, RunResult, run_training
+
+if TYPE_CHECKING:
+    from ovit_ray.orchestration.train_job import RunResult
 
 TABLE_COLUMNS = ["strategy", "target_sparsity", "achieved_sparsity", "top1", "val_top1", "epochs", "cpu_hours", "gpu_hours"]
+
+
+# What each config field means, for `--help`; the allowed values are read from the field's type.
+FIELD_HELP = {
+    "model": "preset (digits-vit) or timm model name",
+    "checkpoint": "starting weights, .safetensors or .pt",
+    "dataset": "digits, lfw, imagefolder or cifar10 (default: the preset's)",
+    "data_root": "directory of an imagefolder or cifar10 dataset",
+    "split_seed": "seed of the fixed train/val split",
+    "method": "pruning method",
+    "block_size": "Fisher block size B",
+    "num_grads": "gradients per Fisher m",
+    "damp": "absolute dampening lambda of the Fisher",
+    "grad_batch_size": "images per gradient",
+    "pattern": "N:M semi-structured masks, e.g. 2:4",
+    "scope": "one threshold over all layers (global) or per layer (uniform)",
+    "init_sparsity": "sparsity of the first pruning step's start",
+    "final_sparsity": "last sparsity, without --targets",
+    "start_epoch": "epoch of the first pruning step",
+    "end_epoch": "epoch of the last pruning step, without --targets",
+    "update_frequency": "epochs between pruning steps",
+    "interpolation": "how sparsity rises between steps",
+    "targets": "target sparsities, each in [0, 1): a sparsity sweep with a fine-tune window at each",
+    "window_epochs": "fine-tune epochs at each target (the best epoch is kept)",
+    "steps_per_target": "pruning steps to reach each target",
+    "lr_schedule": "cyclic_linear restarts at lr_max after every pruning step",
+    "lr_max": "peak learning rate",
+    "lr_min": "lowest learning rate, <= lr_max",
+    "warmup_epochs": "linear warmup epochs",
+    "batch_size": "training batch size per worker",
+    "max_steps_per_epoch": "cap on optimizer steps per epoch (default: the whole train split)",
+    "weight_decay": "AdamW weight decay",
+    "label_smoothing": "label smoothing of the loss",
+    "augment": "training augmentation",
+    "distill_weight": "weight of distillation from the dense model (0: off)",
+    "distill_temperature": "distillation temperature",
+    "seed": "seed of initialisation, sampling and pruning",
+    "workers": "Ray Train workers (DDP)",
+    "cpus_per_worker": "CPUs each worker holds",
+    "gpus_per_worker": "GPUs each worker holds (0: CPU only)",
+    "max_failures": "worker failures a run survives (it resumes from its last checkpoint)",
+    "out": "output directory (results.parquet, mlflow.db, checkpoints)",
+    "mlflow_uri": "MLflow tracking URI (default: SQLite inside --out)",
+    "experiment": "MLflow experiment name",
+    "ray_address": "join a running Ray cluster (default: a private local instance)",
+}
+_BOUNDS = {"ge": ">= {}", "gt": "> {}", "le": "<= {}", "lt": "< {}"}
 
 
 def _flag_type(annotation: Any) -> tuple[Any, bool]:
@@ -26,14 +73,27 @@ def _flag_type(annotation: Any) -> tuple[Any, bool]:
     return (annotation if annotation in (int, float) else str), False
 
 
+def _allowed(name: str) -> str:
+    """'int > 0', 'float >= 0, < 1', ... from the field's type and bounds (Literal choices argparse shows)."""
+    info = GradualConfig.model_fields[name]
+    kind, many = _flag_type(info.annotation)
+    bounds = [text.format(getattr(m, key)) for m in info.metadata for key, text in _BOUNDS.items()
+              if hasattr(m, key)]
+    words = "numbers" if many else {int: "int", float: "float"}.get(kind, "")
+    return f"{words} {', '.join(bounds)}".strip()
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, defaults: dict[str, Any] | None = None) -> None:
     """A positional CONFIG.yaml plus one `--field-name` flag per config field (flags win over the file)."""
-    parser.add_argument("config", nargs="?", help="YAML file of config fields (optional)")
+    parser.add_argument("config", nargs="?", help="YAML file of config fields (optional; flags override it)")
     for name, info in GradualConfig.model_fields.items():
         kind, many = _flag_type(info.annotation)
+        choices = typing.get_args(info.annotation) if typing.get_origin(info.annotation) is Literal else None
         default = (defaults or {}).get(name, info.default)
+        allowed = "" if choices or not _allowed(name) else f"; {_allowed(name)}"
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, nargs="+" if many else None,
-                            default=None, metavar=name.upper(), help=f"(default: {default})")
+                            choices=choices, default=None, metavar=None if choices else name.upper(),
+                            help=f"{FIELD_HELP[name]}{allowed}" + ("" if default is None else f" (default: {default})"))
     parser.set_defaults(config_defaults=defaults or {})
 
 
@@ -60,11 +120,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ovit_ray.orchestration.results import append_rows, print_table
+    from ovit_ray.orchestration.schemas import RUN_RESULTS
+    from ovit_ray.orchestration.strategies import RESULTS_FILE
+    from ovit_ray.orchestration.train_job import KEY_COLUMNS, run_training
+
     config = config_from_args(args)
     print(f"gradual run ({config.strategy}): steps {config.schedule()[0]}, windows {config.schedule()[1]}, "
           f"{config.workers} worker(s); out {config.out}")
     result = run_training(config)
-    added = append_rows(Path(config.out) / RESULTS_FILE, result.rows, KEY_COLUMNS)
+    added = append_rows(Path(config.out) / RESULTS_FILE, result.rows, KEY_COLUMNS, RUN_RESULTS)
     print_run(result)
     print_table(result.rows, TABLE_COLUMNS, title=f"gradual pruning of {config.model}")
     print(f"{added} new row(s) -> {Path(config.out) / RESULTS_FILE}")

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ovit_ray.orchestration.tracking import is_secret_key
 from ovit_ray.orchestration.yaml_files import read_yaml_mapping
 
 STORAGE_VAR = "OVIT_RAY_STORAGE"
@@ -160,6 +159,8 @@ def _auth_problems(config: dict[str, Any]) -> Iterator[Problem]:
 
 
 def _secret_problems(config: dict[str, Any]) -> Iterator[Problem]:
+    from ovit_ray.orchestration.tracking import is_secret_key  # imports mlflow: not at `--help` time
+
     for key, text in _strings(config):
         for what, pattern in _SECRET_PATTERNS.items():
             if pattern.search(text):

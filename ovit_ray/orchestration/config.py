@@ -10,14 +10,17 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ovit_ray.orchestration.yaml_files import read_yaml_mapping
-from ovit_ray.pruning import PruneSettings, parse_pattern
-from ovit_ray.training.gradual import GradualSpec
+from ovit_ray.pruning.names import parse_pattern
 from ovit_ray.training.schedules import sparsity_steps, sparsity_steps_through_targets
+
+if TYPE_CHECKING:  # torch-backed: imported where used, so `ovit-ray train --help` stays fast
+    from ovit_ray.pruning import PruneSettings
+    from ovit_ray.training.gradual import GradualSpec
 
 Steps = list[tuple[int, float]]
 Windows = list[tuple[float, int, int]]
@@ -95,9 +98,27 @@ class GradualConfig(BaseModel):
 
     def prune_settings(self) -> PruneSettings:
         """The pruner's own validation (method, B, m, lambda, pattern) on the driver, before any worker starts."""
+        from ovit_ray.pruning import PruneSettings
+
         return PruneSettings(method=self.method, block_size=self.block_size, num_grads=self.num_grads,
                              damp=self.damp, grad_batch_size=self.grad_batch_size, scope=self.scope,
                              pattern=None if self.pattern is None else parse_pattern(self.pattern))
+
+    def used_values(self) -> dict[str, Any]:
+        """What this run computes with: fields that are set and that its settings read (MLflow params).
+
+        Left out: placement, None, the single-run schedule under `targets` (and the reverse), lr_min of a
+        constant schedule, the distillation temperature without distillation, the Fisher knobs of magnitude.
+        """
+        unused = set(PLACEMENT_FIELDS)
+        unused |= {"final_sparsity", "end_epoch"} if self.targets else {"steps_per_target"}
+        if self.lr_schedule == "constant":
+            unused.add("lr_min")
+        if self.distill_weight == 0:
+            unused.add("distill_temperature")
+        if not self.prune_settings().uses_fisher:
+            unused |= {"num_grads", "damp", "grad_batch_size"}
+        return {k: v for k, v in self.model_dump(exclude=unused).items() if v is not None}
 
     @property
     def strategy(self) -> str:
@@ -132,6 +153,8 @@ class GradualConfig(BaseModel):
 
     def to_spec(self, steps: Steps | None = None, windows: Windows | None = None,
                 best_dir: str | None = None) -> GradualSpec:
+        from ovit_ray.training.gradual import GradualSpec
+
         default_steps, default_windows = self.schedule()
         return GradualSpec(
             steps=steps or default_steps, windows=windows or default_windows, best_dir=best_dir,

@@ -17,8 +17,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import requests
-
 from ovit_ray.orchestration.local_cluster import LOOPBACK, free_port, wait_until
 
 ALL_INTERFACES = ("0.0.0.0", "::", "[::]")
@@ -114,6 +112,8 @@ class MlflowServer:
         return self.proc is not None and self.proc.poll() is None
 
     def ready(self) -> bool:
+        import requests  # not at `ovit-ray --help` time
+
         try:
             return requests.get(f"{self.url}/health", timeout=2).status_code == 200
         except requests.RequestException:

@@ -1,4 +1,4 @@
-"""Sweep results in one Parquet file: keyed, append-only, written atomically.
+"""Results in Parquet files: keyed, append-only, typed by an explicit schema, written atomically.
 
 Why append-only by key: a resumed sweep re-reports targets it had already finished; those rows
 must neither duplicate nor replace the finished ones. Why atomic: a killed job must never leave
@@ -8,6 +8,7 @@ a half-written results file behind.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -20,19 +21,26 @@ from filelock import FileLock
 from rich.console import Console
 from rich.table import Table
 
+from ovit_ray.orchestration.schemas import file_kind
+
 
 def _key(row: Mapping[str, Any], key_columns: Sequence[str]) -> tuple[Any, ...]:
     return tuple(row[k] for k in key_columns)
 
 
-def append_rows(path: str | Path, rows: Sequence[Mapping[str, Any]], key_columns: Sequence[str]) -> int:
+def append_rows(path: str | Path, rows: Sequence[Mapping[str, Any]], key_columns: Sequence[str],
+                schema: pa.Schema) -> int:
     """Add the rows whose key is new (first one wins within ``rows``); returns how many were added.
 
-    Existing columns keep their order, new ones follow in first-seen order; cells a row lacks are
-    null. Numeric types widen where needed (int + float -> float).
+    Columns and types come from ``schema`` (see ``schemas``): cells a row lacks are null, a column the
+    schema lacks is refused, and an older file is brought to the schema (new columns as nulls).
     """
     if not key_columns:
         raise ValueError(f"key_columns must name at least one column, got {list(key_columns)!r}")
+    unknown = sorted({c for r in rows for c in r} - set(schema.names))
+    if unknown:
+        raise ValueError(f"column(s) {unknown} are not in the {file_kind(schema)} schema "
+                         "(add them in ovit_ray/orchestration/schemas.py)")
     for i, row in enumerate(rows):
         missing = [k for k in key_columns if k not in row]
         if missing:
@@ -40,12 +48,9 @@ def append_rows(path: str | Path, rows: Sequence[Mapping[str, Any]], key_columns
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(f"{path}.lock"):
-        existing = pq.read_table(path) if path.exists() else None
+        existing = _conform(pq.read_table(path), schema, path) if path.exists() else None
         seen = set()
         if existing is not None:
-            absent = [k for k in key_columns if k not in existing.column_names]
-            if absent:
-                raise ValueError(f"key column(s) {absent} are not in the existing file {path}")
             seen = {_key(r, key_columns) for r in existing.select(list(key_columns)).to_pylist()}
         fresh = []
         for row in rows:
@@ -55,20 +60,41 @@ def append_rows(path: str | Path, rows: Sequence[Mapping[str, Any]], key_columns
                 fresh.append(row)
         if not fresh:
             return 0
-        columns = list(existing.column_names) if existing is not None else []
-        columns += [c for c in dict.fromkeys(c for r in fresh for c in r) if c not in columns]
-        table = pa.table({c: [r.get(c) for r in fresh] for c in columns if any(c in r for r in fresh)})
+        table = pa.Table.from_pylist(fresh, schema=schema)
         if existing is not None:
-            table = pa.concat_tables([existing, table], promote_options="permissive")
-        _write_atomic(table.select(columns), path)
+            table = pa.concat_tables([existing, table])
+        _write_atomic(table, path)
     return len(fresh)
 
 
+def _conform(table: pa.Table, schema: pa.Schema, path: Path) -> pa.Table:
+    """``table`` with exactly ``schema``'s columns and types (a file written by an older version)."""
+    extra = sorted(set(table.column_names) - set(schema.names))
+    if extra:
+        raise ValueError(f"{path} has column(s) {extra} that the {file_kind(schema)} schema lacks; "
+                         "it was written by another kind of command or version")
+    columns = []
+    for field in schema:
+        if field.name not in table.column_names:
+            columns.append(pa.nulls(len(table), field.type))
+            continue
+        column = table[field.name]
+        if pa.types.is_string(column.type) and pa.types.is_list(field.type):  # lists once stored as JSON
+            column = pa.array([None if v is None else json.loads(v) for v in column.to_pylist()], field.type)
+        try:
+            columns.append(column.cast(field.type))
+        except pa.ArrowInvalid as err:
+            raise ValueError(f"{path}: column {field.name} holds {column.type}, not {field.type}: {err}") from None
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
 def _write_atomic(table: pa.Table, path: Path) -> None:
+    """Replace ``path`` in one step; the file is readable by others (mode 0644) like any result file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         pq.write_table(table, tmp)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):  # pyarrow may have removed it already

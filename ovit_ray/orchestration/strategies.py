@@ -13,9 +13,10 @@ from typing import Any
 
 from ovit_ray.orchestration.config import GradualConfig
 from ovit_ray.orchestration.results import append_rows
+from ovit_ray.orchestration.schemas import RUN_RESULTS
+from ovit_ray.orchestration.sweep_config import STRATEGIES
 from ovit_ray.orchestration.train_job import KEY_COLUMNS, RunResult, run_training
 
-STRATEGIES = ("sweep", "independent")
 RESULTS_FILE = "results.parquet"
 
 
@@ -37,7 +38,7 @@ def run_strategies(config: GradualConfig, strategies: Sequence[str] = STRATEGIES
     results = []
     for strategy, extra in plans:
         result = run_training(config, strategy=strategy, **extra)
-        append_rows(Path(config.out) / RESULTS_FILE, result.rows, KEY_COLUMNS)
+        append_rows(Path(config.out) / RESULTS_FILE, result.rows, KEY_COLUMNS, RUN_RESULTS)
         results.append(result)
         if on_run is not None:
             on_run(result)

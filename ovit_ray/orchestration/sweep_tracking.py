@@ -9,6 +9,7 @@ Per-target rows go to `results.parquet` when a trial completes, keyed so a resum
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,24 +19,52 @@ from ray.tune.experiment import Trial
 from ray.tune.result import AUTO_RESULT_KEYS, TRAINING_ITERATION
 
 from ovit_ray.orchestration.config import PLACEMENT_FIELDS, make_config
+from ovit_ray.orchestration.knob_labels import run_label
 from ovit_ray.orchestration.results import append_rows, read_rows
+from ovit_ray.orchestration.schemas import SWEEP_RESULTS, SWEEP_TRIALS
 from ovit_ray.orchestration.sweep_config import SweepConfig
 from ovit_ray.orchestration.sweep_trial import ROWS_KEY, TRIAL_COMPLETE
 from ovit_ray.orchestration.tracking import Tracker
 
 RESULTS_FILE = "results.parquet"
+TRIALS_FILE = "trials.parquet"
 KEY_COLUMNS = ["trial_id", "strategy", "target_sparsity"]
 TRIAL_METRICS = ("top1_final", "top1_mean", "val_top1_final", "val_top1_mean", "epochs_total", "cpu_hours", "gpu_hours", "loop_seconds",
                  "trial_seconds", "overhead_seconds")
+# Per-target top-1 also as one series with step = sparsity in %: MLflow's chart view then draws each
+# trial's top-1 vs sparsity curve (and overlays trials), which one key per target cannot.
+FRONTIER_METRIC = "top1_vs_sparsity"
+PRUNED_TAG = "pruned"
 _NOT_LOGGED = set(AUTO_RESULT_KEYS) | {"epoch", "run_index", "done", TRIAL_COMPLETE}
+_TARGET_TOP1 = re.compile(r"target_([0-9.]+)/top1")
 
 
 def trial_knobs(sweep: SweepConfig, fixed: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
-    """Every value of a trial's gradual run (train base, resources, knobs), as flat Parquet/MLflow values."""
+    """Every value of a trial's gradual run (train base, resources, knobs): its Parquet knob columns."""
     knobs = {**fixed, **config}
     values = make_config(sweep.run_values(knobs)).model_dump(exclude=PLACEMENT_FIELDS)
-    flat = {k: json.dumps(v) if isinstance(v, list) else v for k, v in values.items()}
-    return {**flat, "strategy": knobs["strategy"]}
+    return {**values, "strategy": knobs["strategy"]}
+
+
+def trial_params(sweep: SweepConfig, fixed: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
+    """A child run's MLflow params: only the values its run used, no None (see `GradualConfig.used_values`)."""
+    knobs = {**fixed, **config}
+    return {**make_config(sweep.run_values(knobs)).used_values(), "strategy": knobs["strategy"]}
+
+
+def frontier_points(metrics: Mapping[str, Any]) -> dict[int, float]:
+    """{round(target * 100): top-1} of the targets whose window closed in this report."""
+    points = {}
+    for key, value in metrics.items():
+        match = _TARGET_TOP1.fullmatch(key)
+        if match:
+            points[round(float(match.group(1)) * 100)] = float(value)
+    return points
+
+
+def _trial_totals(result: Mapping[str, Any]) -> dict[str, Any]:
+    """A finished trial's objectives and compute, named as in the Parquet schemas."""
+    return {f"trial_{k}" if k in ("cpu_hours", "gpu_hours") else k: result[k] for k in TRIAL_METRICS}
 
 
 def sweep_params(sweep: SweepConfig) -> dict[str, Any]:
@@ -46,7 +75,7 @@ def sweep_params(sweep: SweepConfig) -> dict[str, Any]:
 
 
 class SweepTracking(Callback):
-    """Child run per trial (per-epoch metrics, final metrics, status) and Parquet rows per target."""
+    """Child run per trial (per-epoch metrics, final metrics, status) and Parquet rows per target and trial."""
 
     def __init__(self, out: Path, experiment: str, uri: str | None, parent_id: str, sweep_id: str,
                  sweep: SweepConfig, fixed: Mapping[str, Any]) -> None:
@@ -68,8 +97,10 @@ class SweepTracking(Callback):
 
     def _child(self, trial: Trial) -> str:
         if trial.trial_id not in self._children:
+            params = trial_params(self.sweep, self.fixed, trial.config)
+            searched = [k for k, d in self.sweep.knobs.items() if d.kind != "fixed"]
             self._children[trial.trial_id] = self.tracker.start_run(
-                f"{self.sweep.name}-{trial.trial_id}", trial_knobs(self.sweep, self.fixed, trial.config),
+                run_label(params, searched) or trial.trial_id, params,
                 {"ovit.trial_id": trial.trial_id, "ovit.sweep": self.sweep.name},
                 parent_run_id=self.parent_id, run_key=f"{self.sweep_id}-{trial.trial_id}")
         return self._children[trial.trial_id]
@@ -80,23 +111,41 @@ class SweepTracking(Callback):
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
         numeric = {k: v for k, v in result.items() if k not in _NOT_LOGGED
                    and isinstance(v, int | float) and not isinstance(v, bool)}
-        self.tracker.log_metrics(self._child(trial), numeric, step=int(result.get(TRAINING_ITERATION, 0)))
+        child = self._child(trial)
+        self.tracker.log_metrics(child, numeric, step=int(result.get(TRAINING_ITERATION, 0)))
+        for step, top1 in frontier_points(result).items():
+            self.tracker.log_metrics(child, {FRONTIER_METRIC: top1}, step=step)
+
+    def _trial_row(self, trial: Trial, status: str) -> None:
+        """The trial's row in trials.parquet however it ended; stopped and failed ones carry what they spent."""
+        result = trial.last_result or {}
+        totals = _trial_totals(result) if status == "finished" else {
+            "epochs_total": result.get("epochs_done"), "trial_cpu_hours": result.get("cpu_hours"),
+            "trial_gpu_hours": result.get("gpu_hours")}
+        row = {"trial_id": trial.trial_id, "sweep": self.sweep.name, "status": status,
+               **trial_knobs(self.sweep, self.fixed, trial.config),
+               "top1_last": result.get("top1"), "sparsity_last": result.get("sparsity"), **totals}
+        append_rows(self.out / TRIALS_FILE, [row], ["trial_id"], SWEEP_TRIALS)
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         result = trial.last_result or {}
         child = self._child(trial)
         if not result.get(TRIAL_COMPLETE):
-            self.tracker.set_tags(child, {"ovit.stopped_early": "true"})
-            self.tracker.end_run(child, "KILLED")
+            # Stopped by ASHA: a normal end of a search, not a kill; the tag tells it from a full run.
+            self._trial_row(trial, "stopped_early")
+            self.tracker.set_tags(child, {PRUNED_TAG: "true", "ovit.stopped_early": "true"})
+            self.tracker.end_run(child, "FINISHED")
             return
         base = {"trial_id": trial.trial_id, "sweep": self.sweep.name,
-                **trial_knobs(self.sweep, self.fixed, trial.config),
-                **{f"trial_{k}" if k in ("cpu_hours", "gpu_hours") else k: result[k] for k in TRIAL_METRICS}}
+                **trial_knobs(self.sweep, self.fixed, trial.config), **_trial_totals(result)}
         rows = [{**base, **row} for row in json.loads(result[ROWS_KEY])]
-        append_rows(self.results, rows, KEY_COLUMNS)
+        append_rows(self.results, rows, KEY_COLUMNS, SWEEP_RESULTS)
+        self._trial_row(trial, "finished")
+        self.tracker.set_tags(child, {PRUNED_TAG: "false"})
         self.tracker.end_run(child, "FINISHED")
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+        self._trial_row(trial, "failed")
         self.tracker.end_run(self._child(trial), "FAILED")
 
 

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import threading
 import time
@@ -43,6 +44,14 @@ OFFLINE_PREFIX = "offline-"
 OUTBOX_NAME = "mlflow_outbox.jsonl"
 OUTBOX_TARGET = "mlflow_outbox.target.json"  # where the outbox belongs: URI (credentials redacted), experiment
 RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
+# MLflow 3 opens an experiment without this tag in its GenAI layout (traces, judges, prompts); these are
+# training runs, compared in the runs table and the chart view.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+# Local stores keep artifacts in `mlartifacts/` next to the database and record `mlflow-artifacts:` URIs,
+# which `mlflow server`/`mlflow ui` resolve against `--artifacts-destination` (default ./mlartifacts):
+# the folder can move or be copied to another machine and its artifacts still open.
+ARTIFACTS_DIR = "mlartifacts"
+PROXIED = "mlflow-artifacts:"
 # MLflow's defaults (7 retries, backoff 2, 120 s timeout) can block a call for minutes when the
 # server is down. Applied only around this module's HTTP calls, and only where the user has not
 # set them.
@@ -237,6 +246,11 @@ class Tracker:
             {"op": "log_artifact", "run_id": run_id, "path": str(local), "artifact_path": artifact_path}
         )
 
+    def describe_experiment(self, text: str) -> None:
+        """The experiment's description (MLflow shows the `mlflow.note.content` tag above its runs)."""
+        if text:
+            self._submit({"op": "experiment_tags", "tags": {"mlflow.note.content": text}})
+
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         if status not in RUN_STATUSES:
             raise ValueError(f"status must be one of {RUN_STATUSES}, got {status!r}")
@@ -335,6 +349,10 @@ class Tracker:
         op = record["op"]
         if op == "create_run":
             return self._create_run(record)
+        if op == "experiment_tags":
+            for key, value in record["tags"].items():
+                self.client.set_experiment_tag(self._experiment(create=True), key, value)
+            return None
         run_id = self._real_id(record["run_id"])
         if op == "resume_run":
             self.client.update_run(run_id, status="RUNNING")
@@ -349,7 +367,7 @@ class Tracker:
                 tags=[RunTag(k, v) for k, v in tags.items()],
             )
         elif op == "log_artifact":
-            self.client.log_artifact(run_id, record["path"], record["artifact_path"])
+            self._log_artifact(run_id, Path(record["path"]), record["artifact_path"])
         elif op == "end_run":
             self.client.set_terminated(run_id, record["status"], record["end_time"])
         else:
@@ -370,6 +388,27 @@ class Tracker:
             run_id = run.info.run_id
         self._ids[record["run_id"]] = run_id
         return run_id
+
+    def _log_artifact(self, run_id: str, path: Path, artifact_path: str | None) -> None:
+        """A proxied URI in a local store: copy into `mlartifacts/`, where a server started on the store serves it."""
+        uri = self.client.get_run(run_id).info.artifact_uri
+        if self._remote or not uri.startswith(PROXIED):
+            self.client.log_artifact(run_id, str(path), artifact_path)
+            return
+        dest = self.artifacts_root / uri.removeprefix(PROXIED).lstrip("/") / (artifact_path or "")
+        dest.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            shutil.copytree(path, dest / path.name, dirs_exist_ok=True)
+        else:
+            shutil.copy2(path, dest / path.name)
+
+    @property
+    def artifacts_root(self) -> Path:
+        """`mlartifacts/` next to a SQLite store (else in the output folder): serve it with
+        `mlflow server --backend-store-uri URI --artifacts-destination ROOT`."""
+        sqlite = self.uri.startswith("sqlite:///")
+        base = Path(self.uri.removeprefix("sqlite:///")).resolve().parent if sqlite else self.out_dir
+        return base / ARTIFACTS_DIR
 
     def _real_id(self, run_id: str) -> str:
         if not run_id.startswith(OFFLINE_PREFIX):
@@ -398,9 +437,11 @@ class Tracker:
             if found is not None:
                 self._experiment_id = found.experiment_id
             elif create:
-                location = None if self._remote else (self.out_dir / "mlartifacts").as_uri()
+                # Named after the experiment (ids are not known before it exists); runs get their own subfolders.
+                location = None if self._remote else f"{PROXIED}/{re.sub(r'[^A-Za-z0-9_.-]', '_', self.experiment_name)}"
                 try:
-                    self._experiment_id = self.client.create_experiment(self.experiment_name, location)
+                    self._experiment_id = self.client.create_experiment(self.experiment_name, location,
+                                                                        EXPERIMENT_KIND)
                 except MlflowException as exc:  # another worker created it first
                     if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                         raise

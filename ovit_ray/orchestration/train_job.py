@@ -28,7 +28,7 @@ import ray.train
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from ovit_ray.orchestration.config import GradualConfig, Steps, Windows
+from ovit_ray.orchestration.config import PLACEMENT_FIELDS, GradualConfig, Steps, Windows
 from ovit_ray.orchestration.tracking import Tracker
 from ovit_ray.training.gradual import CorruptCheckpointError, GradualSpec, run_gradual, verify_state
 
@@ -160,11 +160,11 @@ def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
 def _rows(config: GradualConfig, key: str, name: str, strategy: str, summary: Mapping[str, Any]) -> list[dict]:
     run_level = {k: summary[k] for k in ("total_epochs", "cpu_hours", "gpu_hours", "wall_seconds",
                                          "overhead_seconds")}
-    return [{"run_key": key, "run_name": name, "strategy": strategy, "seed": config.seed,
-             "method": config.method, "lr_schedule": config.lr_schedule, "workers": config.workers,
+    knobs = config.model_dump(exclude=PLACEMENT_FIELDS)
+    return [{"run_key": key, "run_name": name, "strategy": strategy, **knobs,
              "target_sparsity": t["target_sparsity"], "achieved_sparsity": t["achieved_sparsity"],
              "top1": t["top1"], "val_top1": t["val_top1"], "best_epoch": t["best_epoch"], "epochs": t["epochs"],
-             "cpu_hours": t["cpu_hours"], "gpu_hours": t["gpu_hours"], "checkpoint": t["checkpoint"],
+             "cpu_hours": t["cpu_hours"], "gpu_hours": t["gpu_hours"], "best_checkpoint": t["checkpoint"],
              **{f"run_{k}": v for k, v in run_level.items()}} for t in summary["targets"]]
 
 

@@ -1,12 +1,23 @@
-"""Pruners: which weights, their masks, the Fisher from a model's gradients, and the pruning methods."""
+"""Pruners: which weights, their masks, the Fisher from a model's gradients, and the pruning methods.
 
-from ovit_ray.pruning.accounting import Accounting, count_params_and_flops
-from ovit_ray.pruning.masks import MaskSet
-from ovit_ray.pruning.params import DEFAULT_PATTERNS, select_prunable
-from ovit_ray.pruning.pruner import Pruner
-from ovit_ray.pruning.settings import METHODS, PruneSettings, parse_pattern
+Names are resolved on first use (PEP 562), so `ovit_ray.pruning.names` (the choices the CLI lists in
+its help) is importable without torch.
+"""
 
-__all__ = [
-    "DEFAULT_PATTERNS", "METHODS", "Accounting", "MaskSet", "PruneSettings", "Pruner",
-    "count_params_and_flops", "parse_pattern", "select_prunable",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "Accounting": "accounting", "count_params_and_flops": "accounting", "MaskSet": "masks",
+    "DEFAULT_PATTERNS": "names", "METHODS": "names", "parse_pattern": "names", "select_prunable": "params",
+    "Pruner": "pruner", "PruneSettings": "settings",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'ovit_ray.pruning' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"ovit_ray.pruning.{_WHERE[name]}"), name)

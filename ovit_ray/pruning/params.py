@@ -7,14 +7,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-# Every attention and MLP projection of every transformer block. timm fuses q, k and v into one
-# `qkv` Linear, so a pattern written for split `q`/`k`/`v` would silently select nothing.
-DEFAULT_PATTERNS: tuple[str, ...] = (
-    r"blocks\.\d+\.attn\.qkv\.weight",
-    r"blocks\.\d+\.attn\.proj\.weight",
-    r"blocks\.\d+\.mlp\.fc1\.weight",
-    r"blocks\.\d+\.mlp\.fc2\.weight",
-)
+from ovit_ray.pruning.names import DEFAULT_PATTERNS
 
 
 def select_prunable(model: nn.Module, patterns: Sequence[str] = DEFAULT_PATTERNS) -> dict[str, nn.Parameter]:

@@ -6,20 +6,11 @@ from dataclasses import dataclass
 
 import torch
 
-METHODS: tuple[str, ...] = ("ovit", "woodfisher", "magnitude", "ovit-noupdate")
-SCOPES: tuple[str, ...] = ("global", "uniform")
-DTYPES: dict[str, torch.dtype] = {"float64": torch.float64, "float32": torch.float32}
+from ovit_ray.pruning.names import DTYPE_NAMES, METHODS, SCOPES, parse_pattern
 
+__all__ = ["DTYPES", "METHODS", "SCOPES", "PruneSettings", "parse_pattern"]
 
-def parse_pattern(text: str) -> tuple[int, int]:
-    """'2:4' -> (2, 4): keep at most N of every M consecutive weights (NVIDIA's N:M convention)."""
-    try:
-        keep, group = (int(part) for part in text.split(":"))
-    except ValueError:
-        raise ValueError(f"pattern: expected N:M such as 2:4, got {text!r}") from None
-    if not 0 < keep < group:
-        raise ValueError(f"pattern: need 0 < N < M, got {text!r}")
-    return keep, group
+DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in DTYPE_NAMES}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,102 @@
+"""The Parquet file kinds ovit-ray writes, one explicit pyarrow schema each, all defined here.
+
+Why explicit: a column inferred from its first values is typed ``null`` when they are all None, and a
+null-typed column in one sweep's file makes two sweeps' files fail to concatenate (polars, duckdb,
+``pyarrow.dataset``). Here every column has its type from the start; lists are Arrow lists (never JSON
+text); durations and compute carry their unit in the name (``_seconds``, ``_hours``, ``_mb``).
+
+To add a column: add a field to the schema of the file kind that writes it (``append_rows`` refuses
+columns the schema lacks, and older files get the new column as nulls when next written).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+KIND_KEY = b"ovit_ray.file_kind"
+
+
+def _fields(*pairs: tuple[str, pa.DataType]) -> list[pa.Field]:
+    return [pa.field(name, kind) for name, kind in pairs]
+
+
+def _schema(kind: str, *groups: list[pa.Field]) -> pa.Schema:
+    return pa.schema([f for group in groups for f in group], metadata={KIND_KEY: kind.encode()})
+
+
+STR, INT, FLOAT = pa.string(), pa.int64(), pa.float64()
+
+# Every value of one gradual run: the fields of `config.GradualConfig` except where results go
+# (tests/test_schemas.py keeps the two lists equal).
+GRADUAL_KNOBS = _fields(
+    ("model", STR), ("checkpoint", STR), ("dataset", STR), ("data_root", STR), ("split_seed", INT),
+    ("method", STR), ("block_size", INT), ("num_grads", INT), ("damp", FLOAT), ("grad_batch_size", INT),
+    ("pattern", STR), ("scope", STR),
+    ("init_sparsity", FLOAT), ("final_sparsity", FLOAT), ("start_epoch", INT), ("end_epoch", INT),
+    ("update_frequency", INT), ("interpolation", STR), ("targets", pa.list_(FLOAT)), ("window_epochs", INT),
+    ("steps_per_target", INT),
+    ("lr_schedule", STR), ("lr_max", FLOAT), ("lr_min", FLOAT), ("warmup_epochs", INT), ("batch_size", INT),
+    ("max_steps_per_epoch", INT), ("weight_decay", FLOAT), ("label_smoothing", FLOAT), ("augment", STR),
+    ("distill_weight", FLOAT), ("distill_temperature", FLOAT), ("seed", INT),
+    ("workers", INT), ("cpus_per_worker", FLOAT), ("gpus_per_worker", FLOAT),
+)
+
+# One target of a gradual run: its best epoch inside the target's fine-tune window.
+TARGET_RESULT = _fields(
+    ("target_sparsity", FLOAT), ("achieved_sparsity", FLOAT), ("top1", FLOAT), ("best_epoch", INT),
+    ("epochs", INT), ("cpu_hours", FLOAT), ("gpu_hours", FLOAT), ("best_checkpoint", STR),
+)
+
+# `ovit-ray prune`: one row per (method, sparsity).
+PRUNE_RESULTS = _schema("prune_results", _fields(
+    ("method", STR), ("pattern", STR), ("scope", STR), ("target_sparsity", FLOAT), ("achieved_sparsity", FLOAT),
+    ("top1", FLOAT), ("top1_dense", FLOAT), ("block_size", INT), ("num_grads", INT), ("damp", FLOAT),
+    ("grad_batch_size", INT), ("dtype", STR), ("fisher_seconds", FLOAT), ("plan_seconds", FLOAT),
+    ("apply_seconds", FLOAT), ("prune_seconds", FLOAT), ("peak_rss_mb", FLOAT), ("params_total", INT),
+    ("params_prunable", INT), ("params_nonzero", INT), ("flops_dense", INT), ("flops_nonzero", INT),
+    ("seed", INT), ("model_source", STR),
+))
+
+# `ovit-ray train` and `compare-strategies`: one row per (run, target).
+RUN_RESULTS = _schema(
+    "run_results",
+    _fields(("run_key", STR), ("run_name", STR), ("strategy", STR)),
+    GRADUAL_KNOBS,
+    TARGET_RESULT,
+    _fields(("run_total_epochs", INT), ("run_cpu_hours", FLOAT), ("run_gpu_hours", FLOAT),
+            ("run_wall_seconds", FLOAT), ("run_overhead_seconds", FLOAT)),
+)
+
+# Trial-level values shared by a sweep's per-target rows and its per-trial rows.
+TRIAL_TOTALS = _fields(
+    ("top1_final", FLOAT), ("top1_mean", FLOAT), ("epochs_total", INT), ("trial_cpu_hours", FLOAT),
+    ("trial_gpu_hours", FLOAT), ("loop_seconds", FLOAT), ("trial_seconds", FLOAT), ("overhead_seconds", FLOAT),
+)
+
+# `ovit-ray sweep` results.parquet: one row per (finished trial, target).
+SWEEP_RESULTS = _schema(
+    "sweep_results",
+    _fields(("trial_id", STR), ("sweep", STR), ("strategy", STR)),
+    GRADUAL_KNOBS,
+    TARGET_RESULT,
+    _fields(("run_epochs", INT), ("flops_dense", INT), ("flops_nonzero", INT), ("flops_reduction", FLOAT)),
+    TRIAL_TOTALS,
+)
+
+# `ovit-ray sweep` trials.parquet: one row per trial however it ended (finished, stopped_early, failed);
+# the totals of a stopped or failed trial are what it had spent when it ended (no objectives).
+TRIAL_STATUSES = ("finished", "stopped_early", "failed")
+SWEEP_TRIALS = _schema(
+    "sweep_trials",
+    _fields(("trial_id", STR), ("sweep", STR), ("status", STR), ("strategy", STR)),
+    GRADUAL_KNOBS,
+    _fields(("top1_last", FLOAT), ("sparsity_last", FLOAT)),
+    TRIAL_TOTALS,
+)
+
+SCHEMAS = {s.metadata[KIND_KEY].decode(): s for s in (PRUNE_RESULTS, RUN_RESULTS, SWEEP_RESULTS, SWEEP_TRIALS)}
+
+
+def file_kind(schema: pa.Schema) -> str | None:
+    """The kind recorded in a file's schema metadata (None for files written before the kinds existed)."""
+    return (schema.metadata or {}).get(KIND_KEY, b"").decode() or None
