@@ -6,8 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: quickstart test lint bench clean
+.PHONY: quickstart test lint bench clean chromium screenshots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +24,18 @@ quickstart: $(STAMP)
 		$$(test -f runs/quickstart/sweep.json && echo --resume)
 	$(BIN)/ovit-ray report runs/quickstart
 
-test: $(STAMP)
+# Debian's headless Chromium renders the MLflow UI for tests/test_mlflow_ui.py and docs/screenshots.py
+# (a system package: no browser download from anywhere else).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -q && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q --durations=15
+
+# The README's MLflow screenshots (docs/img/), from the quickstart sweep in runs/quickstart.
+screenshots: $(STAMP) chromium
+	$(BIN)/python docs/screenshots.py --out runs/quickstart
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -59,3 +59,92 @@ def test_seed_table_file_has_the_pairwise_differences(tmp_path: Path) -> None:
     lines = [line for line in text.splitlines() if line.startswith("| 0.9 | block_size=64 | block_size=256")]
     assert len(lines) == 1 and "| +46.00 [+46.00, +46.00] * | True |" in lines[0]  # no spread on either side
     assert "| 0.5 | block_size=64 | block_size=16 | 3, 3 |" in text
+
+
+def _sweep_dir(tmp_path: Path) -> Path:
+    """A sweep output as `ovit-ray sweep` writes it: 3 finished trials (lr_max and λ searched), 1 stopped."""
+    from ovit_ray.orchestration.config import PLACEMENT_FIELDS, GradualConfig
+    from ovit_ray.orchestration.results import append_rows
+    from ovit_ray.orchestration.schemas import SWEEP_RESULTS, SWEEP_TRIALS
+
+    out = tmp_path / "quick"
+    (out).mkdir()
+    (out / "sweep.yaml").write_text("search:\n  objectives: [{metric: top1_final, mode: max}]\n")
+    finals = {"t_a": 0.80, "t_b": 0.90, "t_c": 0.90, "t_d": None}  # t_b and t_c tie on the objective
+    for i, (trial, final) in enumerate(finals.items()):
+        knobs = GradualConfig(targets=[0.5, 0.75, 0.9], block_size=64, num_grads=128, damp=10.0 ** -(6 + i),
+                              lr_max=1e-3 * (i + 1)).model_dump(exclude=PLACEMENT_FIELDS)
+        base = {"trial_id": trial, "sweep": "quick", "strategy": "sweep", **knobs}
+        if final is None:
+            append_rows(out / "trials.parquet", [{**base, "status": "stopped_early", "epochs_total": 2,
+                                                  "trial_cpu_hours": 0.001, "top1_last": 0.4}],
+                        ["trial_id"], SWEEP_TRIALS)
+            continue
+        mean = final - (0.01 if trial == "t_c" else 0.02)  # t_c wins the tie on mean top-1
+        rows = [{**base, "target_sparsity": s, "achieved_sparsity": s, "top1": top1, "epochs": e,
+                 "top1_final": final, "top1_mean": mean, "epochs_total": 6, "trial_cpu_hours": 0.0123,
+                 "trial_gpu_hours": 0.0} for s, top1, e in ((0.5, 0.97, 2), (0.75, 0.95, 4), (0.9, final, 6))]
+        append_rows(out / "results.parquet", rows, ["trial_id", "target_sparsity"], SWEEP_RESULTS)
+        append_rows(out / "trials.parquet", [{k: v for k, v in rows[-1].items() if k in SWEEP_TRIALS.names}
+                                             | {"status": "finished"}], ["trial_id"], SWEEP_TRIALS)
+    return out
+
+
+def test_report_ranks_trials_marks_the_best_and_fits_80_columns(tmp_path: Path, capsys) -> None:
+    from ovit_ray.orchestration.report import report
+
+    report(_sweep_dir(tmp_path))
+    text = capsys.readouterr().out
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert "t…" not in text and "…" not in text  # headers are short names, never cut
+    header = next(line for line in lines if line.lstrip().startswith("#"))
+    assert header.split()[:5] == ["#", "trial", "status", "λ", "lr"]  # searched knobs only: B, m, λ first; lr_max
+    body = [line.split() for line in lines if line[:3].strip().isdigit()]
+    ranks = [(cells[0], cells[1], cells[2]) for cells in body if cells[1] in ("*", "t_a", "t_b", "t_c", "t_d")]
+    assert ranks[0] == ("1", "*", "t_c")  # tie on the objective broken by mean top-1
+    assert [r[-1] if r[1] == "*" else r[1] for r in ranks] == ["t_c", "t_b", "t_a", "t_d"]
+    stopped = next(cells for cells in body if "t_d" in cells)
+    assert "stopped" in stopped and "-" in stopped  # stopped-early trial listed, no per-target top-1
+    assert "90.0" in text and "@90" in text and "CPU-h" in text
+
+
+def test_report_wide_csv_and_markdown(tmp_path: Path, capsys) -> None:
+    import csv
+    import io
+
+    from ovit_ray.orchestration.report import report
+
+    out = _sweep_dir(tmp_path)
+    report(out, width=None)
+    wide = capsys.readouterr().out.splitlines()
+    assert sum(1 for line in wide if line.lstrip().startswith("#")) == 1  # one block
+    report(out, fmt="csv")
+    table = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [r["trial"] for r in table] == ["t_c", "t_b", "t_a", "t_d"]
+    assert {"lr_max", "damp", "top1_at_0.5", "top1_at_0.9", "epochs", "cpu_hours"} <= set(table[0])
+    assert table[0]["best"] == "*" and table[3]["status"] == "stopped"
+    report(out, fmt="markdown")
+    md = capsys.readouterr().out.splitlines()
+    assert md[0].startswith("| # | best | trial | status | λ | lr |") and md[1].startswith("|---:|")
+
+
+def test_report_reads_train_and_compare_strategies_outputs(tmp_path: Path, capsys) -> None:
+    from ovit_ray.orchestration.config import PLACEMENT_FIELDS, GradualConfig
+    from ovit_ray.orchestration.report import report
+    from ovit_ray.orchestration.results import append_rows
+    from ovit_ray.orchestration.schemas import RUN_RESULTS
+    from ovit_ray.orchestration.train_job import KEY_COLUMNS
+
+    knobs = GradualConfig(targets=[0.5, 0.9]).model_dump(exclude=PLACEMENT_FIELDS)
+    runs = [("sweep", "k1", ((0.5, 0.95), (0.9, 0.85))), ("independent", "k2", ((0.5, 0.96),)),
+            ("independent", "k3", ((0.9, 0.88),))]
+    rows = [{"run_key": key, "run_name": f"{strategy}-{key}", "strategy": strategy, **knobs,
+             "target_sparsity": s, "achieved_sparsity": s, "top1": top1, "epochs": 3, "run_total_epochs": 4,
+             "run_cpu_hours": 0.002, "run_gpu_hours": 0.0} for strategy, key, points in runs for s, top1 in points]
+    append_rows(tmp_path / "results.parquet", rows, KEY_COLUMNS, RUN_RESULTS)
+    report(tmp_path)
+    text = capsys.readouterr().out
+    order = [name for line in text.splitlines() for name in line.split() if name.endswith(("-k1", "-k2", "-k3"))]
+    assert order == ["independent-k2", "independent-k3", "sweep-k1"]  # by top-1 at each run's last target
+    assert "strat" in text and "@50" in text and "@90" in text

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from ovit_ray.orchestration.knob_labels import short_value
 from ovit_ray.orchestration.results import read_rows
 from ovit_ray.orchestration.sweep import run_sweep
 
@@ -52,7 +53,8 @@ def test_optuna_sweep_writes_parquet_and_nested_mlflow_runs(tmp_path: Path) -> N
         "space": "quickstart", "algorithm": "optuna", "num_samples": 2,
         "overrides": {"block_size": {"choice": [16, 32]}, "num_grads": 16, "lr_schedule": "cosine"}},
         mlflow={"experiment": "sweep-test"})
-    outcome = run_sweep(path, tmp_path / "out")
+    out_dir = tmp_path / "out"
+    outcome = run_sweep(path, out_dir)
     assert outcome.totals["trials_finished"] == 2 and outcome.totals["trials_failed"] == 0
     rows = read_rows(tmp_path / "out" / "results.parquet")
     assert len(rows) == 4 and len({(r["trial_id"], r["target_sparsity"]) for r in rows}) == 4
@@ -68,13 +70,25 @@ def test_optuna_sweep_writes_parquet_and_nested_mlflow_runs(tmp_path: Path) -> N
     assert len(runs) == 3 and len(children) == 2
     assert parent.data.metrics["trials_finished"] == 2 and parent.data.metrics["epochs_total"] == 4
     assert "gpu_hours_total" in parent.data.metrics and parent.data.params["search.algorithm"] == "optuna"
-    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"sweep.yaml", "best_config.json", "plots"} <= artifacts
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # not MLflow's GenAI layout
+    # Artifacts are stored relative to the store (mlflow-artifacts:), in artifacts/ next to mlflow.db (what `ovit-ray mlflow-server --dir` serves).
+    assert parent.info.artifact_uri.startswith("mlflow-artifacts:/sweep-test/")
+    stored = out_dir / "artifacts" / parent.info.artifact_uri.removeprefix("mlflow-artifacts:/")
+    assert {"sweep.yaml", "best_config.json", "plots"} <= {p.name for p in stored.iterdir()}
     for child in children:
-        assert child.info.status == "FINISHED"
-        assert {"damp", "block_size", "num_grads", "lr_schedule", "strategy"} <= set(child.data.params)
+        assert child.info.status == "FINISHED" and child.data.tags["pruned"] == "false"
+        params = child.data.params
+        assert {"damp", "block_size", "num_grads", "lr_schedule", "strategy"} <= set(params)
+        assert not {"final_sparsity", "end_epoch", "checkpoint", "pattern"} & set(params)  # unused or None
+        assert "null" not in params.values() and "None" not in params.values()
+        assert child.info.run_name == (f"B{params['block_size']}-m16-λ{short_value(float(params['damp']))}"
+                                       f"-lr{short_value(float(params['lr_max']))}")  # searched: B, λ, lr_max
         assert {"top1_final", "top1", "sparsity", "cpu_hours"} <= set(child.data.metrics)
         assert len(client.get_metric_history(child.info.run_id, "top1")) == 2  # one point per epoch
+        frontier = client.get_metric_history(child.info.run_id, "top1_vs_sparsity")
+        assert sorted(m.step for m in frontier) == [50, 75]
+    trials = read_rows(out_dir / "trials.parquet")
+    assert sorted(t["status"] for t in trials) == ["finished", "finished"]
 
 
 def test_grid_runs_each_point_once_and_refuses_to_overwrite(tmp_path: Path) -> None:

@@ -69,7 +69,11 @@ def test_round_trip_in_embedded_sqlite(tracker, tmp_path):
     history = tracker.client.get_metric_history(run_id, "top1")
     assert [(m.step, m.value) for m in history] == [(0, 0.5), (1, 0.7)]
     assert run.info.status == "FINISHED"
-    assert list((tracker.out_dir / "mlartifacts").rglob("summary.json"))
+    # Stored relative to the store: the folder can move and a server on it still serves the artifact.
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:/")
+    assert list((tracker.out_dir / "artifacts").rglob("summary.json"))
+    experiment = tracker.client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     assert not tracker.outbox.exists()
 
 

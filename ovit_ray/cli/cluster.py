@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 
+HELP = "Ray cluster-launcher files"  # listed by `ovit-ray --help`
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("cluster", help="Ray cluster-launcher files")
+    parser = subparsers.add_parser("cluster", help=HELP)
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     validate = actions.add_parser(
         "validate", help="check files against Ray's schema and ovit-ray's rules (offline)"

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ovit_ray.orchestration.mlflow_server import ALL_INTERFACES, AUTH_ENV, MlflowServer
-
+HELP = "run an MLflow tracking server (SQLite + artifacts in one folder)"  # listed by `ovit-ray --help`
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from ovit_ray.orchestration.mlflow_server import AUTH_ENV
+
     parser = subparsers.add_parser(
         "mlflow-server",
-        help="run an MLflow tracking server (SQLite + artifacts in one folder)",
+        help=HELP,
         description=f"With --auth, MLflow's basic-auth app: set {' and '.join(AUTH_ENV)} in the "
         "environment (the admin user is 'admin'; its password is read only on first start).",
     )
@@ -26,6 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ovit_ray.orchestration.mlflow_server import ALL_INTERFACES, MlflowServer
+
     if args.host in ALL_INTERFACES:
         if not args.allow_public:
             raise ValueError(

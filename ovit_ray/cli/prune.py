@@ -14,8 +14,10 @@ TABLE_COLUMNS = ["method", "pattern", "target_sparsity", "achieved_sparsity", "t
                  "prune_seconds", "peak_rss_mb", "flops_nonzero"]
 
 
+HELP = "one-shot pruning: methods x sparsities, top-1 before/after"  # listed by `ovit-ray --help`
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("prune", help="one-shot pruning: methods x sparsities, top-1 before/after",
+    p = subparsers.add_parser("prune", help=HELP,
                               description=__doc__)
     p.add_argument("--model", default="digits-vit", help="preset or timm model name (default: digits-vit)")
     p.add_argument("--checkpoint", help="weights to start from (.pt or .safetensors)")

@@ -1,20 +1,31 @@
-"""`ovit-ray report SWEEP_DIR`: the results table of a sweep and its PNG plots."""
+"""`ovit-ray report DIR`: one row per trial, best first (80 columns; --wide, --csv, --markdown), and PNG plots."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
+HELP = "print the trials table of an output folder and write its plots"  # listed by `ovit-ray --help`
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("report", help="print a sweep's results table and write its plots",
+    p = subparsers.add_parser("report", help=HELP,
                               description=__doc__)
-    p.add_argument("sweep_dir", help="output directory of `ovit-ray sweep` (holds results.parquet)")
-    p.set_defaults(func=run)
+    p.add_argument("sweep_dir", metavar="DIR",
+                   help="output directory of `ovit-ray sweep`, `train` or `compare-strategies` (holds results.parquet)")
+    shape = p.add_mutually_exclusive_group()
+    shape.add_argument("--wide", action="store_true", help="one line per trial however wide (default: wrap to 80)")
+    shape.add_argument("--csv", action="store_const", const="csv", dest="fmt",
+                       help="CSV with full column names, for spreadsheets")
+    shape.add_argument("--markdown", action="store_const", const="markdown", dest="fmt",
+                       help="a markdown table, for notes and pull requests")
+    p.set_defaults(func=run, fmt="text")
 
 
 def run(args: argparse.Namespace) -> int:
     from ovit_ray.orchestration.report import report
 
-    for path in report(args.sweep_dir):
-        print(f"plot: {path}")
+    plots = report(args.sweep_dir, fmt=args.fmt, width=None if args.wide else 80)
+    # CSV/markdown go to stdout alone, so they can be redirected into a file.
+    for path in plots:
+        print(f"plot: {path}", file=sys.stderr if args.fmt != "text" else sys.stdout)
     return 0

@@ -6,9 +6,10 @@ import argparse
 import os
 from pathlib import Path
 
+HELP = "run a sweep file: Ray Tune + Optuna over gradual pruning runs"  # listed by `ovit-ray --help`
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("sweep", help="run a sweep file: Ray Tune + Optuna over gradual pruning runs",
+    p = subparsers.add_parser("sweep", help=HELP,
                               description=__doc__)
     p.add_argument("file", help="sweep file, e.g. sweeps/quickstart.yaml")
     p.add_argument("--out", help="output directory (default: runs/sweeps/<sweep name>)")

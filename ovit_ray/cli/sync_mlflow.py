@@ -11,9 +11,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+HELP = "replay MLflow calls queued while the tracking server was down"  # listed by `ovit-ray --help`
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("sync-mlflow", help="replay MLflow calls queued while the tracking server was down",
+    p = subparsers.add_parser("sync-mlflow", help=HELP,
                               description=__doc__)
     p.add_argument("dir", help="output directory of `ovit-ray sweep` or `ovit-ray train` (holds the outbox)")
     p.add_argument("--mlflow-uri", help="tracking URI to replay to (default: the one the calls were meant for)")

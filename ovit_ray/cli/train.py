@@ -8,9 +8,8 @@ import typing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ovit_ray.orchestration.config import GradualConfig, load_config
-
 if TYPE_CHECKING:
+    from ovit_ray.orchestration.config import GradualConfig
     from ovit_ray.orchestration.train_job import RunResult
 
 TABLE_COLUMNS = ["strategy", "target_sparsity", "achieved_sparsity", "top1", "val_top1", "epochs", "cpu_hours", "gpu_hours"]
@@ -63,6 +62,8 @@ FIELD_HELP = {
 _BOUNDS = {"ge": ">= {}", "gt": "> {}", "le": "<= {}", "lt": "< {}"}
 
 
+HELP = "one gradual-pruning run (Ray Train, MLflow, Parquet)"  # listed by `ovit-ray --help`
+
 def _flag_type(annotation: Any) -> tuple[Any, bool]:
     """(argparse type, is a list) for a config field; values are validated by pydantic afterwards."""
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
@@ -75,6 +76,8 @@ def _flag_type(annotation: Any) -> tuple[Any, bool]:
 
 def _allowed(name: str) -> str:
     """'int > 0', 'float >= 0, < 1', ... from the field's type and bounds (Literal choices argparse shows)."""
+    from ovit_ray.orchestration.config import GradualConfig
+
     info = GradualConfig.model_fields[name]
     kind, many = _flag_type(info.annotation)
     bounds = [text.format(getattr(m, key)) for m in info.metadata for key, text in _BOUNDS.items()
@@ -85,6 +88,8 @@ def _allowed(name: str) -> str:
 
 def add_config_arguments(parser: argparse.ArgumentParser, defaults: dict[str, Any] | None = None) -> None:
     """A positional CONFIG.yaml plus one `--field-name` flag per config field (flags win over the file)."""
+    from ovit_ray.orchestration.config import GradualConfig  # pydantic: only when this command is used
+
     parser.add_argument("config", nargs="?", help="YAML file of config fields (optional; flags override it)")
     for name, info in GradualConfig.model_fields.items():
         kind, many = _flag_type(info.annotation)
@@ -98,6 +103,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, defaults: dict[str, An
 
 
 def config_from_args(args: argparse.Namespace) -> GradualConfig:
+    from ovit_ray.orchestration.config import GradualConfig, load_config
+
     overrides = {name: getattr(args, name) for name in GradualConfig.model_fields}
     if args.config is None:
         overrides = {**args.config_defaults, **{k: v for k, v in overrides.items() if v is not None}}
@@ -113,7 +120,7 @@ def print_run(result: RunResult) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("train", help="one gradual-pruning run (Ray Train, MLflow, Parquet)",
+    p = subparsers.add_parser("train", help=HELP,
                               description=__doc__)
     add_config_arguments(p)
     p.set_defaults(func=run)

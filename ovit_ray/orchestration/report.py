@@ -1,4 +1,4 @@
-"""Sweep report: the results table and PNG plots (matplotlib, Agg backend: no display needed).
+"""Report of an output folder: the trials table (`report_table`) and PNG plots (matplotlib, Agg backend).
 
 Plots: top-1 vs sparsity per method/strategy with each group's Pareto frontier (no other point of the
 group is both sparser and more accurate), final top-1 vs every knob that varies across trials, and
@@ -19,14 +19,19 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ovit_ray.orchestration.report_table import (  # noqa: E402
+    as_trial_rows,
+    render_csv,
+    render_markdown,
+    render_text,
+    trial_table,
+)
 from ovit_ray.orchestration.results import print_table, read_rows  # noqa: E402
 from ovit_ray.orchestration.stats import pairwise_table  # noqa: E402
 from ovit_ray.orchestration.sweep_config import KNOBS  # noqa: E402
 
 RESULTS_FILE = "results.parquet"
-TABLE_COLUMNS = ["trial_id", "strategy", "method", "target_sparsity", "achieved_sparsity", "top1", "val_top1", "epochs",
-                 "flops_reduction", "block_size", "num_grads", "damp", "lr_schedule", "seed", "trial_cpu_hours",
-                 "trial_gpu_hours"]
+TRIALS_FILE = "trials.parquet"
 LOG_KNOBS = {"damp", "lr_max", "lr_min", "num_grads", "block_size"}
 Row = Mapping[str, Any]
 
@@ -177,18 +182,31 @@ def write_report_files(rows: Sequence[Row], out_dir: str | Path) -> list[Path]:
     return paths
 
 
-def report(sweep_dir: str | Path) -> list[Path]:
-    """Print the results table of a sweep directory and write its plots to `<dir>/plots`."""
-    sweep_dir = Path(sweep_dir)
-    if not sweep_dir.is_dir():
-        raise FileNotFoundError(f"sweep directory not found: {sweep_dir}")
-    rows = read_rows(sweep_dir / RESULTS_FILE)
+FORMATS = ("text", "csv", "markdown")
+
+
+def report(out_dir: str | Path, *, fmt: str = "text", width: int | None = 80) -> list[Path]:
+    """Print the trials table of a `sweep`, `train` or `compare-strategies` output folder and write its
+    plots to `<dir>/plots`. The text format also prints the seed table when seeds repeat."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise FileNotFoundError(f"output directory not found: {out_dir}")
+    if fmt not in FORMATS:
+        raise ValueError(f"format: one of {', '.join(FORMATS)}, got {fmt!r}")
+    rows = as_trial_rows(read_rows(out_dir / RESULTS_FILE))
+    trials = read_rows(out_dir / TRIALS_FILE) if (out_dir / TRIALS_FILE).exists() else []
     if not rows:
-        raise ValueError(f"{sweep_dir / RESULTS_FILE}: no finished trials yet")
-    rows.sort(key=lambda r: (str(r.get("strategy")), str(r.get("trial_id")), r["target_sparsity"]))
-    print_table(rows, [c for c in TABLE_COLUMNS if c in rows[0]], title=f"sweep {sweep_dir.name}")
-    if repeats_seeds(rows):
-        print_table(seed_summary(rows), title="mean ± std over seeds")
-        if differences := seed_differences(rows):
-            print_table(differences, title="test top-1 differences a - b (pp), Welch 95% CI, * = excludes 0")
-    return write_report_files(rows, sweep_dir / "plots")
+        raise ValueError(f"{out_dir / RESULTS_FILE}: no finished trials yet")
+    table = trial_table(out_dir, rows, trials)
+    if fmt == "csv":
+        print(render_csv(table), end="")
+    elif fmt == "markdown":
+        print(render_markdown(table), end="")
+    else:
+        print(f"{out_dir.name}: {len(table.rows)} trial(s)\n")
+        print(render_text(table, width))
+        if repeats_seeds(rows):
+            print_table(seed_summary(rows), title="mean ± std over seeds")
+            if differences := seed_differences(rows):
+                print_table(differences, title="test top-1 differences a - b (pp), Welch 95% CI, * = excludes 0")
+    return write_report_files(rows, out_dir / "plots")

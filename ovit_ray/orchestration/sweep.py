@@ -231,6 +231,7 @@ def run_sweep(path: str | Path, out: str | Path, *, address: str | None = None, 
         plan = make_plan(sweep, cluster.get("CPU", 0), cluster.get("GPU", 0), strict=address is None)
         uri = mlflow_uri or sweep.mlflow.uri
         tracker = Tracker(out, sweep.mlflow.experiment, uri)
+        tracker.describe_experiment(sweep.description)
         parent = tracker.start_run(sweep.name, sweep_params(sweep), {"ovit.sweep": sweep.name, "ovit.kind": "sweep"},
                                    run_key=f"sweep-{state['sweep_id']}")
         if not resume:

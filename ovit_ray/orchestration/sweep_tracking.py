@@ -23,7 +23,7 @@ from ovit_ray.orchestration.knob_labels import run_label
 from ovit_ray.orchestration.results import append_rows, read_rows
 from ovit_ray.orchestration.schemas import SWEEP_RESULTS, SWEEP_TRIALS
 from ovit_ray.orchestration.sweep_config import SweepConfig
-from ovit_ray.orchestration.sweep_trial import ROWS_KEY, TRIAL_COMPLETE
+from ovit_ray.orchestration.sweep_trial import PROGRESS_KEYS, ROWS_KEY, TRIAL_COMPLETE
 from ovit_ray.orchestration.tracking import Tracker
 
 RESULTS_FILE = "results.parquet"
@@ -109,7 +109,8 @@ class SweepTracking(Callback):
         self._child(trial)
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
-        numeric = {k: v for k, v in result.items() if k not in _NOT_LOGGED
+        skip = _NOT_LOGGED | (set(PROGRESS_KEYS) - set(TRIAL_METRICS) if result.get(TRIAL_COMPLETE) else set())
+        numeric = {k: v for k, v in result.items() if k not in skip
                    and isinstance(v, int | float) and not isinstance(v, bool)}
         child = self._child(trial)
         self.tracker.log_metrics(child, numeric, step=int(result.get(TRAINING_ITERATION, 0)))

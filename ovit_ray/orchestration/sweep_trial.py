@@ -31,6 +31,9 @@ from ovit_ray.training.setup import build_model_and_data
 TRIAL_COMPLETE = "trial_complete"
 ROWS_KEY = "rows_json"
 MARKER = "ovit_sweep_run.json"
+# Tune's status table shows the first four metrics of the first result it sees: every report leads with
+# these, and the final one carries them too (values at the last target), so no finished row is blank.
+PROGRESS_KEYS = ("top1", "sparsity", "epochs_done", "cpu_hours")
 
 
 def trial_schedules(config: GradualConfig, strategy: str) -> list[tuple[Steps, Windows]]:
@@ -45,7 +48,8 @@ def _marked_report(index: int, finished: list[dict[str, Any]], metrics: Mapping[
     """Tune report whose checkpoint remembers which run wrote it and the summaries of the runs before."""
     if checkpoint is not None:
         (Path(checkpoint.path) / MARKER).write_text(json.dumps({"index": index, "finished": finished}))
-    tune.report({**metrics, "run_index": index}, checkpoint=checkpoint)
+    lead = {k: metrics[k] for k in PROGRESS_KEYS if k in metrics}
+    tune.report({**lead, **metrics, "run_index": index}, checkpoint=checkpoint)
 
 
 def _latest_marker() -> dict[str, Any]:
@@ -154,5 +158,7 @@ def sweep_trial(knobs: dict[str, Any], *, sweep: SweepConfig, fixed: Mapping[str
                                        trial_dir=trial_dir, storage=storage, custom=sweep.resources.custom)]
     rows = trial_rows(config, knobs["strategy"], finished)
     metrics = final_metrics(rows, finished, time.perf_counter() - began)
-    tune.report({**metrics, TRIAL_COMPLETE: 1, ROWS_KEY: json.dumps(rows)})
+    last = max(rows, key=lambda r: r["target_sparsity"])
+    progress = {"top1": last["top1"], "sparsity": last["achieved_sparsity"], "epochs_done": metrics["epochs_total"]}
+    tune.report({**progress, **metrics, TRIAL_COMPLETE: 1, ROWS_KEY: json.dumps(rows)})
 

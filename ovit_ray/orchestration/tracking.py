@@ -47,10 +47,10 @@ RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
 # MLflow 3 opens an experiment without this tag in its GenAI layout (traces, judges, prompts); these are
 # training runs, compared in the runs table and the chart view.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
-# Local stores keep artifacts in `mlartifacts/` next to the database and record `mlflow-artifacts:` URIs,
-# which `mlflow server`/`mlflow ui` resolve against `--artifacts-destination` (default ./mlartifacts):
+# Local stores keep artifacts in `artifacts/` next to the database and record `mlflow-artifacts:` URIs,
+# which `mlflow server`/`ovit-ray mlflow-server --dir` resolve against `--artifacts-destination`:
 # the folder can move or be copied to another machine and its artifacts still open.
-ARTIFACTS_DIR = "mlartifacts"
+ARTIFACTS_DIR = "artifacts"
 PROXIED = "mlflow-artifacts:"
 # MLflow's defaults (7 retries, backoff 2, 120 s timeout) can block a call for minutes when the
 # server is down. Applied only around this module's HTTP calls, and only where the user has not
@@ -390,7 +390,7 @@ class Tracker:
         return run_id
 
     def _log_artifact(self, run_id: str, path: Path, artifact_path: str | None) -> None:
-        """A proxied URI in a local store: copy into `mlartifacts/`, where a server started on the store serves it."""
+        """A proxied URI in a local store: copy into `artifacts/`, where a server started on the store serves it."""
         uri = self.client.get_run(run_id).info.artifact_uri
         if self._remote or not uri.startswith(PROXIED):
             self.client.log_artifact(run_id, str(path), artifact_path)
@@ -404,7 +404,7 @@ class Tracker:
 
     @property
     def artifacts_root(self) -> Path:
-        """`mlartifacts/` next to a SQLite store (else in the output folder): serve it with
+        """`artifacts/` next to a SQLite store (else in the output folder): serve it with
         `mlflow server --backend-store-uri URI --artifacts-destination ROOT`."""
         sqlite = self.uri.startswith("sqlite:///")
         base = Path(self.uri.removeprefix("sqlite:///")).resolve().parent if sqlite else self.out_dir

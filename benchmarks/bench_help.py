@@ -1,0 +1,58 @@
+"""Start-up time of `ovit-ray --help` and of every `ovit-ray CMD --help` (target: median under 1 s).
+
+Each is a fresh interpreter, as a user's shell starts it (`python -m ovit_ray.cli.main`, the code of this
+checkout). Prints the median and the slowest of --repeats runs per command, and the modules that take
+longest to import for `--help` (python -X importtime), so a regression names its culprit.
+Usage: python benchmarks/bench_help.py [--repeats 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ovit_ray.cli.main import COMMAND_MODULES
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def seconds(args: list[str]) -> float:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    began = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "ovit_ray.cli.main", *args], env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+    return time.perf_counter() - began
+
+
+def slowest_imports(count: int = 5) -> list[tuple[int, str]]:
+    """(cumulative microseconds, module) of the top-level imports that cost most for `--help`."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "ovit_ray.cli.main", "--help"], env=env,
+                         capture_output=True, text=True, check=True).stderr
+    found = [(int(m.group(1)), m.group(2)) for m in re.finditer(r"\|\s*(\d+) \|( +\S+)$", out, re.M)]
+    return sorted(((us, name.strip()) for us, name in found if not name.startswith("  ")), reverse=True)[:count]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    print("| command | median (s) | slowest (s) |\n|---|---:|---:|")
+    medians = []
+    for command in [[], *([c] for c in COMMAND_MODULES)]:
+        times = [seconds([*command, "--help"]) for _ in range(args.repeats)]
+        medians.append(statistics.median(times))
+        print(f"| `ovit-ray {' '.join(command + ['--help'])}` | {medians[-1]:.2f} | {max(times):.2f} |", flush=True)
+    print("\nslowest imports of `ovit-ray --help` (cumulative ms): "
+          + ", ".join(f"{name} {us / 1000:.0f}" for us, name in slowest_imports()))
+    return 0 if max(medians) < 1.0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

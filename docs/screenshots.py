@@ -1,0 +1,70 @@
+"""Regenerate the README's MLflow screenshots (docs/img/*.png) from a real sweep, in headless Chromium.
+
+Usage: python docs/screenshots.py [--out runs/quickstart]
+Runs `ovit-ray sweep sweeps/quickstart.yaml` into --out unless a finished sweep is already there, starts
+`mlflow server` on that folder (127.0.0.1, a free port), and saves: the runs table sorted by the
+objective, the best trial's charts (top-1 vs sparsity among them), the experiment's chart view and
+the compare page of all trials. Needs Debian's `chromium` (the Makefile's set-up installs it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from mlflow import MlflowClient
+
+from ovit_ray.orchestration.mlflow_server import MlflowServer
+from ovit_ray.orchestration.mlflow_ui import compare_url, experiment_url, render, run_url
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZE = (1800, 1100)
+
+
+def ensure_sweep(out: Path) -> None:
+    state = out / "sweep.json"
+    if state.exists() and json.loads(state.read_text()).get("finished"):
+        return
+    resume = ["--resume"] if state.exists() else []
+    subprocess.run([sys.executable, "-m", "ovit_ray.cli.main", "sweep", str(ROOT / "sweeps" / "quickstart.yaml"),
+                    "--out", str(out), *resume], check=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(ROOT / "runs" / "quickstart"), help="sweep output folder")
+    parser.add_argument("--img", default=str(ROOT / "docs" / "img"), help="where the PNGs go")
+    args = parser.parse_args()
+    out, img = Path(args.out).resolve(), Path(args.img)
+    img.mkdir(parents=True, exist_ok=True)
+    ensure_sweep(out)
+    experiment_name = json.loads((out / "sweep.json").read_text())["name"]
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    experiment = next(e for e in client.search_experiments() if e.name != "Default")
+    runs = client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'",
+                              order_by=["metrics.top1_final DESC"])
+    trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    best = trials[0]
+    server = MlflowServer(out).start()
+    try:
+        exp = experiment.experiment_id
+        shots = {
+            "mlflow_runs_table.png": experiment_url(server.url, exp, "table", objective="top1_final"),
+            "mlflow_trial_charts.png": run_url(server.url, exp, best.info.run_id, "model-metrics"),
+            "mlflow_chart_view.png": experiment_url(server.url, exp, "chart", objective="top1_final"),
+            "mlflow_compare.png": compare_url(server.url, exp, [r.info.run_id for r in trials]),
+        }
+        for name, url in shots.items():
+            render(url, screenshot=(img / name).resolve(), size=SIZE, budget_ms=40000)
+            print(f"{img / name}  <- {url}")
+    finally:
+        server.stop()
+    print(f"sweep {experiment_name}: {len(trials)} trial(s); best {best.info.run_name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

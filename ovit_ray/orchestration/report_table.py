@@ -1,0 +1,190 @@
+"""The trials table of `ovit-ray report`: one row per trial (or run), best first, in 80 columns.
+
+Works on the output of `sweep` (results.parquet per target + trials.parquet per trial, stopped-early and
+failed trials included), and of `train` / `compare-strategies` (results.parquet per run and target).
+Columns: rank, best mark, trial, status, every knob that varies across trials (short names: B, m, λ),
+top-1 (%) at each target, the objective when it is not one of those, epochs, GPU- or CPU-hours.
+Text output wraps whole columns into blocks that fit the width (the rank repeats in each block);
+`wide` prints one block, CSV and markdown are for pasting.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import textwrap
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ovit_ray.orchestration.knob_labels import CORE, short_name, short_value
+from ovit_ray.orchestration.sweep_config import KNOBS
+
+Row = Mapping[str, Any]
+STATUS_TEXT = {"finished": "done", "stopped_early": "stopped", "failed": "failed"}
+DEFAULT_OBJECTIVE = ("top1_final", "max")
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str  # full name (CSV header)
+    short: str  # text and markdown header
+    numeric: bool = True
+
+
+@dataclass(frozen=True)
+class TrialTable:
+    columns: list[Column]
+    rows: list[dict[str, str]]  # cell text by column key, best first
+    legend: str
+
+
+def _objective(out: Path) -> tuple[str, str]:
+    """(metric, mode) of the sweep's first objective (sweep.yaml copy in the output), else top-1 at the end."""
+    copy = out / "sweep.yaml"
+    if copy.is_file():
+        objectives = (yaml.safe_load(copy.read_text()) or {}).get("search", {}).get("objectives")
+        if objectives:
+            return objectives[0]["metric"], objectives[0]["mode"]
+    return DEFAULT_OBJECTIVE
+
+
+def as_trial_rows(results: Sequence[Row]) -> list[dict[str, Any]]:
+    """Rows of `train`/`compare-strategies` (one run per `run_key`) named and totalled like a sweep's
+    trials (`trial_id` = run name, `top1_final` = top-1 at the run's last target); sweep rows unchanged."""
+    if not results or "trial_id" in results[0]:
+        return [dict(r) for r in results]
+    last: dict[str, Row] = {}
+    for r in results:
+        if r["run_key"] not in last or r["target_sparsity"] > last[r["run_key"]]["target_sparsity"]:
+            last[r["run_key"]] = r
+    return [{**r, "trial_id": r["run_name"], "top1_final": last[r["run_key"]]["top1"],
+             "epochs_total": r["run_total_epochs"], "trial_cpu_hours": r["run_cpu_hours"],
+             "trial_gpu_hours": r["run_gpu_hours"]} for r in results]
+
+
+def _trials(results: Sequence[Row], trials: Sequence[Row]) -> list[dict[str, Any]]:
+    """One dict per trial: its knobs and totals, `targets` {sparsity: top-1}, `status`, and file order."""
+    by_id: dict[str, dict[str, Any]] = {}
+    for order, t in enumerate(trials):
+        by_id[t["trial_id"]] = {**t, "targets": {}, "order": order}
+    for r in results:
+        entry = by_id.setdefault(r["trial_id"], {**r, "status": "finished", "targets": {}, "order": len(by_id)})
+        entry["targets"][r["target_sparsity"]] = r["top1"]
+    for entry in by_id.values():
+        done = entry["targets"]
+        if done and entry.get("top1_final") is None:
+            entry["top1_final"] = done[max(done)]
+            entry["top1_mean"] = sum(done.values()) / len(done)
+    return list(by_id.values())
+
+
+def rank_trials(trials: Sequence[dict[str, Any]], metric: str, mode: str) -> list[dict[str, Any]]:
+    """Best first: the objective, then mean top-1 over targets, then the earliest trial; trials without
+    the objective (stopped early, failed) follow, most trained first."""
+    sign = -1 if mode == "max" else 1
+
+    def key(t: Mapping[str, Any]) -> tuple:
+        value = t.get(metric)
+        if value is None:
+            return (1, -(t.get("epochs_total") or 0), t["order"])
+        return (0, sign * value, -(t.get("top1_mean") or 0.0), t["order"])
+
+    return sorted(trials, key=key)
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def _hours(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+def trial_table(out: str | Path, results: Sequence[Row], trials: Sequence[Row] = ()) -> TrialTable:
+    """The table for an output folder's rows (see the module docstring)."""
+    metric, mode = _objective(Path(out))
+    ranked = rank_trials(_trials(as_trial_rows(results), trials), metric, mode)
+    varying = [k for k in KNOBS if len({str(t.get(k)) for t in ranked}) > 1]
+    knobs = [k for k in CORE if k in varying] + sorted(k for k in varying if k not in CORE)
+    targets = sorted({s for t in ranked for s in t["targets"]})
+    unit = "gpu" if any(t.get("trial_gpu_hours") for t in ranked) else "cpu"
+    columns = [Column("rank", "#"), Column("best", "", False), Column("trial", "trial", False),
+               Column("status", "status", False)]
+    columns += [Column(k, short_name(k), False) for k in knobs]
+    columns += [Column(f"top1_at_{s:g}", f"@{100 * s:g}") for s in targets]
+    shown_objective = metric not in ("top1_final", "epochs_total", f"{unit}_hours")
+    if shown_objective:
+        columns.append(Column(metric, metric.replace("top1_", "")))
+    columns += [Column("epochs", "ep"), Column(f"{unit}_hours", f"{unit.upper()}-h")]
+    rows = []
+    for rank, t in enumerate(ranked, 1):
+        cells = {"rank": str(rank), "best": "*" if rank == 1 and t.get(metric) is not None else "",
+                 "trial": str(t.get("trial_id")), "status": STATUS_TEXT.get(t.get("status", "finished"), "?")}
+        cells.update({k: short_value(t.get(k)) for k in knobs})
+        cells.update({f"top1_at_{s:g}": _percent(t["targets"].get(s)) for s in targets})
+        if shown_objective:
+            value = t.get(metric)
+            cells[metric] = _percent(value) if metric.startswith("top1") else _hours(value)
+        cells["epochs"] = "-" if t.get("epochs_total") is None else str(t["epochs_total"])
+        cells[f"{unit}_hours"] = _hours(t.get(f"trial_{unit}_hours"))
+        rows.append(cells)
+    names = ", ".join(f"{short_name(k)} = {k}" for k in knobs if short_name(k) != k)
+    legend = (f"sorted by {mode} {metric}, then mean top-1, then the earliest trial; * best; "
+              f"@S: top-1 (%) at S % sparsity; ep: epochs trained; stopped: stopped early (ASHA)"
+              + (f"; {names}" if names else ""))
+    return TrialTable(columns, rows, legend)
+
+
+def _blocks(widths: Sequence[int], width: int, keep: int) -> list[list[int]]:
+    """Column indices per block: the first `keep` columns in each, the rest filled in order up to `width`."""
+    blocks: list[list[int]] = []
+    current = list(range(keep))
+    used = sum(widths[:keep]) + 2 * (keep - 1)
+    for i in range(keep, len(widths)):
+        if len(current) > keep and used + 2 + widths[i] > width:
+            blocks.append(current)
+            current, used = list(range(keep)), sum(widths[:keep]) + 2 * (keep - 1)
+        current.append(i)
+        used += 2 + widths[i]
+    blocks.append(current)
+    return blocks
+
+
+def render_text(table: TrialTable, width: int | None = 80) -> str:
+    """Aligned columns; with a width, wrapped into blocks that fit (None: one block, `--wide`)."""
+    cols = table.columns
+    widths = [max(len(c.short), *(len(r[c.key]) for r in table.rows)) for c in cols]
+    blocks = [list(range(len(cols)))] if width is None else _blocks(widths, width, keep=2)
+    lines: list[str] = []
+    for block in blocks:
+        if lines:
+            lines.append("")
+
+        def line(texts: Mapping[int, str], block: list[int] = block) -> str:
+            return "  ".join(texts[i].rjust(widths[i]) if cols[i].numeric else texts[i].ljust(widths[i])
+                             for i in block).rstrip()
+
+        lines.append(line({i: cols[i].short for i in block}))
+        lines.append(line({i: "-" * widths[i] for i in block}))
+        lines += [line({i: r[cols[i].key] for i in block}) for r in table.rows]
+    legend = textwrap.fill(table.legend, width) if width else table.legend
+    return "\n".join([*lines, "", legend])
+
+
+def render_csv(table: TrialTable) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([c.key for c in table.columns])
+    writer.writerows([[r[c.key] for c in table.columns] for r in table.rows])
+    return buffer.getvalue()
+
+
+def render_markdown(table: TrialTable) -> str:
+    header = "| " + " | ".join(c.short or "best" for c in table.columns) + " |"
+    rule = "|" + "|".join("---:" if c.numeric else "---" for c in table.columns) + "|"
+    body = ["| " + " | ".join(r[c.key] for c in table.columns) + " |" for r in table.rows]
+    return "\n".join([header, rule, *body, "", table.legend]) + "\n"
