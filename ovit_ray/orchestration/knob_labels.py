@@ -30,17 +30,16 @@ def short_name(knob: str) -> str:
 
 
 def short_value(value: Any) -> str:
-    """`1e-07` -> `1e-7`, `0.000512` -> `5.1e-4`, 64 -> `64`, `cyclic_linear` -> `cyclic`, None -> `-`."""
+    """`1e-07` -> `1e-7`, `0.000512` -> `5.1e-4`, 0.05 -> `0.05`, 64 -> `64`, `cyclic_linear` -> `cyclic`."""
     if value is None:
         return "-"
     if isinstance(value, bool) or isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        text = f"{value:.2g}"
-        if "e" in text:
-            mantissa, exponent = text.split("e")
-            text = f"{mantissa}e{int(exponent)}"
-        return text
+        if value == 0 or 0.01 <= abs(value) < 1e4:
+            return f"{value:.2g}"
+        mantissa, exponent = f"{value:.1e}".split("e")
+        return f"{mantissa.removesuffix('.0')}e{int(exponent)}"
     return SHORT_VALUES.get(str(value), str(value))
 
 
