@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ovit_ray.orchestration.config import make_config
 from ovit_ray.orchestration.results import append_rows, print_table, read_rows
+from ovit_ray.orchestration.schemas import REGIME_BENCH
 from ovit_ray.orchestration.stats import pairwise_table, summarize
 from ovit_ray.training.gradual import LocalReporter, run_gradual
 
@@ -81,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             }
             for t in summary["targets"]
         ]
-        append_rows(results, rows, KEY)
+        append_rows(results, rows, KEY, REGIME_BENCH)
         print(
             f"{method} B={block} seed {seed}: "
             + ", ".join(f"{r['target_sparsity']}: {r['top1']:.4f}" for r in rows)

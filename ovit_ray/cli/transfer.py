@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 
+HELP = "fine-tune pruned checkpoints on a downstream dataset"  # listed by `ovit-ray --help`
+
 TABLE_COLUMNS = [
     "source_method",
     "target_sparsity",
@@ -29,7 +31,7 @@ TABLE_COLUMNS = [
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "transfer", help="fine-tune pruned checkpoints on a downstream dataset", description=__doc__
+        "transfer", help=HELP, description=__doc__
     )
     p.add_argument(
         "source",

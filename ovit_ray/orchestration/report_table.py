@@ -25,7 +25,7 @@ from ovit_ray.orchestration.sweep_config import KNOBS
 
 Row = Mapping[str, Any]
 STATUS_TEXT = {"finished": "done", "stopped_early": "stopped", "failed": "failed"}
-DEFAULT_OBJECTIVE = ("top1_final", "max")
+DEFAULT_OBJECTIVE = ("val_top1_final", "max")  # the sweeps' default: select on validation, report test
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,7 @@ def as_trial_rows(results: Sequence[Row]) -> list[dict[str, Any]]:
         if r["run_key"] not in last or r["target_sparsity"] > last[r["run_key"]]["target_sparsity"]:
             last[r["run_key"]] = r
     return [{**r, "trial_id": r["run_name"], "top1_final": last[r["run_key"]]["top1"],
+             "val_top1_final": last[r["run_key"]].get("val_top1"),
              "epochs_total": r["run_total_epochs"], "trial_cpu_hours": r["run_cpu_hours"],
              "trial_gpu_hours": r["run_gpu_hours"]} for r in results]
 
@@ -72,26 +73,33 @@ def _trials(results: Sequence[Row], trials: Sequence[Row]) -> list[dict[str, Any
     for order, t in enumerate(trials):
         by_id[t["trial_id"]] = {**t, "targets": {}, "order": order}
     for r in results:
-        entry = by_id.setdefault(r["trial_id"], {**r, "status": "finished", "targets": {}, "order": len(by_id)})
+        entry = by_id.setdefault(r["trial_id"], {**r, "status": "finished", "targets": {}, "val": {},
+                                                 "order": len(by_id)})
         entry["targets"][r["target_sparsity"]] = r["top1"]
+        entry.setdefault("val", {})[r["target_sparsity"]] = r.get("val_top1")
     for entry in by_id.values():
-        done = entry["targets"]
-        if done and entry.get("top1_final") is None:
-            entry["top1_final"] = done[max(done)]
-            entry["top1_mean"] = sum(done.values()) / len(done)
+        for prefix, done in (("", entry["targets"]), ("val_", entry.get("val", {}))):
+            if not done or None in done.values():
+                continue
+            for key, value in ((f"{prefix}top1_final", done[max(done)]),
+                               (f"{prefix}top1_mean", sum(done.values()) / len(done))):
+                if entry.get(key) is None:
+                    entry[key] = value
     return list(by_id.values())
 
 
 def rank_trials(trials: Sequence[dict[str, Any]], metric: str, mode: str) -> list[dict[str, Any]]:
-    """Best first: the objective, then mean top-1 over targets, then the earliest trial; trials without
-    the objective (stopped early, failed) follow, most trained first."""
+    """Best first: the objective, then mean top-1 over targets (validation top-1 when the objective is a
+    validation one), then the earliest trial; trials without the objective (stopped early, failed) follow,
+    most trained first."""
     sign = -1 if mode == "max" else 1
+    mean = "val_top1_mean" if metric.startswith("val_") else "top1_mean"
 
     def key(t: Mapping[str, Any]) -> tuple:
         value = t.get(metric)
         if value is None:
             return (1, -(t.get("epochs_total") or 0), t["order"])
-        return (0, sign * value, -(t.get("top1_mean") or 0.0), t["order"])
+        return (0, sign * value, -(t.get(mean) or 0.0), t["order"])
 
     return sorted(trials, key=key)
 
@@ -107,7 +115,10 @@ def _hours(value: float | None) -> str:
 def trial_table(out: str | Path, results: Sequence[Row], trials: Sequence[Row] = ()) -> TrialTable:
     """The table for an output folder's rows (see the module docstring)."""
     metric, mode = _objective(Path(out))
-    ranked = rank_trials(_trials(as_trial_rows(results), trials), metric, mode)
+    entries = _trials(as_trial_rows(results), trials)
+    if (metric, mode) == DEFAULT_OBJECTIVE and all(t.get(metric) is None for t in entries):
+        metric = "top1_final"  # results written before the validation split existed
+    ranked = rank_trials(entries, metric, mode)
     varying = [k for k in KNOBS if len({str(t.get(k)) for t in ranked}) > 1]
     knobs = [k for k in CORE if k in varying] + sorted(k for k in varying if k not in CORE)
     targets = sorted({s for t in ranked for s in t["targets"]})
@@ -134,7 +145,7 @@ def trial_table(out: str | Path, results: Sequence[Row], trials: Sequence[Row] =
         rows.append(cells)
     names = ", ".join(f"{short_name(k)} = {k}" for k in knobs if short_name(k) != k)
     legend = (f"sorted by {mode} {metric}, then mean top-1, then the earliest trial; * best; "
-              f"@S: top-1 (%) at S % sparsity; ep: epochs trained; stopped: stopped early (ASHA)"
+              f"@S: test top-1 (%) at S % sparsity; ep: epochs trained; stopped: stopped early (ASHA)"
               + (f"; {names}" if names else ""))
     return TrialTable(columns, rows, legend)
 

@@ -33,7 +33,7 @@ ROWS_KEY = "rows_json"
 MARKER = "ovit_sweep_run.json"
 # Tune's status table shows the first four metrics of the first result it sees: every report leads with
 # these, and the final one carries them too (values at the last target), so no finished row is blank.
-PROGRESS_KEYS = ("top1", "sparsity", "epochs_done", "cpu_hours")
+PROGRESS_KEYS = ("val_top1", "top1", "sparsity", "epochs_done")
 
 
 def trial_schedules(config: GradualConfig, strategy: str) -> list[tuple[Steps, Windows]]:
@@ -159,6 +159,7 @@ def sweep_trial(knobs: dict[str, Any], *, sweep: SweepConfig, fixed: Mapping[str
     rows = trial_rows(config, knobs["strategy"], finished)
     metrics = final_metrics(rows, finished, time.perf_counter() - began)
     last = max(rows, key=lambda r: r["target_sparsity"])
-    progress = {"top1": last["top1"], "sparsity": last["achieved_sparsity"], "epochs_done": metrics["epochs_total"]}
+    progress = {"val_top1": last["val_top1"], "top1": last["top1"], "sparsity": last["achieved_sparsity"],
+                "epochs_done": metrics["epochs_total"]}
     tune.report({**progress, **metrics, TRIAL_COMPLETE: 1, ROWS_KEY: json.dumps(rows)})
 

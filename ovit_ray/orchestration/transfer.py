@@ -19,6 +19,7 @@ from typing import Any
 
 from ovit_ray.models import SUFFIXES, load_checkpoint
 from ovit_ray.orchestration.results import append_rows, read_rows
+from ovit_ray.orchestration.schemas import TRANSFER_RESULTS
 from ovit_ray.orchestration.tracking import Tracker
 from ovit_ray.training.transfer import TransferSpec, run_transfer
 
@@ -210,7 +211,7 @@ def run_transfers(
             run, {k: float(row[k]) for k in METRICS if row.get(k) is not None}, step=row["epochs"]
         )
         tracker.end_run(run)
-        append_rows(results, [row], KEY_COLUMNS)
+        append_rows(results, [row], KEY_COLUMNS, TRANSFER_RESULTS)
         if progress is not None:
             progress(row)
 

@@ -16,6 +16,7 @@ from pydantic import Field
 
 from ovit_ray.orchestration.config import make_config
 from ovit_ray.orchestration.results import append_rows, read_rows
+from ovit_ray.orchestration.schemas import TRANSFER_SOURCES
 from ovit_ray.orchestration.sweep_config import _Strict, _validate
 from ovit_ray.orchestration.transfer import (
     RESULTS_FILE,
@@ -121,6 +122,7 @@ def _make_sources(sweep: TransferSweep, model: str, out: Path) -> Path:
                     for t in summary["targets"]
                 ],
                 ["method", "seed", "target_sparsity"],
+                TRANSFER_SOURCES,
             )
     return folder
 
