@@ -19,6 +19,7 @@ from mlflow import MlflowClient
 
 from ovit_ray.orchestration.mlflow_server import MlflowServer
 from ovit_ray.orchestration.mlflow_ui import compare_url, experiment_url, render, run_url
+from ovit_ray.orchestration.report_table import sweep_objective
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = (1800, 1100)
@@ -41,20 +42,21 @@ def main() -> int:
     out, img = Path(args.out).resolve(), Path(args.img)
     img.mkdir(parents=True, exist_ok=True)
     ensure_sweep(out)
-    experiment_name = json.loads((out / "sweep.json").read_text())["name"]
+    sweep_name = json.loads((out / "sweep.json").read_text())["name"]
     client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
     experiment = next(e for e in client.search_experiments() if e.name != "Default")
+    objective, mode = sweep_objective(out)
     runs = client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'",
-                              order_by=["metrics.top1_final DESC"])
-    trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+                              order_by=[f"metrics.{objective} {'DESC' if mode == 'max' else 'ASC'}"])
+    trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags and r.data.tags.get("pruned") != "true"]
     best = trials[0]
     server = MlflowServer(out).start()
     try:
         exp = experiment.experiment_id
         shots = {
-            "mlflow_runs_table.png": experiment_url(server.url, exp, "table", objective="top1_final"),
+            "mlflow_runs_table.png": experiment_url(server.url, exp, "table", objective=objective),
             "mlflow_trial_charts.png": run_url(server.url, exp, best.info.run_id, "model-metrics"),
-            "mlflow_chart_view.png": experiment_url(server.url, exp, "chart", objective="top1_final"),
+            "mlflow_chart_view.png": experiment_url(server.url, exp, "chart", objective=objective),
             "mlflow_compare.png": compare_url(server.url, exp, [r.info.run_id for r in trials]),
         }
         for name, url in shots.items():
@@ -62,7 +64,7 @@ def main() -> int:
             print(f"{img / name}  <- {url}")
     finally:
         server.stop()
-    print(f"sweep {experiment_name}: {len(trials)} trial(s); best {best.info.run_name}")
+    print(f"sweep {sweep_name}: {len(trials)} finished trial(s); best {best.info.run_name}")
     return 0
 
 

@@ -42,7 +42,7 @@ class TrialTable:
     legend: str
 
 
-def _objective(out: Path) -> tuple[str, str]:
+def sweep_objective(out: Path) -> tuple[str, str]:
     """(metric, mode) of the sweep's first objective (sweep.yaml copy in the output), else top-1 at the end."""
     copy = out / "sweep.yaml"
     if copy.is_file():
@@ -114,7 +114,7 @@ def _hours(value: float | None) -> str:
 
 def trial_table(out: str | Path, results: Sequence[Row], trials: Sequence[Row] = ()) -> TrialTable:
     """The table for an output folder's rows (see the module docstring)."""
-    metric, mode = _objective(Path(out))
+    metric, mode = sweep_objective(Path(out))
     entries = _trials(as_trial_rows(results), trials)
     if (metric, mode) == DEFAULT_OBJECTIVE and all(t.get(metric) is None for t in entries):
         metric = "top1_final"  # results written before the validation split existed
