@@ -11,6 +11,7 @@ import yaml
 from ovit_ray.cli.main import main
 from ovit_ray.orchestration.sweep import make_plan
 from ovit_ray.orchestration.sweep_config import load_sweep
+from ovit_ray.orchestration.transfer_sweep import is_transfer_file, load_transfer_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(glob.glob(str(ROOT / "sweeps" / "**" / "*.yaml"), recursive=True))
@@ -20,6 +21,9 @@ BASE = {"name": "t", "train": {"targets": [0.5, 0.75]},
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: Path(p).name)
 def test_shipped_sweeps_validate(path: str) -> None:
+    if is_transfer_file(path):  # the other file kind (`transfer:` section)
+        assert load_transfer_sweep(path).transfer.pairs
+        return
     sweep = load_sweep(path)
     assert sweep.max_trials >= 1
     make_plan(sweep, 1024, 1024)  # resources fit a big enough cluster
