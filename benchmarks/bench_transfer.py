@@ -32,7 +32,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, help="transfer epochs (default: the file's)")
     p.add_argument("--seeds", nargs="+", type=int, help="transfer seeds (default: the file's)")
     p.add_argument("--targets", nargs="+", type=float, help="source targets (default: the file's)")
-    p.add_argument("--max-steps", type=int, help="cap every epoch of both stages (default: none)")
+    p.add_argument("--max-steps", type=int, help="cap every transfer epoch (default: none)")
+    p.add_argument("--source-max-steps", type=int, help="cap every epoch of the source runs (default: none)")
     return p.parse_args(argv)
 
 
@@ -52,8 +53,8 @@ def scaled(args: argparse.Namespace) -> dict:
     train = stage["source"].setdefault("train", {})
     if args.targets is not None:
         train["targets"] = args.targets
-    if args.max_steps is not None:
-        train["max_steps_per_epoch"] = args.max_steps
+    if args.source_max_steps is not None:
+        train["max_steps_per_epoch"] = args.source_max_steps
     return raw
 
 
