@@ -87,7 +87,7 @@ def test_broken_variant_fails_naming_the_key(
     mutate(config)
     path = tmp_path / "broken.yaml"
     path.write_text(yaml.safe_dump(config))
-    assert main(["cluster", "validate", str(path)]) == 1
+    assert main(["cluster", "validate", str(path)]) == 2
     out = capsys.readouterr().out
     assert expected in out, out
     assert "AKIAABCDEFGHIJKLMNOP" not in out and "hunter2" not in out

@@ -279,7 +279,7 @@ def ddp_sweep_with_faults(two_nodes: LocalRayCluster, tmp_path_factory: pytest.T
         injector.join(5)
         seen["outbox_after_sweep"] = (out / OUTBOX_NAME).exists()
         server.start()  # back on the same port and folder
-        seen["sync_rc"] = main(["sync-mlflow", str(out)])
+        seen["sync_rc"] = main(["sync-mlflow", str(out), "--mlflow-uri", server.url])
         yield outcome, out, server, seen, [r.getMessage() for r in records]
     finally:
         logger.removeHandler(handler)

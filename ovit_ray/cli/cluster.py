@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import sys
 
 HELP = "Ray cluster-launcher files"  # listed by `ovit-ray --help`
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("cluster", help=HELP)
@@ -18,17 +19,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    """One line per problem (``FILE: key: value: why``), ``FILE: ok`` per clean file."""
+    """Every file, every problem: one line each (``FILE: key: value: why``), ``FILE: ok`` per clean
+    file; an unreadable file is one error line on stderr. Exit 2 if any file has a problem."""
+    import logging
+
     from ovit_ray.orchestration.cluster import load_cluster_file, validate_cluster_config
 
     logging.getLogger("ray.autoscaler").setLevel(logging.WARNING)  # prepare_config's info chatter
     failed = 0
     for path in args.files:
-        problems = validate_cluster_config(load_cluster_file(path))
+        try:
+            problems = validate_cluster_config(load_cluster_file(path))
+        except (ValueError, OSError) as err:
+            print(f"ovit-ray cluster: error: {err}", file=sys.stderr)
+            failed += 1
+            continue
         for problem in problems:
             print(f"{path}: {problem}")
         if problems:
             failed += 1
         else:
             print(f"{path}: ok")
-    return 1 if failed else 0
+    return 2 if failed else 0

@@ -21,15 +21,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--port", type=int, default=5000, help="TCP port, 1-65535 (default: 5000)")
     parser.add_argument("--auth", action="store_true", help="MLflow basic-auth app (needs mlflow[auth])")
     parser.add_argument(
-        "--allow-public", action="store_true", help="allow binding to all interfaces (0.0.0.0 / ::)"
+        "--allow-public", action="store_true", help="allow binding to all interfaces (0.0.0.0, 0, ::, [::]...)"
     )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ovit_ray.orchestration.mlflow_server import ALL_INTERFACES, MlflowServer
+    from ovit_ray.orchestration.cluster import binds_all_interfaces
+    from ovit_ray.orchestration.mlflow_server import MlflowServer
 
-    if args.host in ALL_INTERFACES:
+    if binds_all_interfaces(args.host):
         if not args.allow_public:
             raise ValueError(
                 f"--host {args.host} exposes the server on every interface; bind 127.0.0.1 or a "
@@ -41,9 +42,10 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     server = MlflowServer(args.dir, host=args.host, port=args.port, auth=args.auth)
-    server.start()
-    print(f"MLflow server at {server.url} (data in {server.folder}, log {server.log}); Ctrl-C stops it")
-    try:
+    try:  # SIGTERM/Ctrl-C raise here (cli.main's StopSignals), so the server never outlives us
+        server.start()
+        print(f"MLflow server at {server.url} (data in {server.folder}, log {server.log}); Ctrl-C stops it",
+              flush=True)
         return server.wait()
     finally:
         server.stop()

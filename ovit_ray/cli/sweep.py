@@ -31,7 +31,12 @@ def run(args: argparse.Namespace) -> int:
         return _run_transfer(args)
     sweep = load_sweep(args.file)
     out = Path(args.out or f"runs/sweeps/{sweep.name}")
-    if args.dry_run:
+    if args.dry_run:  # every check that needs no Ray; reads only
+        from ovit_ray.orchestration.output_folder import check_folder
+        from ovit_ray.orchestration.preflight import check_sweep
+
+        check_sweep(args.file, sweep)
+        check_folder(out.resolve(), sweep.name, sweep.fingerprint(), args.resume)
         plan = make_plan(sweep, float(os.cpu_count() or 1), 0.0, strict=False)
         print("\n".join(describe(plan, out.resolve(), args.mlflow_uri)))
         if not args.address:

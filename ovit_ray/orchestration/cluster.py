@@ -10,13 +10,15 @@ token authentication on, and no literal credentials.
 from __future__ import annotations
 
 import copy
+import ipaddress
 import re
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ovit_ray.orchestration.yaml_files import read_yaml_mapping
+from ovit_ray.orchestration.yaml_files import read_yaml_mapping, short_repr
 
 STORAGE_VAR = "OVIT_RAY_STORAGE"
 SHARED_MOUNTS_VAR = "OVIT_RAY_SHARED_MOUNTS"  # colon-separated mount points documented as shared
@@ -29,7 +31,6 @@ COMMAND_LISTS = (
     "head_start_ray_commands",
     "worker_start_ray_commands",
 )
-_ALL_INTERFACES = {"0.0.0.0", "::", "[::]"}
 _ASSIGN = re.compile(r"(?:^|[\s;&|(])(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(\"[^\"]*\"|'[^']*'|[^\s;&|)]*)")
 _BIND_FLAG = re.compile(r"--(dashboard-host|host)(?:=|\s+)(\S+)")
 _SECRET_PATTERNS = {
@@ -38,6 +39,37 @@ _SECRET_PATTERNS = {
     "a password in a URL": re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@", re.I),
     "a Hugging Face token": re.compile(r"\bhf_[A-Za-z0-9]{30,}\b"),
 }
+
+
+def binds_all_interfaces(host: str) -> bool:
+    """Every spelling of "all interfaces": 0.0.0.0, 0, 0.0, 0x0, ::, ::0, [::], 0:0::0, empty, *."""
+    host = host.strip().strip("'\"").strip("[]")
+    if host in ("", "*"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        pass
+    try:
+        return socket.inet_aton(host) == bytes(4)  # the shorthand IPv4 forms bind(2) also accepts
+    except OSError:
+        return False
+
+
+def _covers_everything(cidrs: list[str]) -> bool:
+    """True when the ranges together cover every IPv4 or every IPv6 address (0.0.0.0/1 + 128.0.0.0/1 too)."""
+    for version in (4, 6):
+        nets = []
+        for cidr in cidrs:
+            try:
+                net = ipaddress.ip_network(str(cidr).strip(), strict=False)
+            except ValueError:
+                continue
+            if net.version == version:
+                nets.append(net)
+        if any(n.prefixlen == 0 for n in ipaddress.collapse_addresses(nets)):
+            return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -49,7 +81,7 @@ class Problem:
     reason: str
 
     def __str__(self) -> str:
-        return f"{self.key}: {_short(self.value)}: {self.reason}"
+        return f"{self.key}: {short_repr(self.value)}: {self.reason}"
 
 
 def load_cluster_file(path: str | Path) -> dict[str, Any]:
@@ -61,8 +93,8 @@ def validate_cluster_config(config: dict[str, Any]) -> list[Problem]:
     """All problems with ``config``: Ray's validation first; ours run on the prepared config
     (so defaults Ray would fill in, such as a dashboard on 0.0.0.0, are checked too)."""
     prepared, ray_problem = ray_validate(config)
-    if ray_problem is not None:
-        return [ray_problem, *_secret_problems(config)]
+    if ray_problem is not None:  # our rules that need no prepared config still run: report everything
+        return [ray_problem, *_exposure_problems(config), *_auth_problems(config), *_secret_problems(config)]
     return [
         *_gpu_problems(prepared),
         *_storage_problems(prepared),
@@ -136,16 +168,20 @@ def _storage_problems(config: dict[str, Any]) -> Iterator[Problem]:
 def _exposure_problems(config: dict[str, Any]) -> Iterator[Problem]:
     for key, command in _commands(config):
         for flag, value in _BIND_FLAG.findall(command):
-            if value.strip("'\"") in _ALL_INTERFACES:
+            if binds_all_interfaces(value):
                 yield Problem(key, f"--{flag}={value}", "binds to all interfaces; use 127.0.0.1 (head only)")
-    for i, perm in enumerate(config.get("provider", {}).get("security_group", {}).get("IpPermissions", [])):
+    provider = config.get("provider") if isinstance(config.get("provider"), dict) else {}
+    group = provider.get("security_group") if isinstance(provider.get("security_group"), dict) else {}
+    perms = group.get("IpPermissions") if isinstance(group.get("IpPermissions"), list) else []
+    for i, perm in enumerate(p for p in perms if isinstance(p, dict)):
         ports = (perm.get("FromPort"), perm.get("ToPort"))
-        public = any(r.get("CidrIp") == "0.0.0.0/0" for r in perm.get("IpRanges", []))
+        ranges = [r for key in ("IpRanges", "Ipv6Ranges") for r in perm.get(key) or [] if isinstance(r, dict)]
+        public = _covers_everything([r.get("CidrIp") or r.get("CidrIpv6") or "" for r in ranges])
         if public and ports != (22, 22):
             yield Problem(
                 f"provider.security_group.IpPermissions.{i}",
                 ports,
-                "opens a port other than SSH to 0.0.0.0/0",
+                "opens a port other than SSH to every address (0.0.0.0/0, ::/0 or ranges covering them)",
             )
 
 
@@ -154,7 +190,8 @@ def _auth_problems(config: dict[str, Any]) -> Iterator[Problem]:
         if name == "RAY_AUTH_MODE" and value != "token":
             yield Problem(key, f"{name}={value}", "token authentication must stay on (RAY_AUTH_MODE=token)")
     for key in ("head_start_ray_commands", "worker_start_ray_commands"):
-        if not any("RAY_AUTH_MODE=token" in c for c in config.get(key, [])):
+        commands = config.get(key) if isinstance(config.get(key), list) else []
+        if not any("RAY_AUTH_MODE=token" in str(c) for c in commands):
             yield Problem(key, config.get(key, []), "does not export RAY_AUTH_MODE=token before `ray start`")
 
 
@@ -173,6 +210,26 @@ def _secret_problems(config: dict[str, Any]) -> Iterator[Problem]:
             and not value.startswith("$")
         ):
             yield Problem(key, f"{name}=<redacted>", "a literal credential; read it from the environment")
+    for key in _secret_fields(config):
+        yield Problem(key, "<redacted>", "a literal credential; use an instance profile / workload identity")
+
+
+def _secret_fields(node: Any, key: str = "") -> Iterator[str]:
+    """Mapping entries whose key names a credential and whose value is a literal (e.g. provider.aws_credentials)."""
+    from ovit_ray.orchestration.tracking import is_secret_key  # imports mlflow: not at `--help` time
+
+    if isinstance(node, dict):
+        for k, v in node.items():
+            where = f"{key}.{k}" if key else str(k)
+            if where == "file_mounts":  # remote path -> local path (e.g. the auth token's file), not values
+                continue
+            if is_secret_key(str(k)) and isinstance(v, str | int) and str(v) and not str(v).startswith("$"):
+                yield where
+            else:
+                yield from _secret_fields(v, where)
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _secret_fields(v, f"{key}.{i}")
 
 
 def _strings(node: Any, key: str = "") -> Iterator[tuple[str, str]]:
@@ -187,9 +244,10 @@ def _strings(node: Any, key: str = "") -> Iterator[tuple[str, str]]:
 
 
 def _commands(config: dict[str, Any]) -> Iterator[tuple[str, str]]:
-    """Every shell command Ray will run, with its dotted key (node-type overrides included)."""
+    """Every shell command Ray will run, with its dotted key (node-type overrides included), and the
+    docker run options (`-e NAME=value` passes a variable into every container)."""
     for key, text in _strings(config):
-        if any(part in COMMAND_LISTS for part in key.split(".")):
+        if any(part in COMMAND_LISTS or part.endswith("run_options") for part in key.split(".")):
             yield key, text
 
 
@@ -198,8 +256,3 @@ def _assignments(config: dict[str, Any]) -> Iterator[tuple[str, tuple[str, str]]
     for key, command in _commands(config):
         for name, raw in _ASSIGN.findall(command):
             yield key, (name, raw.strip("'\""))
-
-
-def _short(value: Any, limit: int = 120) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."

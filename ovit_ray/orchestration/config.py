@@ -12,9 +12,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ovit_ray.orchestration.yaml_files import read_yaml_mapping
+from ovit_ray.orchestration.yaml_files import read_yaml_mapping, short_repr
 from ovit_ray.pruning.names import parse_pattern
 from ovit_ray.training.schedules import sparsity_steps, sparsity_steps_through_targets
 
@@ -24,6 +24,12 @@ if TYPE_CHECKING:  # torch-backed: imported where used, so `ovit-ray train --hel
 
 Steps = list[tuple[int, float]]
 Windows = list[tuple[float, int, int]]
+# Upper bounds: a typo such as `end_epoch: 10000000000` must be a clear error, not a schedule of
+# billions of entries that exhausts memory.
+MAX_EPOCHS = 100_000
+MAX_COUNT = 1_000_000  # block size, gradients, batch sizes, steps
+MAX_SEED = 2**32 - 1
+MAX_WORKERS = 4096
 # Fields that say where results go, not what is computed: they do not enter the run key.
 PLACEMENT_FIELDS = {"out", "mlflow_uri", "experiment", "ray_address", "max_failures"}
 
@@ -33,54 +39,61 @@ class GradualConfig(BaseModel):
     start_epoch, +update_frequency, ..., end_epoch and then fine-tunes `window_epochs`; with `targets`
     it is a sparsity sweep: `steps_per_target` pruning steps to each target, then a window at each."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     # model and data
     model: str = "digits-vit"
     checkpoint: str | None = None
     dataset: str | None = None
     data_root: str | None = None
-    split_seed: int = Field(0, ge=0)
+    split_seed: int = Field(0, ge=0, le=MAX_SEED)
     # pruner (B, m, lambda, ...)
     method: Literal["ovit", "woodfisher", "magnitude", "ovit-noupdate"] = "ovit"
-    block_size: int = Field(64, gt=0)
-    num_grads: int = Field(64, gt=0)
-    damp: float = Field(1e-7, gt=0)
-    grad_batch_size: int = Field(16, gt=0)
+    block_size: int = Field(64, gt=0, le=MAX_COUNT)
+    num_grads: int = Field(64, gt=0, le=MAX_COUNT)
+    damp: float = Field(1e-7, gt=0, allow_inf_nan=False)
+    grad_batch_size: int = Field(16, gt=0, le=MAX_COUNT)
     pattern: str | None = None
     scope: Literal["global", "uniform"] = "global"
     # sparsity schedule
     init_sparsity: float = Field(0.0, ge=0, lt=1)
     final_sparsity: float = Field(0.75, ge=0, lt=1)
-    start_epoch: int = Field(0, ge=0)
-    end_epoch: int = Field(2, ge=0)
-    update_frequency: int = Field(1, gt=0)
+    start_epoch: int = Field(0, ge=0, le=MAX_EPOCHS)
+    end_epoch: int = Field(2, ge=0, le=MAX_EPOCHS)
+    update_frequency: int = Field(1, gt=0, le=MAX_EPOCHS)
     interpolation: Literal["linear", "cubic"] = "linear"
-    targets: list[Annotated[float, Field(ge=0, lt=1)]] | None = None
-    window_epochs: int = Field(2, gt=0)
-    steps_per_target: int = Field(1, gt=0)
+    targets: list[Annotated[float, Field(ge=0, lt=1)]] | None = Field(None, max_length=100)
+    window_epochs: int = Field(2, gt=0, le=MAX_EPOCHS)
+    steps_per_target: int = Field(1, gt=0, le=1000)
     # optimisation
     lr_schedule: Literal["cyclic_linear", "cosine", "constant"] = "cyclic_linear"
-    lr_max: float = Field(5e-4, gt=0)  # the reference recipe: 5e-4 -> 1e-5 per cycle
-    lr_min: float = Field(1e-5, ge=0)
-    warmup_epochs: int = Field(0, ge=0)
-    batch_size: int = Field(64, gt=0)
-    max_steps_per_epoch: int | None = Field(None, gt=0)
-    weight_decay: float = Field(0.05, ge=0)
+    lr_max: float = Field(5e-4, gt=0, allow_inf_nan=False)  # the reference recipe: 5e-4 -> 1e-5 per cycle
+    lr_min: float = Field(1e-5, ge=0, allow_inf_nan=False)
+    warmup_epochs: int = Field(0, ge=0, le=MAX_EPOCHS)
+    batch_size: int = Field(64, gt=0, le=MAX_COUNT)
+    max_steps_per_epoch: int | None = Field(None, gt=0, le=MAX_COUNT)
+    weight_decay: float = Field(0.05, ge=0, allow_inf_nan=False)
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     augment: Literal["none", "light", "deit"] = "light"
     distill_weight: float = Field(0.0, ge=0, le=1)
-    distill_temperature: float = Field(2.0, gt=0)
-    seed: int = Field(0, ge=0)
+    distill_temperature: float = Field(2.0, gt=0, allow_inf_nan=False)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     # resources and placement
-    workers: int = Field(1, gt=0)
-    cpus_per_worker: float = Field(1.0, gt=0)
-    gpus_per_worker: float = Field(0.0, ge=0)
-    max_failures: int = Field(2, ge=0)
+    workers: int = Field(1, gt=0, le=MAX_WORKERS)
+    cpus_per_worker: float = Field(1.0, gt=0, le=4096)
+    gpus_per_worker: float = Field(0.0, ge=0, le=64)
+    max_failures: int = Field(2, ge=0, le=1000)
     out: str = "runs/gradual"
     mlflow_uri: str | None = None
     experiment: str = "ovit-ray-gradual"
     ray_address: str | None = None
+
+    @field_validator("pattern", mode="before")
+    @classmethod
+    def _pattern_text(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):  # YAML 1.1 reads 2:4 as 2 * 60 + 4
+            raise ValueError("quote it, e.g. '2:4' (YAML reads an unquoted N:M as a base-60 number)")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> GradualConfig:
@@ -174,7 +187,7 @@ def _one_line(err: ValidationError) -> str:
     for e in err.errors():
         message = e["msg"].removeprefix("Value error, ")  # model-level messages name their field already
         if e["loc"]:
-            message = f"{'.'.join(str(x) for x in e['loc'])}: {message} (got {e['input']!r})"
+            message = f"{'.'.join(str(x) for x in e['loc'])}: {message} (got {short_repr(e['input'])})"
         parts.append(message)
     return "; ".join(parts)
 

@@ -17,9 +17,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ovit_ray.orchestration.cluster import binds_all_interfaces
 from ovit_ray.orchestration.local_cluster import LOOPBACK, free_port, wait_until
 
-ALL_INTERFACES = ("0.0.0.0", "::", "[::]")
 # Read from the environment only (never flags, never logs): MLflow's own variable names.
 AUTH_ENV = ("MLFLOW_FLASK_SERVER_SECRET_KEY", "MLFLOW_AUTH_ADMIN_PASSWORD")
 
@@ -36,11 +36,11 @@ class MlflowServer:
 
     def __post_init__(self) -> None:
         self.folder = Path(self.folder).resolve()
-        self.port = self.port or free_port(LOOPBACK if self.host in ALL_INTERFACES else self.host)
+        self.port = self.port or free_port(LOOPBACK if binds_all_interfaces(self.host) else self.host)
 
     @property
     def url(self) -> str:
-        host = LOOPBACK if self.host in ALL_INTERFACES else self.host
+        host = LOOPBACK if binds_all_interfaces(self.host) else self.host
         return f"http://{host}:{self.port}"
 
     @property

@@ -14,21 +14,26 @@ Why each piece:
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import os
+import shlex
 import shutil
-import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ovit_ray.orchestration.interrupts import Interrupted, StopSignals, tune_stop_on_signal
+from ovit_ray.orchestration.output_folder import (
+    SWEEP_COPY,
+    FolderLock,
+    check_folder,
+    relocate,
+    write_state,
+)
+from ovit_ray.orchestration.preflight import check_sweep, drop_propagated_secrets
 from ovit_ray.orchestration.sweep_config import Dist, SweepConfig, load_sweep
 from ovit_ray.orchestration.tracking import check_no_credentials, default_tracking_uri
 
-STATE_FILE = "sweep.json"
-SWEEP_COPY = "sweep.yaml"
 DRIVER_CPU = 0.01  # the Train V2 driver function is light; its workers hold the real resources
 
 
@@ -151,31 +156,6 @@ def _scheduler(sweep: SweepConfig) -> Any:
                          grace_period=s.grace_period, reduction_factor=s.reduction_factor)
 
 
-def _check_out_dir(sweep: SweepConfig, out: Path, resume: bool) -> dict[str, Any]:
-    """Refuse to start over a sweep already in `out` (unless resuming it) or to resume a different one."""
-    state_file = out / STATE_FILE
-    if state_file.exists():
-        state = json.loads(state_file.read_text())
-        if not resume:
-            status = "finished" if state.get("finished") else "unfinished"
-            raise FileExistsError(f"{out} already holds the {status} sweep {state['name']!r}; pass --resume to "
-                                  "continue it (finished results are kept), or choose another --out")
-        if state["fingerprint"] != sweep.fingerprint():
-            raise ValueError(f"{out} holds sweep {state['name']!r} started from a different sweep file "
-                             f"(see {out / SWEEP_COPY}); resume it with that file or choose another --out")
-        return state
-    if resume:
-        raise FileNotFoundError(f"nothing to resume in {out} (no {STATE_FILE})")
-    return {"name": sweep.name, "sweep_id": uuid.uuid4().hex[:12], "fingerprint": sweep.fingerprint(),
-            "finished": False}
-
-
-def _write_state(out: Path, state: Mapping[str, Any]) -> None:
-    tmp = out / f".{STATE_FILE}.tmp"
-    tmp.write_text(json.dumps(state, indent=1))
-    os.replace(tmp, out / STATE_FILE)
-
-
 def _init_ray(address: str | None) -> None:
     import ray
 
@@ -205,7 +185,37 @@ class SweepOutcome:
 
 def run_sweep(path: str | Path, out: str | Path, *, address: str | None = None, resume: bool = False,
               mlflow_uri: str | None = None) -> SweepOutcome:
-    """Run (or resume) the sweep in `path` into `out`; see the module docstring."""
+    """Run (or resume) the sweep in `path` into `out`; see the module docstring and `output_folder`.
+
+    Stopped by a signal, it raises `Interrupted` after marking the sweep interrupted (sweep.json, the
+    MLflow parent and open child runs KILLED); the folder then resumes with `--resume`.
+    """
+    sweep = load_sweep(path)
+    check_sweep(path, sweep)
+    out = Path(out).resolve()
+    check_folder(out, sweep.name, sweep.fingerprint(), resume)  # before anything is written
+    out.mkdir(parents=True, exist_ok=True)
+    with FolderLock(out), StopSignals() as signals:
+        state = check_folder(out, sweep.name, sweep.fingerprint(), resume)  # again, now that we hold the lock
+        if resume:
+            state = relocate(out, state)
+        else:
+            shutil.copyfile(path, out / SWEEP_COPY)
+        state = {**state, "interrupted": False}
+        write_state(out, state)
+        hint = f"resume with: ovit-ray sweep {shlex.quote(str(path))} --out {shlex.quote(str(out))} --resume"
+        try:
+            return _run(sweep, out, state, signals, address=address, resume=resume, mlflow_uri=mlflow_uri)
+        except Interrupted as stop:
+            write_state(out, {**state, "interrupted": True})
+            raise Interrupted(stop.signum, hint) from None
+        except BaseException:
+            write_state(out, {**state, "interrupted": True})
+            raise
+
+
+def _run(sweep: SweepConfig, out: Path, state: dict[str, Any], signals: StopSignals, *, address: str | None,
+         resume: bool, mlflow_uri: str | None) -> SweepOutcome:
     import ray
     from ray import tune
 
@@ -213,17 +223,13 @@ def run_sweep(path: str | Path, out: str | Path, *, address: str | None = None, 
     from ovit_ray.orchestration.sweep_trial import sweep_trial
     from ovit_ray.orchestration.tracking import Tracker
 
-    sweep = load_sweep(path)
-    out = Path(out).resolve()
-    state = _check_out_dir(sweep, out, resume)
-    out.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        shutil.copyfile(path, out / SWEEP_COPY)
-        _write_state(out, state)
     # Per-epoch results do not carry the objectives (only a trial's final report does); experiment
     # state is saved every second, so a killed sweep resumes without re-running finished trials.
+    # SIGINT stays with our handler (Tune would swallow it and return as if finished).
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    drop_propagated_secrets()
     _warm_preset(sweep)
     _init_ray(address)
     try:
@@ -242,10 +248,13 @@ def run_sweep(path: str | Path, out: str | Path, *, address: str | None = None, 
                                                     "GPU": plan.trial_gpus if plan.light else 0,
                                                     **(sweep.resources.custom if plan.light else {})})
         experiment = f"{storage.rstrip('/')}/{sweep.name}"
+        callback = SweepTracking(out, sweep.mlflow.experiment, uri, parent, state["sweep_id"], sweep, plan.fixed)
         if resume and tune.Tuner.can_restore(experiment):
             tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=False)
+            # The restored run config holds the callback pickled with the folder it was started in;
+            # this one writes here (a moved or copied folder resumes in place).
+            tuner._local_tuner.get_run_config().callbacks = [callback]
         else:
-            callback = SweepTracking(out, sweep.mlflow.experiment, uri, parent, state["sweep_id"], sweep, plan.fixed)
             tuner = tune.Tuner(
                 trainable,
                 param_space={k: _tune_domain(d) for k, d in plan.varying.items()},
@@ -262,13 +271,17 @@ def run_sweep(path: str | Path, out: str | Path, *, address: str | None = None, 
                                           verbose=1),
             )
         try:
-            grid = tuner.fit()
+            with tune_stop_on_signal(signals):
+                grid = tuner.fit()
+            if signals.received is not None:  # Tune stopped gracefully and returned as if finished
+                raise Interrupted(signals.received)
         except BaseException:
+            callback.end_open_children("KILLED")
             tracker.end_run(parent, "KILLED")
             raise
         totals, best, plots = finish_sweep(tracker, parent, sweep, grid, out)
     finally:
         if address is None:
             ray.shutdown()
-    _write_state(out, {**state, "finished": True})
+    write_state(out, {**state, "finished": True})
     return SweepOutcome(out, totals, best, plots, parent)

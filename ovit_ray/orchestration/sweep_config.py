@@ -19,8 +19,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ovit_ray.orchestration.config import PLACEMENT_FIELDS, GradualConfig, make_config
-from ovit_ray.orchestration.yaml_files import clip_line, read_yaml_mapping
+from ovit_ray.orchestration.config import (
+    MAX_EPOCHS,
+    MAX_SEED,
+    MAX_WORKERS,
+    PLACEMENT_FIELDS,
+    GradualConfig,
+    make_config,
+)
+from ovit_ray.orchestration.yaml_files import clip_line, read_yaml_mapping, short_repr
 
 Scalar = bool | int | float | str
 STRATEGIES = ("sweep", "independent")
@@ -28,15 +35,17 @@ STRATEGIES = ("sweep", "independent")
 RESOURCE_FIELDS = {"workers", "cpus_per_worker", "gpus_per_worker", "max_failures"}
 RESERVED_TRAIN_FIELDS = PLACEMENT_FIELDS | RESOURCE_FIELDS
 KNOBS = (set(GradualConfig.model_fields) - RESERVED_TRAIN_FIELDS - {"targets"}) | {"strategy"}
+MAX_TRIALS = 100_000  # trials one sweep may start (grid points x samples)
+MAX_VALUES = 1_000  # values in one choice or grid
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _scalar(value: Any, where: str) -> Scalar:
     if not isinstance(value, bool | int | float | str):
-        raise ValueError(f"{where} must be a number, string or boolean, got {value!r}")
+        raise ValueError(f"{where} must be a number, string or boolean, got {short_repr(value)}")
     return value
 
 
@@ -51,8 +60,8 @@ class Dist(_Strict):
     loguniform: tuple[float, float] | None = None
     uniform: tuple[float, float] | None = None
     randint: tuple[int, int] | None = None
-    choice: list[Any] | None = None
-    grid: list[Any] | None = None
+    choice: list[Any] | None = Field(None, max_length=MAX_VALUES)
+    grid: list[Any] | None = Field(None, max_length=MAX_VALUES)
 
     @model_validator(mode="before")
     @classmethod
@@ -127,7 +136,7 @@ class Asha(_Strict):
 
     type: Literal["asha"] = "asha"
     metric: Literal["val_top1"] = "val_top1"
-    grace_period: int = Field(1, gt=0)
+    grace_period: int = Field(1, gt=0, le=MAX_EPOCHS)
     reduction_factor: float = Field(2.0, gt=1)
 
 
@@ -135,12 +144,12 @@ class Search(_Strict):
     space: str
     overrides: dict[str, Dist] = Field(default_factory=dict)
     algorithm: Literal["optuna", "random", "grid"] = "optuna"
-    num_samples: int = Field(1, gt=0)
+    num_samples: int = Field(1, gt=0, le=MAX_TRIALS)
     objectives: list[Objective] = Field(
         default_factory=lambda: [Objective(metric="val_top1_final", mode="max")], min_length=1
     )
     scheduler: Asha | None = None
-    max_concurrent_trials: int | None = Field(None, gt=0)
+    max_concurrent_trials: int | None = Field(None, gt=0, le=MAX_TRIALS)
 
     @field_validator("overrides")
     @classmethod
@@ -151,10 +160,10 @@ class Search(_Strict):
 class Resources(_Strict):
     """Per trial: Ray Train workers and what each holds. One worker runs inside the Tune trial itself."""
 
-    workers: int = Field(1, gt=0)
-    cpus_per_worker: float = Field(1.0, gt=0)
-    gpus_per_worker: float = Field(0.0, ge=0)
-    max_failures: int = Field(1, ge=0)
+    workers: int = Field(1, gt=0, le=MAX_WORKERS)
+    cpus_per_worker: float = Field(1.0, gt=0, le=4096)
+    gpus_per_worker: float = Field(0.0, ge=0, le=64)
+    max_failures: int = Field(1, ge=0, le=1000)
     # Custom Ray resources per worker (a node-type marker, or `fake_gpu` on the local fake cluster):
     # trials then run only on nodes offering them, and the autoscaler starts such nodes on demand.
     custom: dict[str, float] = Field(default_factory=dict)
@@ -187,7 +196,7 @@ class Mlflow(_Strict):
 class SweepConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     train: dict[str, Any] = Field(default_factory=dict)
     strategy: Literal["sweep", "independent", "both"] = "sweep"
     search: Search
@@ -210,7 +219,7 @@ class SweepConfig(_Strict):
             raise ValueError(f"{reserved} are set by the sweep's resources/mlflow sections and the CLI, "
                              "not inside train")
         if not train.get("targets"):
-            raise ValueError(f"needs targets (the sparsities each trial reports), got {train.get('targets')!r}")
+            raise ValueError(f"needs targets (the sparsities each trial reports), got {short_repr(train.get('targets'))}")
         return train
 
     @property
@@ -238,32 +247,75 @@ class SweepConfig(_Strict):
         return grid * self.search.num_samples
 
 
-def _check_consistency(sweep: SweepConfig) -> list[str]:
-    """Cross-field rules pydantic cannot see: algorithm vs distributions, knob values vs the run model."""
-    problems = []
-    algorithm = sweep.search.algorithm
+def _ends(dist: Dist) -> list[Scalar]:
+    """The extreme values of a knob (both ends of a range, the smallest and largest of a numeric list)."""
+    values = dist.values_to_check()
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return sorted({min(values), max(values)})
+    return [values[0], values[-1]] if len(values) > 1 else values
+
+
+def _value_problems(sweep: SweepConfig) -> list[str]:
+    """Knob values against the run model: the base first (one line if it is wrong, not one per knob),
+    then each value of each knob, then the extreme values of each pair of knobs together (e.g. an
+    lr_min range reaching above an lr_max range), so no trial fails on a value the file allows."""
     first = {k: d.values_to_check()[0] for k, d in sweep.knobs.items()}
     try:
         make_config(sweep.run_values(first))
     except ValueError as err:
-        problems.append(f"train: {err}")
+        return [f"train (with the first value of each knob): {err}"]
+    problems, sound = [], []
     for name, dist in sweep.knobs.items():
-        where = f"search.space.{name}"
-        if algorithm == "optuna" and dist.kind == "grid":
-            problems.append(f"{where}.grid: Optuna samples, it cannot run a grid; use choice or "
-                            f"search.algorithm grid/random, got {dist.grid}")
-        if algorithm == "grid" and dist.kind not in ("grid", "fixed"):
-            problems.append(f"{where}: search.algorithm grid needs grid or fixed values, got {dist.kind}")
         if name == "strategy":
-            bad = [v for v in dist.values_to_check() if v not in STRATEGIES]
-            if bad or dist.kind not in ("fixed", "grid", "choice"):
-                problems.append(f"{where}: must take values in {list(STRATEGIES)}, got {dist.values_to_check()}")
             continue
         for value in dist.values_to_check():
             try:
                 make_config(sweep.run_values({**first, name: value}))
             except ValueError as err:
-                problems.append(f"{where}: {value!r} is not a valid {name} ({err})")
+                problems.append(f"search.space.{name}: {short_repr(value)} is not a valid {name} ({err})")
+                break
+        else:
+            if dist.kind != "fixed":
+                sound.append(name)
+    for i, a in enumerate(sound):
+        for b in sound[i + 1:]:
+            bad = next(((x, y, err) for x in _ends(sweep.knobs[a]) for y in _ends(sweep.knobs[b])
+                        for err in [_invalid(sweep, {**first, a: x, b: y})] if err), None)
+            if bad:
+                problems.append(f"search.space: {a}={short_repr(bad[0])} with {b}={short_repr(bad[1])} is not a "
+                                f"valid run ({bad[2]}); narrow the ranges")
+    return problems
+
+
+def _invalid(sweep: SweepConfig, knobs: dict[str, Any]) -> str | None:
+    try:
+        make_config(sweep.run_values(knobs))
+    except ValueError as err:
+        return str(err)
+    return None
+
+
+def _check_consistency(sweep: SweepConfig) -> list[str]:
+    """Cross-field rules pydantic cannot see (one line per root cause): algorithm vs distributions,
+    knob values vs the run model, sizes."""
+    problems = []
+    algorithm = sweep.search.algorithm
+    kinds = {name: dist.kind for name, dist in sweep.knobs.items()}
+    if algorithm == "optuna" and "grid" in kinds.values():
+        problems.append(f"search.space: Optuna samples, it cannot run a grid ({', '.join(k for k, v in kinds.items() if v == 'grid')}); "
+                        "use choice, or search.algorithm grid/random")
+    sampled = [k for k, v in kinds.items() if v not in ("grid", "fixed")]
+    if algorithm == "grid" and sampled:
+        problems.append(f"search.space: search.algorithm grid needs grid or fixed values, got sampled {', '.join(sampled)}")
+    strategy = sweep.knobs.get("strategy")
+    if strategy is not None and (strategy.kind not in ("fixed", "grid", "choice")
+                                 or any(v not in STRATEGIES for v in strategy.values_to_check())):
+        problems.append(f"search.space.strategy: must take values in {list(STRATEGIES)}, got "
+                        f"{short_repr(strategy.values_to_check())}")
+    if sweep.max_trials > MAX_TRIALS:
+        problems.append(f"search: {sweep.max_trials} trials (grid points x num_samples); at most {MAX_TRIALS}")
+    else:
+        problems += _value_problems(sweep)
     if algorithm == "grid" and sweep.search.num_samples != 1:
         problems.append("search.num_samples: a grid runs every point exactly once (add a seed grid for "
                         f"repeats), got {sweep.search.num_samples}")
@@ -284,7 +336,7 @@ def _problems(err: ValidationError) -> list[str]:
         where = ".".join(loc) or "file"
         message = e["msg"].removeprefix("Value error, ")
         if e["type"] not in ("missing", "value_error", "assertion_error") or "got" not in message:
-            message += f", got {e['input']!r}" if e["type"] != "missing" else ""
+            message += f", got {short_repr(e['input'])}" if e["type"] != "missing" else ""
         seen.setdefault(where, f"{where}: {message}")
     return list(seen.values())
 
@@ -324,11 +376,11 @@ def load_sweep(path: str | Path) -> SweepConfig:
     raw = read_yaml_mapping(path, "sweep file")
     if "space" in raw:
         raise ValueError(clip_line(f"{path}: space: not a sweep key (use search.space and search.overrides), "
-                               f"got {raw['space']!r}"))
+                               f"got {short_repr(raw['space'])}"))
     sweep = _validate(SweepConfig, raw, path)
     space_name = sweep.search.space
     if not space_name.replace("_", "").replace("-", "").isalnum():
-        raise ValueError(clip_line(f"{path}: search.space: a file stem in search_spaces/, got {space_name!r}"))
+        raise ValueError(clip_line(f"{path}: search.space: a file stem in search_spaces/, got {short_repr(space_name)}"))
     space_path = spaces_dir(path) / f"{space_name}.yaml"
     if not space_path.is_file():
         raise ValueError(f"{path}: search.space: no search space {space_name!r} (looked for {space_path})")

@@ -84,10 +84,11 @@ class SweepTracking(Callback):
         self.results = out / RESULTS_FILE
         self._tracker: Tracker | None = None
         self._children: dict[str, str] = {}
+        self._ended: set[str] = set()
 
     def __getstate__(self) -> dict[str, Any]:
         """Tune pickles its run config (callbacks included) for `Tuner.restore`: keep plain values only."""
-        return {**self.__dict__, "_tracker": None, "_children": {}}
+        return {**self.__dict__, "_tracker": None, "_children": {}, "_ended": set()}
 
     @property
     def tracker(self) -> Tracker:
@@ -104,6 +105,17 @@ class SweepTracking(Callback):
                 {"ovit.trial_id": trial.trial_id, "ovit.sweep": self.sweep.name},
                 parent_run_id=self.parent_id, run_key=f"{self.sweep_id}-{trial.trial_id}")
         return self._children[trial.trial_id]
+
+    def _end(self, trial: Trial, status: str) -> None:
+        self.tracker.end_run(self._child(trial), status)
+        self._ended.add(trial.trial_id)
+
+    def end_open_children(self, status: str = "KILLED") -> None:
+        """Child runs of trials still running when the sweep stopped (interrupted): not left RUNNING."""
+        for trial_id, run_id in self._children.items():
+            if trial_id not in self._ended:
+                self.tracker.end_run(run_id, status)
+                self._ended.add(trial_id)
 
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self._child(trial)
@@ -135,7 +147,7 @@ class SweepTracking(Callback):
             # Stopped by ASHA: a normal end of a search, not a kill; the tag tells it from a full run.
             self._trial_row(trial, "stopped_early")
             self.tracker.set_tags(child, {PRUNED_TAG: "true", "ovit.stopped_early": "true"})
-            self.tracker.end_run(child, "FINISHED")
+            self._end(trial, "FINISHED")
             return
         base = {"trial_id": trial.trial_id, "sweep": self.sweep.name,
                 **trial_knobs(self.sweep, self.fixed, trial.config), **_trial_totals(result)}
@@ -143,11 +155,11 @@ class SweepTracking(Callback):
         append_rows(self.results, rows, KEY_COLUMNS, SWEEP_RESULTS)
         self._trial_row(trial, "finished")
         self.tracker.set_tags(child, {PRUNED_TAG: "false"})
-        self.tracker.end_run(child, "FINISHED")
+        self._end(trial, "FINISHED")
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self._trial_row(trial, "failed")
-        self.tracker.end_run(self._child(trial), "FAILED")
+        self._end(trial, "FAILED")
 
 
 def sweep_totals(trials: Sequence[tuple[Mapping[str, Any], bool]]) -> dict[str, float]:

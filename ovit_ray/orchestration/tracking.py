@@ -27,7 +27,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import requests
 from filelock import FileLock
@@ -72,8 +72,27 @@ class _Pending(Exception):
 
 
 def default_tracking_uri(out_dir: str | Path) -> str:
-    """Embedded SQLite store inside the output dir (MLflow 3 rejects the old ./mlruns store)."""
-    return f"sqlite:///{Path(out_dir).resolve() / 'mlflow.db'}"
+    """Embedded SQLite store inside the output dir (MLflow 3 rejects the old ./mlruns store).
+
+    SQLAlchemy reads `%XX` and `?` in a plain `sqlite:///PATH` URL (a folder named `a%20b` or `q?x`
+    opened another file, or none), so such paths go as an SQLite URI filename (`file:`, percent-encoded
+    for SQLite, then again for SQLAlchemy): it also has no `/` left for MLflow, which would otherwise
+    create the encoded parent folder next to the real one.
+    """
+    path = str(Path(out_dir).resolve() / "mlflow.db")
+    if not set(path) & set("%?#"):
+        return f"sqlite:///{path}"
+    return f"sqlite:///{quote('file:' + quote(path, safe='/'), safe='')}?uri=true"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a `sqlite:///` URI (either form `default_tracking_uri` writes), else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    rest = uri.removeprefix("sqlite:///")
+    if rest.endswith("?uri=true"):
+        return Path(unquote(unquote(rest.removesuffix("?uri=true")).removeprefix("file:")))
+    return Path(rest)
 
 
 def git_commit(path: str | Path | None = None) -> str | None:
@@ -116,18 +135,39 @@ def outbox_target(out_dir: str | Path) -> dict[str, str] | None:
     return json.loads(path.read_text()) if (Path(out_dir) / OUTBOX_NAME).exists() and path.exists() else None
 
 
-def check_no_credentials(uri: str, what: str = "MLflow tracking URI") -> str:
-    """Refuse a URI carrying a user or password: credentials come from the environment only
-    (``MLFLOW_TRACKING_USERNAME``/``_PASSWORD``, cloud SDK credentials), never from a URI that would
-    land in params, logs, ``ps`` output and the outbox."""
+def uri_secret(uri: str) -> str | None:
+    """Where ``uri`` carries a credential (userinfo, a token-like query parameter, a fragment), else None."""
     if re.search(r"//[^/@]*@", uri):
-        raise ValueError(f"{what} must not carry credentials (put them in the environment: "
-                         f"MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD, or the cloud SDK's own), got {_redact(uri)}")
+        return "a user or password"
+    if "://" not in uri:
+        return None  # a plain path: `?` and `#` are file name characters
+    parts = urlsplit(uri)
+    secret = [k for k, _ in parse_qsl(parts.query, keep_blank_values=True)
+              if is_secret_key(k) or re.search(r"sig|auth|session|jwt|bearer|cred", k, re.I)]
+    if secret:
+        return f"a secret in its query ({', '.join(sorted(set(secret)))[:80]})"
+    if parts.fragment:
+        return "a fragment (where tokens are passed)"
+    return None
+
+
+def check_no_credentials(uri: str, what: str = "MLflow tracking URI") -> str:
+    """Refuse a URI carrying a credential anywhere: credentials come from the environment only
+    (``MLFLOW_TRACKING_USERNAME``/``_PASSWORD``/``_TOKEN``, instance profiles / workload identity),
+    never from a URI that would land in params, logs, ``ps`` output and the outbox. The URI itself is
+    never echoed (only its scheme and host)."""
+    where = uri_secret(uri)
+    if where is not None:
+        raise ValueError(f"{what} must not carry credentials, got {_redact(uri)} with {where}; put them in the "
+                         "environment (MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN) or use instance profiles / "
+                         "workload identity for cloud storage")
     return uri
 
 
 def _redact(uri: str) -> str:
-    return re.sub(r"//[^/@]*@", "//***@", uri)
+    """Scheme and host only (no userinfo, path, query or fragment)."""
+    parts = urlsplit(uri) if "://" in uri else None
+    return f"{parts.scheme}://{parts.hostname or ''}/..." if parts else "a path"
 
 
 def _is_outage(exc: BaseException) -> bool:
@@ -160,7 +200,7 @@ class Tracker:
         self.client = MlflowClient(self.uri)
         self.outbox = self.out_dir / OUTBOX_NAME
         self._outbox_lock = FileLock(f"{self.outbox}.lock")
-        self._remote = urlparse(self.uri).scheme in ("http", "https")
+        self._remote = urlsplit(self.uri).scheme in ("http", "https")
         self._offline_retry_s = offline_retry_s
         self._offline_until: float | None = None  # monotonic deadline while the server is down
         self._queued = False
@@ -263,9 +303,11 @@ class Tracker:
         except _Pending:
             return None
 
-    def flush_outbox(self) -> int:
+    def flush_outbox(self, *, only_own_files: bool = False) -> int:
         """Replay queued calls in order; returns how many were sent. Stops (keeping the rest) if
-        the server is still down; calls the store rejects go to ``<outbox>.rejected`` with a warning."""
+        the server is still down; calls the store rejects go to ``<outbox>.rejected`` with a warning.
+        ``only_own_files``: an outbox that may come from someone else (``sync-mlflow``) uploads only
+        files inside this folder."""
         with self._outbox_lock:
             if not self.outbox.exists():
                 return 0
@@ -274,6 +316,9 @@ class Tracker:
             sent = 0
             for i, record in enumerate(records):
                 try:
+                    if only_own_files and record["op"] == "log_artifact" and not Path(
+                            record["path"]).resolve().is_relative_to(self.out_dir):
+                        raise ValueError(f"artifact {record['path']} is outside {self.out_dir}")
                     with _http_limits(self._remote):
                         self._execute(record)
                 except Exception as exc:
@@ -282,7 +327,7 @@ class Tracker:
                         _write_lines(self.outbox, records[i:])
                         return sent
                     log.warning(
-                        "MLflow rejected a queued %s call (%s); kept in %s.rejected",
+                        "MLflow rejected a queued %s call (%.200s); kept in %s.rejected",
                         record["op"],
                         exc,
                         self.outbox,
@@ -308,7 +353,7 @@ class Tracker:
             _warned_outboxes.add(self.outbox)
             log.warning(
                 "MLflow tracking server %s unreachable (%s: %s); training goes on, calls are queued in %s "
-                "and replayed when the server answers again, or now with `ovit-ray sync-mlflow %s`",
+                "and replayed when the server answers again, or now with `ovit-ray sync-mlflow %s --mlflow-uri URI`",
                 _redact(self.uri),
                 type(exc).__name__,
                 str(exc).splitlines()[0][:200] if str(exc) else "",
@@ -339,7 +384,7 @@ class Tracker:
     def _enqueue(self, record: dict[str, Any]) -> None:
         with self._outbox_lock:
             target = self.out_dir / OUTBOX_TARGET
-            if not target.exists():  # lets `ovit-ray sync-mlflow DIR` replay it without being told where
+            if not target.exists():  # where the calls were meant to go, shown by `ovit-ray sync-mlflow`
                 target.write_text(json.dumps({"uri": _redact(self.uri), "experiment": self.experiment_name}))
             with open(self.outbox, "a") as f:
                 f.write(json.dumps(record) + "\n")
@@ -406,8 +451,8 @@ class Tracker:
     def artifacts_root(self) -> Path:
         """`artifacts/` next to a SQLite store (else in the output folder): serve it with
         `mlflow server --backend-store-uri URI --artifacts-destination ROOT`."""
-        sqlite = self.uri.startswith("sqlite:///")
-        base = Path(self.uri.removeprefix("sqlite:///")).resolve().parent if sqlite else self.out_dir
+        db = sqlite_path(self.uri)
+        base = db.resolve().parent if db is not None else self.out_dir
         return base / ARTIFACTS_DIR
 
     def _real_id(self, run_id: str) -> str:

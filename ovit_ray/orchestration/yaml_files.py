@@ -1,11 +1,28 @@
-"""Reading user YAML files (configs, sweeps, search spaces, cluster files): one clear line on any failure."""
+"""Reading user YAML files (configs, sweeps, search spaces, cluster files): one clear line on any failure.
+
+Limits (a hostile or broken file must fail fast, in bounded memory): at most `MAX_YAML_BYTES` of
+text, and at most `MAX_YAML_NODES` values once aliases are expanded (a half-kilobyte "billion laughs"
+file of nested aliases would expand to 10^9 values); recursive aliases are refused.
+"""
 
 from __future__ import annotations
 
+import reprlib
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+MAX_YAML_BYTES = 1024 * 1024
+MAX_YAML_NODES = 100_000
+_repr = reprlib.Repr()
+_repr.maxlevel, _repr.maxdict, _repr.maxlist, _repr.maxtuple, _repr.maxset = 3, 8, 8, 8, 8
+_repr.maxstring, _repr.maxlong, _repr.maxother = 80, 40, 80
+
+
+def short_repr(value: Any) -> str:
+    """`repr` bounded while it is built (never renders a huge value in full just to cut it)."""
+    return _repr.repr(value)
 
 
 def clip_line(line: str, limit: int = 300) -> str:
@@ -14,17 +31,59 @@ def clip_line(line: str, limit: int = 300) -> str:
     return line if len(line) <= limit else f"{line[:limit]}... ({len(line) - limit} more characters)"
 
 
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int]) -> int:
+    """Values under `node` with every alias expanded (memoised per node: linear in the file's size)."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_nodes:
+        raise ValueError("a recursive alias (a value that contains itself)")
+    open_nodes.add(key)
+    if isinstance(node, yaml.MappingNode):
+        size = 1 + sum(
+            _expanded_size(k, sizes, open_nodes) + _expanded_size(v, sizes, open_nodes) for k, v in node.value
+        )
+    elif isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(v, sizes, open_nodes) for v in node.value)
+    else:
+        size = 1
+    open_nodes.discard(key)
+    sizes[key] = size
+    if size > MAX_YAML_NODES:
+        raise ValueError(f"more than {MAX_YAML_NODES} values once aliases are expanded")
+    return size
+
+
+def safe_load_bounded(text: str) -> Any:
+    """`yaml.safe_load` that refuses alias bombs and recursive aliases before building anything."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node, {}, set())
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
-    """`yaml.safe_load` of a file that must hold a mapping; FileNotFoundError / ValueError naming the file."""
+    """A file that must hold a YAML mapping; FileNotFoundError / ValueError naming the file."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{what} {path} is a directory; give a YAML file")
     if not path.is_file():
         raise FileNotFoundError(f"{what} not found: {path}")
+    if path.stat().st_size > MAX_YAML_BYTES:
+        raise ValueError(f"{path}: {path.stat().st_size} bytes; a {what} may hold at most {MAX_YAML_BYTES}")
     try:
-        loaded = yaml.safe_load(path.read_text())
+        loaded = safe_load_bounded(path.read_text())
     except (yaml.YAMLError, ValueError, UnicodeDecodeError) as err:  # ValueError: e.g. a 5000-digit int
         raise ValueError(clip_line(f"{path}: not valid YAML ({' '.join(str(err).split())})")) from None
     except RecursionError:
         raise ValueError(f"{path}: not valid YAML (nested too deeply)") from None
     if not isinstance(loaded, dict):
-        raise ValueError(f"{path}: a {what} must be a YAML mapping of key: value, got {type(loaded).__name__}")
+        raise ValueError(
+            f"{path}: a {what} must be a YAML mapping of key: value, got {type(loaded).__name__}"
+        )
     return loaded

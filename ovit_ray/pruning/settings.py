@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -41,8 +42,8 @@ class PruneSettings:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name}: must be a positive integer, got {value!r}")
-        if not self.damp > 0:
-            raise ValueError(f"damp: must be > 0, got {self.damp!r}")
+        if not 0 < self.damp < math.inf:
+            raise ValueError(f"damp: must be a finite number > 0, got {self.damp!r}")
         if self.scope not in SCOPES:
             raise ValueError(f"scope: must be one of {', '.join(SCOPES)}, got {self.scope!r}")
         if self.dtype not in DTYPES:

@@ -1,0 +1,70 @@
+"""Checks of a sweep that need no Ray: what `--dry-run` runs and what a sweep runs before Ray starts.
+
+A sweep file can be valid YAML with valid types and still name a model timm does not know, a
+checkpoint or data folder that is not there: without these checks every trial would fail the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ovit_ray.orchestration.sweep_config import SweepConfig
+from ovit_ray.orchestration.yaml_files import short_repr
+
+ROOT_DATASETS = ("imagefolder", "cifar10")  # read from --data-root; nothing is downloaded
+# Tune copies these from the driver into every trial's runtime environment, which Ray logs in
+# plain text (runtime_env_agent.log): cloud credentials come from instance profiles / workload identity.
+PROPAGATED_SECRETS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN")
+
+
+def _values(sweep: SweepConfig, field: str, default: Any = None) -> list[Any]:
+    """Every value `field` takes in the sweep (its train base, or each value of its knob)."""
+    if field in sweep.knobs:
+        return list(dict.fromkeys(sweep.knobs[field].values_to_check()))
+    return [sweep.train.get(field, default)]
+
+
+def preflight_problems(sweep: SweepConfig) -> list[str]:
+    """One line per missing model, checkpoint, dataset or data folder."""
+    import timm
+
+    from ovit_ray.data.datasets import DATASET_NAMES
+    from ovit_ray.models import PRESETS
+
+    problems = []
+    for model in _values(sweep, "model", "digits-vit"):
+        if model not in PRESETS and not timm.is_model(str(model)):
+            problems.append(
+                f"model: unknown model {short_repr(model)} (not a preset: {', '.join(PRESETS)}; "
+                "not a timm architecture)"
+            )
+    for checkpoint in _values(sweep, "checkpoint"):
+        if checkpoint is not None and not Path(str(checkpoint)).expanduser().is_file():
+            problems.append(f"checkpoint: no such file {short_repr(checkpoint)}")
+    for dataset in _values(sweep, "dataset"):
+        if dataset is not None and dataset not in DATASET_NAMES:
+            problems.append(
+                f"dataset: unknown dataset {short_repr(dataset)}; valid: {', '.join(DATASET_NAMES)}"
+            )
+        if dataset in ROOT_DATASETS:
+            for root in _values(sweep, "data_root"):
+                if root is None or not Path(str(root)).expanduser().is_dir():
+                    problems.append(
+                        f"data_root: dataset {dataset} needs an existing folder, got {short_repr(root)}"
+                    )
+    return problems
+
+
+def check_sweep(path: str | Path, sweep: SweepConfig) -> None:
+    """`ValueError` with one line per problem, each naming the sweep file."""
+    problems = preflight_problems(sweep)
+    if problems:
+        raise ValueError("\n".join(f"{path}: train.{p}" for p in problems))
+
+
+def drop_propagated_secrets() -> None:
+    """Stop Tune from copying cloud credentials into trial runtime environments (Tune's own list)."""
+    from ray.tune.execution import class_cache
+
+    class_cache.ENV_VARS_TO_PROPAGATE.difference_update(PROPAGATED_SECRETS)
