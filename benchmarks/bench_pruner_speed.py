@@ -16,6 +16,13 @@ measured once per (model, B).
     .venv/bin/python benchmarks/bench_pruner_speed.py                       # full grid
     .venv/bin/python benchmarks/bench_pruner_speed.py --model small -B 192 -m 256   # 20 GB memory target
     .venv/bin/python benchmarks/bench_pruner_speed.py --layer 384x384       # 1 s target (median of 5)
+    .venv/bin/python benchmarks/bench_pruner_speed.py --elimination         # issue 14: old vs new vs ceiling
+
+Issue 14 ("old" = the pre-issue-14 path, run in the same process on the same inputs): --layer times the old
+plan/apply (eager rank-1 elimination kept in tests/reference_elimination.py, 4 MiB chunks, apply by a second
+Cholesky solve) next to the new one; --elimination times the bare elimination of a 384x384 layer for each B,
+old vs new and the panel widths 1 (eager), 16, 32 and B (fully lazy), against this machine's in-cache rank-1
+update speed measured in the same run (best of chunks of 256 KiB .. 4 MiB), counting 2 * d * B^2 flops.
 """
 
 from __future__ import annotations
@@ -36,8 +43,16 @@ from torch import nn
 
 from ovit_ray.models import create_model
 from ovit_ray.pruning import DEFAULT_PATTERNS, MaskSet, Pruner, PruneSettings, select_prunable
+from ovit_ray.pruning import pruner as pruner_module
 from ovit_ray.pruning.gradients import FisherSums, collect_fisher
 from ovit_ray.pruning.settings import DTYPES
+from ovit_ray.tensor_math.chunking import elimination_rows
+from ovit_ray.tensor_math.elimination import default_panel, greedy_eliminate
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from reference_elimination import reference_greedy_eliminate  # noqa: E402  (the pre-issue-14 elimination)
+
+OLD_CHUNK_BYTES = 4 * 2**20  # the fixed chunk size before issue 14
 
 MODELS = {"tiny": "deit_tiny_patch16_224", "small": "deit_small_patch16_224"}
 GIB = 2**30
@@ -67,7 +82,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-fisher-gib", type=float, default=20.0,
                    help="skip (model, B) whose Fisher sums d*B*itemsize bytes exceed this (default: 20)")
     p.add_argument("--layer", metavar="OUTxIN", help="time one OUTxIN layer instead (e.g. 384x384): median of --repeats")
-    p.add_argument("--repeats", type=int, default=5, help="repeats in --layer mode (default: 5)")
+    p.add_argument("--repeats", type=int, default=5, help="repeats in --layer / --elimination mode (default: 5)")
+    p.add_argument("--elimination", action="store_true",
+                   help="time the bare elimination of one --layer (default 384x384) per B: old, new, panels, ceiling")
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads in the subprocesses (default: torch's choice, one per core)")
     p.add_argument("--timeout", type=float, default=3600, help="seconds per subprocess (default: 3600)")
@@ -119,15 +136,21 @@ def accumulate(params: Mapping[str, nn.Parameter], block: int, grad_ms: Sequence
 
 
 def plan_and_apply(model: nn.Module, params: Mapping[str, nn.Parameter], settings: PruneSettings,
-                   sums: FisherSums, sparsity: float) -> tuple[float, float]:
-    """Seconds for Pruner.plan() and Pruner.apply(sparsity) on precomputed sums."""
-    pruner = Pruner(model, params, MaskSet.dense(params), settings)
+                   sums: FisherSums, sparsity: float, old: bool = False) -> tuple[float, float]:
+    """Seconds for Pruner.plan() and Pruner.apply(sparsity) on precomputed sums (old: the pre-issue-14 path)."""
+    if old:
+        settings = PruneSettings(**{**settings.__dict__, "chunk_bytes": OLD_CHUNK_BYTES})
+        pruner_module.greedy_eliminate = lambda w, h, downdates=None, **kw: reference_greedy_eliminate(w, h, **kw)
+    pruner = Pruner(model, params, MaskSet.dense(params), settings, apply_cache_bytes=0 if old else 2**29)
     pruner.fisher = sums
-    began = time.perf_counter()
-    pruner.plan()
-    planned = time.perf_counter()
-    pruner.apply(sparsity)
-    return planned - began, time.perf_counter() - planned
+    try:
+        began = time.perf_counter()
+        pruner.plan()
+        planned = time.perf_counter()
+        pruner.apply(sparsity)
+        return planned - began, time.perf_counter() - planned
+    finally:
+        pruner_module.greedy_eliminate = greedy_eliminate
 
 
 def child(config: dict) -> dict:
@@ -143,13 +166,15 @@ def child(config: dict) -> dict:
                              dtype=config["dtype"])
     result = {"weights": sum(p.numel() for p in params.values())}
     if config.get("layer"):
-        parts = {"fisher_s": [], "plan_s": [], "apply_s": [], "total_s": []}
+        parts = {f"{k}{tag}": [] for tag in ("", "_old") for k in ("fisher_s", "plan_s", "apply_s", "total_s")}
         for _ in range(config["repeats"]):
             sums, elapsed = accumulate(params, block, grad_ms, pool, settings.torch_dtype)
-            plan_s, apply_s = plan_and_apply(model, params, settings, sums, config["sparsity"])
-            for key, value in zip(parts, (elapsed[max(grad_ms)], plan_s, apply_s), strict=False):
-                parts[key].append(value)
-            parts["total_s"].append(elapsed[max(grad_ms)] + plan_s + apply_s)
+            for tag in ("_old", ""):  # old and new on the same sums, alternating
+                plan_s, apply_s = plan_and_apply(model, params, settings, sums, config["sparsity"], old=bool(tag))
+                for key, value in zip(("fisher_s", "plan_s", "apply_s"), (elapsed[max(grad_ms)], plan_s, apply_s),
+                                      strict=True):
+                    parts[key + tag].append(value)
+                parts["total_s" + tag].append(elapsed[max(grad_ms)] + plan_s + apply_s)
             del sums
         result.update({k: statistics.median(v) for k, v in parts.items()}, runs=parts)
     else:
@@ -236,29 +261,112 @@ def layer_mode(args: argparse.Namespace) -> tuple[str, list[dict]]:
               "sparsity": args.sparsity, "grad_pool": args.grad_pool, "grad_scale": args.grad_scale,
               "repeats": args.repeats}
     res = run_child(config, args)
-    row = {"layer": args.layer, "B": block, "m": m, **{k: res[k] for k in ("weights", "fisher_s", "plan_s", "apply_s",
-                                                                             "total_s", "peak_rss_gib", "runs")}}
-    text = "\n".join([
-        "| layer | B | m | sparsity | Fisher build (s) | elimination / plan (s) | apply (s) | total (s) | peak RSS (GiB) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-        f"| {args.layer} | {block} | {m} | {args.sparsity:g} | {res['fisher_s']:.3f} | {res['plan_s']:.3f} "
-        f"| {res['apply_s']:.3f} | {res['total_s']:.3f} | {res['peak_rss_gib']:.2f} |",
-        "",
-        f"median of {args.repeats} repeats per part; total = median of per-repeat totals; target < 1 s: "
-        + ("met" if res["total_s"] < 1 else "MISSED"),
-    ])
+    row = {"layer": args.layer, "B": block, "m": m, "dtype": args.dtype,
+           **{k: v for k, v in res.items() if k != "threads"}}
+    lines = ["| layer | dtype | B | m | sparsity | path | Fisher build (s) | elimination / plan (s) | apply (s) | total (s) |",
+             "|---|---|---:|---:|---:|---|---:|---:|---:|---:|"]
+    for tag, label in (("_old", "old (pre-issue-14)"), ("", "new")):
+        lines.append(f"| {args.layer} | {args.dtype} | {block} | {m} | {args.sparsity:g} | {label} "
+                     f"| {res['fisher_s' + tag]:.3f} | {res['plan_s' + tag]:.3f} | {res['apply_s' + tag]:.3f} "
+                     f"| {res['total_s' + tag]:.3f} |")
+    ratios = ", ".join(f"{k} {res[k + '_old'] / res[k]:.1f}x" for k in ("plan_s", "apply_s", "total_s"))
+    text = "\n".join(lines + ["", f"median of {args.repeats} repeats, old and new alternating on the same sums; "
+                               f"new vs old: {ratios}; peak RSS {res['peak_rss_gib']:.2f} GiB"])
     return text, [row]
+
+
+def rank1_ceiling(block: int, dtype: torch.dtype, seconds: float = 0.3) -> float:
+    """GFLOP/s of the batched in-cache rank-1 update H -= x y^T, best over chunks of 256 KiB .. 4 MiB."""
+    best = 0.0
+    for kib in (256, 512, 1024, 2048, 4096):
+        n = max(1, kib * 2**10 // (block * block * dtype.itemsize))
+        h, x, y = torch.randn(n, block, block, dtype=dtype), torch.randn(n, block, 1, dtype=dtype), torch.randn(
+            n, 1, block, dtype=dtype)
+        h.addcmul_(x, y, value=-1)
+        reps, began = 0, time.perf_counter()
+        while time.perf_counter() - began < seconds:
+            h.addcmul_(x, y, value=-1)
+            reps += 1
+        best = max(best, 2 * n * block * block * reps / (time.perf_counter() - began) / 1e9)
+    return best
+
+
+def eliminate_layer(weights: torch.Tensor, inverse: torch.Tensor, rows: int, run) -> float:
+    """Seconds to eliminate every block in chunks of `rows` (copies of H made before the clock starts)."""
+    chunks = [(weights[s : s + rows], inverse[s : s + rows].clone()) for s in range(0, len(weights), rows)]
+    began = time.perf_counter()
+    for w, h in chunks:
+        run(w, h)
+    return time.perf_counter() - began
+
+
+def elimination_child(config: dict) -> dict:
+    """Old vs new elimination of one layer for each B, and the rank-1 ceiling, in this process."""
+    if config.get("threads"):
+        torch.set_num_threads(config["threads"])
+    torch.manual_seed(0)
+    dtype, (out_features, in_features) = DTYPES[config["dtype"]], config["layer"]
+    results = []
+    for block in config["block_sizes"]:
+        n = out_features * in_features // block
+        grads = torch.randn(n, block, 2 * block, dtype=torch.float64) * 1e-3
+        fisher = grads @ grads.transpose(1, 2) / (2 * block) + config["damp"] * torch.eye(block, dtype=torch.float64)
+        inverse = torch.cholesky_inverse(torch.linalg.cholesky(fisher)).to(dtype).contiguous()
+        weights = torch.randn(n, block, dtype=dtype) * 0.02
+        new_rows = elimination_rows(block, dtype, torch.device("cpu"), default_panel(block))
+        variants = {"old": (max(1, OLD_CHUNK_BYTES // (block * block * dtype.itemsize)), reference_greedy_eliminate),
+                    "new": (new_rows, greedy_eliminate)}
+        for label, panel in (("eager (panel 1)", 1), ("panel 16", 16), ("panel 32", 32), ("lazy (panel B)", block)):
+            variants[label] = (elimination_rows(block, dtype, torch.device("cpu"), panel),
+                                          lambda w, h, panel=panel: greedy_eliminate(w, h, panel=panel))
+        times: dict[str, list[float]] = {k: [] for k in variants}
+        ceiling = []
+        for _ in range(config["repeats"]):
+            ceiling.append(rank1_ceiling(block, dtype))
+            for key, (rows, run) in variants.items():
+                times[key].append(eliminate_layer(weights, inverse, rows, run))
+        flops = 2 * n * block**3
+        row = {"B": block, "ceiling_gflops": statistics.median(ceiling), "new_rows": new_rows,
+               "new_panel": default_panel(block)}
+        for key, values in times.items():
+            row[key] = {"s": statistics.median(values), "gflops": flops / statistics.median(values) / 1e9}
+        results.append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+    return {"rows": results, "threads": torch.get_num_threads()}
+
+
+def elimination_mode(args: argparse.Namespace) -> tuple[str, list[dict]]:
+    out_features, in_features = (int(v) for v in (args.layer or "384x384").lower().split("x"))
+    config = {"elimination": True, "layer": [out_features, in_features], "block_sizes": args.block_size,
+              "dtype": args.dtype, "damp": args.damp, "repeats": args.repeats}
+    res = run_child(config, args)
+    keys = list(dict.fromkeys(k for r in res["rows"] for k in r if isinstance(r[k], dict)))
+    lines = ["| B | rank-1 ceiling (GFLOP/s) | " + " | ".join(keys) + " | new vs old | new / ceiling |",
+             "|---:|---:|" + "---:|" * (len(keys) + 2)]
+    for r in res["rows"]:
+        cells = " | ".join(f"{r[k]['s']:.3f} s ({r[k]['gflops']:.1f})" for k in keys)
+        lines.append(f"| {r['B']} | {r['ceiling_gflops']:.1f} | {cells} | {r['old']['s'] / r['new']['s']:.2f}x "
+                     f"| {100 * r['new']['gflops'] / r['ceiling_gflops']:.0f}% |")
+    text = "\n".join(lines + ["", f"{args.layer or '384x384'} layer, {args.dtype}; cells: median seconds (GFLOP/s at "
+                               f"2 d B^2); median of {args.repeats} repeats, variants alternating; new = panel "
+                               f"{', '.join(str(r['new_panel']) for r in res['rows'])} and chunks of "
+                               f"{', '.join(str(r['new_rows']) for r in res['rows'])} blocks"])
+    return text, [{**r, "layer": args.layer or "384x384", "dtype": args.dtype} for r in res["rows"]]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     layer_defaults = bool(args.layer)
-    args.block_size = args.block_size or ([64] if layer_defaults else [16, 64, 192, 256])
+    default_blocks = [64, 128, 192, 256] if args.elimination else [64] if layer_defaults else [16, 64, 192, 256]
+    args.block_size = args.block_size or default_blocks
     args.num_grads = args.num_grads or ([256] if layer_defaults else [64, 256, 1024])
     if args.child:
-        print(json.dumps(child(json.loads(args.child))))
+        config = json.loads(args.child)
+        print(json.dumps(elimination_child(config) if config.get("elimination") else child(config)))
         return 0
-    if args.layer:
+    if args.elimination:
+        text, rows = elimination_mode(args)
+    elif args.layer:
         text, rows = layer_mode(args)
     else:
         rows = grid_rows(args)

@@ -93,16 +93,26 @@ class Pruner:
                 progress=progress,
             )
 
-    def _fisher_chunks(self, name: str, rows: int | None = None) -> Iterator[tuple[slice, torch.Tensor]]:
-        """Dampened Fisher blocks of one tensor in chunks of `rows` blocks (default: settings.chunk_bytes or the
-        elimination's cache-derived size), in the compute dtype."""
+    def _inverse_chunks(self, name: str) -> Iterator[tuple[slice, torch.Tensor]]:
+        """Inverse dampened Fisher blocks of one tensor in elimination-sized chunks, in the compute dtype.
+
+        The inverse is formed in the sums' precision when that is higher (float64 sums, float32 elimination):
+        1/lambda ~ 1e7..1e8 makes the factorisation the precision-critical step, not the elimination.
+        """
         if self.fisher is None:
             raise RuntimeError("collect() must run before plan() for Fisher-based methods")
         sums, dtype = self.fisher.sums[name], self.settings.torch_dtype
-        rows = rows or self._chunk_rows(sums.device)
+        rows = self._chunk_rows(sums.device)
         for start in range(0, sums.shape[0], rows):
             chunk = slice(start, start + rows)
-            yield chunk, fisher_from_sums(sums[chunk], self.fisher.count, self.settings.damp, dtype)
+            fisher = fisher_from_sums(
+                sums[chunk], self.fisher.count, self.settings.damp, self._work_dtype(sums)
+            )
+            yield chunk, invert_spd(fisher).to(dtype)
+
+    def _work_dtype(self, sums: torch.Tensor) -> torch.dtype:
+        dtype = self.settings.torch_dtype
+        return sums.dtype if sums.dtype.itemsize > dtype.itemsize else dtype
 
     def _chunk_rows(self, device: torch.device) -> int:
         block, dtype = self.settings.block_size, self.settings.torch_dtype
@@ -144,10 +154,10 @@ class Pruner:
             downdates = weights.new_empty(n, steps, block)
             self._cache_left -= downdates.numel() * downdates.dtype.itemsize
         orders, losses, coeffs = [], [], []
-        for chunk, fisher in self._fisher_chunks(name):
+        for chunk, inverse in self._inverse_chunks(name):
             result = greedy_eliminate(
                 weights[chunk],
-                invert_spd(fisher),
+                inverse,
                 update_weights=True,
                 downdates=None if downdates is None else downdates[chunk],
                 **group_args,
@@ -188,7 +198,7 @@ class Pruner:
     def _plan_woodfisher(self, name: str) -> _TensorPlan:
         weights = self._blocks(name)
         saliency = torch.cat(
-            [woodfisher_saliency(weights[c], invert_spd(f)) for c, f in self._fisher_chunks(name)]
+            [woodfisher_saliency(weights[c], inverse) for c, inverse in self._inverse_chunks(name)]
         )
         return self._plan_by_position(name, saliency)
 
@@ -253,7 +263,7 @@ class Pruner:
         if method == "ovit":
             return self._write_ovit(name, weights, pruned)
         return torch.cat(
-            [woodfisher_update(weights[c], invert_spd(f), pruned[c]) for c, f in self._fisher_chunks(name)]
+            [woodfisher_update(weights[c], inverse, pruned[c]) for c, inverse in self._inverse_chunks(name)]
         )
 
     def _write_ovit(self, name: str, weights: torch.Tensor, pruned: torch.Tensor) -> torch.Tensor:

@@ -121,8 +121,9 @@ def greedy_eliminate(
 
 
 def default_panel(block: int) -> int:
-    """Panel width of the delayed downdate (measured in benchmarks/bench_pruner_speed.py --elimination)."""
-    return max(1, min(block, 32))
+    """Panel width of the delayed downdate: B/4 between 8 and 32 (measured: benchmarks/bench_pruner_speed.py
+    --elimination; wider panels make the per-step column correction dearer, narrower ones the GEMM less efficient)."""
+    return min(block, 32, max(8, block // 4))
 
 
 def prefix_weights(
