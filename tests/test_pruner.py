@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ovit_ray.pruning import MaskSet, Pruner, PruneSettings, select_prunable
-from ovit_ray.pruning.gradients import FisherSums
+from ovit_ray.pruning.gradients import FisherSums, collect_fisher
 from ovit_ray.tensor_math.blocks import to_blocks
 from ovit_ray.tensor_math.fisher import fisher_from_sums
 from ovit_ray.tensor_math.selection import is_nm_valid
@@ -259,3 +259,32 @@ def test_apply_cache_cap_keeps_downdates_only_within_budget():
     one_tensor = 32 * 64 * 64 * 8  # downdates of layer 0 at B=64, float64
     pruner = quadratic_pruner("ovit", block=64, m=16, shapes=two, cache=one_tensor)
     assert [plan.downdates is not None for plan in pruner._plans.values()] == [True, False]
+
+
+def test_collect_fisher_equals_masked_outer_products_and_restores_the_model():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    params = select_prunable(model, [r"0\.weight"])
+    masks = MaskSet({"0.weight": torch.rand(8, 6) > 0.3})
+    batches = [(torch.randn(4, 6), torch.randint(0, 3, (4,))) for _ in range(5)]
+    threads = torch.get_num_threads()
+    sums = collect_fisher(model, params, masks, batches, num_grads=7, block_size=16, buffer_bytes=3 * 48 * 8)
+    assert all(p.requires_grad and p.grad is None for p in model.parameters()) and model.training
+    assert torch.get_num_threads() == threads
+    expected = torch.zeros(3, 16, 16, dtype=torch.float64)
+    for inputs, targets in (batches * 2)[:7]:  # the loader is re-iterated past its end
+        model.zero_grad()
+        nn.functional.cross_entropy(model(inputs), targets).backward()
+        g = to_blocks((model[0].weight.grad * masks["0.weight"]).reshape(-1).double(), 16)
+        expected += g.unsqueeze(2) * g.unsqueeze(1)
+    assert sums.count == 7
+    torch.testing.assert_close(sums.sums["0.weight"], expected)
+
+
+def test_default_float32_elimination_on_float64_fisher_gives_the_float64_masks():
+    assert (PruneSettings().dtype, PruneSettings().fisher_dtype) == ("float32", "float64")
+    masks = {}
+    for dtype in ("float64", "float32"):
+        pruner = quadratic_pruner("ovit", m=64, dtype=dtype)
+        masks[dtype] = [pruner.apply(s) for s in (0.5, 0.9)]
+    assert all(a.equals(b) for a, b in zip(masks["float64"], masks["float32"], strict=True))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import torch
@@ -13,6 +14,9 @@ from ovit_ray.tensor_math.blocks import num_blocks, to_blocks
 from ovit_ray.tensor_math.fisher import accumulate_outer
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# Below this many parameters a forward/backward is a chain of tiny ops: intra-op threads gain little, and on a
+# shared or oversubscribed machine they cost 10-20x (measured on the digits preset, BENCHMARKS.md, issue 14).
+SMALL_MODEL_PARAMS = 2_000_000
 
 
 class FisherSums:
@@ -33,17 +37,25 @@ class FisherSums:
         self.block_size = block_size
         self.count = 0
         self.sums = {
-            name: torch.zeros(num_blocks(numel, block_size), block_size, block_size, device=device, dtype=dtype)
+            name: torch.zeros(
+                num_blocks(numel, block_size), block_size, block_size, device=device, dtype=dtype
+            )
             for name, numel in shapes.items()
         }
         self._buffer = {
-            name: torch.zeros(buffer_grads, numel, device=device, dtype=dtype) for name, numel in shapes.items()
+            name: torch.empty(buffer_grads, numel, device=device, dtype=dtype)
+            for name, numel in shapes.items()
         }
         self._filled = 0
 
-    def add(self, grads: Mapping[str, torch.Tensor]) -> None:
+    def add(self, grads: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor] | None = None) -> None:
+        """Append one gradient per tensor; with flat `masks`, multiplied by them in the same pass."""
         for name, grad in grads.items():
-            self._buffer[name][self._filled] = grad.reshape(-1)
+            row = self._buffer[name][self._filled]
+            if masks is None:
+                row.copy_(grad.reshape(-1))
+            else:
+                torch.mul(grad.reshape(-1), masks[name], out=row)
         self._filled += 1
         self.count += 1
         if self._filled == next(iter(self._buffer.values())).shape[0]:
@@ -87,23 +99,61 @@ def collect_fisher(
     The sums are kept in `dtype`: float64 keeps lambda meaningful next to large gradient products, float32
     halves the memory (d * B * 4 bytes) for large models. Every flush of the gradient buffer is one pass
     over all sums, so the buffer (`buffer_bytes`) should hold as many gradients as memory allows.
+    Per batch only what the Fisher needs is done: weight gradients of `params` alone (other parameters are
+    frozen for the duration), the mask multiply fused into the copy into the buffer, masks moved to the
+    device once; small models run with one intra-op thread (SMALL_MODEL_PARAMS). All of it is restored.
     """
     device = next(iter(params.values())).device
     total = sum(p.numel() for p in params.values())
     buffer_grads = max(1, min(num_grads, buffer_bytes // (dtype.itemsize * total)))
     sums = FisherSums({n: p.numel() for n, p in params.items()}, block_size, buffer_grads, device, dtype)
+    flat_masks = {n: masks[n].to(device).reshape(-1) for n in params}  # moved once, not per batch
     was_training = model.training
     model.eval()
     stream = endless(batches)
-    with Progress(disable=not progress, transient=True) as bar:
+    with (
+        _only_these_need_grad(model, params),
+        _threads_for(model),
+        Progress(disable=not progress, transient=True) as bar,
+    ):
         task = bar.add_task(f"collecting {num_grads} gradients", total=num_grads)
         for _ in range(num_grads):
             inputs, targets = next(stream)
-            model.zero_grad(set_to_none=True)
-            loss_fn(model(inputs.to(device)), targets.to(device)).backward()
-            sums.add({n: p.grad * masks[n].to(device) for n, p in params.items()})
+            for p in params.values():
+                p.grad = None
+            loss_fn(
+                model(inputs.to(device, non_blocking=True)), targets.to(device, non_blocking=True)
+            ).backward()
+            sums.add({n: p.grad for n, p in params.items()}, flat_masks)
             bar.advance(task)
     sums.flush()
     model.zero_grad(set_to_none=True)
     model.train(was_training)
     return sums
+
+
+@contextlib.contextmanager
+def _only_these_need_grad(model: nn.Module, params: Mapping[str, nn.Parameter]) -> Iterator[None]:
+    """Backward computes weight gradients only for `params` (patch embedding, norms, head are skipped)."""
+    wanted = {id(p) for p in params.values()}
+    others = [p for p in model.parameters() if p.requires_grad and id(p) not in wanted]
+    for p in others:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in others:
+            p.requires_grad_(True)
+
+
+@contextlib.contextmanager
+def _threads_for(model: nn.Module) -> Iterator[None]:
+    """One intra-op thread for small models (see SMALL_MODEL_PARAMS), restored afterwards."""
+    before = torch.get_num_threads()
+    small = sum(p.numel() for p in model.parameters()) < SMALL_MODEL_PARAMS
+    if small:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

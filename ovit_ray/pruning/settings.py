@@ -21,6 +21,9 @@ class PruneSettings:
     damp is the absolute dampening lambda added to the Fisher of gradients of the *mean* loss over
     batches of `grad_batch_size`; it scales with gradient magnitude, so keep the three together.
     pattern (N, M) makes masks N:M semi-structured; the sparsity is then (M - N) / M.
+    dtype is the elimination's precision, fisher_dtype that of the Fisher sums and their inverse: float32
+    elimination on a float64 inverse gave >= 99.998% the float64 masks (lambda 1e-8..1e-6, B 64/192, real
+    gradients; BENCHMARKS.md, issue 14), all-float32 as little as 98.6%; float32 sums halve memory for large models.
     """
 
     method: str = "ovit"
@@ -30,7 +33,8 @@ class PruneSettings:
     grad_batch_size: int = 16
     pattern: tuple[int, int] | None = None
     scope: str = "global"
-    dtype: str = "float64"
+    dtype: str = "float32"
+    fisher_dtype: str = "float64"
     chunk_bytes: int | None = None  # inverse-Fisher bytes per elimination chunk; None: sized from B and the cache
 
     def __post_init__(self) -> None:
@@ -46,8 +50,9 @@ class PruneSettings:
             raise ValueError(f"damp: must be a finite number > 0, got {self.damp!r}")
         if self.scope not in SCOPES:
             raise ValueError(f"scope: must be one of {', '.join(SCOPES)}, got {self.scope!r}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype: must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        for name in ("dtype", "fisher_dtype"):
+            if getattr(self, name) not in DTYPES:
+                raise ValueError(f"{name}: must be one of {', '.join(DTYPES)}, got {getattr(self, name)!r}")
         if self.pattern is not None:
             keep, group = self.pattern
             if not 0 < keep < group:

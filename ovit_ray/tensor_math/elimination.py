@@ -121,9 +121,10 @@ def greedy_eliminate(
 
 
 def default_panel(block: int) -> int:
-    """Panel width of the delayed downdate: B/4 between 8 and 32 (measured: benchmarks/bench_pruner_speed.py
-    --elimination; wider panels make the per-step column correction dearer, narrower ones the GEMM less efficient)."""
-    return min(block, 32, max(8, block // 4))
+    """Panel width of the delayed downdate: 16 (measured for B in {64, 128, 192, 256}, benchmarks/
+    bench_pruner_speed.py --elimination: wider panels make the per-step column correction dearer, narrower
+    ones the panel's matrix product less efficient)."""
+    return min(block, 16)
 
 
 def prefix_weights(
