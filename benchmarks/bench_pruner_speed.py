@@ -88,7 +88,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads in the subprocesses (default: torch's choice, one per core)")
     p.add_argument("--timeout", type=float, default=3600, help="seconds per subprocess (default: 3600)")
-    p.add_argument("--out", help="also write the rows as JSON lines to OUT/speed.jsonl")
+    p.add_argument("--out", help="also write the rows as JSON lines to OUT/speed.jsonl (grid mode: and the masks)")
+    p.add_argument("--device", default="cpu", help="device for the grid mode (e.g. cuda; default: cpu)")
     p.add_argument("--child", help=argparse.SUPPRESS)  # JSON config of one subprocess run
     return p.parse_args(argv)
 
@@ -124,7 +125,8 @@ def accumulate(params: Mapping[str, nn.Parameter], block: int, grad_ms: Sequence
     """Fold max(grad_ms) pooled gradients into fresh sums; returns the sums and the elapsed seconds at each m."""
     shapes = {n: p.numel() for n, p in params.items()}
     buffer = buffer_grads(sum(shapes.values()), max(grad_ms), dtype)
-    sums = FisherSums(shapes, block, buffer, torch.device("cpu"), dtype)
+    device = next(iter(params.values())).device
+    sums = FisherSums(shapes, block, buffer, device, dtype)
     marks, elapsed = set(grad_ms), {}
     began = time.perf_counter()
     for k in range(1, max(grad_ms) + 1):
@@ -136,7 +138,8 @@ def accumulate(params: Mapping[str, nn.Parameter], block: int, grad_ms: Sequence
 
 
 def plan_and_apply(model: nn.Module, params: Mapping[str, nn.Parameter], settings: PruneSettings,
-                   sums: FisherSums, sparsity: float, old: bool = False) -> tuple[float, float]:
+                   sums: FisherSums, sparsity: float, old: bool = False,
+                   save_masks: str | None = None) -> tuple[float, float]:
     """Seconds for Pruner.plan() and Pruner.apply(sparsity) on precomputed sums (old: the pre-issue-14 path)."""
     if old:
         settings = PruneSettings(**{**settings.__dict__, "chunk_bytes": OLD_CHUNK_BYTES})
@@ -147,7 +150,11 @@ def plan_and_apply(model: nn.Module, params: Mapping[str, nn.Parameter], setting
         began = time.perf_counter()
         pruner.plan()
         planned = time.perf_counter()
-        pruner.apply(sparsity)
+        masks = pruner.apply(sparsity)
+        if save_masks:
+            torch.save(masks.state_dict(), save_masks)
+        if next(iter(params.values())).is_cuda:
+            torch.cuda.synchronize()
         return planned - began, time.perf_counter() - planned
     finally:
         pruner_module.greedy_eliminate = greedy_eliminate
@@ -159,11 +166,13 @@ def child(config: dict) -> dict:
         torch.set_num_threads(config["threads"])
     torch.manual_seed(0)
     model, params = prunable(config)
+    device = torch.device(config.get("device") or "cpu")
+    model.to(device)
     scale = config["grad_scale"]
-    pool = [{n: torch.randn(p.numel()) * scale for n, p in params.items()} for _ in range(config["grad_pool"])]
+    pool = [{n: (torch.randn(p.numel()) * scale).to(device) for n, p in params.items()} for _ in range(config["grad_pool"])]
     block, grad_ms = config["block_size"], sorted(config["measured_ms"])
     settings = PruneSettings(method="ovit", block_size=block, num_grads=max(grad_ms), damp=config["damp"],
-                             dtype=config["dtype"])
+                             dtype=config["dtype"], fisher_dtype=config["dtype"])
     result = {"weights": sum(p.numel() for p in params.values())}
     if config.get("layer"):
         parts = {f"{k}{tag}": [] for tag in ("", "_old") for k in ("fisher_s", "plan_s", "apply_s", "total_s")}
@@ -179,7 +188,9 @@ def child(config: dict) -> dict:
         result.update({k: statistics.median(v) for k, v in parts.items()}, runs=parts)
     else:
         sums, elapsed = accumulate(params, block, grad_ms, pool, settings.torch_dtype)
-        plan_s, apply_s = plan_and_apply(model, params, settings, sums, config["sparsity"])
+        # masks saved for comparing devices (the random draws are made on the CPU, so inputs are identical)
+        plan_s, apply_s = plan_and_apply(model, params, settings, sums, config["sparsity"],
+                                         save_masks=config.get("save_masks"))
         result.update(fisher_s={str(m): s for m, s in elapsed.items()}, plan_s=plan_s, apply_s=apply_s)
     result["threads"] = torch.get_num_threads()
     result["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB
@@ -220,7 +231,8 @@ def grid_rows(args: argparse.Namespace) -> list[dict]:
             measured = sorted({m if cap is None else min(m, cap) for m in args.num_grads})
             config = {"model": model_key, "block_size": block, "measured_ms": measured, "damp": args.damp,
                       "sparsity": args.sparsity, "blocks": args.blocks, "grad_pool": args.grad_pool, "dtype": args.dtype,
-                      "grad_scale": args.grad_scale}
+                      "grad_scale": args.grad_scale, "device": args.device,
+                      "save_masks": args.out and str(Path(args.out) / f"masks_{model_key}_B{block}_{args.device}.pt")}
             began = time.perf_counter()
             res = run_child(config, args)
             scale = 1.0 if not args.blocks or args.blocks >= depth else depth / args.blocks
@@ -364,6 +376,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = json.loads(args.child)
         print(json.dumps(elimination_child(config) if config.get("elimination") else child(config)))
         return 0
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
     if args.elimination:
         text, rows = elimination_mode(args)
     elif args.layer:
