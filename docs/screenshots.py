@@ -22,7 +22,7 @@ from ovit_ray.orchestration.mlflow_ui import compare_url, experiment_url, render
 from ovit_ray.orchestration.report_table import sweep_objective
 
 ROOT = Path(__file__).resolve().parents[1]
-SIZE = (1800, 1100)
+SIZE = (1800, 1300)
 
 
 def ensure_sweep(out: Path) -> None:
@@ -59,8 +59,9 @@ def main() -> int:
             "mlflow_chart_view.png": experiment_url(server.url, exp, "chart", objective=objective),
             "mlflow_compare.png": compare_url(server.url, exp, [r.info.run_id for r in trials]),
         }
-        for name, url in shots.items():
-            render(url, screenshot=(img / name).resolve(), size=SIZE, budget_ms=40000)
+        for name, url in shots.items():  # the trial's charts page is tall: the series come after the epoch metrics
+            size = (SIZE[0], 2600) if name == "mlflow_trial_charts.png" else SIZE
+            render(url, screenshot=(img / name).resolve(), size=size, budget_ms=60000)
             print(f"{img / name}  <- {url}")
     finally:
         server.stop()

@@ -139,7 +139,7 @@ def trial_table(out: str | Path, results: Sequence[Row], trials: Sequence[Row] =
         cells.update({f"top1_at_{s:g}": _percent(t["targets"].get(s)) for s in targets})
         if shown_objective:
             value = t.get(metric)
-            cells[metric] = _percent(value) if metric.startswith("top1") else _hours(value)
+            cells[metric] = _percent(value) if "top1" in metric else _hours(value)
         cells["epochs"] = "-" if t.get("epochs_total") is None else str(t["epochs_total"])
         cells[f"{unit}_hours"] = _hours(t.get(f"trial_{unit}_hours"))
         rows.append(cells)

@@ -31,12 +31,14 @@ TRIALS_FILE = "trials.parquet"
 KEY_COLUMNS = ["trial_id", "strategy", "target_sparsity"]
 TRIAL_METRICS = ("top1_final", "top1_mean", "val_top1_final", "val_top1_mean", "epochs_total", "cpu_hours", "gpu_hours", "loop_seconds",
                  "trial_seconds", "overhead_seconds")
-# Per-target top-1 also as one series with step = sparsity in %: MLflow's chart view then draws each
-# trial's top-1 vs sparsity curve (and overlays trials), which one key per target cannot.
+# Per-target top-1 as one series per metric with step = sparsity in %: MLflow's chart view then draws each
+# trial's top-1 vs sparsity curve (and overlays trials). One key per target (`target_0.5000/top1`, as the
+# trial reports them) would make a section of single-point charts per target: those stay in Parquet only.
 FRONTIER_METRIC = "top1_vs_sparsity"
 PRUNED_TAG = "pruned"
 _NOT_LOGGED = set(AUTO_RESULT_KEYS) | {"epoch", "run_index", "done", TRIAL_COMPLETE}
-_TARGET_TOP1 = re.compile(r"target_([0-9.]+)/top1")
+_TARGET_KEY = re.compile(r"target_([0-9.]+)/(.+)")
+_FRONTIER = {"top1": FRONTIER_METRIC, "val_top1": f"val_{FRONTIER_METRIC}"}
 
 
 def trial_knobs(sweep: SweepConfig, fixed: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
@@ -52,13 +54,13 @@ def trial_params(sweep: SweepConfig, fixed: Mapping[str, Any], config: Mapping[s
     return {**make_config(sweep.run_values(knobs)).used_values(), "strategy": knobs["strategy"]}
 
 
-def frontier_points(metrics: Mapping[str, Any]) -> dict[int, float]:
-    """{round(target * 100): top-1} of the targets whose window closed in this report."""
-    points = {}
+def frontier_points(metrics: Mapping[str, Any]) -> dict[int, dict[str, float]]:
+    """{round(target * 100): {series: value}} of the targets whose window closed in this report."""
+    points: dict[int, dict[str, float]] = {}
     for key, value in metrics.items():
-        match = _TARGET_TOP1.fullmatch(key)
-        if match:
-            points[round(float(match.group(1)) * 100)] = float(value)
+        match = _TARGET_KEY.fullmatch(key)
+        if match and match.group(2) in _FRONTIER:
+            points.setdefault(round(float(match.group(1)) * 100), {})[_FRONTIER[match.group(2)]] = float(value)
     return points
 
 
@@ -122,12 +124,12 @@ class SweepTracking(Callback):
 
     def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
         skip = _NOT_LOGGED | (set(PROGRESS_KEYS) - set(TRIAL_METRICS) if result.get(TRIAL_COMPLETE) else set())
-        numeric = {k: v for k, v in result.items() if k not in skip
+        numeric = {k: v for k, v in result.items() if k not in skip and not _TARGET_KEY.fullmatch(k)
                    and isinstance(v, int | float) and not isinstance(v, bool)}
         child = self._child(trial)
         self.tracker.log_metrics(child, numeric, step=int(result.get(TRAINING_ITERATION, 0)))
-        for step, top1 in frontier_points(result).items():
-            self.tracker.log_metrics(child, {FRONTIER_METRIC: top1}, step=step)
+        for step, series in frontier_points(result).items():
+            self.tracker.log_metrics(child, series, step=step)
 
     def _trial_row(self, trial: Trial, status: str) -> None:
         """The trial's row in trials.parquet however it ended; stopped and failed ones carry what they spent."""
