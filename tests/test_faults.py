@@ -146,7 +146,7 @@ def test_corrupt_checkpoint_is_named_and_the_previous_one_used(
     from ovit_ray.training.gradual import CorruptCheckpointError, GradualSpec, LocalReporter, run_gradual
 
     spec = GradualSpec(steps=[(0, 0.5), (1, 0.8)], windows=[(0.5, 0, 1), (0.8, 1, 3)], method="magnitude",
-                       block_size=32, num_grads=8, max_steps_per_epoch=2, best_dir=str(tmp_path / "best"))
+                       block_size=32, num_grads=8, max_steps_per_epoch=2)
 
     def stop_at_2(epoch: int, rank: int) -> None:
         if epoch == 2:
@@ -160,7 +160,7 @@ def test_corrupt_checkpoint_is_named_and_the_previous_one_used(
 
     reports: list[dict[str, Any]] = []
     reporter = RayReporter(lambda metrics, checkpoint: reports.append(metrics),
-                           lambda: Checkpoint.from_directory(str(latest)), 0, 1, None, spec.total_epochs)
+                           lambda: Checkpoint.from_directory(str(latest)), 0, 1, spec.total_epochs)
     with caplog.at_level(logging.ERROR):
         summary = run_gradual(spec, reporter)
     assert f"checkpoint {state} cannot be read" in caplog.text

@@ -17,7 +17,7 @@ class Crash(Exception):
 
 def test_resume_after_crash_matches_uninterrupted_run(tmp_path):
     # magnitude: resuming does not depend on the method, and it keeps this test fast
-    spec = GradualSpec(**{**SPEC, "method": "magnitude", "max_steps_per_epoch": 2}, best_dir=str(tmp_path / "best"))
+    spec = GradualSpec(**{**SPEC, "method": "magnitude", "max_steps_per_epoch": 2})
     whole = run_gradual(spec, LocalReporter(tmp_path / "whole"))
 
     def crash_at_2(epoch: int, rank: int) -> None:
@@ -36,8 +36,12 @@ def test_resume_after_crash_matches_uninterrupted_run(tmp_path):
     assert [t["top1"] for t in resumed["targets"]] == [t["top1"] for t in whole["targets"]]
     for row in whole["targets"]:
         assert abs(row["achieved_sparsity"] - row["target_sparsity"]) < 1e-5  # round(s * d) weights
-    assert sorted(p.name for p in (tmp_path / "best").iterdir()) == sorted(
-        f"target_{t['target_sparsity']:.4f}_epoch{t['best_epoch']:04d}.safetensors" for t in whole["targets"])
+    for summary, root in ((whole, "whole"), (resumed, "crashed")):  # superseded best files are dropped
+        assert sorted(p.name for p in (tmp_path / root / "best").iterdir()) == sorted(
+            f"target_{t['target_sparsity']:.4f}_epoch{t['best_epoch']:04d}.safetensors" for t in whole["targets"])
+        assert [t["checkpoint"] for t in summary["targets"]] == [
+            str(tmp_path / root / "best" / f"target_{t['target_sparsity']:.4f}_epoch{t['best_epoch']:04d}.safetensors")
+            for t in whole["targets"]]
 
 
 def test_best_checkpoint_is_picked_on_val_and_reported_on_test(tmp_path):

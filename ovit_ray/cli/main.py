@@ -26,7 +26,7 @@ DESCRIPTION = ("Second-order (oViT) pruning of vision transformers on Ray: one-s
 # Each module defines `HELP` (its line in `ovit-ray --help`) and `register(subparsers)`, which adds its
 # parser and sets `func(args) -> int`.
 COMMAND_MODULES = ("prune", "sweep", "report", "cluster", "mlflow-server", "sync-mlflow", "train",
-                   "compare-strategies", "transfer")
+                   "compare-strategies", "transfer", "export", "evaluate")
 # Failures that mean the user asked for something impossible: a bad value, a missing, unreadable or
 # unwritable file (OSError covers permissions, a directory where a file belongs, a full disk).
 USER_ERRORS = (ValueError, OSError)

@@ -16,6 +16,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--address", help="join a running Ray cluster: auto or HOST:PORT (default: start an embedded one)")
     p.add_argument("--resume", action="store_true", help="continue the sweep in --out; finished trials are kept")
     p.add_argument("--mlflow-uri", help="MLflow tracking URI (default: the sweep's, else SQLite inside --out)")
+    p.add_argument("--add-trials", type=int, default=0, metavar="N",
+                   help="extend the finished sweep in --out by N trials (Optuna continues its stored study)")
+    p.add_argument("--optuna-storage", metavar="URI",
+                   help="Optuna study storage (default: sqlite:///<out>/optuna.db; open with optuna-dashboard)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved trials and resources; start nothing")
     p.set_defaults(func=run)
 
@@ -42,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
         if not args.address:
             print(f"(concurrency estimated for this machine: {os.cpu_count()} CPU, GPUs not probed)")
         return 0
-    outcome = run_sweep(args.file, out, address=args.address, resume=args.resume, mlflow_uri=args.mlflow_uri)
+    outcome = run_sweep(args.file, out, address=args.address, resume=args.resume, mlflow_uri=args.mlflow_uri,
+                        add_trials=args.add_trials, optuna_storage=args.optuna_storage)
     t = outcome.totals
     print(f"sweep {sweep.name}: {t['trials_finished']:.0f} finished, {t['trials_stopped_early']:.0f} stopped early, "
           f"{t['trials_failed']:.0f} failed; {t['epochs_total']:.0f} epochs, {t['cpu_hours_total']:.3f} CPU-h, "

@@ -1,7 +1,7 @@
 """Model registry (presets + timm), checkpoint files and the cache directory."""
 
 from .checkpoint import SUFFIXES, cache_dir, load_checkpoint, save_checkpoint
-from .registry import PRESETS, PresetSpec, UnknownModelError, create_model
+from .registry import PRESETS, PresetSpec, UnknownModelError, create_model, timm_spec
 
 __all__ = [
     "PRESETS",
@@ -12,4 +12,5 @@ __all__ = [
     "create_model",
     "load_checkpoint",
     "save_checkpoint",
+    "timm_spec",
 ]

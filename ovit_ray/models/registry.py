@@ -45,6 +45,20 @@ PRESETS: dict[str, PresetSpec] = {
 }
 
 
+# Presets have no timm name of their own; timm's ViT constructors let kwargs override the whole
+# architecture, so this name plus a preset's kwargs builds exactly the preset's VisionTransformer.
+PRESET_TIMM_NAME = "vit_tiny_patch16_224"
+
+
+def timm_spec(name: str, *, num_classes: int, image_size: int) -> tuple[str, dict[str, Any]]:
+    """`(timm name, kwargs)` such that `timm.create_model(name, **kwargs)` builds the architecture that
+    `create_model` builds for a job on data with `num_classes` classes of `image_size` pixels."""
+    if name in PRESETS:
+        spec = PRESETS[name]
+        return PRESET_TIMM_NAME, {"img_size": spec.image_size, **spec.arch, "num_classes": num_classes}
+    return name, {"num_classes": num_classes, "img_size": image_size}
+
+
 def _unknown(name: str) -> UnknownModelError:
     close = difflib.get_close_matches(name, [*PRESETS, *timm.list_models()], n=5)
     hint = f"; did you mean {', '.join(close)}?" if close else ""

@@ -164,14 +164,13 @@ class GradualConfig(BaseModel):
                                               steps_per_target=len(epochs), interpolation=self.interpolation)
         return [(e, s) for e, (_, s) in zip(epochs, ramp.steps, strict=True)], [(target, start, end)]
 
-    def to_spec(self, steps: Steps | None = None, windows: Windows | None = None,
-                best_dir: str | None = None) -> GradualSpec:
+    def to_spec(self, steps: Steps | None = None, windows: Windows | None = None) -> GradualSpec:
         from ovit_ray.training.gradual import GradualSpec
 
         default_steps, default_windows = self.schedule()
         return GradualSpec(
-            steps=steps or default_steps, windows=windows or default_windows, best_dir=best_dir,
-            **self.model_dump(include=set(GradualSpec.__dataclass_fields__) - {"steps", "windows", "best_dir"}),
+            steps=steps or default_steps, windows=windows or default_windows,
+            **self.model_dump(include=set(GradualSpec.__dataclass_fields__) - {"steps", "windows"}),
         )
 
     def run_key(self, strategy: str, steps: Sequence, windows: Sequence) -> str:

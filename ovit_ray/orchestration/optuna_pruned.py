@@ -3,6 +3,7 @@
 Measured here: stock OptunaSearch tells Optuna that an ASHA-stopped trial completed, with its partial
 score, which misleads TPE and can put a trial on the multi-objective Pareto front only because it
 stopped early. A sweep trial is complete only when its final report carries `trial_complete`.
+Every Optuna trial carries its Tune trial id (user attribute `tune_trial_id`).
 """
 
 from __future__ import annotations
@@ -13,8 +14,16 @@ from ray.tune.search.optuna import OptunaSearch
 
 from ovit_ray.orchestration.sweep_trial import TRIAL_COMPLETE
 
+TUNE_TRIAL_ATTR = "tune_trial_id"
+
 
 class PrunedAwareOptuna(OptunaSearch):
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        """Also tag the Optuna trial with the Tune trial id (study row -> results row)."""
+        params = super().suggest(trial_id)
+        self._ot_trials[trial_id].set_user_attr(TUNE_TRIAL_ATTR, trial_id)
+        return params
+
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         """Ignored: per-epoch results carry no objective, and ASHA (not Optuna) stops trials."""
 

@@ -112,13 +112,20 @@ def _hours(value: float | None) -> str:
     return "-" if value is None else f"{value:.3g}"
 
 
-def trial_table(out: str | Path, results: Sequence[Row], trials: Sequence[Row] = ()) -> TrialTable:
-    """The table for an output folder's rows (see the module docstring)."""
+def best_first(out: str | Path, results: Sequence[Row], trials: Sequence[Row] = ()
+               ) -> tuple[str, str, list[dict[str, Any]]]:
+    """(objective metric, mode, trials best first): THE best-trial rule (`rank_trials`), also used by
+    best_config.json, the MLflow parent's `best.*` tags and `ovit-ray export --trial best`."""
     metric, mode = sweep_objective(Path(out))
     entries = _trials(as_trial_rows(results), trials)
     if (metric, mode) == DEFAULT_OBJECTIVE and all(t.get(metric) is None for t in entries):
         metric = "top1_final"  # results written before the validation split existed
-    ranked = rank_trials(entries, metric, mode)
+    return metric, mode, rank_trials(entries, metric, mode)
+
+
+def trial_table(out: str | Path, results: Sequence[Row], trials: Sequence[Row] = ()) -> TrialTable:
+    """The table for an output folder's rows (see the module docstring)."""
+    metric, mode, ranked = best_first(out, results, trials)
     varying = [k for k in KNOBS if len({str(t.get(k)) for t in ranked}) > 1]
     knobs = [k for k in CORE if k in varying] + sorted(k for k in varying if k not in CORE)
     targets = sorted({s for t in ranked for s in t["targets"]})

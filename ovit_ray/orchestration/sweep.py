@@ -130,22 +130,6 @@ def _tune_domain(dist: Dist) -> Any:
     return tune.grid_search(dist.grid)
 
 
-def _searcher(plan: Plan) -> Any:
-    from ray.tune.search.basic_variant import BasicVariantGenerator
-
-    search = plan.sweep.search
-    if search.algorithm != "optuna" or not plan.varying:
-        # An instance ignores TuneConfig.max_concurrent_trials (only Searchers get wrapped): pass it here.
-        return BasicVariantGenerator(random_state=plan.sweep.seed, max_concurrent=plan.concurrency)
-    from ovit_ray.orchestration.optuna_pruned import PrunedAwareOptuna
-
-    metrics = [o.metric for o in search.objectives]
-    modes = [o.mode for o in search.objectives]
-    single = len(metrics) == 1
-    return PrunedAwareOptuna(metric=metrics[0] if single else metrics, mode=modes[0] if single else modes,
-                             seed=plan.sweep.seed)
-
-
 def _scheduler(sweep: SweepConfig) -> Any:
     if sweep.search.scheduler is None:
         return None
@@ -183,9 +167,32 @@ class SweepOutcome:
     parent_run_id: str
 
 
+def _study(state: dict[str, Any], sweep: SweepConfig, out: Path, storage: str | None,
+           add_trials: int) -> tuple[dict[str, Any], int, int]:
+    """State with the study's place recorded; (number of extensions, trials this experiment runs)."""
+    from ovit_ray.orchestration.search import default_storage, study_name
+
+    recorded = state.get("optuna_storage")
+    if storage and recorded and storage != recorded:
+        raise ValueError(f"--optuna-storage: {out} keeps its study in {recorded}, got {storage}")
+    state = {"optuna_storage": recorded or storage or default_storage(out),
+             "study_name": state.get("study_name") or study_name(sweep.name, state["sweep_id"]), **state}
+    if add_trials:
+        if add_trials < 1:
+            raise ValueError(f"--add-trials: must be >= 1, got {add_trials}")
+        if not state.get("finished"):
+            raise ValueError(f"--add-trials: the sweep in {out} has not finished; --resume it first")
+        if sweep.search.algorithm != "optuna":
+            raise ValueError(f"--add-trials: needs search.algorithm optuna, the sweep uses {sweep.search.algorithm}")
+        state = {**state, "finished": False, "extensions": [*state.get("extensions", []), add_trials]}
+    extensions = state.get("extensions", [])
+    return state, len(extensions), extensions[-1] if extensions else sweep.search.num_samples
+
+
 def run_sweep(path: str | Path, out: str | Path, *, address: str | None = None, resume: bool = False,
-              mlflow_uri: str | None = None) -> SweepOutcome:
-    """Run (or resume) the sweep in `path` into `out`; see the module docstring and `output_folder`.
+              mlflow_uri: str | None = None, add_trials: int = 0, optuna_storage: str | None = None) -> SweepOutcome:
+    """Run (or resume, or extend by `add_trials`) the sweep in `path` into `out`; see the module docstring
+    and `output_folder`.
 
     Stopped by a signal, it raises `Interrupted` after marking the sweep interrupted (sweep.json, the
     MLflow parent and open child runs KILLED); the folder then resumes with `--resume`.
@@ -193,19 +200,21 @@ def run_sweep(path: str | Path, out: str | Path, *, address: str | None = None, 
     sweep = load_sweep(path)
     check_sweep(path, sweep)
     out = Path(out).resolve()
-    check_folder(out, sweep.name, sweep.fingerprint(), resume)  # before anything is written
+    check_folder(out, sweep.name, sweep.fingerprint(), resume or add_trials > 0)  # before anything is written
     out.mkdir(parents=True, exist_ok=True)
     with FolderLock(out), StopSignals() as signals:
-        state = check_folder(out, sweep.name, sweep.fingerprint(), resume)  # again, now that we hold the lock
-        if resume:
+        state = check_folder(out, sweep.name, sweep.fingerprint(), resume or add_trials > 0)  # again, locked
+        if resume or add_trials:
             state = relocate(out, state)
         else:
             shutil.copyfile(path, out / SWEEP_COPY)
+        state, extensions, samples = _study(state, sweep, out, optuna_storage, add_trials)
         state = {**state, "interrupted": False}
         write_state(out, state)
         hint = f"resume with: ovit-ray sweep {shlex.quote(str(path))} --out {shlex.quote(str(out))} --resume"
         try:
-            return _run(sweep, out, state, signals, address=address, resume=resume, mlflow_uri=mlflow_uri)
+            return _run(sweep, out, state, signals, address=address, resume=resume, mlflow_uri=mlflow_uri,
+                        extensions=extensions, samples=samples)
         except Interrupted as stop:
             write_state(out, {**state, "interrupted": True})
             raise Interrupted(stop.signum, hint) from None
@@ -215,11 +224,12 @@ def run_sweep(path: str | Path, out: str | Path, *, address: str | None = None, 
 
 
 def _run(sweep: SweepConfig, out: Path, state: dict[str, Any], signals: StopSignals, *, address: str | None,
-         resume: bool, mlflow_uri: str | None) -> SweepOutcome:
+         resume: bool, mlflow_uri: str | None, extensions: int, samples: int) -> SweepOutcome:
     import ray
     from ray import tune
 
-    from ovit_ray.orchestration.sweep_tracking import SweepTracking, finish_sweep, sweep_params
+    from ovit_ray.orchestration.search import experiment_name, make_searcher
+    from ovit_ray.orchestration.sweep_tracking import SweepTracking, finish_sweep, sweep_params, sweep_totals
     from ovit_ray.orchestration.sweep_trial import sweep_trial
     from ovit_ray.orchestration.tracking import Tracker
 
@@ -247,7 +257,8 @@ def _run(sweep: SweepConfig, out: Path, state: dict[str, Any], signals: StopSign
         trainable = tune.with_resources(trainable, {"CPU": plan.trial_cpus if plan.light else DRIVER_CPU,
                                                     "GPU": plan.trial_gpus if plan.light else 0,
                                                     **(sweep.resources.custom if plan.light else {})})
-        experiment = f"{storage.rstrip('/')}/{sweep.name}"
+        name = experiment_name(sweep.name, extensions)
+        experiment = f"{storage.rstrip('/')}/{name}"
         callback = SweepTracking(out, sweep.mlflow.experiment, uri, parent, state["sweep_id"], sweep, plan.fixed)
         if resume and tune.Tuner.can_restore(experiment):
             tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=False)
@@ -258,15 +269,16 @@ def _run(sweep: SweepConfig, out: Path, state: dict[str, Any], signals: StopSign
             tuner = tune.Tuner(
                 trainable,
                 param_space={k: _tune_domain(d) for k, d in plan.varying.items()},
-                tune_config=tune.TuneConfig(search_alg=_searcher(plan), scheduler=_scheduler(sweep),
-                                            num_samples=sweep.search.num_samples,
+                tune_config=tune.TuneConfig(search_alg=make_searcher(plan, state["optuna_storage"],
+                                                                     state["study_name"], extensions),
+                                            scheduler=_scheduler(sweep), num_samples=samples,
                                             max_concurrent_trials=plan.concurrency,
                                             # Every trial asks for the same resources, so an ended trial's
                                             # actor (torch, timm, data already imported) can run the next:
                                             # a fresh actor costs ~10 s of start-up here (BENCHMARKS.md).
                                             reuse_actors=True,
                                             trial_dirname_creator=lambda t: t.trial_id),
-                run_config=tune.RunConfig(name=sweep.name, storage_path=storage, callbacks=[callback],
+                run_config=tune.RunConfig(name=name, storage_path=storage, callbacks=[callback],
                                           failure_config=tune.FailureConfig(max_failures=sweep.resources.max_failures),
                                           verbose=1),
             )
@@ -279,9 +291,11 @@ def _run(sweep: SweepConfig, out: Path, state: dict[str, Any], signals: StopSign
             callback.end_open_children("KILLED")
             tracker.end_run(parent, "KILLED")
             raise
-        totals, best, plots = finish_sweep(tracker, parent, sweep, grid, out)
+        earlier = {k: v for k, v in state.get("totals", {}).items() if k != name}
+        own = sweep_totals([(r.metrics or {}, r.error is not None) for r in grid])
+        totals, best, plots = finish_sweep(tracker, parent, sweep, grid, out, earlier.values())
     finally:
         if address is None:
             ray.shutdown()
-    write_state(out, {**state, "finished": True})
+    write_state(out, {**state, "finished": True, "totals": {**earlier, name: own}})
     return SweepOutcome(out, totals, best, plots, parent)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,9 @@ from ray.tune import Callback, ResultGrid
 from ray.tune.experiment import Trial
 from ray.tune.result import AUTO_RESULT_KEYS, TRAINING_ITERATION
 
+from ovit_ray.orchestration.best_trial import RULE, best_finished
 from ovit_ray.orchestration.config import PLACEMENT_FIELDS, make_config
+from ovit_ray.orchestration.kept_models import log_best_checkpoints
 from ovit_ray.orchestration.knob_labels import run_label
 from ovit_ray.orchestration.results import append_rows, read_rows
 from ovit_ray.orchestration.schemas import SWEEP_RESULTS, SWEEP_TRIALS
@@ -157,6 +159,7 @@ class SweepTracking(Callback):
         append_rows(self.results, rows, KEY_COLUMNS, SWEEP_RESULTS)
         self._trial_row(trial, "finished")
         self.tracker.set_tags(child, {PRUNED_TAG: "false"})
+        log_best_checkpoints(self.tracker, child, [(r["target_sparsity"], r["best_checkpoint"]) for r in rows])
         self._end(trial, "FINISHED")
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
@@ -178,34 +181,40 @@ def sweep_totals(trials: Sequence[tuple[Mapping[str, Any], bool]]) -> dict[str, 
     return totals
 
 
-def best_trial(sweep: SweepConfig, grid: ResultGrid) -> dict[str, Any] | None:
-    """Knobs and objectives of the best finished trial by the first objective (None if none finished)."""
-    objective = sweep.search.objectives[0]
-    done = [r for r in grid if r.error is None and r.metrics.get(TRIAL_COMPLETE)]
-    if not done:
+def best_of_rows(sweep: SweepConfig, out: Path) -> dict[str, Any] | None:
+    """Knobs and objectives of the best finished trial by `best_trial.RULE` (None if none finished)."""
+    found = best_finished(out)
+    if found is None:
         return None
-    sign = 1 if objective.mode == "max" else -1
-    top = max(done, key=lambda r: sign * r.metrics[objective.metric])
-    return {"trial_id": top.metrics.get("trial_id"), "config": top.config,
-            **{o.metric: top.metrics[o.metric] for o in sweep.search.objectives}}
+    _, entry = found
+    config = {k: json.loads(v) if isinstance(v, str) and v.startswith("[") else v
+              for k, v in entry.items() if k in sweep.knobs}
+    return {"trial_id": entry["trial_id"], "rule": RULE, "config": config,
+            **{o.metric: entry.get(o.metric) for o in sweep.search.objectives}}
 
 
-def finish_sweep(tracker: Tracker, parent: str, sweep: SweepConfig, grid: ResultGrid,
-                 out: Path) -> tuple[dict[str, float], dict[str, Any] | None, list[Path]]:
-    """Parent run: totals, best config (tags + best_config.json), plots; then mark it finished."""
+def finish_sweep(tracker: Tracker, parent: str, sweep: SweepConfig, grid: ResultGrid, out: Path,
+                 earlier: Iterable[Mapping[str, float]] = ()) -> tuple[dict[str, float], dict[str, Any] | None,
+                                                                       list[Path]]:
+    """Parent run: totals (plus `earlier` experiments' of an extended sweep), best config (tags +
+    best_config.json), plots; then mark it finished."""
     from ovit_ray.orchestration.report import write_report_files
 
     totals = sweep_totals([(r.metrics or {}, r.error is not None) for r in grid])
+    for before in earlier:
+        totals = {k: v + before.get(k, 0.0) for k, v in totals.items()}
     tracker.log_metrics(parent, totals, step=0)
-    best = best_trial(sweep, grid)
+    rows = read_rows(out / RESULTS_FILE) if (out / RESULTS_FILE).exists() else []
+    best = best_of_rows(sweep, out)
     plots: list[Path] = []
     if best is not None:
         (out / "best_config.json").write_text(json.dumps(best, indent=1, default=str))
         tracker.log_artifact(parent, out / "best_config.json")
-        tracker.set_tags(parent, {f"best.{k}": str(v) for k, v in best["config"].items()})
+        tracker.set_tags(parent, {"best.trial_id": best["trial_id"], "best.rule": RULE,
+                                  **{f"best.{k}": str(v) for k, v in best["config"].items()}})
         tracker.log_metrics(parent, {f"best_{o.metric}": best[o.metric] for o in sweep.search.objectives}, step=0)
-    if (out / RESULTS_FILE).exists():
-        plots = write_report_files(read_rows(out / RESULTS_FILE), out / "plots")
+    if rows:
+        plots = write_report_files(rows, out / "plots")
         for plot in plots:
             tracker.log_artifact(parent, plot, "plots")
     tracker.end_run(parent, "FINISHED")

@@ -25,8 +25,6 @@ from ray.tune import Checkpoint
 
 from ovit_ray.orchestration.config import GradualConfig, Steps, Windows, make_config
 from ovit_ray.orchestration.sweep_config import SweepConfig
-from ovit_ray.pruning import MaskSet, count_params_and_flops
-from ovit_ray.training.setup import build_model_and_data
 
 TRIAL_COMPLETE = "trial_complete"
 ROWS_KEY = "rows_json"
@@ -70,7 +68,7 @@ def _run_light(spec: Any, index: int, finished: list[dict[str, Any]]) -> dict[st
     from ovit_ray.training.gradual import run_gradual
 
     reporter = RayReporter(partial(_marked_report, index, finished), tune.get_checkpoint,
-                           0, 1, None, spec.total_epochs, accept=partial(_written_by, index),
+                           0, 1, spec.total_epochs, accept=partial(_written_by, index),
                            checkpoint_type=Checkpoint)
     return run_gradual(spec, reporter)
 
@@ -98,37 +96,25 @@ def _run_train(spec: Any, config: GradualConfig, name: str, storage: str,
 
 
 def run_one(config: GradualConfig, steps: Steps, windows: Windows, *, index: int,
-            finished: list[dict[str, Any]], trial_dir: Path, storage: str,
-            custom: Mapping[str, float]) -> dict[str, Any]:
-    """THE adapter to issue 3's gradual job: one gradual run in this trial, its summary back."""
-    spec = config.to_spec(steps, windows, best_dir=str(trial_dir / f"best_run{index}"))
+            finished: list[dict[str, Any]], storage: str, custom: Mapping[str, float]) -> dict[str, Any]:
+    """THE adapter to issue 3's gradual job: one gradual run in this trial, its summary back. Best
+    checkpoints go out with the reported checkpoints into the trial's (or Train run's) storage folder."""
+    spec = config.to_spec(steps, windows)
     if config.workers == 1:
         return _run_light(spec, index, finished)
     name = f"{tune.get_context().get_trial_id()}-run{index}"  # deterministic: a restored trial finds its runs
     return _run_train(spec, config, name, f"{storage.rstrip('/')}/train", custom)
 
 
-def _flops(config: GradualConfig, checkpoint: str | None) -> dict[str, float | None]:
-    """FLOPs of a target's best checkpoint (masks included); None when it was not kept locally."""
-    if not checkpoint or not Path(checkpoint).is_file():
-        return {"flops_dense": None, "flops_nonzero": None, "flops_reduction": None}
-    start = build_model_and_data(config.model, checkpoint=checkpoint, dataset=config.dataset,
-                                 data_root=config.data_root, split_seed=config.split_seed, progress=False)
-    size = (start.data.in_chans, start.data.image_size, start.data.image_size)
-    counts = count_params_and_flops(start.model, MaskSet(start.masks), size)
-    return {"flops_dense": counts.flops_dense, "flops_nonzero": counts.flops_nonzero,
-            "flops_reduction": counts.flops_reduction}
-
-
-def trial_rows(config: GradualConfig, strategy: str, summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def trial_rows(strategy: str, summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per-target rows of one trial (every knob and metric; trial-level totals added by the caller)."""
     rows = []
     for summary in summaries:
         for target in summary["targets"]:
             rows.append({"strategy": strategy, **{k: target[k] for k in (
                 "target_sparsity", "achieved_sparsity", "top1", "val_top1", "best_epoch", "epochs", "cpu_hours",
-                "gpu_hours")}, "best_checkpoint": target["checkpoint"], "run_epochs": summary["total_epochs"],
-                **_flops(config, target["checkpoint"])})
+                "gpu_hours", "flops_dense", "flops_nonzero", "flops_reduction")},
+                "best_checkpoint": target["checkpoint"], "run_epochs": summary["total_epochs"]})
     return rows
 
 
@@ -149,14 +135,13 @@ def sweep_trial(knobs: dict[str, Any], *, sweep: SweepConfig, fixed: Mapping[str
     began = time.perf_counter()
     knobs = {**fixed, **knobs}
     config = make_config(sweep.run_values(knobs))
-    trial_dir = Path(tune.get_context().get_trial_dir())
     finished: list[dict[str, Any]] = _latest_marker()["finished"]
     for index, (steps, windows) in enumerate(trial_schedules(config, knobs["strategy"])):
         if index < len(finished):
             continue
         finished = [*finished, run_one(config, steps, windows, index=index, finished=finished,
-                                       trial_dir=trial_dir, storage=storage, custom=sweep.resources.custom)]
-    rows = trial_rows(config, knobs["strategy"], finished)
+                                       storage=storage, custom=sweep.resources.custom)]
+    rows = trial_rows(knobs["strategy"], finished)
     metrics = final_metrics(rows, finished, time.perf_counter() - began)
     last = max(rows, key=lambda r: r["target_sparsity"])
     progress = {"val_top1": last["val_top1"], "top1": last["top1"], "sparsity": last["achieved_sparsity"],

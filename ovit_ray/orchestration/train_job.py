@@ -4,7 +4,10 @@ Driver side (`run_training`): derive a deterministic run key from the config and
 stored result if that run already finished, otherwise start (or continue, by key) its MLflow run and
 fit a `TorchTrainer` whose Train run name is derived from the key, so a restarted driver finds the
 run's own checkpoints. Worker side (`train_loop`): the Ray-free loop of `training.gradual` behind a
-`RayReporter` that checkpoints every epoch and logs per-epoch metrics to MLflow from rank 0.
+`RayReporter` that checkpoints every epoch through Ray (best checkpoints kept in the run's storage
+folder). MLflow is written only on the driver's node: per-epoch metrics by `DriverTracking`, a callback
+of the Train controller (which Ray pins to the driver's node), the rest by `run_training` itself, so a
+SQLite store on the driver's disk works when the workers run on other nodes.
 Compute (CPU/GPU-hours) is measured inside the workers: the trial's wall time includes queueing.
 """
 
@@ -27,10 +30,13 @@ import ray
 import ray.train
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
+from ray.train.v2.api.callback import UserCallback
 
 from ovit_ray.orchestration.config import PLACEMENT_FIELDS, GradualConfig, Steps, Windows
+from ovit_ray.orchestration.kept_models import log_best_checkpoints
 from ovit_ray.orchestration.tracking import Tracker
 from ovit_ray.training.gradual import CorruptCheckpointError, GradualSpec, run_gradual, verify_state
+from ovit_ray.training.kept import KeptFolder
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +47,7 @@ KEY_COLUMNS = ["run_key", "target_sparsity"]
 
 @dataclass(frozen=True)
 class TrackingTarget:
-    """Where rank 0 logs per-epoch metrics: plain values, so it travels to workers unchanged."""
+    """Where the driver-side callback logs per-epoch metrics: plain values, so it pickles unchanged."""
 
     out_dir: str
     experiment: str
@@ -49,11 +55,25 @@ class TrackingTarget:
     run_id: str
 
 
+class DriverTracking(UserCallback):
+    """Per-epoch metrics of rank 0 to MLflow, from the Train controller (on the driver's node)."""
+
+    def __init__(self, target: TrackingTarget) -> None:
+        self.target = target
+
+    def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Checkpoint | None) -> None:
+        rank0 = metrics[0]
+        numeric = {k: v for k, v in rank0.items() if isinstance(v, int | float) and not isinstance(v, bool)
+                   and k != "epoch"}
+        tracker = Tracker(self.target.out_dir, self.target.experiment, self.target.uri)
+        tracker.log_metrics(self.target.run_id, numeric, step=int(rank0["epoch"]))
+
+
 class RayReporter:
     """`training.gradual.Reporter` for Ray Train workers and (with ray.tune's functions) Tune function trials."""
 
     def __init__(self, report: Callable[..., None], get_checkpoint: Callable[[], Checkpoint | None],
-                 world_rank: int, world_size: int, tracking: TrackingTarget | None, total_epochs: int,
+                 world_rank: int, world_size: int, total_epochs: int,
                  *, accept: Callable[[Path], bool] | None = None, checkpoint_type: type[Checkpoint] = Checkpoint):
         """`accept(directory)` tells this run's checkpoints from older ones in the same folder (a
         fallback never crosses into another run's). Tune trials pass `ray.tune.Checkpoint`: Ray 2.60
@@ -62,20 +82,25 @@ class RayReporter:
         self._checkpoint_type = checkpoint_type
         self.world_rank, self.world_size = world_rank, world_size
         self._total_epochs = total_epochs
-        self._tracking = tracking
-        self._tracker = None
-        if tracking is not None and world_rank == 0:
-            self._tracker = Tracker(tracking.out_dir, tracking.experiment, tracking.uri)
+        self._kept: KeptFolder | None = None
 
     def report(self, metrics: Mapping[str, Any], checkpoint_dir: str | None) -> None:
         if self.world_rank == 0:
             print(f"epoch {metrics['epoch'] + 1}/{self._total_epochs}  sparsity {metrics['sparsity']:.4f}  "
-                  f"test top-1 {metrics['top1']:.4f}  val top-1 {metrics['val_top1']:.4f}  val loss {metrics['loss']:.4f}  lr {metrics['lr']:.2e}", flush=True)
-        if self._tracker is not None:
-            numeric = {k: v for k, v in metrics.items() if isinstance(v, int | float) and k != "epoch"}
-            self._tracker.log_metrics(self._tracking.run_id, numeric, step=int(metrics["epoch"]))
+                  f"test top-1 {metrics['top1']:.4f}  val top-1 {metrics['val_top1']:.4f}  "
+                  f"val loss {metrics['loss']:.4f}  lr {metrics['lr']:.2e}", flush=True)
         checkpoint = None if checkpoint_dir is None else self._checkpoint_type.from_directory(checkpoint_dir)
         self._report(dict(metrics), checkpoint=checkpoint)
+        if checkpoint is not None:
+            self._promote(self._get_checkpoint())  # after the report: the persisted copy, in the run's storage
+
+    def _promote(self, persisted: Checkpoint | None) -> None:
+        if persisted is not None and self.world_rank == 0:
+            self._kept = KeptFolder.beside(persisted.filesystem, persisted.path)
+            self._kept.promote(persisted.path)
+
+    def kept_folder(self) -> KeptFolder | None:
+        return self._kept
 
     @contextmanager
     def checkpoint_dir(self) -> Iterator[str | None]:
@@ -92,6 +117,7 @@ class RayReporter:
                     log.error("%s; falling back to the previous checkpoint", err)
                     corrupt.append(checkpoint.path)
                     continue
+                self._promote(checkpoint)  # a crash between a report and its promotion loses nothing
                 yield directory
                 return
         if corrupt:
@@ -115,20 +141,8 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any]:
     """`train_loop_per_worker`: runs on every Ray Train worker; rank 0's return value reaches the driver."""
     context = ray.train.get_context()
     spec = GradualSpec(**config["spec"])
-    tracking = TrackingTarget(**config["tracking"]) if config.get("tracking") else None
     reporter = RayReporter(ray.train.report, ray.train.get_checkpoint, context.get_world_rank(),
-                           context.get_world_size(), tracking, spec.total_epochs)
-    return run_gradual(spec, reporter, epoch_hook=config.get("epoch_hook"))
-
-
-def function_trial(config: dict[str, Any]) -> dict[str, Any]:
-    """The light path for single-worker Tune trials (no Train start-up): same loop, Tune's report/checkpoint."""
-    import ray.tune
-
-    spec = GradualSpec(**config["spec"])
-    tracking = TrackingTarget(**config["tracking"]) if config.get("tracking") else None
-    reporter = RayReporter(ray.tune.report, ray.tune.get_checkpoint, 0, 1, tracking, spec.total_epochs,
-                           checkpoint_type=ray.tune.Checkpoint)
+                           context.get_world_size(), spec.total_epochs)
     return run_gradual(spec, reporter, epoch_hook=config.get("epoch_hook"))
 
 
@@ -187,7 +201,7 @@ def run_training(config: GradualConfig, *, strategy: str | None = None, steps: S
         stored = json.loads(result_file.read_text())
         return RunResult(key, name, strategy, stored["rows"], stored["summary"], reused=True)
     run_dir.mkdir(parents=True, exist_ok=True)
-    spec = config.to_spec(steps, windows, best_dir=str(run_dir / "best"))
+    spec = config.to_spec(steps, windows)
     device_type = "gpu" if config.gpus_per_worker > 0 else "cpu"
 
     tracker = Tracker(out, config.experiment, config.mlflow_uri)
@@ -200,13 +214,12 @@ def run_training(config: GradualConfig, *, strategy: str | None = None, steps: S
     use_gpu = config.gpus_per_worker > 0
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={"spec": dataclasses.asdict(spec), "tracking": dataclasses.asdict(tracking),
-                           "epoch_hook": epoch_hook},
+        train_loop_config={"spec": dataclasses.asdict(spec), "epoch_hook": epoch_hook},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": config.cpus_per_worker,
                                                            **({"GPU": config.gpus_per_worker} if use_gpu else {})}),
-        run_config=RunConfig(name=name, storage_path=str(out / "ray"),
+        run_config=RunConfig(name=name, storage_path=str(out / "ray"), callbacks=[DriverTracking(tracking)],
                              failure_config=FailureConfig(max_failures=config.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),
     )
@@ -226,8 +239,7 @@ def run_training(config: GradualConfig, *, strategy: str | None = None, steps: S
     tracker.log_metrics(run_id, {k: summary[k] for k in ("cpu_hours", "gpu_hours", "total_epochs", "wall_seconds",
                                                          "overhead_seconds", "worker_seconds")},
                         step=summary["total_epochs"])
-    tracker.set_tags(run_id, {f"best_checkpoint.{t['target_sparsity']:.4f}": str(t["checkpoint"])
-                              for t in summary["targets"]})
+    log_best_checkpoints(tracker, run_id, [(t["target_sparsity"], t["checkpoint"]) for t in summary["targets"]])
     tracker.end_run(run_id)
     rows = _rows(config, key, name, strategy, summary)
     _write_json_atomic(result_file, {"rows": rows, "summary": summary})

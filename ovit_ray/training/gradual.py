@@ -36,7 +36,16 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler, Subset
 
 from ovit_ray.models import save_checkpoint
-from ovit_ray.pruning import DEFAULT_PATTERNS, MaskSet, Pruner, PruneSettings, parse_pattern, select_prunable
+from ovit_ray.pruning import (
+    DEFAULT_PATTERNS,
+    MaskSet,
+    Pruner,
+    PruneSettings,
+    count_params_and_flops,
+    parse_pattern,
+    select_prunable,
+)
+from ovit_ray.training.kept import BEST_FOLDER, KeptFolder, local_folder
 from ovit_ray.training.loop import evaluate, make_loader, train_one_epoch
 from ovit_ray.training.schedules import build_lr_schedule
 from ovit_ray.training.setup import build_model_and_data
@@ -69,10 +78,14 @@ class Reporter(Protocol):
     world_size: int
 
     def report(self, metrics: Mapping[str, Any], checkpoint_dir: str | None) -> None:
-        """Called by every worker once per epoch; rank 0 passes the checkpoint directory."""
+        """Called by every worker once per epoch; rank 0 passes the checkpoint directory. The files in
+        its `best/` folder must end up in `kept_folder()` once the checkpoint is persisted."""
 
     def checkpoint_dir(self) -> AbstractContextManager[str | None]:
         """The latest reported checkpoint as a local directory (None on a fresh start)."""
+
+    def kept_folder(self) -> KeptFolder | None:
+        """The run's persistent `best/` folder (rank 0, once a checkpoint was reported or resumed)."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +127,6 @@ class GradualSpec:
     seed: int = 0
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
-    best_dir: str | None = None
     max_steps_per_epoch: int | None = None  # caps an epoch (smoke tests, CI); None = the whole split
 
     @property
@@ -132,7 +144,8 @@ class GradualSpec:
 
 
 class LocalReporter:
-    """Single-process host: checkpoints are copied under `root`, metrics kept in `history`."""
+    """Single-process host: checkpoints are copied under `root`, best files kept in `root/best`,
+    metrics kept in `history`."""
 
     world_rank = 0
     world_size = 1
@@ -145,12 +158,17 @@ class LocalReporter:
     def report(self, metrics: Mapping[str, Any], checkpoint_dir: str | None) -> None:
         self.history.append(dict(metrics))
         if checkpoint_dir is not None:
-            shutil.copytree(checkpoint_dir, self.root / f"checkpoint_{len(list(self.root.glob('checkpoint_*'))):06d}")
+            target = self.root / f"checkpoint_{len(list(self.root.glob('checkpoint_*'))):06d}"
+            shutil.copytree(checkpoint_dir, target)
+            self.kept_folder().promote(str(target))
 
     @contextmanager
     def checkpoint_dir(self) -> Iterator[str | None]:
         found = sorted(self.root.glob("checkpoint_*"))
         yield str(found[-1]) if found else None
+
+    def kept_folder(self) -> KeptFolder:
+        return local_folder(self.root / BEST_FOLDER)
 
 
 def _target_key(target: float) -> str:
@@ -249,6 +267,7 @@ class GradualRun:
         self.epoch, self.steps_done = 0, 0
         self.best: dict[str, dict[str, Any]] = {}
         self.targets: list[dict[str, Any]] = []
+        self._new_best: str | None = None  # the best file to write with this epoch's checkpoint
         self.worker_seconds_before, self.loop_seconds_before = 0.0, 0.0
         self.resumed_from: int | None = None
         self._resume()
@@ -373,30 +392,42 @@ class GradualRun:
         directory = Path(tempfile.mkdtemp(prefix="ovit-gradual-"))
         try:
             self._write_state(directory, rng, worker_seconds, loop_seconds)
+            if self._new_best is not None:
+                self._write_best(directory, window)
             self.reporter.report(metrics, str(directory))
+            self._new_best = None
         finally:
             shutil.rmtree(directory, ignore_errors=True)
         return metrics
 
     def _keep_best(self, window: tuple[float, int, int], metrics: Mapping[str, Any]) -> None:
+        """Remember a new best of the window; its file goes out with this epoch's checkpoint, and its
+        FLOPs are counted here, from the model in memory (masks included)."""
         key = _target_key(window[0])
         if key in self.best and self.best[key]["val_top1"] >= metrics["val_top1"]:
             return
-        path = None
-        if self.spec.best_dir is not None:
-            path = str(Path(self.spec.best_dir) / f"target_{key}_epoch{self.epoch:04d}.safetensors")
-            if self.rank == 0:
-                meta = {"target": window[0], "epoch": self.epoch, "top1": metrics["top1"],
-                        "val_top1": metrics["val_top1"], "method": self.spec.method, "model": self.spec.model}
-                save_checkpoint(path, self.model, self.masks.state_dict(), meta)
+        size = (self.data.in_chans, self.data.image_size, self.data.image_size)
+        counts = count_params_and_flops(self.model, self.masks, size)
+        self._new_best = f"target_{key}_epoch{self.epoch:04d}.safetensors"
         self.best[key] = {"top1": metrics["top1"], "val_top1": metrics["val_top1"], "epoch": self.epoch,
-                          "sparsity": metrics["sparsity"], "checkpoint": path}
+                          "sparsity": metrics["sparsity"], "checkpoint": self._new_best,
+                          "flops_dense": counts.flops_dense, "flops_nonzero": counts.flops_nonzero,
+                          "flops_reduction": counts.flops_reduction}
+
+    def _write_best(self, directory: Path, window: tuple[float, int, int]) -> None:
+        best = self.best[_target_key(window[0])]
+        meta = {"target": window[0], "epoch": best["epoch"], "top1": best["top1"], "val_top1": best["val_top1"],
+                "sparsity": best["sparsity"], "model": self.spec.model, "dataset": self.spec.dataset,
+                "method": self.spec.method, "split_seed": self.spec.split_seed,
+                "num_classes": self.data.num_classes, "image_size": self.data.image_size}
+        save_checkpoint(directory / BEST_FOLDER / best["checkpoint"], self.model, self.masks.state_dict(), meta)
 
     def _close_window(self, window: tuple[float, int, int], metrics: Mapping[str, Any]) -> dict[str, float]:
         best = self.best[_target_key(window[0])]
         row = {"target_sparsity": window[0], "achieved_sparsity": best["sparsity"], "top1": best["top1"],
-               "val_top1": best["val_top1"], "best_epoch": best["epoch"], "epochs": window[2], "checkpoint": best["checkpoint"],
-               "cpu_hours": metrics["cpu_hours"], "gpu_hours": metrics["gpu_hours"]}
+               "val_top1": best["val_top1"], "best_epoch": best["epoch"], "epochs": window[2],
+               "checkpoint": best["checkpoint"], "cpu_hours": metrics["cpu_hours"], "gpu_hours": metrics["gpu_hours"],
+               **{k: best.get(k) for k in ("flops_dense", "flops_nonzero", "flops_reduction")}}
         self.targets.append(row)
         prefix = f"target_{_target_key(window[0])}"
         return {f"{prefix}/top1": best["top1"], f"{prefix}/val_top1": best["val_top1"],
@@ -405,23 +436,23 @@ class GradualRun:
                 f"{prefix}/gpu_hours": metrics["gpu_hours"]}
 
     def summary(self) -> dict[str, Any]:
-        """What the run returns; identical on every rank except the digests, which are gathered."""
+        """What the run returns; identical on every rank except the digests, which are gathered, and
+        the best checkpoints, which rank 0 names by their persistent location."""
         worker_seconds, loop_seconds = self._worker_seconds()
         masks = self.comm.gather_objects(_digest(self.masks.state_dict()))
         weights = self.comm.gather_objects(_digest(self.model.state_dict()))
-        return {"targets": self.targets, "total_epochs": self.epoch, "final_sparsity": self.masks.sparsity(),
+        kept = self.reporter.kept_folder() if self.rank == 0 else None
+        targets = [{**t, "checkpoint": kept.uri(t["checkpoint"]) if kept else t["checkpoint"]} for t in self.targets]
+        return {"targets": targets, "total_epochs": self.epoch, "final_sparsity": self.masks.sparsity(),
                 "worker_seconds": worker_seconds, "loop_seconds": loop_seconds, **self._hours(worker_seconds),
                 "world_size": self.world, "resumed_from_epoch": self.resumed_from,
                 "mask_digests": masks, "weight_digests": weights}
 
     def drop_stale_best(self) -> None:
         """Best-so-far files superseded within a window (named by epoch, so a crash never loses one)."""
-        if self.rank != 0 or self.spec.best_dir is None:
-            return
-        keep = {Path(b["checkpoint"]).name for b in self.best.values() if b["checkpoint"]}
-        for path in Path(self.spec.best_dir).glob("target_*_epoch*.safetensors"):
-            if path.name not in keep:
-                path.unlink()
+        kept = self.reporter.kept_folder() if self.rank == 0 else None
+        if kept is not None:
+            kept.discard({b["checkpoint"] for b in self.best.values()}, [f"target_{k}_" for k in self.best])
 
 
 def run_gradual(spec: GradualSpec, reporter: Reporter, *, device: str | None = None,

@@ -20,6 +20,26 @@ class JobStart:
     source: str  # human-readable: which weights were loaded
 
 
+def job_data(model_name: str, *, dataset: str | None = None, data_root: str | None = None, split_seed: int = 0,
+             augment: str = "none") -> DatasetSplits:
+    """The data a job on `model_name` uses: a preset on its own dataset gets the split it was trained on."""
+    preset = PRESETS.get(model_name)
+    dataset = dataset or (preset.dataset if preset else "digits")
+    if preset is not None and dataset == preset.dataset:
+        return preset_dataset(model_name, augment=augment)
+    image_size = preset.image_size if preset else None
+    return load_dataset(dataset, root=data_root, image_size=image_size, seed=split_seed, augment=augment)
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], what: str, target: str) -> None:
+    """`load_state_dict(strict=True)`, a mismatch (another head size, another architecture) as one line."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        detail = " ".join(str(err).split())[:300]
+        raise ValueError(f"{what} does not fit {target}: {detail}") from None
+
+
 def build_model_and_data(
     model_name: str = "digits-vit",
     *,
@@ -40,17 +60,13 @@ def build_model_and_data(
     """
     preset = PRESETS.get(model_name)
     dataset = dataset or (preset.dataset if preset else "digits")
-    if preset is not None and dataset == preset.dataset:
-        data = preset_dataset(model_name, augment=augment)
-    else:
-        image_size = preset.image_size if preset else None
-        data = load_dataset(dataset, root=data_root, image_size=image_size, seed=split_seed, augment=augment)
+    data = job_data(model_name, dataset=dataset, data_root=data_root, split_seed=split_seed, augment=augment)
     masks: dict[str, torch.Tensor] = {}
     if checkpoint is not None:
         state, masks, _ = load_checkpoint(checkpoint)  # fails clearly on a missing or corrupt file
         kwargs = {} if preset else {"img_size": data.image_size}
         model = create_model(model_name, num_classes=data.num_classes, **kwargs)
-        model.load_state_dict(state)
+        load_weights(model, state, f"checkpoint {checkpoint}", f"{model_name} on {dataset}")
         source = f"checkpoint {checkpoint}"
     elif preset is not None and dataset == preset.dataset:
         model = load_preset_model(model_name, progress=progress)

@@ -1,0 +1,25 @@
+"""`ovit-ray evaluate FILE`: top-1 and sparsity of a model written by `ovit-ray export` (its card,
+FILE with .json, names the architecture and the dataset)."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "top-1 and sparsity of an exported model"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("evaluate", help=HELP, description=__doc__)
+    p.add_argument("file", help="exported .safetensors file")
+    p.add_argument("--dataset", help="dataset to evaluate on (default: the card's)")
+    p.add_argument("--data-root", help="folder of an imagefolder / cifar10 dataset")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ovit_ray.orchestration.export import evaluate_exported
+
+    result = evaluate_exported(args.file, dataset=args.dataset, data_root=args.data_root)
+    print(f"{args.file}: test top-1 {result['top1']:.4f} on {result['images']} images (recorded "
+          f"{result['recorded_top1']:.4f}), val top-1 {result['val_top1']:.4f}, sparsity {result['sparsity']:.4f}")
+    return 0

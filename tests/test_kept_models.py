@@ -1,0 +1,152 @@
+"""What a sweep keeps: best checkpoints in persistent storage (after Ray and its temp folder are gone),
+export + evaluate round trip, the Optuna study on disk, --add-trials, one stable best trial."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import optuna
+import pytest
+import timm
+import yaml
+from mlflow import MlflowClient
+from safetensors.torch import load_file
+
+from ovit_ray.cli.main import main
+from ovit_ray.models import load_checkpoint
+from ovit_ray.orchestration.export import card_path, evaluate_exported
+from ovit_ray.orchestration.results import read_rows
+from ovit_ray.orchestration.sweep import run_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = {"model": "digits-vit", "targets": [0.5, 0.75], "window_epochs": 1, "num_grads": 16}
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A finished 2-trial Optuna sweep whose Ray instance (private temp folder) is shut down and deleted."""
+    import ray
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OVIT_RAY_SEARCH_SPACES", str(ROOT / "search_spaces"))
+        tmp = tmp_path_factory.mktemp("kept")
+        path = tmp / "sweep.yaml"
+        path.write_text(yaml.safe_dump({"name": "kept", "train": TRAIN, "mlflow": {"experiment": "kept"}, "search": {
+            "space": "quickstart", "algorithm": "optuna", "num_samples": 2,
+            "overrides": {"block_size": {"choice": [16, 32]}, "num_grads": 16}}}))
+        ray_temp = tempfile.mkdtemp(prefix="ovk", dir="/tmp")  # short: Ray's socket paths have a length limit
+        ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=ray_temp)
+        run_sweep(path, tmp / "out")  # shuts its embedded Ray down at the end
+        assert not ray.is_initialized()
+        shutil.rmtree(ray_temp)  # only this test's own Ray temp folder
+        yield path, tmp / "out"
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_best_checkpoints_survive_the_ray_session(sweep_dir: tuple[Path, Path]) -> None:
+    _, out = sweep_dir
+    rows = read_rows(out / "results.parquet")
+    assert len(rows) == 4
+    for row in rows:
+        path = Path(row["best_checkpoint"])
+        assert path.is_relative_to(out / "ray" / "kept") and path.parent.name == "best"
+        state, masks, meta = load_checkpoint(path)
+        assert meta["top1"] == row["top1"] and meta["epoch"] == row["best_epoch"]
+        pruned = sum(int((~m.bool()).sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())
+        assert pruned == pytest.approx(row["achieved_sparsity"], abs=1e-6)
+        assert 0 < row["flops_nonzero"] < row["flops_dense"]  # counted in memory, never from a file
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    children = [r for r in client.search_runs([client.get_experiment_by_name("kept").experiment_id])
+                if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 2
+    for child in children:
+        logged = [a.path for a in client.list_artifacts(child.info.run_id, "best")]
+        assert sorted(logged) == ["best/target_0.5000", "best/target_0.7500"]
+        own = [r for r in rows if r["trial_id"] == child.data.tags["ovit.trial_id"]]
+        assert {child.data.tags[f"best_checkpoint.{r['target_sparsity']:.4f}"] for r in own} == {
+            r["best_checkpoint"] for r in own}
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_export_round_trip_reproduces_top1(sweep_dir: tuple[Path, Path], tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    _, out = sweep_dir
+    best = json.loads((out / "best_config.json").read_text())
+    exported = tmp_path / "best.safetensors"
+    assert main(["export", str(out), "--out", str(exported)]) == 0
+    card = json.loads(card_path(exported).read_text())
+    assert card["source"]["trial"] == best["trial_id"] and card["target_sparsity"] == 0.75
+    assert card["knobs"]["block_size"] in (16, 32) and card["git_commit"]
+    state = load_file(exported)
+    assert not any(k.startswith(("model.", "mask.")) for k in state)
+    model = timm.create_model(card["timm_model"], pretrained=False, **card["timm_kwargs"])
+    model.load_state_dict(state, strict=True)
+    result = evaluate_exported(exported)
+    assert result["top1"] == card["top1"] and result["val_top1"] == card["val_top1"]  # recorded, exactly
+    assert result["sparsity"] == pytest.approx(card["achieved_sparsity"], abs=1e-6)
+    capsys.readouterr()
+    assert main(["evaluate", str(exported)]) == 0
+    assert f"test top-1 {card['top1']:.4f}" in capsys.readouterr().out
+    # every other row exports too; bad input is one error line and exit 2, nothing overwritten
+    for row in read_rows(out / "results.parquet"):
+        target = tmp_path / f"{row['trial_id']}-{row['target_sparsity']}.safetensors"
+        assert main(["export", str(out), "--trial", row["trial_id"], "--target", str(row["target_sparsity"]),
+                     "--out", str(target)]) == 0
+    before = exported.read_bytes()
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    shutil.copy(card_path(exported), card_path(bad))
+    head = tmp_path / "head.safetensors"
+    state["head.weight"], state["head.bias"] = state["head.weight"][:3], state["head.bias"][:3]
+    from safetensors.torch import save_file
+
+    save_file(state, str(head))
+    shutil.copy(card_path(exported), card_path(head))
+    capsys.readouterr()
+    for argv in (["export", str(out), "--out", str(exported)], ["export", str(out), "--trial", "nope", "--out",
+                 str(tmp_path / "x.safetensors")], ["evaluate", str(bad)], ["evaluate", str(head)],
+                 ["prune", "--checkpoint", str(head), "--method", "magnitude", "--out", str(tmp_path / "p")]):
+        assert main(argv) == 2, argv
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 5 and "already exists" in err[0] and "'nope'" in err[1] and "does not fit" in err[3]
+    assert exported.read_bytes() == before and not (tmp_path / "p").exists()
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_study_on_disk_add_trials_and_stable_best(sweep_dir: tuple[Path, Path]) -> None:
+    path, out = sweep_dir
+    state = json.loads((out / "sweep.json").read_text())
+    assert state["optuna_storage"] == f"sqlite:///{out / 'optuna.db'}"
+    study = optuna.load_study(study_name=state["study_name"], storage=state["optuna_storage"])
+    rows = read_rows(out / "results.parquet")
+    assert sorted(t.user_attrs["tune_trial_id"] for t in study.trials) == sorted({r["trial_id"] for r in rows})
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+
+    best_before = (out / "best_config.json").read_text()
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("kept").experiment_id
+
+    def parent_best_tags() -> dict[str, str]:
+        parent = next(r for r in client.search_runs([experiment]) if r.data.tags.get("ovit.kind") == "sweep")
+        return {k: v for k, v in parent.data.tags.items() if k.startswith("best.")}
+
+    tags_before = parent_best_tags()
+    assert tags_before["best.trial_id"] == json.loads(best_before)["trial_id"]
+    run_sweep(path, out, resume=True)  # nothing new: nothing may change
+    assert (out / "best_config.json").read_text() == best_before and parent_best_tags() == tags_before
+
+    run_sweep(path, out, add_trials=1)
+    study = optuna.load_study(study_name=state["study_name"], storage=state["optuna_storage"])
+    assert len(study.trials) == 3 and [t.number for t in study.trials] == [0, 1, 2]
+    grown = read_rows(out / "results.parquet")
+    assert len(grown) == 6 and grown[:4] == rows  # finished rows kept, in place
+    assert len({(r["trial_id"], r["target_sparsity"]) for r in grown}) == 6
+    new = study.trials[2].user_attrs["tune_trial_id"]
+    assert new not in {r["trial_id"] for r in rows} and {r["trial_id"] for r in grown[4:]} == {new}
+    assert json.loads((out / "sweep.json").read_text())["finished"] is True
