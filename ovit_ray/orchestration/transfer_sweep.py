@@ -94,7 +94,7 @@ def _make_sources(sweep: TransferSweep, model: str, out: Path) -> Path:
             run_dir = folder / f"{method}-seed{seed}"
             steps, windows = config.schedule()
             summary = run_gradual(
-                config.to_spec(steps, windows, best_dir=str(run_dir / "best")),
+                config.to_spec(steps, windows),  # best checkpoints: run_dir/state/best/
                 LocalReporter(run_dir / "state"),
             )
             append_rows(
