@@ -64,8 +64,9 @@ def test_best_checkpoints_survive_the_ray_session(sweep_dir: tuple[Path, Path]) 
                 if "mlflow.parentRunId" in r.data.tags]
     assert len(children) == 2
     for child in children:
-        logged = [a.path for a in client.list_artifacts(child.info.run_id, "best")]
-        assert sorted(logged) == ["best/target_0.5000", "best/target_0.7500"]
+        stored = out / "artifacts" / child.info.artifact_uri.removeprefix("mlflow-artifacts:/") / "best"
+        assert sorted(p.name for p in stored.iterdir()) == ["target_0.5000", "target_0.7500"]
+        assert all(len(list(p.glob("*.safetensors"))) == 1 for p in stored.iterdir())
         own = [r for r in rows if r["trial_id"] == child.data.tags["ovit.trial_id"]]
         assert {child.data.tags[f"best_checkpoint.{r['target_sparsity']:.4f}"] for r in own} == {
             r["best_checkpoint"] for r in own}
@@ -150,3 +151,37 @@ def test_study_on_disk_add_trials_and_stable_best(sweep_dir: tuple[Path, Path]) 
     new = study.trials[2].user_attrs["tune_trial_id"]
     assert new not in {r["trial_id"] for r in rows} and {r["trial_id"] for r in grown[4:]} == {new}
     assert json.loads((out / "sweep.json").read_text())["finished"] is True
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_two_nodes_with_their_own_temp_folders_keep_every_checkpoint(tmp_path: Path) -> None:
+    """Trials run on two `ray start` nodes whose temp (and so trial working) folders differ; after the
+    cluster is stopped and both temp folders are deleted, the driver still reads every best checkpoint."""
+    import ray
+
+    from ovit_ray.orchestration.local_cluster import start_head
+
+    temps = [tempfile.mkdtemp(prefix=f"ovn{i}", dir="/tmp") for i in range(2)]
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump({"name": "two", "train": TRAIN, "search": {
+        "space": "quickstart", "algorithm": "random", "num_samples": 2,
+        "overrides": {"block_size": 32, "num_grads": 16}}}))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OVIT_RAY_SEARCH_SPACES", str(ROOT / "search_spaces"))
+        with start_head(tmp_path / "cluster", num_cpus=1, extra_args=["--temp-dir", temps[0]]) as cluster:
+            cluster.add_node(num_cpus=1, extra_args=["--temp-dir", temps[1]])
+            with cluster.driver_env():
+                ray.init(address=cluster.address)
+                try:
+                    run_sweep(path, tmp_path / "out", address=cluster.address)
+                finally:
+                    ray.shutdown()
+    worked_in = [list(Path(t).glob("session_*/artifacts/*/*/working_dirs/*")) for t in temps]
+    for temp in temps:
+        shutil.rmtree(temp)
+    rows = read_rows(tmp_path / "out" / "results.parquet")
+    assert len(rows) == 4 and all(worked_in), worked_in  # trials ran in both nodes' folders
+    for row in rows:
+        assert Path(row["best_checkpoint"]).is_relative_to(tmp_path / "out" / "ray")
+        assert load_checkpoint(row["best_checkpoint"])[2]["top1"] == row["top1"]
