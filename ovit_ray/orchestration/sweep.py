@@ -9,6 +9,9 @@ Why each piece:
 - Resume: the Tune experiment has a deterministic path (`<storage>/<sweep name>`); `sweep.json` in the
   output dir holds the sweep id and fingerprint, so a finished sweep is never started over by accident
   and a resume with a changed sweep file is refused.
+- The Optuna study lives in an RDB (`search.py`); `add_trials` extends a finished sweep with a new
+  Tune experiment (`<sweep name>-add<k>`) whose searcher continues the stored study. Rows, MLflow
+  children and the parent run are shared; parent totals sum over the sweep's experiments.
 """
 
 from __future__ import annotations
