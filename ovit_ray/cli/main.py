@@ -17,6 +17,7 @@ import os
 import sys
 import time
 import traceback
+from typing import NoReturn
 
 from ovit_ray import __version__
 from ovit_ray.orchestration.interrupts import Interrupted, StopSignals
@@ -33,9 +34,16 @@ USER_ERRORS = (ValueError, OSError)
 INTERNAL_ERROR = 70  # EX_SOFTWARE
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A bad flag is one error line too (argparse would print the usage block first); `-h` shows usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())[:500]}\n")
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The full parser of the command named in `argv` (others listed by name and HELP); None: all commands."""
-    parser = argparse.ArgumentParser(prog="ovit-ray", description=DESCRIPTION)
+    parser = OneLineParser(prog="ovit-ray", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"ovit-ray {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -329,15 +329,24 @@ def _check_consistency(sweep: SweepConfig) -> list[str]:
 
 
 def _problems(err: ValidationError) -> list[str]:
-    """One line per distinct location (a union reports once per member; keep the first)."""
+    """One line per distinct location (a union reports once per member; keep the first); a required key
+    missing next to an unknown one is one misspelling, so one line."""
     seen: dict[str, str] = {}
+    missing: dict[str, str] = {}  # parent path -> location of its missing key
+    extra: dict[str, str] = {}  # parent path -> its first unknown key
     for e in err.errors():
         loc = [str(x) for x in e["loc"] if not (isinstance(x, str) and ("[" in x or x in _TYPE_TAGS))]
         where = ".".join(loc) or "file"
         message = e["msg"].removeprefix("Value error, ")
         if e["type"] not in ("missing", "value_error", "assertion_error") or "got" not in message:
             message += f", got {short_repr(e['input'])}" if e["type"] != "missing" else ""
+        if e["type"] in ("missing", "extra_forbidden"):
+            (missing if e["type"] == "missing" else extra).setdefault(".".join(loc[:-1]), where)
         seen.setdefault(where, f"{where}: {message}")
+    for parent, where in missing.items():
+        if parent in extra:
+            typo = seen.pop(extra[parent])
+            seen[where] = f"{where}: required, but the file has an unknown key ({typo})"
     return list(seen.values())
 
 

@@ -1,0 +1,24 @@
+"""The seeded fuzz harness of benchmarks/bench_fuzz.py on a few hundred inputs (the benchmark runs
+2,000 per kind): sweep files, search spaces, cluster files and CLI flags through the real CLI, no Ray."""
+
+from __future__ import annotations
+
+import resource
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import bench_fuzz  # noqa: E402
+
+
+def test_fuzzed_inputs_exit_0_or_2_with_one_line_and_bounded_memory(tmp_path: Path) -> None:
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    report = bench_fuzz.fuzz(bench_fuzz.KINDS, 75, seed=1, work=tmp_path)
+    for kind, stats in report.items():
+        assert stats["inputs"] == 75 and stats["exit0"] + stats["exit2"] == 75, (kind, stats.get("other"))
+        assert not stats["violations"], (kind, stats["violations"][:3])
+        assert stats["exit2"] >= 20, kind  # most mutations are mistakes the CLI must name
+    # Peak RSS of this process: the imports (torch, Ray, MLflow: ~1.1 GB) plus whatever the inputs add.
+    assert report["flags"]["peak_rss_mb"] - max(before, 1100) < 300
