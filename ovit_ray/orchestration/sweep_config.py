@@ -343,8 +343,14 @@ def _problems(err: ValidationError) -> list[str]:
         if e["type"] in ("missing", "extra_forbidden"):
             (missing if e["type"] == "missing" else extra).setdefault(".".join(loc[:-1]), where)
         seen.setdefault(where, f"{where}: {message}")
+    for parent in {k.rsplit(".", 1)[0] for k in seen if "." in k}:  # several required keys of one value
+        keys = [k for k, line in seen.items() if k.rsplit(".", 1)[0] == parent and line.endswith("Field required")]
+        if len(keys) > 1 and parent not in extra:
+            for k in keys:
+                seen.pop(k)
+            seen[parent] = f"{parent}: required keys missing: {', '.join(k.rsplit('.', 1)[1] for k in keys)}"
     for parent, where in missing.items():
-        if parent in extra:
+        if parent in extra and where in seen:
             typo = seen.pop(extra[parent])
             seen[where] = f"{where}: required, but the file has an unknown key ({typo})"
     return list(seen.values())
