@@ -45,11 +45,15 @@ def main() -> None:
             seconds, text = timed(["evaluate", str(model)])
             evaluate_s.append(seconds)
             card = json.loads(model.with_suffix(".json").read_text())
-            print(f"run {i + 1}: export {export_s[-1]:.1f} s, evaluate {evaluate_s[-1]:.1f} s; {text.strip()}")
+            print(
+                f"run {i + 1}: export {export_s[-1]:.1f} s, evaluate {evaluate_s[-1]:.1f} s; {text.strip()}"
+            )
             assert f"test top-1 {card['top1']:.4f}" in text, "evaluated top-1 differs from the recorded one"
     total = [a + b for a, b in zip(export_s, evaluate_s, strict=True)]
-    print(f"median: export {statistics.median(export_s):.1f} s, evaluate {statistics.median(evaluate_s):.1f} s, "
-          f"together {statistics.median(total):.1f} s (target < 30 s)")
+    print(
+        f"median: export {statistics.median(export_s):.1f} s, evaluate {statistics.median(evaluate_s):.1f} s, "
+        f"together {statistics.median(total):.1f} s (target < 30 s)"
+    )
 
 
 if __name__ == "__main__":

@@ -34,11 +34,31 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
 from ovit_ray.cli.main import main  # noqa: E402
 
 KINDS = ("sweep", "space", "cluster", "flags")
-WEIRD: list[Any] = [None, [], {}, "x" * 5000, -1, 0, 10**30, 1e308, float("inf"), float("nan"), True, "2:4",
-                    [[[]]], {"a": {"b": 1}}, "../../etc/passwd", "ü%20?#", -(10**12), 0.5]
+WEIRD: list[Any] = [
+    None,
+    [],
+    {},
+    "x" * 5000,
+    -1,
+    0,
+    10**30,
+    1e308,
+    float("inf"),
+    float("nan"),
+    True,
+    "2:4",
+    [[[]]],
+    {"a": {"b": 1}},
+    "../../etc/passwd",
+    "ü%20?#",
+    -(10**12),
+    0.5,
+]
 TEXT_ATTACKS = [
-    "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(f"{c}: &{c} [" + ",".join([f"*{p}"] * 9) + "]\n"
-                                           for p, c in zip("abcdefgh", "bcdefghi", strict=True)),
+    "a: &a [x,x,x,x,x,x,x,x,x]\n"
+    + "".join(
+        f"{c}: &{c} [" + ",".join([f"*{p}"] * 9) + "]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+    ),
     "a: &a [1, *a]\n",
     "{a: " * 2000 + "1" + "}" * 2000,
     "train: {window_epochs: " + "9" * 6000 + "}\n",
@@ -84,22 +104,58 @@ def mutate(doc: Any, rng: random.Random) -> str:
 def _sources() -> dict[str, list[Any]]:
     load = lambda paths: [yaml.safe_load(p.read_text()) for p in sorted(paths)]  # noqa: E731
     # Sweeps whose dry-run passes here (deit_small_imagenet needs a checkpoint and ImageNet under /data).
-    sweeps = [d for d in load((ROOT / "sweeps").rglob("*.yaml"))
-              if "search" in d and not {"checkpoint", "data_root"} & set(d.get("train", {}))]
-    return {"sweep": sweeps, "space": load((ROOT / "search_spaces").glob("*.yaml")),
-            "cluster": load(ROOT.glob("cluster*.yaml"))}
+    sweeps = [
+        d
+        for d in load((ROOT / "sweeps").rglob("*.yaml"))
+        if "search" in d and not {"checkpoint", "data_root"} & set(d.get("train", {}))
+    ]
+    return {
+        "sweep": sweeps,
+        "space": load((ROOT / "search_spaces").glob("*.yaml")),
+        "cluster": load(ROOT.glob("cluster*.yaml")),
+    }
 
 
 FLAG_CASES: list[tuple[str, list[str]]] = [
-    ("prune", ["--damp"]), ("prune", ["--sparsity"]), ("prune", ["-B"]),
-    ("prune", ["--model"]), ("prune", ["--device"]), ("prune", ["--checkpoint"]),
-    ("train", ["--end-epoch"]), ("train", ["--steps-per-target"]), ("train", ["--lr-max"]),
-    ("train", ["--targets"]), ("train", ["--pattern"]), ("train", ["--workers"]),
-    ("mlflow-server", ["--host"]), ("mlflow-server", ["--port"]),
-    ("sweep", ["--mlflow-uri"]), ("report", []), ("sync-mlflow", ["--mlflow-uri"]),
+    ("prune", ["--damp"]),
+    ("prune", ["--sparsity"]),
+    ("prune", ["-B"]),
+    ("prune", ["--model"]),
+    ("prune", ["--device"]),
+    ("prune", ["--checkpoint"]),
+    ("train", ["--end-epoch"]),
+    ("train", ["--steps-per-target"]),
+    ("train", ["--lr-max"]),
+    ("train", ["--targets"]),
+    ("train", ["--pattern"]),
+    ("train", ["--workers"]),
+    ("mlflow-server", ["--host"]),
+    ("mlflow-server", ["--port"]),
+    ("sweep", ["--mlflow-uri"]),
+    ("report", []),
+    ("sync-mlflow", ["--mlflow-uri"]),
 ]
-FLAG_VALUES = ["inf", "nan", "-1", "0", "1e400", "10000000000", "bogus", "2:4", "5:4", "0:0", "", "0.0.0.0", "::0",
-               "http://u:p@h/?access_token=t", "1.5", "-0", "ü", "%s%n", "x" * 3000]
+FLAG_VALUES = [
+    "inf",
+    "nan",
+    "-1",
+    "0",
+    "1e400",
+    "10000000000",
+    "bogus",
+    "2:4",
+    "5:4",
+    "0:0",
+    "",
+    "0.0.0.0",
+    "::0",
+    "http://u:p@h/?access_token=t",
+    "1.5",
+    "-0",
+    "ü",
+    "%s%n",
+    "x" * 3000,
+]
 
 
 def flag_argv(rng: random.Random, work: Path) -> list[str]:
@@ -143,8 +199,13 @@ def cases(kind: str, count: int, seed: int, work: Path) -> Iterator[list[str]]:
             continue
         if kind == "space":
             (spaces / f"fz{i}.yaml").write_text(text, errors="surrogateescape")
-            text = yaml.safe_dump({"name": "fz", "train": {"targets": [0.5]},
-                                   "search": {"space": f"fz{i}", "algorithm": "random"}})
+            text = yaml.safe_dump(
+                {
+                    "name": "fz",
+                    "train": {"targets": [0.5]},
+                    "search": {"space": f"fz{i}", "algorithm": "random"},
+                }
+            )
         path = work / f"sweep{i}.yaml"
         path.write_text(text, errors="surrogateescape")
         yield ["sweep", str(path), "--dry-run", "--out", str(work / "out")]
@@ -161,8 +222,13 @@ def run_case(argv: list[str], work: Path) -> dict[str, Any]:
             rc = exc.code if isinstance(exc.code, int) else 2
     lines = [line for line in err.getvalue().splitlines() if line.strip()]
     written = (work / "out").exists() and any((work / "out").iterdir())
-    return {"rc": rc, "stderr": lines, "seconds": time.perf_counter() - began, "written": written,
-            "traceback": "Traceback" in out.getvalue() + err.getvalue()}
+    return {
+        "rc": rc,
+        "stderr": lines,
+        "seconds": time.perf_counter() - began,
+        "written": written,
+        "traceback": "Traceback" in out.getvalue() + err.getvalue(),
+    }
 
 
 def violations(argv: list[str], result: dict[str, Any]) -> list[str]:
@@ -181,8 +247,13 @@ def violations(argv: list[str], result: dict[str, Any]) -> list[str]:
     return bad
 
 
-def fuzz(kinds: tuple[str, ...], per_kind: int, seed: int, work: Path,
-         on_case: Callable[[str, list[str], dict[str, Any]], None] | None = None) -> dict[str, dict[str, Any]]:
+def fuzz(
+    kinds: tuple[str, ...],
+    per_kind: int,
+    seed: int,
+    work: Path,
+    on_case: Callable[[str, list[str], dict[str, Any]], None] | None = None,
+) -> dict[str, dict[str, Any]]:
     """Run every case; per kind: counts, exit codes, violations, timings and the peak RSS."""
     import logging
 
@@ -223,8 +294,10 @@ def main_bench() -> int:
     failed = 0
     for kind, s in report.items():
         seconds = sorted(s["seconds"])
-        print(f"| {kind} | {s['inputs']} | {s['exit0']} | {s['exit2']} | {len(s['violations'])} | "
-              f"{seconds[len(seconds) // 2] * 1000:.1f} | {seconds[-1] * 1000:.0f} | {s['peak_rss_mb']:.0f} |")
+        print(
+            f"| {kind} | {s['inputs']} | {s['exit0']} | {s['exit2']} | {len(s['violations'])} | "
+            f"{seconds[len(seconds) // 2] * 1000:.1f} | {seconds[-1] * 1000:.0f} | {s['peak_rss_mb']:.0f} |"
+        )
         failed += len(s["violations"])
         for argv, problem in s["violations"][:5]:
             print(f"  {problem}: {' '.join(argv)[:200]}")

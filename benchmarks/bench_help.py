@@ -25,18 +25,26 @@ ROOT = Path(__file__).resolve().parents[1]
 def seconds(args: list[str]) -> float:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     began = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "ovit_ray.cli.main", *args], env=env, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "ovit_ray.cli.main", *args], env=env, check=True, stdout=subprocess.DEVNULL
+    )
     return time.perf_counter() - began
 
 
 def slowest_imports(count: int = 5) -> list[tuple[int, str]]:
     """(cumulative microseconds, module) of the top-level imports that cost most for `--help`."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "ovit_ray.cli.main", "--help"], env=env,
-                         capture_output=True, text=True, check=True).stderr
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "ovit_ray.cli.main", "--help"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stderr
     found = [(int(m.group(1)), m.group(2)) for m in re.finditer(r"\|\s*(\d+) \|( +\S+)$", out, re.M)]
-    return sorted(((us, name.strip()) for us, name in found if not name.startswith("  ")), reverse=True)[:count]
+    return sorted(((us, name.strip()) for us, name in found if not name.startswith("  ")), reverse=True)[
+        :count
+    ]
 
 
 def main() -> int:
@@ -48,9 +56,14 @@ def main() -> int:
     for command in [[], *([c] for c in COMMAND_MODULES)]:
         times = [seconds([*command, "--help"]) for _ in range(args.repeats)]
         medians.append(statistics.median(times))
-        print(f"| `ovit-ray {' '.join(command + ['--help'])}` | {medians[-1]:.2f} | {max(times):.2f} |", flush=True)
-    print("\nslowest imports of `ovit-ray --help` (cumulative ms): "
-          + ", ".join(f"{name} {us / 1000:.0f}" for us, name in slowest_imports()))
+        print(
+            f"| `ovit-ray {' '.join(command + ['--help'])}` | {medians[-1]:.2f} | {max(times):.2f} |",
+            flush=True,
+        )
+    print(
+        "\nslowest imports of `ovit-ray --help` (cumulative ms): "
+        + ", ".join(f"{name} {us / 1000:.0f}" for us, name in slowest_imports())
+    )
     return 0 if max(medians) < 1.0 else 1
 
 

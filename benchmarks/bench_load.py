@@ -49,7 +49,9 @@ def finished_trials(results: Path) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--trials", type=int, default=50)
     parser.add_argument("--concurrent", type=int, default=2)
     parser.add_argument("--out", default="runs/bench_load")
@@ -58,12 +60,27 @@ def main() -> None:
     shutil.rmtree(out, ignore_errors=True)
     (out / "sweeps").mkdir(parents=True)
     sweep = out / "sweeps" / "load.yaml"
-    sweep.write_text(yaml.safe_dump({
-        "name": "load", "train": {"targets": [0.5], "window_epochs": 1, "num_grads": 16, "block_size": 32,
-                                  "max_steps_per_epoch": 2},
-        "search": {"space": "fixed", "algorithm": "grid", "max_concurrent_trials": args.concurrent,
-                   "overrides": {"seed": {"grid": list(range(args.trials))}}},
-        "resources": {"workers": 1, "cpus_per_worker": 1}}))
+    sweep.write_text(
+        yaml.safe_dump(
+            {
+                "name": "load",
+                "train": {
+                    "targets": [0.5],
+                    "window_epochs": 1,
+                    "num_grads": 16,
+                    "block_size": 32,
+                    "max_steps_per_epoch": 2,
+                },
+                "search": {
+                    "space": "fixed",
+                    "algorithm": "grid",
+                    "max_concurrent_trials": args.concurrent,
+                    "overrides": {"seed": {"grid": list(range(args.trials))}},
+                },
+                "resources": {"workers": 1, "cpus_per_worker": 1},
+            }
+        )
+    )
     env = {**os.environ, "OVIT_RAY_SEARCH_SPACES": str(ROOT / "search_spaces")}
     cmd = [sys.executable, "-m", "ovit_ray.cli.main", "sweep", str(sweep), "--out", str(out / "sweep")]
     print("driver:", " ".join(cmd), flush=True)
@@ -78,7 +95,10 @@ def main() -> None:
             done = finished_trials(out / "sweep" / "results.parquet")
             if done > 0 and done not in rss_at:
                 rss_at[done] = rss
-                print(f"trial {done}: driver RSS {rss:.0f} MiB ({time.perf_counter() - began:.0f} s)", flush=True)
+                print(
+                    f"trial {done}: driver RSS {rss:.0f} MiB ({time.perf_counter() - began:.0f} s)",
+                    flush=True,
+                )
         time.sleep(0.5)
     wall = time.perf_counter() - began
     if driver.returncode != 0:
@@ -88,11 +108,14 @@ def main() -> None:
     first = min((n for n in rss_at if n >= 10), default=None)
     last = max(rss_at)
     summary = {
-        "trials": len(rows), "concurrent": args.concurrent, "sweep_wall_s": round(wall, 1),
+        "trials": len(rows),
+        "concurrent": args.concurrent,
+        "sweep_wall_s": round(wall, 1),
         "trials_per_hour": round(len(rows) / wall * 3600, 1),
         "median_trial_overhead_s": round(statistics.median(r["overhead_seconds"] for r in rows), 2),
         "effective_overhead_per_trial_s": round(wall * args.concurrent / len(rows) - loop, 2),
-        "median_loop_s": round(loop, 2), "driver_peak_rss_mib": round(peak, 1),
+        "median_loop_s": round(loop, 2),
+        "driver_peak_rss_mib": round(peak, 1),
         "rss_trial": {str(k): round(v, 1) for k, v in sorted(rss_at.items())},
     }
     if first is not None and last > first:

@@ -33,16 +33,36 @@ TARGET_SPARSITIES = (0.7, 0.8, 0.9)  # where the method ordering must hold
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="digits-vit", help="preset or timm model (default: digits-vit)")
-    p.add_argument("--method", nargs="+", default=list(METHODS), choices=METHODS, metavar="METHOD",
-                   help=f"methods (default: {' '.join(METHODS)})")
+    p.add_argument(
+        "--method",
+        nargs="+",
+        default=list(METHODS),
+        choices=METHODS,
+        metavar="METHOD",
+        help=f"methods (default: {' '.join(METHODS)})",
+    )
     p.add_argument("--sparsity", nargs="+", type=float, default=list(SPARSITIES), metavar="S")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="gradient-batch seeds (default: 0 1 2)")
-    p.add_argument("--block-size", "-B", nargs="+", type=int, default=[64], help="Fisher block size(s) (default: 64)")
-    p.add_argument("--num-grads", "-m", nargs="+", type=int, default=[128], help="number(s) of gradients (default: 128)")
-    p.add_argument("--damp", nargs="+", type=float, default=[1e-7], help="dampening lambda value(s) (default: 1e-7)")
-    p.add_argument("--grad-batch-size", nargs="+", type=int, default=[16], help="images per gradient (default: 16)")
+    p.add_argument(
+        "--seeds", nargs="+", type=int, default=[0, 1, 2], help="gradient-batch seeds (default: 0 1 2)"
+    )
+    p.add_argument(
+        "--block-size", "-B", nargs="+", type=int, default=[64], help="Fisher block size(s) (default: 64)"
+    )
+    p.add_argument(
+        "--num-grads", "-m", nargs="+", type=int, default=[128], help="number(s) of gradients (default: 128)"
+    )
+    p.add_argument(
+        "--damp", nargs="+", type=float, default=[1e-7], help="dampening lambda value(s) (default: 1e-7)"
+    )
+    p.add_argument(
+        "--grad-batch-size", nargs="+", type=int, default=[16], help="images per gradient (default: 16)"
+    )
     p.add_argument("--device", default="cpu")
-    p.add_argument("--out", default="runs/bench_accuracy", help="directory for results.parquet (default: runs/bench_accuracy)")
+    p.add_argument(
+        "--out",
+        default="runs/bench_accuracy",
+        help="directory for results.parquet (default: runs/bench_accuracy)",
+    )
     p.add_argument("--progress", action="store_true", help="show gradient-collection progress bars")
     return p.parse_args(argv)
 
@@ -50,7 +70,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def settings_grid(args: argparse.Namespace) -> list[tuple[dict[str, float | int], list[PruneSettings]]]:
     """One entry per knob combination (B, m, lambda, grad batch), holding one PruneSettings per method."""
     grid = []
-    for block, m, damp, batch in itertools.product(args.block_size, args.num_grads, args.damp, args.grad_batch_size):
+    for block, m, damp, batch in itertools.product(
+        args.block_size, args.num_grads, args.damp, args.grad_batch_size
+    ):
         knobs = {"block_size": block, "num_grads": m, "damp": damp, "grad_batch_size": batch}
         grid.append((knobs, [PruneSettings(method=method, **knobs) for method in dict.fromkeys(args.method)]))
     return grid
@@ -61,11 +83,17 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def summarize(rows: Sequence[Row], methods: Sequence[str], sparsities: Sequence[float]) -> dict[tuple[str, float], tuple[float, float, int]]:
+def summarize(
+    rows: Sequence[Row], methods: Sequence[str], sparsities: Sequence[float]
+) -> dict[tuple[str, float], tuple[float, float, int]]:
     """(method, sparsity) -> (mean top-1, std, number of seeds)."""
     summary = {}
     for method, sparsity in itertools.product(methods, sparsities):
-        top1 = [float(r["top1"]) for r in rows if r["method"] == method and abs(float(r["target_sparsity"]) - sparsity) < 1e-9]
+        top1 = [
+            float(r["top1"])
+            for r in rows
+            if r["method"] == method and abs(float(r["target_sparsity"]) - sparsity) < 1e-9
+        ]
         if top1:
             summary[(method, sparsity)] = (*mean_std(top1), len(top1))
     return summary
@@ -73,8 +101,10 @@ def summarize(rows: Sequence[Row], methods: Sequence[str], sparsities: Sequence[
 
 def markdown_table(summary: dict, methods: Sequence[str], sparsities: Sequence[float], dense: float) -> str:
     """Methods as rows, sparsities as columns, cells 'mean ± std' in percent."""
-    lines = ["| method | " + " | ".join(f"s={s:g}" for s in sparsities) + " |",
-             "|---|" + "---|" * len(sparsities)]
+    lines = [
+        "| method | " + " | ".join(f"s={s:g}" for s in sparsities) + " |",
+        "|---|" + "---|" * len(sparsities),
+    ]
     for method in methods:
         cells = []
         for s in sparsities:
@@ -90,6 +120,7 @@ def markdown_table(summary: dict, methods: Sequence[str], sparsities: Sequence[f
 
 def check_targets(summary: dict, dense: float) -> list[tuple[str, bool | None]]:
     """The issue-2 accuracy targets; None where the needed cells were not run."""
+
     def mean(method: str, s: float) -> float | None:
         return summary[(method, s)][0] if (method, s) in summary else None
 
@@ -112,23 +143,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     sparsities = sorted(set(args.sparsity))
     methods = list(dict.fromkeys(args.method))
     start = build_model_and_data(args.model, progress=args.progress)
-    print(f"model: {args.model} from {start.source}; {len(start.data.train)} train / {len(start.data.val)} val images",
-          flush=True)
+    print(
+        f"model: {args.model} from {start.source}; {len(start.data.train)} train / {len(start.data.val)} val images",
+        flush=True,
+    )
     results = Path(args.out) / "results.parquet"
     all_ok = True
     for knobs, settings in settings_grid(args):
         rows: list[Row] = []
         began = time.perf_counter()
         for seed in args.seeds:
-            rows += oneshot_rows(start, settings, sparsities, param_patterns=DEFAULT_PATTERNS, seed=seed,
-                                 device=args.device, progress=args.progress)
+            rows += oneshot_rows(
+                start,
+                settings,
+                sparsities,
+                param_patterns=DEFAULT_PATTERNS,
+                seed=seed,
+                device=args.device,
+                progress=args.progress,
+            )
             print(f"  {knobs} seed {seed} done ({time.perf_counter() - began:.0f} s)", flush=True)
-        append_rows(results, rows, KEY_COLUMNS, PRUNE_RESULTS)  # keyed: re-running a configuration never duplicates rows
+        append_rows(
+            results, rows, KEY_COLUMNS, PRUNE_RESULTS
+        )  # keyed: re-running a configuration never duplicates rows
         dense = float(rows[0]["top1_dense"])
         summary = summarize(rows, methods, sparsities)
         knob_text = ", ".join(f"{k}={v:g}" for k, v in knobs.items())
-        print(f"\n### {args.model}: {knob_text}, seeds {' '.join(map(str, args.seeds))} "
-              f"(top-1 %, mean ± sample std over seeds)\n")
+        print(
+            f"\n### {args.model}: {knob_text}, seeds {' '.join(map(str, args.seeds))} "
+            f"(top-1 %, mean ± sample std over seeds)\n"
+        )
         print(markdown_table(summary, methods, sparsities, dense))
         print()
         for text, ok in check_targets(summary, dense):

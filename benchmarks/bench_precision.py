@@ -32,8 +32,11 @@ from ovit_ray.pruning.gradients import FisherSums
 from ovit_ray.training.loop import make_loader
 from ovit_ray.training.setup import build_model_and_data
 
-VARIANTS = {"float64": (torch.float64, "float64"), "f32 elim": (torch.float64, "float32"),
-            "f32 all": (torch.float32, "float32")}
+VARIANTS = {
+    "float64": (torch.float64, "float64"),
+    "f32 elim": (torch.float64, "float32"),
+    "f32 all": (torch.float32, "float32"),
+}
 
 
 def deit_shaped(train_set, steps: int, seed: int = 0) -> tuple[nn.Module, dict[str, nn.Parameter]]:
@@ -54,7 +57,9 @@ def deit_shaped(train_set, steps: int, seed: int = 0) -> tuple[nn.Module, dict[s
     return model, select_prunable(model, [r"blocks\.0\.attn\.proj\.weight"])
 
 
-def gradients(model: nn.Module, params: Mapping[str, nn.Parameter], train_set, m: int) -> dict[str, torch.Tensor]:
+def gradients(
+    model: nn.Module, params: Mapping[str, nn.Parameter], train_set, m: int
+) -> dict[str, torch.Tensor]:
     """m mean-loss gradients over batches of 16, eval mode, float64 rows."""
     model.eval()
     loader = make_loader(train_set, 16, shuffle=True, seed=0)
@@ -71,9 +76,16 @@ def gradients(model: nn.Module, params: Mapping[str, nn.Parameter], train_set, m
     return {n: torch.stack(r) for n, r in rows.items()}
 
 
-def masks_for(model, params, grads, block: int, damp: float, sums_dtype, dtype: str, sparsities) -> list[MaskSet]:
-    sums = FisherSums({n: g.shape[1] for n, g in grads.items()}, block, len(next(iter(grads.values()))),
-                      torch.device("cpu"), sums_dtype)
+def masks_for(
+    model, params, grads, block: int, damp: float, sums_dtype, dtype: str, sparsities
+) -> list[MaskSet]:
+    sums = FisherSums(
+        {n: g.shape[1] for n, g in grads.items()},
+        block,
+        len(next(iter(grads.values()))),
+        torch.device("cpu"),
+        sums_dtype,
+    )
     for k in range(len(next(iter(grads.values())))):
         sums.add({n: g[k].to(sums_dtype) for n, g in grads.items()})
     sums.flush()
@@ -97,31 +109,58 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--damp", nargs="+", type=float, default=[1e-8, 1e-7, 1e-6])
     p.add_argument("--block-size", "-B", nargs="+", type=int, default=[64, 192])
     p.add_argument("--sparsity", nargs="+", type=float, default=[0.5, 0.75, 0.9])
-    p.add_argument("--deit-steps", type=int, default=60, help="AdamW steps for the DeiT-shaped model (default: 60)")
+    p.add_argument(
+        "--deit-steps", type=int, default=60, help="AdamW steps for the DeiT-shaped model (default: 60)"
+    )
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     start = build_model_and_data("digits-vit", progress=False)
-    models = {"digits-vit preset (all prunable)": (start.model, select_prunable(start.model)),
-              "DeiT-Small-shaped attn.proj 384x384": deit_shaped(start.data.train, args.deit_steps)}
-    lines = ["| model | lambda | B | " + " | ".join(f"{v} agreement at s={s:g}" for v in list(VARIANTS)[1:]
-                                                  for s in args.sparsity) + " |",
-             "|---|---:|---:|" + "---:|" * (2 * len(args.sparsity))]
+    models = {
+        "digits-vit preset (all prunable)": (start.model, select_prunable(start.model)),
+        "DeiT-Small-shaped attn.proj 384x384": deit_shaped(start.data.train, args.deit_steps),
+    }
+    lines = [
+        "| model | lambda | B | "
+        + " | ".join(f"{v} agreement at s={s:g}" for v in list(VARIANTS)[1:] for s in args.sparsity)
+        + " |",
+        "|---|---:|---:|" + "---:|" * (2 * len(args.sparsity)),
+    ]
     for label, (model, params) in models.items():
         grads = gradients(model, params, start.data.train, args.num_grads)
         for damp in args.damp:
             for block in args.block_size:
                 began = time.perf_counter()
-                masks = {v: masks_for(model, params, grads, block, damp, sd, dt, args.sparsity)
-                         for v, (sd, dt) in VARIANTS.items()}
-                cells = [100 * agreement(masks[v][i], masks["float64"][i]) for v in list(VARIANTS)[1:]
-                         for i in range(len(args.sparsity))]
-                lines.append(f"| {label} | {damp:g} | {block} | " + " | ".join(f"{c:.3f}%" for c in cells) + " |")
-                print(json.dumps({"model": label, "damp": damp, "B": block, "agreement_pct": cells,
-                                  "seconds": round(time.perf_counter() - began, 1)}), file=sys.stderr, flush=True)
+                masks = {
+                    v: masks_for(model, params, grads, block, damp, sd, dt, args.sparsity)
+                    for v, (sd, dt) in VARIANTS.items()
+                }
+                cells = [
+                    100 * agreement(masks[v][i], masks["float64"][i])
+                    for v in list(VARIANTS)[1:]
+                    for i in range(len(args.sparsity))
+                ]
+                lines.append(
+                    f"| {label} | {damp:g} | {block} | " + " | ".join(f"{c:.3f}%" for c in cells) + " |"
+                )
+                print(
+                    json.dumps(
+                        {
+                            "model": label,
+                            "damp": damp,
+                            "B": block,
+                            "agreement_pct": cells,
+                            "seconds": round(time.perf_counter() - began, 1),
+                        }
+                    ),
+                    file=sys.stderr,
+                    flush=True,
+                )
     print("\n".join(lines))
-    print(f"\nm = {args.num_grads} gradients of batch 16; threads {torch.get_num_threads()}; torch {torch.__version__}")
+    print(
+        f"\nm = {args.num_grads} gradients of batch 16; threads {torch.get_num_threads()}; torch {torch.__version__}"
+    )
     return 0
 
 

@@ -62,33 +62,80 @@ BUFFER_BYTES: int = inspect.signature(collect_fisher).parameters["buffer_bytes"]
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", nargs="+", default=list(MODELS), choices=list(MODELS), help="DeiT shapes (default: both)")
-    p.add_argument("--block-size", "-B", nargs="+", type=int,
-                   help="block sizes (default: 16 64 192 256; with --layer: 64)")
-    p.add_argument("--num-grads", "-m", nargs="+", type=int,
-                   help="numbers of gradients (default: 64 256 1024; with --layer: 256)")
+    p.add_argument(
+        "--model", nargs="+", default=list(MODELS), choices=list(MODELS), help="DeiT shapes (default: both)"
+    )
+    p.add_argument(
+        "--block-size",
+        "-B",
+        nargs="+",
+        type=int,
+        help="block sizes (default: 16 64 192 256; with --layer: 64)",
+    )
+    p.add_argument(
+        "--num-grads",
+        "-m",
+        nargs="+",
+        type=int,
+        help="numbers of gradients (default: 64 256 1024; with --layer: 256)",
+    )
     p.add_argument("--damp", type=float, default=1e-7)
-    p.add_argument("--dtype", default="float64", choices=list(DTYPES),
-                   help="Fisher sums and elimination precision (default: float64; float32 halves memory)")
+    p.add_argument(
+        "--dtype",
+        default="float64",
+        choices=list(DTYPES),
+        help="Fisher sums and elimination precision (default: float64; float32 halves memory)",
+    )
     p.add_argument("--sparsity", type=float, default=0.5, help="sparsity for the apply step (default: 0.5)")
-    p.add_argument("--blocks", type=int, default=None,
-                   help="time only the first N transformer blocks and scale times to all 12 (rows are labelled)")
-    p.add_argument("--max-measured-grads", type=int, default=None,
-                   help="accumulate at most this many gradients; larger m are extrapolated linearly (labelled)")
-    p.add_argument("--grad-pool", type=int, default=4, help="distinct pre-drawn random gradients cycled (default: 4)")
-    p.add_argument("--grad-scale", type=float, default=1e-3,
-                   help="std of the random gradients (default: 1e-3, the size of mean-loss gradients; with N(0, 1) "
-                        "gradients fp32 rounding in the sums exceeds lambda=1e-7 and the Cholesky fails)")
-    p.add_argument("--max-fisher-gib", type=float, default=20.0,
-                   help="skip (model, B) whose Fisher sums d*B*itemsize bytes exceed this (default: 20)")
-    p.add_argument("--layer", metavar="OUTxIN", help="time one OUTxIN layer instead (e.g. 384x384): median of --repeats")
-    p.add_argument("--repeats", type=int, default=5, help="repeats in --layer / --elimination mode (default: 5)")
-    p.add_argument("--elimination", action="store_true",
-                   help="time the bare elimination of one --layer (default 384x384) per B: old, new, panels, ceiling")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch intra-op threads in the subprocesses (default: torch's choice, one per core)")
+    p.add_argument(
+        "--blocks",
+        type=int,
+        default=None,
+        help="time only the first N transformer blocks and scale times to all 12 (rows are labelled)",
+    )
+    p.add_argument(
+        "--max-measured-grads",
+        type=int,
+        default=None,
+        help="accumulate at most this many gradients; larger m are extrapolated linearly (labelled)",
+    )
+    p.add_argument(
+        "--grad-pool", type=int, default=4, help="distinct pre-drawn random gradients cycled (default: 4)"
+    )
+    p.add_argument(
+        "--grad-scale",
+        type=float,
+        default=1e-3,
+        help="std of the random gradients (default: 1e-3, the size of mean-loss gradients; with N(0, 1) "
+        "gradients fp32 rounding in the sums exceeds lambda=1e-7 and the Cholesky fails)",
+    )
+    p.add_argument(
+        "--max-fisher-gib",
+        type=float,
+        default=20.0,
+        help="skip (model, B) whose Fisher sums d*B*itemsize bytes exceed this (default: 20)",
+    )
+    p.add_argument(
+        "--layer", metavar="OUTxIN", help="time one OUTxIN layer instead (e.g. 384x384): median of --repeats"
+    )
+    p.add_argument(
+        "--repeats", type=int, default=5, help="repeats in --layer / --elimination mode (default: 5)"
+    )
+    p.add_argument(
+        "--elimination",
+        action="store_true",
+        help="time the bare elimination of one --layer (default 384x384) per B: old, new, panels, ceiling",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads in the subprocesses (default: torch's choice, one per core)",
+    )
     p.add_argument("--timeout", type=float, default=3600, help="seconds per subprocess (default: 3600)")
-    p.add_argument("--out", help="also write the rows as JSON lines to OUT/speed.jsonl (grid mode: and the masks)")
+    p.add_argument(
+        "--out", help="also write the rows as JSON lines to OUT/speed.jsonl (grid mode: and the masks)"
+    )
     p.add_argument("--device", default="cpu", help="device for the grid mode (e.g. cuda; default: cpu)")
     p.add_argument("--child", help=argparse.SUPPRESS)  # JSON config of one subprocess run
     return p.parse_args(argv)
@@ -120,8 +167,13 @@ def buffer_grads(total_weights: int, max_m: int, dtype: torch.dtype) -> int:
     return max(1, min(max_m, BUFFER_BYTES // (dtype.itemsize * total_weights)))
 
 
-def accumulate(params: Mapping[str, nn.Parameter], block: int, grad_ms: Sequence[int], pool: Sequence[dict],
-               dtype: torch.dtype) -> tuple[FisherSums, dict[int, float]]:
+def accumulate(
+    params: Mapping[str, nn.Parameter],
+    block: int,
+    grad_ms: Sequence[int],
+    pool: Sequence[dict],
+    dtype: torch.dtype,
+) -> tuple[FisherSums, dict[int, float]]:
     """Fold max(grad_ms) pooled gradients into fresh sums; returns the sums and the elapsed seconds at each m."""
     shapes = {n: p.numel() for n, p in params.items()}
     buffer = buffer_grads(sum(shapes.values()), max(grad_ms), dtype)
@@ -137,13 +189,21 @@ def accumulate(params: Mapping[str, nn.Parameter], block: int, grad_ms: Sequence
     return sums, elapsed
 
 
-def plan_and_apply(model: nn.Module, params: Mapping[str, nn.Parameter], settings: PruneSettings,
-                   sums: FisherSums, sparsity: float, old: bool = False,
-                   save_masks: str | None = None) -> tuple[float, float]:
+def plan_and_apply(
+    model: nn.Module,
+    params: Mapping[str, nn.Parameter],
+    settings: PruneSettings,
+    sums: FisherSums,
+    sparsity: float,
+    old: bool = False,
+    save_masks: str | None = None,
+) -> tuple[float, float]:
     """Seconds for Pruner.plan() and Pruner.apply(sparsity) on precomputed sums (old: the pre-issue-14 path)."""
     if old:
         settings = PruneSettings(**{**settings.__dict__, "chunk_bytes": OLD_CHUNK_BYTES})
-        pruner_module.greedy_eliminate = lambda w, h, downdates=None, **kw: reference_greedy_eliminate(w, h, **kw)
+        pruner_module.greedy_eliminate = lambda w, h, downdates=None, **kw: reference_greedy_eliminate(
+            w, h, **kw
+        )
     pruner = Pruner(model, params, MaskSet.dense(params), settings, apply_cache_bytes=0 if old else 2**29)
     pruner.fisher = sums
     try:
@@ -169,19 +229,33 @@ def child(config: dict) -> dict:
     device = torch.device(config.get("device") or "cpu")
     model.to(device)
     scale = config["grad_scale"]
-    pool = [{n: (torch.randn(p.numel()) * scale).to(device) for n, p in params.items()} for _ in range(config["grad_pool"])]
+    pool = [
+        {n: (torch.randn(p.numel()) * scale).to(device) for n, p in params.items()}
+        for _ in range(config["grad_pool"])
+    ]
     block, grad_ms = config["block_size"], sorted(config["measured_ms"])
-    settings = PruneSettings(method="ovit", block_size=block, num_grads=max(grad_ms), damp=config["damp"],
-                             dtype=config["dtype"], fisher_dtype=config["dtype"])
+    settings = PruneSettings(
+        method="ovit",
+        block_size=block,
+        num_grads=max(grad_ms),
+        damp=config["damp"],
+        dtype=config["dtype"],
+        fisher_dtype=config["dtype"],
+    )
     result = {"weights": sum(p.numel() for p in params.values())}
     if config.get("layer"):
-        parts = {f"{k}{tag}": [] for tag in ("", "_old") for k in ("fisher_s", "plan_s", "apply_s", "total_s")}
+        parts = {
+            f"{k}{tag}": [] for tag in ("", "_old") for k in ("fisher_s", "plan_s", "apply_s", "total_s")
+        }
         for _ in range(config["repeats"]):
             sums, elapsed = accumulate(params, block, grad_ms, pool, settings.torch_dtype)
             for tag in ("_old", ""):  # old and new on the same sums, alternating
-                plan_s, apply_s = plan_and_apply(model, params, settings, sums, config["sparsity"], old=bool(tag))
-                for key, value in zip(("fisher_s", "plan_s", "apply_s"), (elapsed[max(grad_ms)], plan_s, apply_s),
-                                      strict=True):
+                plan_s, apply_s = plan_and_apply(
+                    model, params, settings, sums, config["sparsity"], old=bool(tag)
+                )
+                for key, value in zip(
+                    ("fisher_s", "plan_s", "apply_s"), (elapsed[max(grad_ms)], plan_s, apply_s), strict=True
+                ):
                     parts[key + tag].append(value)
                 parts["total_s" + tag].append(elapsed[max(grad_ms)] + plan_s + apply_s)
             del sums
@@ -189,8 +263,9 @@ def child(config: dict) -> dict:
     else:
         sums, elapsed = accumulate(params, block, grad_ms, pool, settings.torch_dtype)
         # masks saved for comparing devices (the random draws are made on the CPU, so inputs are identical)
-        plan_s, apply_s = plan_and_apply(model, params, settings, sums, config["sparsity"],
-                                         save_masks=config.get("save_masks"))
+        plan_s, apply_s = plan_and_apply(
+            model, params, settings, sums, config["sparsity"], save_masks=config.get("save_masks")
+        )
         result.update(fisher_s={str(m): s for m, s in elapsed.items()}, plan_s=plan_s, apply_s=apply_s)
     result["threads"] = torch.get_num_threads()
     result["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB
@@ -201,8 +276,13 @@ def run_child(config: dict, args: argparse.Namespace) -> dict:
     """Run `child(config)` in a fresh interpreter and parse its last output line."""
     config = {**config, "threads": args.threads}
     timeout = args.timeout
-    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(config)],
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(config)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark subprocess failed for {config}:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -223,16 +303,32 @@ def grid_rows(args: argparse.Namespace) -> list[dict]:
             need = weights * block * DTYPES[args.dtype].itemsize / GIB
             base = {"model": f"DeiT-{model_key.capitalize()}", "weights": weights, "B": block}
             if need > args.max_fisher_gib:
-                rows += [{**base, "m": m, "note": f"skipped: needs {need:.1f} GiB for the {args.dtype} Fisher sums"}
-                         for m in args.num_grads]
+                rows += [
+                    {
+                        **base,
+                        "m": m,
+                        "note": f"skipped: needs {need:.1f} GiB for the {args.dtype} Fisher sums",
+                    }
+                    for m in args.num_grads
+                ]
                 print(f"{base['model']} B={block}: skipped, needs {need:.1f} GiB", flush=True)
                 continue
             cap = args.max_measured_grads
             measured = sorted({m if cap is None else min(m, cap) for m in args.num_grads})
-            config = {"model": model_key, "block_size": block, "measured_ms": measured, "damp": args.damp,
-                      "sparsity": args.sparsity, "blocks": args.blocks, "grad_pool": args.grad_pool, "dtype": args.dtype,
-                      "grad_scale": args.grad_scale, "device": args.device,
-                      "save_masks": args.out and str(Path(args.out) / f"masks_{model_key}_B{block}_{args.device}.pt")}
+            config = {
+                "model": model_key,
+                "block_size": block,
+                "measured_ms": measured,
+                "damp": args.damp,
+                "sparsity": args.sparsity,
+                "blocks": args.blocks,
+                "grad_pool": args.grad_pool,
+                "dtype": args.dtype,
+                "grad_scale": args.grad_scale,
+                "device": args.device,
+                "save_masks": args.out
+                and str(Path(args.out) / f"masks_{model_key}_B{block}_{args.device}.pt"),
+            }
             began = time.perf_counter()
             res = run_child(config, args)
             scale = 1.0 if not args.blocks or args.blocks >= depth else depth / args.blocks
@@ -242,25 +338,41 @@ def grid_rows(args: argparse.Namespace) -> list[dict]:
                 fisher = res["fisher_s"][str(got)] * m / got * scale
                 note = notes + ([f"Fisher extrapolated from {got} grads"] if got != m else [])
                 rss_note = "" if scale == 1.0 else f" ({args.blocks} blocks)"
-                rows.append({**base, "m": m, "fisher_s": fisher, "plan_s": res["plan_s"] * scale,
-                             "apply_s": res["apply_s"] * scale, "peak_rss_gib": res["peak_rss_gib"],
-                             "rss_note": rss_note, "note": "; ".join(note)})
+                rows.append(
+                    {
+                        **base,
+                        "m": m,
+                        "fisher_s": fisher,
+                        "plan_s": res["plan_s"] * scale,
+                        "apply_s": res["apply_s"] * scale,
+                        "peak_rss_gib": res["peak_rss_gib"],
+                        "rss_note": rss_note,
+                        "note": "; ".join(note),
+                    }
+                )
             print(f"{base['model']} B={block}: done in {time.perf_counter() - began:.0f} s", flush=True)
     return rows
 
 
 def markdown(rows: Sequence[dict]) -> str:
     """The speed table; plan/apply/RSS are per (model, B) and repeat across m."""
-    lines = ["| model | weights | B | m | Fisher build (s) | elimination / plan (s) | apply 50% (s) | total (s) "
-             "| peak RSS (GiB) | note |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        "| model | weights | B | m | Fisher build (s) | elimination / plan (s) | apply 50% (s) | total (s) "
+        "| peak RSS (GiB) | note |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for r in rows:
         if "fisher_s" not in r:
-            lines.append(f"| {r['model']} | {r['weights'] / 1e6:.1f}M | {r['B']} | {r['m']} | - | - | - | - | - | {r['note']} |")
+            lines.append(
+                f"| {r['model']} | {r['weights'] / 1e6:.1f}M | {r['B']} | {r['m']} | - | - | - | - | - | {r['note']} |"
+            )
             continue
         total = r["fisher_s"] + r["plan_s"] + r["apply_s"]
-        lines.append(f"| {r['model']} | {r['weights'] / 1e6:.1f}M | {r['B']} | {r['m']} | {r['fisher_s']:.2f} "
-                     f"| {r['plan_s']:.2f} | {r['apply_s']:.2f} | {total:.2f} | {r['peak_rss_gib']:.2f}{r['rss_note']} "
-                     f"| {r['note']} |")
+        lines.append(
+            f"| {r['model']} | {r['weights'] / 1e6:.1f}M | {r['B']} | {r['m']} | {r['fisher_s']:.2f} "
+            f"| {r['plan_s']:.2f} | {r['apply_s']:.2f} | {total:.2f} | {r['peak_rss_gib']:.2f}{r['rss_note']} "
+            f"| {r['note']} |"
+        )
     return "\n".join(lines)
 
 
@@ -268,22 +380,44 @@ def layer_mode(args: argparse.Namespace) -> tuple[str, list[dict]]:
     """The single-layer target: median of repeats for each part, in one fresh subprocess."""
     out_features, in_features = (int(v) for v in args.layer.lower().split("x"))
     block, m = args.block_size[0], args.num_grads[0]
-    config = {"layer": [out_features, in_features], "block_size": block, "measured_ms": [m], "damp": args.damp,
-              "dtype": args.dtype,
-              "sparsity": args.sparsity, "grad_pool": args.grad_pool, "grad_scale": args.grad_scale,
-              "repeats": args.repeats}
+    config = {
+        "layer": [out_features, in_features],
+        "block_size": block,
+        "measured_ms": [m],
+        "damp": args.damp,
+        "dtype": args.dtype,
+        "sparsity": args.sparsity,
+        "grad_pool": args.grad_pool,
+        "grad_scale": args.grad_scale,
+        "repeats": args.repeats,
+    }
     res = run_child(config, args)
-    row = {"layer": args.layer, "B": block, "m": m, "dtype": args.dtype,
-           **{k: v for k, v in res.items() if k != "threads"}}
-    lines = ["| layer | dtype | B | m | sparsity | path | Fisher build (s) | elimination / plan (s) | apply (s) | total (s) |",
-             "|---|---|---:|---:|---:|---|---:|---:|---:|---:|"]
+    row = {
+        "layer": args.layer,
+        "B": block,
+        "m": m,
+        "dtype": args.dtype,
+        **{k: v for k, v in res.items() if k != "threads"},
+    }
+    lines = [
+        "| layer | dtype | B | m | sparsity | path | Fisher build (s) | elimination / plan (s) | apply (s) | total (s) |",
+        "|---|---|---:|---:|---:|---|---:|---:|---:|---:|",
+    ]
     for tag, label in (("_old", "old (pre-issue-14)"), ("", "new")):
-        lines.append(f"| {args.layer} | {args.dtype} | {block} | {m} | {args.sparsity:g} | {label} "
-                     f"| {res['fisher_s' + tag]:.3f} | {res['plan_s' + tag]:.3f} | {res['apply_s' + tag]:.3f} "
-                     f"| {res['total_s' + tag]:.3f} |")
+        lines.append(
+            f"| {args.layer} | {args.dtype} | {block} | {m} | {args.sparsity:g} | {label} "
+            f"| {res['fisher_s' + tag]:.3f} | {res['plan_s' + tag]:.3f} | {res['apply_s' + tag]:.3f} "
+            f"| {res['total_s' + tag]:.3f} |"
+        )
     ratios = ", ".join(f"{k} {res[k + '_old'] / res[k]:.1f}x" for k in ("plan_s", "apply_s", "total_s"))
-    text = "\n".join(lines + ["", f"median of {args.repeats} repeats, old and new alternating on the same sums; "
-                               f"new vs old: {ratios}; peak RSS {res['peak_rss_gib']:.2f} GiB"])
+    text = "\n".join(
+        lines
+        + [
+            "",
+            f"median of {args.repeats} repeats, old and new alternating on the same sums; "
+            f"new vs old: {ratios}; peak RSS {res['peak_rss_gib']:.2f} GiB",
+        ]
+    )
     return text, [row]
 
 
@@ -292,8 +426,11 @@ def rank1_ceiling(block: int, dtype: torch.dtype, seconds: float = 0.3) -> float
     best = 0.0
     for kib in (256, 512, 1024, 2048, 4096):
         n = max(1, kib * 2**10 // (block * block * dtype.itemsize))
-        h, x, y = torch.randn(n, block, block, dtype=dtype), torch.randn(n, block, 1, dtype=dtype), torch.randn(
-            n, 1, block, dtype=dtype)
+        h, x, y = (
+            torch.randn(n, block, block, dtype=dtype),
+            torch.randn(n, block, 1, dtype=dtype),
+            torch.randn(n, 1, block, dtype=dtype),
+        )
         h.addcmul_(x, y, value=-1)
         reps, began = 0, time.perf_counter()
         while time.perf_counter() - began < seconds:
@@ -322,15 +459,26 @@ def elimination_child(config: dict) -> dict:
     for block in config["block_sizes"]:
         n = out_features * in_features // block
         grads = torch.randn(n, block, 2 * block, dtype=torch.float64) * 1e-3
-        fisher = grads @ grads.transpose(1, 2) / (2 * block) + config["damp"] * torch.eye(block, dtype=torch.float64)
+        fisher = grads @ grads.transpose(1, 2) / (2 * block) + config["damp"] * torch.eye(
+            block, dtype=torch.float64
+        )
         inverse = torch.cholesky_inverse(torch.linalg.cholesky(fisher)).to(dtype).contiguous()
         weights = torch.randn(n, block, dtype=dtype) * 0.02
         new_rows = elimination_rows(block, dtype, torch.device("cpu"), default_panel(block))
-        variants = {"old": (max(1, OLD_CHUNK_BYTES // (block * block * dtype.itemsize)), reference_greedy_eliminate),
-                    "new": (new_rows, greedy_eliminate)}
-        for label, panel in (("eager (panel 1)", 1), ("panel 16", 16), ("panel 32", 32), ("lazy (panel B)", block)):
-            variants[label] = (elimination_rows(block, dtype, torch.device("cpu"), panel),
-                                          lambda w, h, panel=panel: greedy_eliminate(w, h, panel=panel))
+        variants = {
+            "old": (max(1, OLD_CHUNK_BYTES // (block * block * dtype.itemsize)), reference_greedy_eliminate),
+            "new": (new_rows, greedy_eliminate),
+        }
+        for label, panel in (
+            ("eager (panel 1)", 1),
+            ("panel 16", 16),
+            ("panel 32", 32),
+            ("lazy (panel B)", block),
+        ):
+            variants[label] = (
+                elimination_rows(block, dtype, torch.device("cpu"), panel),
+                lambda w, h, panel=panel: greedy_eliminate(w, h, panel=panel),
+            )
         times: dict[str, list[float]] = {k: [] for k in variants}
         ceiling = []
         for _ in range(config["repeats"]):
@@ -338,8 +486,12 @@ def elimination_child(config: dict) -> dict:
             for key, (rows, run) in variants.items():
                 times[key].append(eliminate_layer(weights, inverse, rows, run))
         flops = 2 * n * block**3
-        row = {"B": block, "ceiling_gflops": statistics.median(ceiling), "new_rows": new_rows,
-               "new_panel": default_panel(block)}
+        row = {
+            "B": block,
+            "ceiling_gflops": statistics.median(ceiling),
+            "new_rows": new_rows,
+            "new_panel": default_panel(block),
+        }
         for key, values in times.items():
             row[key] = {"s": statistics.median(values), "gflops": flops / statistics.median(values) / 1e9}
         results.append(row)
@@ -349,27 +501,45 @@ def elimination_child(config: dict) -> dict:
 
 def elimination_mode(args: argparse.Namespace) -> tuple[str, list[dict]]:
     out_features, in_features = (int(v) for v in (args.layer or "384x384").lower().split("x"))
-    config = {"elimination": True, "layer": [out_features, in_features], "block_sizes": args.block_size,
-              "dtype": args.dtype, "damp": args.damp, "repeats": args.repeats}
+    config = {
+        "elimination": True,
+        "layer": [out_features, in_features],
+        "block_sizes": args.block_size,
+        "dtype": args.dtype,
+        "damp": args.damp,
+        "repeats": args.repeats,
+    }
     res = run_child(config, args)
     keys = list(dict.fromkeys(k for r in res["rows"] for k in r if isinstance(r[k], dict)))
-    lines = ["| B | rank-1 ceiling (GFLOP/s) | " + " | ".join(keys) + " | new vs old | new / ceiling |",
-             "|---:|---:|" + "---:|" * (len(keys) + 2)]
+    lines = [
+        "| B | rank-1 ceiling (GFLOP/s) | " + " | ".join(keys) + " | new vs old | new / ceiling |",
+        "|---:|---:|" + "---:|" * (len(keys) + 2),
+    ]
     for r in res["rows"]:
         cells = " | ".join(f"{r[k]['s']:.3f} s ({r[k]['gflops']:.1f})" for k in keys)
-        lines.append(f"| {r['B']} | {r['ceiling_gflops']:.1f} | {cells} | {r['old']['s'] / r['new']['s']:.2f}x "
-                     f"| {100 * r['new']['gflops'] / r['ceiling_gflops']:.0f}% |")
-    text = "\n".join(lines + ["", f"{args.layer or '384x384'} layer, {args.dtype}; cells: median seconds (GFLOP/s at "
-                               f"2 d B^2); median of {args.repeats} repeats, variants alternating; new = panel "
-                               f"{', '.join(str(r['new_panel']) for r in res['rows'])} and chunks of "
-                               f"{', '.join(str(r['new_rows']) for r in res['rows'])} blocks"])
+        lines.append(
+            f"| {r['B']} | {r['ceiling_gflops']:.1f} | {cells} | {r['old']['s'] / r['new']['s']:.2f}x "
+            f"| {100 * r['new']['gflops'] / r['ceiling_gflops']:.0f}% |"
+        )
+    text = "\n".join(
+        lines
+        + [
+            "",
+            f"{args.layer or '384x384'} layer, {args.dtype}; cells: median seconds (GFLOP/s at "
+            f"2 d B^2); median of {args.repeats} repeats, variants alternating; new = panel "
+            f"{', '.join(str(r['new_panel']) for r in res['rows'])} and chunks of "
+            f"{', '.join(str(r['new_rows']) for r in res['rows'])} blocks",
+        ]
+    )
     return text, [{**r, "layer": args.layer or "384x384", "dtype": args.dtype} for r in res["rows"]]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     layer_defaults = bool(args.layer)
-    default_blocks = [64, 128, 192, 256] if args.elimination else [64] if layer_defaults else [16, 64, 192, 256]
+    default_blocks = (
+        [64, 128, 192, 256] if args.elimination else [64] if layer_defaults else [16, 64, 192, 256]
+    )
     args.block_size = args.block_size or default_blocks
     args.num_grads = args.num_grads or ([256] if layer_defaults else [64, 256, 1024])
     if args.child:
@@ -385,8 +555,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         rows = grid_rows(args)
         text = markdown(rows)
-    print(f"\n{text}\n\nthreads: {args.threads or torch.get_num_threads()}, torch {torch.__version__}; times on random weights "
-          f"and gradients, ovit method, {args.dtype} Fisher and elimination")
+    print(
+        f"\n{text}\n\nthreads: {args.threads or torch.get_num_threads()}, torch {torch.__version__}; times on random weights "
+        f"and gradients, ovit method, {args.dtype} Fisher and elimination"
+    )
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         with open(Path(args.out) / "speed.jsonl", "a") as f:

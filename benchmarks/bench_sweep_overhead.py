@@ -26,10 +26,17 @@ from ovit_ray.orchestration.sweep import run_sweep
 
 
 def bench(path_name: str, workers: int, cpus: float, trials: int, out: Path) -> dict[str, float]:
-    sweep = {"name": f"overhead_{path_name}", "train": {"targets": [0.5], "window_epochs": 1, "num_grads": 16},
-             "search": {"space": "fixed", "algorithm": "grid", "max_concurrent_trials": 1,
-                        "overrides": {"seed": {"grid": list(range(trials))}}},
-             "resources": {"workers": workers, "cpus_per_worker": cpus}}
+    sweep = {
+        "name": f"overhead_{path_name}",
+        "train": {"targets": [0.5], "window_epochs": 1, "num_grads": 16},
+        "search": {
+            "space": "fixed",
+            "algorithm": "grid",
+            "max_concurrent_trials": 1,
+            "overrides": {"seed": {"grid": list(range(trials))}},
+        },
+        "resources": {"workers": workers, "cpus_per_worker": cpus},
+    }
     file = Path(tempfile.mkdtemp()) / "sweeps" / "bench.yaml"
     file.parent.mkdir()
     file.write_text(yaml.safe_dump(sweep))
@@ -39,19 +46,26 @@ def bench(path_name: str, workers: int, cpus: float, trials: int, out: Path) -> 
     rows = sorted(read_rows(out / path_name / "results.parquet"), key=lambda r: _end(out, path_name, r))
     ends = [_end(out, path_name, r) for r in rows]
     gaps = [b - a - r["loop_seconds"] for a, b, r in zip(ends, ends[1:], rows[1:], strict=False)]
-    return {"median_in_trial_overhead_s": statistics.median(r["overhead_seconds"] for r in rows),
-            "median_per_trial_overhead_s": statistics.median(gaps), "sweep_wall_s": wall,
-            "median_loop_s": statistics.median(r["loop_seconds"] for r in rows)}
+    return {
+        "median_in_trial_overhead_s": statistics.median(r["overhead_seconds"] for r in rows),
+        "median_per_trial_overhead_s": statistics.median(gaps),
+        "sweep_wall_s": wall,
+        "median_loop_s": statistics.median(r["loop_seconds"] for r in rows),
+    }
 
 
 def _end(out: Path, name: str, row: dict) -> float:
     """Wall-clock time of a trial's last result (Tune's result.json in the trial directory)."""
-    lines = (out / name / "ray" / f"overhead_{name}" / row["trial_id"] / "result.json").read_text().splitlines()
+    lines = (
+        (out / name / "ray" / f"overhead_{name}" / row["trial_id"] / "result.json").read_text().splitlines()
+    )
     return float(json.loads(lines[-1])["timestamp"])
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--trials", type=int, default=6)
     parser.add_argument("--out", default="runs/bench_overhead")
     parser.add_argument("--paths", nargs="+", default=["light", "train"], choices=["light", "train"])

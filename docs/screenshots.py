@@ -30,8 +30,19 @@ def ensure_sweep(out: Path) -> None:
     if state.exists() and json.loads(state.read_text()).get("finished"):
         return
     resume = ["--resume"] if state.exists() else []
-    subprocess.run([sys.executable, "-m", "ovit_ray.cli.main", "sweep", str(ROOT / "sweeps" / "quickstart.yaml"),
-                    "--out", str(out), *resume], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ovit_ray.cli.main",
+            "sweep",
+            str(ROOT / "sweeps" / "quickstart.yaml"),
+            "--out",
+            str(out),
+            *resume,
+        ],
+        check=True,
+    )
 
 
 def main() -> int:
@@ -46,8 +57,11 @@ def main() -> int:
     client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
     experiment = next(e for e in client.search_experiments() if e.name != "Default")
     objective, mode = sweep_objective(out)
-    runs = client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'",
-                              order_by=[f"metrics.{objective} {'DESC' if mode == 'max' else 'ASC'}"])
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        "attributes.status = 'FINISHED'",
+        order_by=[f"metrics.{objective} {'DESC' if mode == 'max' else 'ASC'}"],
+    )
     trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags and r.data.tags.get("pruned") != "true"]
     best = trials[0]
     server = MlflowServer(out).start()
@@ -59,7 +73,10 @@ def main() -> int:
             "mlflow_chart_view.png": experiment_url(server.url, exp, "chart", objective=objective),
             "mlflow_compare.png": compare_url(server.url, exp, [r.info.run_id for r in trials]),
         }
-        for name, url in shots.items():  # the trial's charts page is tall: the series come after the epoch metrics
+        for (
+            name,
+            url,
+        ) in shots.items():  # the trial's charts page is tall: the series come after the epoch metrics
             size = (SIZE[0], 2600) if name == "mlflow_trial_charts.png" else SIZE
             render(url, screenshot=(img / name).resolve(), size=size, budget_ms=60000)
             print(f"{img / name}  <- {url}")

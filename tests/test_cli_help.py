@@ -13,8 +13,10 @@ HEAVY = ("torch", "timm", "ray", "mlflow", "pyarrow", "matplotlib", "optuna")
 
 
 def test_building_the_parser_imports_no_heavy_module() -> None:
-    code = ("import sys; from ovit_ray.cli.main import build_parser; build_parser(); "
-            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    code = (
+        "import sys; from ovit_ray.cli.main import build_parser; build_parser(); "
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -46,6 +48,9 @@ def test_train_flags_state_their_allowed_values() -> None:
     assert "int > 0" in flags["block_size"].help and ">= 0, < 1" in flags["init_sparsity"].help
     assert "float >= 0, <= 1" in flags["distill_weight"].help
     assert "(default: 64)" in flags["batch_size"].help
-    out = subprocess.run([sys.executable, "-m", "ovit_ray.cli.main", "train", "--method", "bogus"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "ovit_ray.cli.main", "train", "--method", "bogus"],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 2 and "invalid choice: 'bogus'" in out.stderr

@@ -9,8 +9,20 @@ import pytest
 from ovit_ray.cli.main import main
 
 REQUIRED_COLUMNS = {
-    "method", "target_sparsity", "achieved_sparsity", "top1", "top1_dense", "block_size", "num_grads", "damp",
-    "grad_batch_size", "prune_seconds", "peak_rss_mb", "params_prunable", "params_nonzero", "flops_dense",
+    "method",
+    "target_sparsity",
+    "achieved_sparsity",
+    "top1",
+    "top1_dense",
+    "block_size",
+    "num_grads",
+    "damp",
+    "grad_batch_size",
+    "prune_seconds",
+    "peak_rss_mb",
+    "params_prunable",
+    "params_nonzero",
+    "flops_dense",
     "flops_nonzero",
 }
 FAST = ["--num-grads", "16", "--no-progress"]
@@ -18,12 +30,18 @@ FAST = ["--num-grads", "16", "--no-progress"]
 
 def test_prune_writes_one_row_per_method_and_sparsity(tmp_path, digits_preset):
     out = tmp_path / "run"
-    code = main(["prune", "--method", "ovit", "magnitude", "--sparsity", "0.5", "0.9", "--out", str(out), *FAST])
+    code = main(
+        ["prune", "--method", "ovit", "magnitude", "--sparsity", "0.5", "0.9", "--out", str(out), *FAST]
+    )
     assert code == 0
     table = pq.read_table(out / "results.parquet").to_pylist()
     assert REQUIRED_COLUMNS <= set(table[0])
     assert sorted((r["method"], r["target_sparsity"]) for r in table) == [
-        ("magnitude", 0.5), ("magnitude", 0.9), ("ovit", 0.5), ("ovit", 0.9)]
+        ("magnitude", 0.5),
+        ("magnitude", 0.9),
+        ("ovit", 0.5),
+        ("ovit", 0.9),
+    ]
     for row in table:
         pruned = round(row["achieved_sparsity"] * row["params_prunable"])
         assert pruned == round(row["target_sparsity"] * row["params_prunable"])  # exactly round(s * d)
@@ -66,7 +84,9 @@ def test_bad_input_exits_nonzero_and_writes_nothing(tmp_path, args, message, dig
     out = tmp_path / "bad"
     result = subprocess.run(
         [sys.executable, "-m", "ovit_ray.cli.main", "prune", "--out", str(out), *FAST, *args],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode != 0
     assert message in result.stderr
@@ -75,6 +95,10 @@ def test_bad_input_exits_nonzero_and_writes_nothing(tmp_path, args, message, dig
 
 
 def test_unknown_method_is_rejected_by_the_parser(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "ovit_ray.cli.main", "prune", "--method", "obs2"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "ovit_ray.cli.main", "prune", "--method", "obs2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and "invalid choice: 'obs2'" in result.stderr

@@ -34,7 +34,13 @@ from ovit_ray.orchestration.results import read_rows
 from ovit_ray.orchestration.tracking import OUTBOX_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAIN = {"model": "digits-vit", "window_epochs": 1, "num_grads": 16, "block_size": 32, "max_steps_per_epoch": 4}
+TRAIN = {
+    "model": "digits-vit",
+    "window_epochs": 1,
+    "num_grads": 16,
+    "block_size": 32,
+    "max_steps_per_epoch": 4,
+}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -44,12 +50,20 @@ def _spaces() -> Iterator[None]:
         yield
 
 
-def _sweep_file(folder: Path, name: str, targets: list[float], resources: dict[str, Any],
-                seeds: list[int]) -> Path:
+def _sweep_file(
+    folder: Path, name: str, targets: list[float], resources: dict[str, Any], seeds: list[int]
+) -> Path:
     path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": name, "train": {**TRAIN, "targets": targets}, "resources": resources,
-        "search": {"space": "fixed", "algorithm": "grid", "overrides": {"seed": {"grid": seeds}}}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": name,
+                "train": {**TRAIN, "targets": targets},
+                "resources": resources,
+                "search": {"space": "fixed", "algorithm": "grid", "overrides": {"seed": {"grid": seeds}}},
+            }
+        )
+    )
     return path
 
 
@@ -58,11 +72,14 @@ def _epochs_reported(out: Path, name: str) -> dict[str, list[int]]:
     found = {}
     for result in (out / "ray" / name).glob("*/result.json"):
         lines = [json.loads(line) for line in result.read_text().splitlines()]
-        found[result.parent.name] = [r["epoch"] for r in lines if "epoch" in r and not r.get("trial_complete")]
+        found[result.parent.name] = [
+            r["epoch"] for r in lines if "epoch" in r and not r.get("trial_complete")
+        ]
     return found
 
 
 # ---- bad input and security (fast) ----------------------------------------------------------
+
 
 def _mutations(raw: dict[str, Any], rng: random.Random) -> Iterator[str]:
     """YAML texts: a key deleted, a value of the wrong type or size, deep nesting, garbage."""
@@ -94,7 +111,9 @@ def test_fuzzed_sweep_files_fail_with_one_clear_line_per_problem(
     shipped = sorted((ROOT / "sweeps").rglob("*.yaml"))
     assert shipped
     failures = 0
-    for i, text in enumerate(t for source in shipped for t in _mutations(yaml.safe_load(source.read_text()), rng)):
+    for i, text in enumerate(
+        t for source in shipped for t in _mutations(yaml.safe_load(source.read_text()), rng)
+    ):
         path = tmp_path / f"fuzz{i}.yaml"
         path.write_text(text)
         rc = main(["sweep", str(path), "--dry-run", "--out", str(tmp_path / "out")])
@@ -103,7 +122,9 @@ def test_fuzzed_sweep_files_fail_with_one_clear_line_per_problem(
         if rc != 0:
             failures += 1
             lines = err.strip().splitlines()
-            assert rc == 2 and lines[0].startswith("ovit-ray sweep: error: ") and str(path) in lines[0], err[:500]
+            assert rc == 2 and lines[0].startswith("ovit-ray sweep: error: ") and str(path) in lines[0], err[
+                :500
+            ]
             assert all(str(path) in line and len(line) < 400 for line in lines), err[:500]
     assert failures > 40  # most mutations break the file; the rest (e.g. a deleted description) are valid
 
@@ -123,8 +144,10 @@ def test_credentials_in_uris_are_refused_and_never_echoed(
 ) -> None:
     """Credentials come from the environment only: a URI carrying one would land in params and logs."""
     source = yaml.safe_load((ROOT / "sweeps" / "ci" / "ablation_block_size_digits.yaml").read_text())
-    variants = [{"mlflow": {"uri": "https://bob:hunter2@mlflow.example:443"}},
-                {"storage": "s3://AKIAEXAMPLE:hunter2@bucket/ovit"}]
+    variants = [
+        {"mlflow": {"uri": "https://bob:hunter2@mlflow.example:443"}},
+        {"storage": "s3://AKIAEXAMPLE:hunter2@bucket/ovit"},
+    ]
     for i, change in enumerate(variants):
         path = tmp_path / f"creds{i}.yaml"
         path.write_text(yaml.safe_dump({**source, **change}))
@@ -145,8 +168,14 @@ def test_corrupt_checkpoint_is_named_and_the_previous_one_used(
     from ovit_ray.orchestration.train_job import RayReporter
     from ovit_ray.training.gradual import CorruptCheckpointError, GradualSpec, LocalReporter, run_gradual
 
-    spec = GradualSpec(steps=[(0, 0.5), (1, 0.8)], windows=[(0.5, 0, 1), (0.8, 1, 3)], method="magnitude",
-                       block_size=32, num_grads=8, max_steps_per_epoch=2)
+    spec = GradualSpec(
+        steps=[(0, 0.5), (1, 0.8)],
+        windows=[(0.5, 0, 1), (0.8, 1, 3)],
+        method="magnitude",
+        block_size=32,
+        num_grads=8,
+        max_steps_per_epoch=2,
+    )
 
     def stop_at_2(epoch: int, rank: int) -> None:
         if epoch == 2:
@@ -159,8 +188,13 @@ def test_corrupt_checkpoint_is_named_and_the_previous_one_used(
     state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])  # truncated mid-upload
 
     reports: list[dict[str, Any]] = []
-    reporter = RayReporter(lambda metrics, checkpoint: reports.append(metrics),
-                           lambda: Checkpoint.from_directory(str(latest)), 0, 1, spec.total_epochs)
+    reporter = RayReporter(
+        lambda metrics, checkpoint: reports.append(metrics),
+        lambda: Checkpoint.from_directory(str(latest)),
+        0,
+        1,
+        spec.total_epochs,
+    )
     with caplog.at_level(logging.ERROR):
         summary = run_gradual(spec, reporter)
     assert f"checkpoint {state} cannot be read" in caplog.text
@@ -173,6 +207,7 @@ def test_corrupt_checkpoint_is_named_and_the_previous_one_used(
 
 # ---- faults on real local Ray clusters (slow) -----------------------------------------------
 
+
 @pytest.mark.ray
 @pytest.mark.slow
 def test_fake_gpu_sweep_scales_worker_nodes_up_and_releases_them(
@@ -183,8 +218,9 @@ def test_fake_gpu_sweep_scales_worker_nodes_up_and_releases_them(
     from ovit_ray.training.preset import preset_checkpoint
 
     preset_checkpoint("digits-vit", progress=False)
-    path = _sweep_file(tmp_path, "gpu", [0.5], {"workers": 1, "cpus_per_worker": 1, "custom": {FAKE_GPU: 1}},
-                       [0, 1])
+    path = _sweep_file(
+        tmp_path, "gpu", [0.5], {"workers": 1, "cpus_per_worker": 1, "custom": {FAKE_GPU: 1}}, [0, 1]
+    )
     seen: set[float] = set()
     done = threading.Event()
 
@@ -193,8 +229,10 @@ def test_fake_gpu_sweep_scales_worker_nodes_up_and_releases_them(
             seen.update(n["Resources"].get(FAKE_GPU, 0) for n in ray.nodes() if n["Alive"])
             time.sleep(0.5)
 
-    with start_fake_autoscaling_cluster(tmp_path / "cluster", ROOT / "cluster.yaml") as cluster, \
-            cluster.driver_env():
+    with (
+        start_fake_autoscaling_cluster(tmp_path / "cluster", ROOT / "cluster.yaml") as cluster,
+        cluster.driver_env(),
+    ):
         ray.init(address=cluster.address)
         try:
             assert sum(n["Alive"] for n in ray.nodes()) == 1  # the head alone, without fake_gpu
@@ -206,7 +244,9 @@ def test_fake_gpu_sweep_scales_worker_nodes_up_and_releases_them(
             assert rc == 0, capsys.readouterr().err
             assert "2 finished" in capsys.readouterr().out
             assert 1 in seen  # a gpu1-type node was launched for the trials (the head has no fake_gpu)
-            wait_until(lambda: sum(n["Alive"] for n in ray.nodes()) == 1, 180, "idle worker nodes to be released")
+            wait_until(
+                lambda: sum(n["Alive"] for n in ray.nodes()) == 1, 180, "idle worker nodes to be released"
+            )
         finally:
             ray.shutdown()
 
@@ -257,8 +297,12 @@ def ddp_sweep_with_faults(two_nodes: LocalRayCluster, tmp_path_factory: pytest.T
     seen: dict[str, Any] = {}
 
     def inject() -> None:
-        wait_until(lambda: any((out / "ray" / "train").glob("*-run0/checkpoint_*")), 600, "the first checkpoint",
-                   poll_s=0.2)
+        wait_until(
+            lambda: any((out / "ray" / "train").glob("*-run0/checkpoint_*")),
+            600,
+            "the first checkpoint",
+            poll_s=0.2,
+        )
         seen["workers"] = _train_workers(two_nodes)
         victim = seen["workers"][1][0]  # the worker on the second node
         os.kill(victim, signal.SIGKILL)
@@ -291,7 +335,9 @@ def ddp_sweep_with_faults(two_nodes: LocalRayCluster, tmp_path_factory: pytest.T
 def test_ddp_trial_spreads_over_two_nodes_and_survives_a_killed_worker(ddp_sweep_with_faults) -> None:
     outcome, out, _, seen, _ = ddp_sweep_with_faults
     assert sorted(seen["workers"]) == [0, 1]  # one Train worker on each ray start node
-    assert "killed" in seen and outcome.totals["trials_finished"] == 1 and outcome.totals["trials_failed"] == 0
+    assert (
+        "killed" in seen and outcome.totals["trials_finished"] == 1 and outcome.totals["trials_failed"] == 0
+    )
     rows = read_rows(out / "results.parquet")
     assert sorted(r["target_sparsity"] for r in rows) == [0.5, 0.75, 0.9]
     (epochs,) = _epochs_reported(out, "ddp").values()
@@ -329,8 +375,12 @@ def test_removed_node_trials_are_rescheduled_on_the_remaining_node(
     out = tmp_path / "out"
 
     def remove_node() -> None:
-        wait_until(lambda: len(list((out / "ray" / "nodes").glob("*/checkpoint_*"))) >= 2, 600,
-                   "a checkpoint of each trial", poll_s=0.2)
+        wait_until(
+            lambda: len(list((out / "ray" / "nodes").glob("*/checkpoint_*"))) >= 2,
+            600,
+            "a checkpoint of each trial",
+            poll_s=0.2,
+        )
         two_nodes.nodes[1].stop()
 
     remover = threading.Thread(target=remove_node, daemon=True)
@@ -342,4 +392,6 @@ def test_removed_node_trials_are_rescheduled_on_the_remaining_node(
     assert sorted(r["seed"] for r in read_rows(out / "results.parquet")) == [0, 0, 0, 1, 1, 1]
     epochs = _epochs_reported(out, "nodes")
     assert all(sorted(set(e)) == [0, 1, 2] and len(e) - 3 <= 1 for e in epochs.values())
-    assert any((out / "ray" / "nodes" / trial / "error.txt").exists() for trial in epochs)  # lost with the node
+    assert any(
+        (out / "ray" / "nodes" / trial / "error.txt").exists() for trial in epochs
+    )  # lost with the node

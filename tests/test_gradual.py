@@ -7,8 +7,13 @@ import pytest
 from ovit_ray.orchestration.config import load_config, make_config
 from ovit_ray.training.gradual import GradualSpec, LocalReporter, run_gradual
 
-SPEC = dict(steps=[(0, 0.5), (1, 0.8)], windows=[(0.5, 0, 1), (0.8, 1, 3)], block_size=32, num_grads=8,
-            max_steps_per_epoch=3)
+SPEC = dict(
+    steps=[(0, 0.5), (1, 0.8)],
+    windows=[(0.5, 0, 1), (0.8, 1, 3)],
+    block_size=32,
+    num_grads=8,
+    max_steps_per_epoch=3,
+)
 
 
 class Crash(Exception):
@@ -38,16 +43,25 @@ def test_resume_after_crash_matches_uninterrupted_run(tmp_path):
         assert abs(row["achieved_sparsity"] - row["target_sparsity"]) < 1e-5  # round(s * d) weights
     for summary, root in ((whole, "whole"), (resumed, "crashed")):  # superseded best files are dropped
         assert sorted(p.name for p in (tmp_path / root / "best").iterdir()) == sorted(
-            f"target_{t['target_sparsity']:.4f}_epoch{t['best_epoch']:04d}.safetensors" for t in whole["targets"])
+            f"target_{t['target_sparsity']:.4f}_epoch{t['best_epoch']:04d}.safetensors"
+            for t in whole["targets"]
+        )
         assert [t["checkpoint"] for t in summary["targets"]] == [
-            str(tmp_path / root / "best" / f"target_{t['target_sparsity']:.4f}_epoch{t['best_epoch']:04d}.safetensors")
-            for t in whole["targets"]]
+            str(
+                tmp_path
+                / root
+                / "best"
+                / f"target_{t['target_sparsity']:.4f}_epoch{t['best_epoch']:04d}.safetensors"
+            )
+            for t in whole["targets"]
+        ]
 
 
 def test_best_checkpoint_is_picked_on_val_and_reported_on_test(tmp_path):
     reporter = LocalReporter(tmp_path / "run")
-    summary = run_gradual(GradualSpec(**{**SPEC, "method": "magnitude", "windows": [(0.5, 0, 1), (0.8, 1, 4)]}),
-                          reporter)
+    summary = run_gradual(
+        GradualSpec(**{**SPEC, "method": "magnitude", "windows": [(0.5, 0, 1), (0.8, 1, 4)]}), reporter
+    )
     window = [h for h in reporter.history if 1 <= h["epoch"] < 4]
     row = summary["targets"][1]
     best = max(window, key=lambda h: h["val_top1"])  # first epoch with the highest val top-1
@@ -64,22 +78,29 @@ def test_sweep_and_independent_schedules():
     independent = [config.independent_schedule(i) for i in range(4)]
     assert independent[0] == ([(0, 0.5)], [(0.5, 0, 3)])
     assert [s for s, _ in independent[3][0]] == [0, 3, 6, 9]  # the sweep's pruning epochs ...
-    assert independent[3][0][-1][1] == 0.95 and independent[3][0][0][1] == pytest.approx(0.95 / 4)  # ... own ramp
+    assert independent[3][0][-1][1] == 0.95 and independent[3][0][0][1] == pytest.approx(
+        0.95 / 4
+    )  # ... own ramp
     total_independent = sum(w[0][2] for _, w in independent)
     assert windows[-1][2] * 2 <= total_independent  # 12 vs 30 epochs
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"final_sparsity": 1.5}, "final_sparsity: Input should be less than 1 (got 1.5)"),
-    ({"targets": [0.5, 1.2]}, "targets.1: Input should be less than 1 (got 1.2)"),
-    ({"targets": [0.9, 0.5]}, "targets must be strictly increasing"),
-    ({"method": "obs"}, "method: Input should be"),
-    ({"pattern": "4:2"}, "pattern: need 0 < N < M"),
-    ({"lr_min": 0.1, "lr_max": 0.01}, "lr_min: must be <= lr_max"),
-    ({"epochs": 3}, "epochs: Extra inputs are not permitted (got 3)"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"final_sparsity": 1.5}, "final_sparsity: Input should be less than 1 (got 1.5)"),
+        ({"targets": [0.5, 1.2]}, "targets.1: Input should be less than 1 (got 1.2)"),
+        ({"targets": [0.9, 0.5]}, "targets must be strictly increasing"),
+        ({"method": "obs"}, "method: Input should be"),
+        ({"pattern": "4:2"}, "pattern: need 0 < N < M"),
+        ({"lr_min": 0.1, "lr_max": 0.01}, "lr_min: must be <= lr_max"),
+        ({"epochs": 3}, "epochs: Extra inputs are not permitted (got 3)"),
+    ],
+)
 def test_config_errors_name_field_and_value(values, message):
-    with pytest.raises(ValueError, match="^" + message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+    with pytest.raises(
+        ValueError, match="^" + message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")
+    ):
         make_config(values)
 
 
@@ -92,11 +113,14 @@ def test_yaml_config_with_overrides(tmp_path):
         load_config(tmp_path / "missing.yaml")
 
 
-@pytest.mark.parametrize("argv, field", [
-    (["train", "--final-sparsity", "1.5"], "final_sparsity"),
-    (["compare-strategies", "--targets", "0.9", "0.5"], "targets"),
-    (["train", "--workers", "0"], "workers"),
-])
+@pytest.mark.parametrize(
+    "argv, field",
+    [
+        (["train", "--final-sparsity", "1.5"], "final_sparsity"),
+        (["compare-strategies", "--targets", "0.9", "0.5"], "targets"),
+        (["train", "--workers", "0"], "workers"),
+    ],
+)
 def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, argv, field):
     from ovit_ray.cli.main import main
 

@@ -24,9 +24,14 @@ TRAIN = {"model": "digits-vit", "targets": [0.75], "window_epochs": 3, "num_grad
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "ovit_ray.cli.main", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            env={**os.environ, "OVIT_RAY_SEARCH_SPACES": str(ROOT / "search_spaces"), **(env or {})})
+    return subprocess.Popen(
+        [sys.executable, "-m", "ovit_ray.cli.main", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "OVIT_RAY_SEARCH_SPACES": str(ROOT / "search_spaces"), **(env or {})},
+    )
 
 
 def test_sigterm_stops_the_mlflow_server_and_frees_its_port(tmp_path: Path) -> None:
@@ -59,14 +64,32 @@ def test_ctrl_c_marks_the_sweep_interrupted_and_a_moved_copy_resumes_in_place(
     interrupted, nothing RUNNING, no Ray process left; Tune gets no AWS key; a second writer is
     refused; the folder copied to a path with %, ?, #, spaces and unicode resumes there."""
     sweep = tmp_path / "s.yaml"
-    sweep.write_text(yaml.safe_dump({"name": "t", "train": TRAIN, "search": {
-        "space": "fixed", "algorithm": "grid", "max_concurrent_trials": 1, "overrides": {"seed": {"grid": [0, 1, 2]}}}}))
+    sweep.write_text(
+        yaml.safe_dump(
+            {
+                "name": "t",
+                "train": TRAIN,
+                "search": {
+                    "space": "fixed",
+                    "algorithm": "grid",
+                    "max_concurrent_trials": 1,
+                    "overrides": {"seed": {"grid": [0, 1, 2]}},
+                },
+            }
+        )
+    )
     out = tmp_path / "out"
     ray_tmp = Path(os.path.realpath("/tmp")) / f"oi{os.getpid()}"
-    env = {"OVIT_RAY_CACHE": str(digits_preset.parent), "AWS_SECRET_ACCESS_KEY": "sekrit-4711", "RAY_TMPDIR": str(ray_tmp)}
+    env = {
+        "OVIT_RAY_CACHE": str(digits_preset.parent),
+        "AWS_SECRET_ACCESS_KEY": "sekrit-4711",
+        "RAY_TMPDIR": str(ray_tmp),
+    }
     proc = _cli("sweep", str(sweep), "--out", str(out), env=env)
     try:
-        wait_until(lambda: (out / "results.parquet").exists() or proc.poll() is not None, 600, "a finished trial")
+        wait_until(
+            lambda: (out / "results.parquet").exists() or proc.poll() is not None, 600, "a finished trial"
+        )
         second = _cli("sweep", str(sweep), "--out", str(out), "--resume", env=env)
         assert second.wait(120) == 2 and f"pid {proc.pid}" in second.stderr.read()
         os.killpg(proc.pid, signal.SIGINT)
@@ -92,7 +115,10 @@ def test_ctrl_c_marks_the_sweep_interrupted_and_a_moved_copy_resumes_in_place(
     resumed = _cli("sweep", str(sweep), "--out", str(moved), "--resume", env=env)
     assert resumed.wait(600) == 0, resumed.stderr.read()[-3000:]
     assert sorted(r["trial_id"] for r in read_rows(out / "results.parquet")) == before  # old copy untouched
-    assert len(read_rows(moved / "results.parquet")) == 3 and json.loads((moved / "sweep.json").read_text())["finished"]
+    assert (
+        len(read_rows(moved / "results.parquet")) == 3
+        and json.loads((moved / "sweep.json").read_text())["finished"]
+    )
     assert set(_runs(moved).values()) == {"FINISHED"} and len(_runs(moved)) == 4
 
 
@@ -100,15 +126,25 @@ def test_ctrl_c_marks_the_sweep_interrupted_and_a_moved_copy_resumes_in_place(
 @pytest.mark.slow
 def test_second_ctrl_c_and_sigterm_stop_at_once(tmp_path: Path, digits_preset: Path) -> None:
     sweep = tmp_path / "s.yaml"
-    sweep.write_text(yaml.safe_dump({"name": "t", "train": {**TRAIN, "window_epochs": 50}, "search": {
-        "space": "fixed", "algorithm": "grid", "overrides": {"seed": {"grid": [0]}}}}))
+    sweep.write_text(
+        yaml.safe_dump(
+            {
+                "name": "t",
+                "train": {**TRAIN, "window_epochs": 50},
+                "search": {"space": "fixed", "algorithm": "grid", "overrides": {"seed": {"grid": [0]}}},
+            }
+        )
+    )
     env = {"OVIT_RAY_CACHE": str(digits_preset.parent)}
     for signals, code in (([signal.SIGINT, signal.SIGINT], 130), ([signal.SIGTERM], 143)):
         out = tmp_path / f"out{code}"
         proc = _cli("sweep", str(sweep), "--out", str(out), env=env)
         try:
-            wait_until(lambda o=out, p=proc: list((o / "ray").glob("t/*/checkpoint_*")) or p.poll() is not None, 600,
-                       "a trial checkpoint")
+            wait_until(
+                lambda o=out, p=proc: list((o / "ray").glob("t/*/checkpoint_*")) or p.poll() is not None,
+                600,
+                "a trial checkpoint",
+            )
             for sig in signals:
                 os.kill(proc.pid, sig)
                 time.sleep(0.5)

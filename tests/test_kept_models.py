@@ -34,9 +34,21 @@ def sweep_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         mp.setenv("OVIT_RAY_SEARCH_SPACES", str(ROOT / "search_spaces"))
         tmp = tmp_path_factory.mktemp("kept")
         path = tmp / "sweep.yaml"
-        path.write_text(yaml.safe_dump({"name": "kept", "train": TRAIN, "mlflow": {"experiment": "kept"}, "search": {
-            "space": "quickstart", "algorithm": "optuna", "num_samples": 2,
-            "overrides": {"block_size": {"choice": [16, 32]}, "num_grads": 16}}}))
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "name": "kept",
+                    "train": TRAIN,
+                    "mlflow": {"experiment": "kept"},
+                    "search": {
+                        "space": "quickstart",
+                        "algorithm": "optuna",
+                        "num_samples": 2,
+                        "overrides": {"block_size": {"choice": [16, 32]}, "num_grads": 16},
+                    },
+                }
+            )
+        )
         ray_temp = tempfile.mkdtemp(prefix="ovk", dir="/tmp")  # short: Ray's socket paths have a length limit
         ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=ray_temp)
         run_sweep(path, tmp / "out")  # shuts its embedded Ray down at the end
@@ -60,8 +72,11 @@ def test_best_checkpoints_survive_the_ray_session(sweep_dir: tuple[Path, Path]) 
         assert pruned == pytest.approx(row["achieved_sparsity"], abs=1e-6)
         assert 0 < row["flops_nonzero"] < row["flops_dense"]  # counted in memory, never from a file
     client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
-    children = [r for r in client.search_runs([client.get_experiment_by_name("kept").experiment_id])
-                if "mlflow.parentRunId" in r.data.tags]
+    children = [
+        r
+        for r in client.search_runs([client.get_experiment_by_name("kept").experiment_id])
+        if "mlflow.parentRunId" in r.data.tags
+    ]
     assert len(children) == 2
     for child in children:
         stored = out / "artifacts" / child.info.artifact_uri.removeprefix("mlflow-artifacts:/") / "best"
@@ -69,13 +84,15 @@ def test_best_checkpoints_survive_the_ray_session(sweep_dir: tuple[Path, Path]) 
         assert all(len(list(p.glob("*.safetensors"))) == 1 for p in stored.iterdir())
         own = [r for r in rows if r["trial_id"] == child.data.tags["ovit.trial_id"]]
         assert {child.data.tags[f"best_checkpoint.{r['target_sparsity']:.4f}"] for r in own} == {
-            r["best_checkpoint"] for r in own}
+            r["best_checkpoint"] for r in own
+        }
 
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_export_round_trip_reproduces_top1(sweep_dir: tuple[Path, Path], tmp_path: Path,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_export_round_trip_reproduces_top1(
+    sweep_dir: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     _, out = sweep_dir
     best = json.loads((out / "best_config.json").read_text())
     exported = tmp_path / "best.safetensors"
@@ -96,8 +113,21 @@ def test_export_round_trip_reproduces_top1(sweep_dir: tuple[Path, Path], tmp_pat
     # every other row exports too; bad input is one error line and exit 2, nothing overwritten
     for row in read_rows(out / "results.parquet"):
         target = tmp_path / f"{row['trial_id']}-{row['target_sparsity']}.safetensors"
-        assert main(["export", str(out), "--trial", row["trial_id"], "--target", str(row["target_sparsity"]),
-                     "--out", str(target)]) == 0
+        assert (
+            main(
+                [
+                    "export",
+                    str(out),
+                    "--trial",
+                    row["trial_id"],
+                    "--target",
+                    str(row["target_sparsity"]),
+                    "--out",
+                    str(target),
+                ]
+            )
+            == 0
+        )
     before = exported.read_bytes()
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a safetensors file")
@@ -109,9 +139,13 @@ def test_export_round_trip_reproduces_top1(sweep_dir: tuple[Path, Path], tmp_pat
     save_file(state, str(head))
     shutil.copy(card_path(exported), card_path(head))
     capsys.readouterr()
-    for argv in (["export", str(out), "--out", str(exported)], ["export", str(out), "--trial", "nope", "--out",
-                 str(tmp_path / "x.safetensors")], ["evaluate", str(bad)], ["evaluate", str(head)],
-                 ["prune", "--checkpoint", str(head), "--method", "magnitude", "--out", str(tmp_path / "p")]):
+    for argv in (
+        ["export", str(out), "--out", str(exported)],
+        ["export", str(out), "--trial", "nope", "--out", str(tmp_path / "x.safetensors")],
+        ["evaluate", str(bad)],
+        ["evaluate", str(head)],
+        ["prune", "--checkpoint", str(head), "--method", "magnitude", "--out", str(tmp_path / "p")],
+    ):
         assert main(argv) == 2, argv
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 5 and "already exists" in err[0] and "'nope'" in err[1] and "does not fit" in err[3]
@@ -126,7 +160,9 @@ def test_study_on_disk_add_trials_and_stable_best(sweep_dir: tuple[Path, Path]) 
     assert state["optuna_storage"] == f"sqlite:///{out / 'optuna.db'}"
     study = optuna.load_study(study_name=state["study_name"], storage=state["optuna_storage"])
     rows = read_rows(out / "results.parquet")
-    assert sorted(t.user_attrs["tune_trial_id"] for t in study.trials) == sorted({r["trial_id"] for r in rows})
+    assert sorted(t.user_attrs["tune_trial_id"] for t in study.trials) == sorted(
+        {r["trial_id"] for r in rows}
+    )
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
 
     best_before = (out / "best_config.json").read_text()
@@ -164,9 +200,20 @@ def test_two_nodes_with_their_own_temp_folders_keep_every_checkpoint(tmp_path: P
 
     temps = [tempfile.mkdtemp(prefix=f"ovn{i}", dir="/tmp") for i in range(2)]
     path = tmp_path / "sweep.yaml"
-    path.write_text(yaml.safe_dump({"name": "two", "train": TRAIN, "search": {
-        "space": "quickstart", "algorithm": "random", "num_samples": 2,
-        "overrides": {"block_size": 32, "num_grads": 16}}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "two",
+                "train": TRAIN,
+                "search": {
+                    "space": "quickstart",
+                    "algorithm": "random",
+                    "num_samples": 2,
+                    "overrides": {"block_size": 32, "num_grads": 16},
+                },
+            }
+        )
+    )
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("OVIT_RAY_SEARCH_SPACES", str(ROOT / "search_spaces"))
         # no CPU on the head (the driver's node): every trial runs on the other node, in its temp folder

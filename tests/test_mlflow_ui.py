@@ -29,15 +29,27 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 def served_sweep(tmp_path_factory: pytest.TempPathFactory):
     """A 2-trial Optuna sweep, then an MLflow server on its folder (SQLite store + artifacts/)."""
     if chromium() is None:  # `make test` installs it; a bare venv run says how instead of failing obscurely
-        pytest.fail("chromium is not installed: `apt-get install -y chromium` (the Makefile's set-up does this)")
+        pytest.fail(
+            "chromium is not installed: `apt-get install -y chromium` (the Makefile's set-up does this)"
+        )
     tmp = tmp_path_factory.mktemp("ui")
     sweep = tmp / "ui.yaml"
-    sweep.write_text(yaml.safe_dump({
-        "name": "ui", "description": "browser test sweep",
-        "train": {"model": "digits-vit", "targets": [0.5, 0.75], "window_epochs": 1, "num_grads": 16},
-        "search": {"space": "quickstart", "algorithm": "optuna", "num_samples": 2,
-                   "overrides": {"block_size": {"choice": [16, 32]}, "num_grads": 16}},
-        "mlflow": {"experiment": "ui-test"}}))
+    sweep.write_text(
+        yaml.safe_dump(
+            {
+                "name": "ui",
+                "description": "browser test sweep",
+                "train": {"model": "digits-vit", "targets": [0.5, 0.75], "window_epochs": 1, "num_grads": 16},
+                "search": {
+                    "space": "quickstart",
+                    "algorithm": "optuna",
+                    "num_samples": 2,
+                    "overrides": {"block_size": {"choice": [16, 32]}, "num_grads": 16},
+                },
+                "mlflow": {"experiment": "ui-test"},
+            }
+        )
+    )
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("OVIT_RAY_SEARCH_SPACES", str(ROOT / "search_spaces"))
         outcome = run_sweep(sweep, tmp / "out")
@@ -66,7 +78,10 @@ def test_trial_page_shows_knobs_parent_and_frontier_series(served_sweep) -> None
     url, experiment_id, parent_id, runs = served_sweep
     trial = next(r for r in runs if r.data.tags.get("pruned") == "false")
     overview = render(run_url(url, experiment_id, trial.info.run_id), size=(1600, 4000))
-    assert "Parent run" in overview and next(r for r in runs if r.info.run_id == parent_id).info.run_name in overview
+    assert (
+        "Parent run" in overview
+        and next(r for r in runs if r.info.run_id == parent_id).info.run_name in overview
+    )
     for knob in ("block_size", "num_grads", "damp", "lr_max"):
         assert knob in overview
     assert "final_sparsity" not in overview  # unused params are not logged

@@ -6,8 +6,9 @@ from rich.console import Console
 from ovit_ray.orchestration.results import append_rows, print_table, read_rows
 
 KEY = ["strategy", "target"]
-SCHEMA = pa.schema([("strategy", pa.string()), ("target", pa.float64()), ("top1", pa.float64()),
-                    ("note", pa.string())])
+SCHEMA = pa.schema(
+    [("strategy", pa.string()), ("target", pa.float64()), ("top1", pa.float64()), ("note", pa.string())]
+)
 
 
 def test_overlapping_keys_never_duplicate_or_overwrite(tmp_path):

@@ -38,8 +38,9 @@ def _sweep_file(tmp_path: Path, **fields: object) -> Path:
 def test_pruned_aware_optuna_tells_stopped_trials_as_pruned() -> None:
     from ovit_ray.orchestration.optuna_pruned import PrunedAwareOptuna
 
-    search = PrunedAwareOptuna(space={"x": optuna.distributions.FloatDistribution(0, 1)},
-                               metric="top1_final", mode="max", seed=0)
+    search = PrunedAwareOptuna(
+        space={"x": optuna.distributions.FloatDistribution(0, 1)}, metric="top1_final", mode="max", seed=0
+    )
     for trial_id in ("a", "b"):
         search.suggest(trial_id)
     search.on_trial_complete("a", {"top1": 0.3, "training_iteration": 2, "top1_final": 0.3})
@@ -49,10 +50,16 @@ def test_pruned_aware_optuna_tells_stopped_trials_as_pruned() -> None:
 
 
 def test_optuna_sweep_writes_parquet_and_nested_mlflow_runs(tmp_path: Path) -> None:
-    path = _sweep_file(tmp_path, search={
-        "space": "quickstart", "algorithm": "optuna", "num_samples": 2,
-        "overrides": {"block_size": {"choice": [16, 32]}, "num_grads": 16, "lr_schedule": "cosine"}},
-        mlflow={"experiment": "sweep-test"})
+    path = _sweep_file(
+        tmp_path,
+        search={
+            "space": "quickstart",
+            "algorithm": "optuna",
+            "num_samples": 2,
+            "overrides": {"block_size": {"choice": [16, 32]}, "num_grads": 16, "lr_schedule": "cosine"},
+        },
+        mlflow={"experiment": "sweep-test"},
+    )
     out_dir = tmp_path / "out"
     outcome = run_sweep(path, out_dir)
     assert outcome.totals["trials_finished"] == 2 and outcome.totals["trials_failed"] == 0
@@ -81,8 +88,10 @@ def test_optuna_sweep_writes_parquet_and_nested_mlflow_runs(tmp_path: Path) -> N
         assert {"damp", "block_size", "num_grads", "lr_schedule", "strategy"} <= set(params)
         assert not {"final_sparsity", "end_epoch", "checkpoint", "pattern"} & set(params)  # unused or None
         assert "null" not in params.values() and "None" not in params.values()
-        assert child.info.run_name == (f"B{params['block_size']}-m16-λ{short_value(float(params['damp']))}"
-                                       f"-lr{short_value(float(params['lr_max']))}")  # searched: B, λ, lr_max
+        assert child.info.run_name == (
+            f"B{params['block_size']}-m16-λ{short_value(float(params['damp']))}"
+            f"-lr{short_value(float(params['lr_max']))}"
+        )  # searched: B, λ, lr_max
         assert {"top1_final", "top1", "sparsity", "cpu_hours"} <= set(child.data.metrics)
         assert len(client.get_metric_history(child.info.run_id, "top1")) == 2  # one point per epoch
         frontier = client.get_metric_history(child.info.run_id, "top1_vs_sparsity")
@@ -92,8 +101,15 @@ def test_optuna_sweep_writes_parquet_and_nested_mlflow_runs(tmp_path: Path) -> N
 
 
 def test_grid_runs_each_point_once_and_refuses_to_overwrite(tmp_path: Path) -> None:
-    path = _sweep_file(tmp_path, train={**TRAIN, "targets": [0.75]}, search={
-        "space": "fixed", "algorithm": "grid", "overrides": {"method": {"grid": ["ovit", "magnitude"]}}})
+    path = _sweep_file(
+        tmp_path,
+        train={**TRAIN, "targets": [0.75]},
+        search={
+            "space": "fixed",
+            "algorithm": "grid",
+            "overrides": {"method": {"grid": ["ovit", "magnitude"]}},
+        },
+    )
     outcome = run_sweep(path, tmp_path / "out")
     rows = read_rows(tmp_path / "out" / "results.parquet")
     assert sorted(r["method"] for r in rows) == ["magnitude", "ovit"]
@@ -103,14 +119,25 @@ def test_grid_runs_each_point_once_and_refuses_to_overwrite(tmp_path: Path) -> N
 
 
 def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path: Path) -> None:
-    path = _sweep_file(tmp_path, train={**TRAIN, "targets": [0.75]}, search={
-        "space": "fixed", "algorithm": "grid", "max_concurrent_trials": 1,
-        "overrides": {"seed": {"grid": [0, 1, 2]}}})
+    path = _sweep_file(
+        tmp_path,
+        train={**TRAIN, "targets": [0.75]},
+        search={
+            "space": "fixed",
+            "algorithm": "grid",
+            "max_concurrent_trials": 1,
+            "overrides": {"seed": {"grid": [0, 1, 2]}},
+        },
+    )
     out = tmp_path / "out"
     results = out / "results.parquet"
-    proc = subprocess.Popen([sys.executable, "-m", "ovit_ray.cli.main", "sweep", str(path), "--out", str(out)],
-                            env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ovit_ray.cli.main", "sweep", str(path), "--out", str(out)],
+        env={**os.environ},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 240
         while not results.exists() and time.monotonic() < deadline and proc.poll() is None:
@@ -126,8 +153,12 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path: P
     done_before = {r["trial_id"] for r in read_rows(results)}
     assert 1 <= len(done_before) < 3  # reused actors make trials quick: one may finish during the sleep
     client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
-    (parent_before,) = [r.info.run_id for r in client.search_runs(
-        [client.get_experiment_by_name("ovit-ray-sweeps").experiment_id], "tags.`ovit.kind` = 'sweep'")]
+    (parent_before,) = [
+        r.info.run_id
+        for r in client.search_runs(
+            [client.get_experiment_by_name("ovit-ray-sweeps").experiment_id], "tags.`ovit.kind` = 'sweep'"
+        )
+    ]
     outcome = run_sweep(path, out, resume=True)
     rows = read_rows(results)
     assert sorted(r["seed"] for r in rows) == [0, 1, 2] and outcome.totals["trials_finished"] == 3
@@ -136,7 +167,8 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path: P
     assert outcome.parent_run_id == parent_before  # the parent run was reused
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent_before]
     assert len(runs) == 4 and sorted(r.data.tags["ovit.trial_id"] for r in children) == sorted(
-        r["trial_id"] for r in rows)  # one child per trial, none duplicated by the resume
+        r["trial_id"] for r in rows
+    )  # one child per trial, none duplicated by the resume
     assert {r.info.status for r in runs} == {"FINISHED"}
     for trial_id in done_before:  # a finished trial trained each epoch once: it was not run again
         lines = (out / "ray" / "t" / trial_id / "result.json").read_text().splitlines()

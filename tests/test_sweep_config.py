@@ -15,8 +15,11 @@ from ovit_ray.orchestration.transfer_sweep import is_transfer_file, load_transfe
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(glob.glob(str(ROOT / "sweeps" / "**" / "*.yaml"), recursive=True))
-BASE = {"name": "t", "train": {"targets": [0.5, 0.75]},
-        "search": {"space": "s", "algorithm": "optuna", "num_samples": 2}}
+BASE = {
+    "name": "t",
+    "train": {"targets": [0.5, 0.75]},
+    "search": {"space": "s", "algorithm": "optuna", "num_samples": 2},
+}
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: Path(p).name)
@@ -37,8 +40,9 @@ def test_every_ablation_has_a_digits_variant() -> None:
 
 def _write(tmp_path: Path, sweep: dict | str, space: dict | None = None) -> Path:
     (tmp_path / "search_spaces").mkdir(exist_ok=True)
-    (tmp_path / "search_spaces" / "s.yaml").write_text(yaml.safe_dump(
-        {"params": {"damp": {"loguniform": [1e-9, 1e-6]}}} if space is None else space))
+    (tmp_path / "search_spaces" / "s.yaml").write_text(
+        yaml.safe_dump({"params": {"damp": {"loguniform": [1e-9, 1e-6]}}} if space is None else space)
+    )
     (tmp_path / "sweeps").mkdir(exist_ok=True)
     path = tmp_path / "sweeps" / "x.yaml"
     path.write_text(sweep if isinstance(sweep, str) else yaml.safe_dump(sweep))
@@ -70,18 +74,35 @@ CASES = [
     (dict(train__block_size=0), ["train", "block_size", "0"]),
     (dict(train__workers=2), ["train", "workers"]),
     (dict(train__targets=[]), ["train", "targets"]),
-    (dict(search__overrides={"damp": {"loguniform": [1e-6, 1e-9]}}), ["search.overrides.damp", "low must be below"]),
+    (
+        dict(search__overrides={"damp": {"loguniform": [1e-6, 1e-9]}}),
+        ["search.overrides.damp", "low must be below"],
+    ),
     (dict(search__overrides={"damp": {"loguniform": [0, 1]}}), ["search.overrides.damp", "> 0"]),
     (dict(search__overrides={"lamda": 1.0}), ["search.overrides", "lamda"]),
     (dict(search__overrides={"block_size": {"choice": [16, -4]}}), ["search.space.block_size", "-4"]),
     (dict(search__overrides={"block_size": {"grid": [16, 64]}}), ["search.space", "(block_size)", "Optuna"]),
-    (dict(search__overrides={"damp": {"choice": [], }}), ["search.overrides.damp.choice", "at least one"]),
-    (dict(search__overrides={"damp": {"choice": [1e-7], "grid": [1e-7]}}), ["search.overrides.damp", "exactly one"]),
+    (
+        dict(
+            search__overrides={
+                "damp": {
+                    "choice": [],
+                }
+            }
+        ),
+        ["search.overrides.damp.choice", "at least one"],
+    ),
+    (
+        dict(search__overrides={"damp": {"choice": [1e-7], "grid": [1e-7]}}),
+        ["search.overrides.damp", "exactly one"],
+    ),
     (dict(search__space="nope"), ["search.space", "nope"]),
     (dict(search__space="../etc"), ["search.space", "../etc"]),
     (dict(strategy="both"), ["strategy", "optuna"]),
-    (dict(search__algorithm="grid", search__num_samples=3,
-          search__overrides={"damp": {"grid": [1e-7]}}), ["search.num_samples", "3"]),
+    (
+        dict(search__algorithm="grid", search__num_samples=3, search__overrides={"damp": {"grid": [1e-7]}}),
+        ["search.num_samples", "3"],
+    ),
     (dict(search__objectives=[{"metric": "top5", "mode": "max"}]), ["search.objectives.0.metric", "top5"]),
     (dict(name="a b"), ["name", "a b"]),
     (dict(space={"damp": 1}), ["space", "search.space"]),
@@ -105,11 +126,21 @@ def test_bad_search_space_file(tmp_path: Path) -> None:
         load_sweep(path)
 
 
-FUZZ = ["", "[1, 2]", "name: [", "{name: t, search: 5}", "name: t\nsearch: {space: s, num_samples: x}",
-        "name: t\ntrain: 7\nsearch: {space: s}", "name: t\nsearch: {space: s, overrides: [1]}",
-        "name: t\nsearch: {space: s, overrides: {damp: [1, 2]}}", "name: t\nresources: {gpus_per_worker: -1}\n"
-        "search: {space: s}", "\t- a", "name: t\nsearch: {space: s, scheduler: {type: pbt}}",
-        "name: 3\nseed: -1\nsearch: {space: s}", "name: t\nstrategy: sideways\nsearch: {space: s}"]
+FUZZ = [
+    "",
+    "[1, 2]",
+    "name: [",
+    "{name: t, search: 5}",
+    "name: t\nsearch: {space: s, num_samples: x}",
+    "name: t\ntrain: 7\nsearch: {space: s}",
+    "name: t\nsearch: {space: s, overrides: [1]}",
+    "name: t\nsearch: {space: s, overrides: {damp: [1, 2]}}",
+    "name: t\nresources: {gpus_per_worker: -1}\nsearch: {space: s}",
+    "\t- a",
+    "name: t\nsearch: {space: s, scheduler: {type: pbt}}",
+    "name: 3\nseed: -1\nsearch: {space: s}",
+    "name: t\nstrategy: sideways\nsearch: {space: s}",
+]
 
 
 @pytest.mark.parametrize("text", FUZZ)

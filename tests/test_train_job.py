@@ -31,6 +31,7 @@ def _kill_rank1_once(marker_dir: str):
             marker.touch()
             time.sleep(10)  # mid-epoch: a checkpoint counts once the Train controller has polled it
             os._exit(1)  # a hard worker death, not an exception
+
     return hook
 
 
@@ -38,8 +39,19 @@ def _kill_rank1_once(marker_dir: str):
 def two_worker_run(ray_local, tmp_path_factory):
     preset_checkpoint("digits-vit", progress=False)  # train (or find) the preset before workers need it
     out = tmp_path_factory.mktemp("train_job")
-    config = make_config({"targets": [0.6, 0.9], "window_epochs": 1, "lr_max": 3e-4, "workers": 2, "block_size": 32,
-                          "num_grads": 16, "max_steps_per_epoch": 4, "out": str(out), "max_failures": 1})
+    config = make_config(
+        {
+            "targets": [0.6, 0.9],
+            "window_epochs": 1,
+            "lr_max": 3e-4,
+            "workers": 2,
+            "block_size": 32,
+            "num_grads": 16,
+            "max_steps_per_epoch": 4,
+            "out": str(out),
+            "max_failures": 1,
+        }
+    )
     result = run_training(config, epoch_hook=_kill_rank1_once(str(out)))
     return config, out, result
 
@@ -71,8 +83,9 @@ def test_killed_worker_resumes_from_last_checkpoint(two_worker_run):
 def test_top1_at_final_target_beats_one_shot(two_worker_run):
     config, _, result = two_worker_run
     settings = PruneSettings(method="ovit", block_size=32, num_grads=16, damp=config.damp)
-    row = oneshot_rows(build_model_and_data(), [settings], [0.9], param_patterns=DEFAULT_PATTERNS,
-                       progress=False)[0]
+    row = oneshot_rows(
+        build_model_and_data(), [settings], [0.9], param_patterns=DEFAULT_PATTERNS, progress=False
+    )[0]
     assert result.summary["targets"][-1]["top1"] >= row["top1"]
 
 
@@ -84,13 +97,25 @@ def test_mlflow_run_has_params_epoch_metrics_and_compute(two_worker_run):
     assert len(runs) == 1  # the restart continued the run instead of creating another
     run = runs[0]
     assert run.info.status == "FINISHED" and run.data.tags["strategy"] == "sweep"
-    for key in ("method", "block_size", "num_grads", "damp", "grad_batch_size", "lr_schedule", "targets",
-                "workers", "device_type", "steps"):
+    for key in (
+        "method",
+        "block_size",
+        "num_grads",
+        "damp",
+        "grad_batch_size",
+        "lr_schedule",
+        "targets",
+        "workers",
+        "device_type",
+        "steps",
+    ):
         assert key in run.data.params
     assert run.data.params["workers"] == "2"
     top1 = client.get_metric_history(run.info.run_id, "top1")
     assert sorted(m.step for m in top1) == [0, 1]  # one point per epoch, none repeated after the restart
-    assert {"cpu_hours", "gpu_hours", "total_epochs", "wall_seconds", "target_0.9000/top1"} <= set(run.data.metrics)
+    assert {"cpu_hours", "gpu_hours", "total_epochs", "wall_seconds", "target_0.9000/top1"} <= set(
+        run.data.metrics
+    )
     assert run.data.metrics["cpu_hours"] > 0
 
 
@@ -105,10 +130,15 @@ def test_embedded_ray_reports_loopback_even_when_a_script_imports_ray_itself(tmp
     import subprocess
     import sys
 
-    script = ("from ovit_ray.orchestration.train_job import ensure_ray\nimport ray\nensure_ray()\n"
-              "print(sorted({n['NodeManagerAddress'] for n in ray.nodes()}))\nray.shutdown()\n")
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_ADDRESS")}
-    out = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True,
-                         timeout=180)
+    script = (
+        "from ovit_ray.orchestration.train_job import ensure_ray\nimport ray\nensure_ray()\n"
+        "print(sorted({n['NodeManagerAddress'] for n in ray.nodes()}))\nray.shutdown()\n"
+    )
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_ADDRESS")
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "['127.0.0.1']"

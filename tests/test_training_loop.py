@@ -131,7 +131,9 @@ def test_empty_loader_raises():
 def test_preset_reaches_95_percent_and_is_cached(digits_preset, digits):
     state, masks, meta = load_checkpoint(digits_preset)
     assert digits_preset.name.startswith("digits-vit-") and masks == {}
-    assert meta["val_top1"] >= 0.95 and meta["test_top1"] >= 0.95 and meta["epochs"] > 0 and meta["seconds"] > 0
+    assert (
+        meta["val_top1"] >= 0.95 and meta["test_top1"] >= 0.95 and meta["epochs"] > 0 and meta["seconds"] > 0
+    )
 
     mtime = digits_preset.stat().st_mtime_ns
     assert preset_checkpoint("digits-vit") == digits_preset

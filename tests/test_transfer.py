@@ -109,8 +109,10 @@ def test_transfer_sweep_files_validate_and_bad_keys_name_the_field(tmp_path):
         assert is_transfer_file(name) and set(sweep.transfer.source.methods) == {"ovit", "magnitude"}
     assert not is_transfer_file("sweeps/quickstart.yaml")
     bad = tmp_path / "bad.yaml"
-    bad.write_text("name: x\ntransfer:\n  pairs: [{source_model: digits-vit, dataset: lfw}]\n"
-                   "  source: {methods: [ovit], train: {window_epochs: 0}}\n")
+    bad.write_text(
+        "name: x\ntransfer:\n  pairs: [{source_model: digits-vit, dataset: lfw}]\n"
+        "  source: {methods: [ovit], train: {window_epochs: 0}}\n"
+    )
     with pytest.raises(ValueError, match="window_epochs"):
         load_transfer_sweep(bad)
     bad.write_text("name: x\ntransfer:\n  pairs: []\n  source: {methods: [ovit]}\n  modes: [frozen]\n")

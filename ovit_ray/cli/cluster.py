@@ -14,7 +14,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     validate = actions.add_parser(
         "validate", help="check files against Ray's schema and ovit-ray's rules (offline)"
     )
-    validate.add_argument("files", nargs="+", metavar="FILE", help="cluster-launcher YAML files, e.g. cluster.yaml")
+    validate.add_argument(
+        "files", nargs="+", metavar="FILE", help="cluster-launcher YAML files, e.g. cluster.yaml"
+    )
     validate.set_defaults(func=run_validate)
 
 

@@ -8,20 +8,31 @@ from pathlib import Path
 from ovit_ray.cli.train import add_config_arguments, config_from_args, print_run
 
 # Small CPU-friendly defaults on the digits preset when no config file is given.
-DEFAULTS = {"targets": [0.5, 0.75, 0.9], "window_epochs": 2, "out": "runs/compare-strategies",
-            "block_size": 32, "num_grads": 32, "experiment": "ovit-ray-strategies"}
+DEFAULTS = {
+    "targets": [0.5, 0.75, 0.9],
+    "window_epochs": 2,
+    "out": "runs/compare-strategies",
+    "block_size": 32,
+    "num_grads": 32,
+    "experiment": "ovit-ray-strategies",
+}
 
 
 HELP = "sparsity sweep vs independent runs, per target"  # listed by `ovit-ray --help`
 
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("compare-strategies", help=HELP,
-                              description=__doc__)
+    p = subparsers.add_parser("compare-strategies", help=HELP, description=__doc__)
     from ovit_ray.orchestration.sweep_config import STRATEGIES
 
     add_config_arguments(p, DEFAULTS)
-    p.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES),
-                   help="sweep: one run through every target; independent: one run per target (default: both)")
+    p.add_argument(
+        "--strategies",
+        nargs="+",
+        choices=STRATEGIES,
+        default=list(STRATEGIES),
+        help="sweep: one run through every target; independent: one run per target (default: both)",
+    )
     p.set_defaults(func=run)
 
 

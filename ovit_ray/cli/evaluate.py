@@ -20,6 +20,8 @@ def run(args: argparse.Namespace) -> int:
     from ovit_ray.orchestration.export import evaluate_exported
 
     result = evaluate_exported(args.file, dataset=args.dataset, data_root=args.data_root)
-    print(f"{args.file}: test top-1 {result['top1']:.4f} on {result['images']} images (recorded "
-          f"{result['recorded_top1']:.4f}), val top-1 {result['val_top1']:.4f}, sparsity {result['sparsity']:.4f}")
+    print(
+        f"{args.file}: test top-1 {result['top1']:.4f} on {result['images']} images (recorded "
+        f"{result['recorded_top1']:.4f}), val top-1 {result['val_top1']:.4f}, sparsity {result['sparsity']:.4f}"
+    )
     return 0

@@ -9,11 +9,13 @@ HELP = "export a pruned model (timm-loadable .safetensors + model card)"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("export", help=HELP,
-                              description=__doc__)
+    p = subparsers.add_parser("export", help=HELP, description=__doc__)
     p.add_argument("source", help="output folder of `ovit-ray sweep`, `train` or `compare-strategies`")
-    p.add_argument("--trial", default="best",
-                   help="trial id (sweeps), run name or key (train folders), or `best` (default)")
+    p.add_argument(
+        "--trial",
+        default="best",
+        help="trial id (sweeps), run name or key (train folders), or `best` (default)",
+    )
     p.add_argument("--target", type=float, help="target sparsity (default: the trial's highest)")
     p.add_argument("--out", required=True, help="file to write, ending in .safetensors (never overwritten)")
     p.set_defaults(func=run)
@@ -23,9 +25,13 @@ def run(args: argparse.Namespace) -> int:
     from ovit_ray.orchestration.export import card_path, export_model
 
     card = export_model(args.source, args.out, trial=args.trial, target=args.target)
-    print(f"exported trial {card['source']['trial']} at target {card['target_sparsity']:g} "
-          f"(sparsity {card['achieved_sparsity']:.4f}, recorded top-1 {card['top1']:.4f}) -> {args.out}; "
-          f"card {card_path(args.out)}")
-    print(f"load with: timm.create_model({card['timm_model']!r}, **card['timm_kwargs']) + "
-          "load_state_dict(safetensors.torch.load_file(FILE))")
+    print(
+        f"exported trial {card['source']['trial']} at target {card['target_sparsity']:g} "
+        f"(sparsity {card['achieved_sparsity']:.4f}, recorded top-1 {card['top1']:.4f}) -> {args.out}; "
+        f"card {card_path(args.out)}"
+    )
+    print(
+        f"load with: timm.create_model({card['timm_model']!r}, **card['timm_kwargs']) + "
+        "load_state_dict(safetensors.torch.load_file(FILE))"
+    )
     return 0

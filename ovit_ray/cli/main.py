@@ -22,12 +22,25 @@ from typing import NoReturn
 from ovit_ray import __version__
 from ovit_ray.orchestration.interrupts import Interrupted, StopSignals
 
-DESCRIPTION = ("Second-order (oViT) pruning of vision transformers on Ray: one-shot pruning, gradual runs, "
-               "sweeps tracked in MLflow and Parquet. `ovit-ray COMMAND --help` describes each command.")
+DESCRIPTION = (
+    "Second-order (oViT) pruning of vision transformers on Ray: one-shot pruning, gradual runs, "
+    "sweeps tracked in MLflow and Parquet. `ovit-ray COMMAND --help` describes each command."
+)
 # Each module defines `HELP` (its line in `ovit-ray --help`) and `register(subparsers)`, which adds its
 # parser and sets `func(args) -> int`.
-COMMAND_MODULES = ("prune", "sweep", "report", "cluster", "mlflow-server", "sync-mlflow", "train",
-                   "compare-strategies", "transfer", "export", "evaluate")
+COMMAND_MODULES = (
+    "prune",
+    "sweep",
+    "report",
+    "cluster",
+    "mlflow-server",
+    "sync-mlflow",
+    "train",
+    "compare-strategies",
+    "transfer",
+    "export",
+    "evaluate",
+)
 # Failures that mean the user asked for something impossible: a bad value, a missing, unreadable or
 # unwritable file (OSError covers permissions, a directory where a file belongs, a full disk).
 USER_ERRORS = (ValueError, OSError)
@@ -110,8 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         log = _write_crash_log(args.command)
-        print(f"{name}: internal error ({type(err).__name__}: {error_lines(err, 200)[0]}); traceback in {log}",
-              file=sys.stderr)
+        print(
+            f"{name}: internal error ({type(err).__name__}: {error_lines(err, 200)[0]}); traceback in {log}",
+            file=sys.stderr,
+        )
         return INTERNAL_ERROR
 
 

@@ -7,6 +7,7 @@ import sys
 
 HELP = "run an MLflow tracking server (SQLite + artifacts in one folder)"  # listed by `ovit-ray --help`
 
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     from ovit_ray.orchestration.mlflow_server import AUTH_ENV
 
@@ -21,7 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--port", type=int, default=5000, help="TCP port, 1-65535 (default: 5000)")
     parser.add_argument("--auth", action="store_true", help="MLflow basic-auth app (needs mlflow[auth])")
     parser.add_argument(
-        "--allow-public", action="store_true", help="allow binding to all interfaces (0.0.0.0, 0, ::, [::]...)"
+        "--allow-public",
+        action="store_true",
+        help="allow binding to all interfaces (0.0.0.0, 0, ::, [::]...)",
     )
     parser.set_defaults(func=run)
 
@@ -44,8 +47,10 @@ def run(args: argparse.Namespace) -> int:
     server = MlflowServer(args.dir, host=args.host, port=args.port, auth=args.auth)
     try:  # SIGTERM/Ctrl-C raise here (cli.main's StopSignals), so the server never outlives us
         server.start()
-        print(f"MLflow server at {server.url} (data in {server.folder}, log {server.log}); Ctrl-C stops it",
-              flush=True)
+        print(
+            f"MLflow server at {server.url} (data in {server.folder}, log {server.log}); Ctrl-C stops it",
+            flush=True,
+        )
         return server.wait()
     finally:
         server.stop()

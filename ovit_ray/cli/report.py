@@ -7,17 +7,32 @@ import sys
 
 HELP = "print the trials table of an output folder and write its plots"  # listed by `ovit-ray --help`
 
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("report", help=HELP,
-                              description=__doc__)
-    p.add_argument("sweep_dir", metavar="DIR",
-                   help="output directory of `ovit-ray sweep`, `train` or `compare-strategies` (holds results.parquet)")
+    p = subparsers.add_parser("report", help=HELP, description=__doc__)
+    p.add_argument(
+        "sweep_dir",
+        metavar="DIR",
+        help="output directory of `ovit-ray sweep`, `train` or `compare-strategies` (holds results.parquet)",
+    )
     shape = p.add_mutually_exclusive_group()
-    shape.add_argument("--wide", action="store_true", help="one line per trial however wide (default: wrap to 80)")
-    shape.add_argument("--csv", action="store_const", const="csv", dest="fmt",
-                       help="CSV with full column names, for spreadsheets")
-    shape.add_argument("--markdown", action="store_const", const="markdown", dest="fmt",
-                       help="a markdown table, for notes and pull requests")
+    shape.add_argument(
+        "--wide", action="store_true", help="one line per trial however wide (default: wrap to 80)"
+    )
+    shape.add_argument(
+        "--csv",
+        action="store_const",
+        const="csv",
+        dest="fmt",
+        help="CSV with full column names, for spreadsheets",
+    )
+    shape.add_argument(
+        "--markdown",
+        action="store_const",
+        const="markdown",
+        dest="fmt",
+        help="a markdown table, for notes and pull requests",
+    )
     p.set_defaults(func=run, fmt="text")
 
 

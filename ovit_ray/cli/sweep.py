@@ -8,19 +8,35 @@ from pathlib import Path
 
 HELP = "run a sweep file: Ray Tune + Optuna over gradual pruning runs"  # listed by `ovit-ray --help`
 
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("sweep", help=HELP,
-                              description=__doc__)
+    p = subparsers.add_parser("sweep", help=HELP, description=__doc__)
     p.add_argument("file", help="sweep file, e.g. sweeps/quickstart.yaml")
     p.add_argument("--out", help="output directory (default: runs/sweeps/<sweep name>)")
-    p.add_argument("--address", help="join a running Ray cluster: auto or HOST:PORT (default: start an embedded one)")
-    p.add_argument("--resume", action="store_true", help="continue the sweep in --out; finished trials are kept")
-    p.add_argument("--mlflow-uri", help="MLflow tracking URI (default: the sweep's, else SQLite inside --out)")
-    p.add_argument("--add-trials", type=int, default=0, metavar="N",
-                   help="extend the finished sweep in --out by N trials (Optuna continues its stored study)")
-    p.add_argument("--optuna-storage", metavar="URI",
-                   help="Optuna study storage (default: sqlite:///<out>/optuna.db; open with optuna-dashboard)")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved trials and resources; start nothing")
+    p.add_argument(
+        "--address", help="join a running Ray cluster: auto or HOST:PORT (default: start an embedded one)"
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue the sweep in --out; finished trials are kept"
+    )
+    p.add_argument(
+        "--mlflow-uri", help="MLflow tracking URI (default: the sweep's, else SQLite inside --out)"
+    )
+    p.add_argument(
+        "--add-trials",
+        type=int,
+        default=0,
+        metavar="N",
+        help="extend the finished sweep in --out by N trials (Optuna continues its stored study)",
+    )
+    p.add_argument(
+        "--optuna-storage",
+        metavar="URI",
+        help="Optuna study storage (default: sqlite:///<out>/optuna.db; open with optuna-dashboard)",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the resolved trials and resources; start nothing"
+    )
     p.set_defaults(func=run)
 
 
@@ -46,16 +62,27 @@ def run(args: argparse.Namespace) -> int:
         if not args.address:
             print(f"(concurrency estimated for this machine: {os.cpu_count()} CPU, GPUs not probed)")
         return 0
-    outcome = run_sweep(args.file, out, address=args.address, resume=args.resume, mlflow_uri=args.mlflow_uri,
-                        add_trials=args.add_trials, optuna_storage=args.optuna_storage)
+    outcome = run_sweep(
+        args.file,
+        out,
+        address=args.address,
+        resume=args.resume,
+        mlflow_uri=args.mlflow_uri,
+        add_trials=args.add_trials,
+        optuna_storage=args.optuna_storage,
+    )
     t = outcome.totals
-    print(f"sweep {sweep.name}: {t['trials_finished']:.0f} finished, {t['trials_stopped_early']:.0f} stopped early, "
-          f"{t['trials_failed']:.0f} failed; {t['epochs_total']:.0f} epochs, {t['cpu_hours_total']:.3f} CPU-h, "
-          f"{t['gpu_hours_total']:.3f} GPU-h")
+    print(
+        f"sweep {sweep.name}: {t['trials_finished']:.0f} finished, {t['trials_stopped_early']:.0f} stopped early, "
+        f"{t['trials_failed']:.0f} failed; {t['epochs_total']:.0f} epochs, {t['cpu_hours_total']:.3f} CPU-h, "
+        f"{t['gpu_hours_total']:.3f} GPU-h"
+    )
     if outcome.best is not None:
         print(f"best: {outcome.best}")
-    print(f"results: {outcome.out / 'results.parquet'}; plots: {outcome.out / 'plots'}; "
-          f"`ovit-ray report {outcome.out}` prints the table")
+    print(
+        f"results: {outcome.out / 'results.parquet'}; plots: {outcome.out / 'plots'}; "
+        f"`ovit-ray report {outcome.out}` prints the table"
+    )
     return 0 if t["trials_failed"] == 0 else 1
 
 
@@ -69,11 +96,15 @@ def _run_transfer(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/sweeps/{sweep.name}")
     stage = sweep.transfer
     if args.dry_run:
-        print(f"transfer sweep {sweep.name}: sources {stage.source.methods} x seeds {stage.source.seeds} per pair "
-              f"{[(p.source_model, p.dataset) for p in stage.pairs]}; modes {stage.modes}; seeds {stage.seeds}; "
-              f"{stage.epochs} epochs -> {out}")
+        print(
+            f"transfer sweep {sweep.name}: sources {stage.source.methods} x seeds {stage.source.seeds} per pair "
+            f"{[(p.source_model, p.dataset) for p in stage.pairs]}; modes {stage.modes}; seeds {stage.seeds}; "
+            f"{stage.epochs} epochs -> {out}"
+        )
         return 0
     rows = run_transfer_sweep(args.file, out, mlflow_uri=args.mlflow_uri)
-    print_table(rows, [c for c in TABLE_COLUMNS if rows and c in rows[0]], title=f"transfer sweep {sweep.name}")
+    print_table(
+        rows, [c for c in TABLE_COLUMNS if rows and c in rows[0]], title=f"transfer sweep {sweep.name}"
+    )
     print(f"results: {out / 'results.parquet'}")
     return 0

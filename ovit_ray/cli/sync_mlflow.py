@@ -20,8 +20,9 @@ HELP = "replay MLflow calls queued while the tracking server was down"  # listed
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("sync-mlflow", help=HELP,
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "sync-mlflow", help=HELP, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("dir", help="output directory of `ovit-ray sweep` or `ovit-ray train` (holds the outbox)")
     p.add_argument("--mlflow-uri", help="tracking URI to replay to (required when calls are queued)")
     p.add_argument("--experiment", help="experiment name (default: the one the calls were meant for)")
@@ -41,15 +42,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"{out}: nothing to sync (no {OUTBOX_NAME})")
         return 0
     if not args.mlflow_uri:
-        raise ValueError(f"{out} holds queued MLflow calls (meant for {target['uri']}); name the server to send "
-                         "them to with --mlflow-uri URI (the address stored in the folder is not trusted)")
+        raise ValueError(
+            f"{out} holds queued MLflow calls (meant for {target['uri']}); name the server to send "
+            "them to with --mlflow-uri URI (the address stored in the folder is not trusted)"
+        )
     tracker = Tracker(out, args.experiment or target["experiment"], args.mlflow_uri)
     sent = tracker.flush_outbox(only_own_files=True)
     rejected = Path(f"{tracker.outbox}.rejected")
     if tracker.outbox.exists():
-        print(f"{out}: sent {sent} queued call(s); the server is still unreachable, the rest stay in "
-              f"{tracker.outbox}", file=sys.stderr)
+        print(
+            f"{out}: sent {sent} queued call(s); the server is still unreachable, the rest stay in "
+            f"{tracker.outbox}",
+            file=sys.stderr,
+        )
         return 1
-    note = f"; calls the server rejected (or naming files outside {out}) are in {rejected}" if rejected.exists() else ""
+    note = (
+        f"; calls the server rejected (or naming files outside {out}) are in {rejected}"
+        if rejected.exists()
+        else ""
+    )
     print(f"{out}: sent {sent} queued call(s){note}")
     return 0

@@ -12,7 +12,16 @@ if TYPE_CHECKING:
     from ovit_ray.orchestration.config import GradualConfig
     from ovit_ray.orchestration.train_job import RunResult
 
-TABLE_COLUMNS = ["strategy", "target_sparsity", "achieved_sparsity", "top1", "val_top1", "epochs", "cpu_hours", "gpu_hours"]
+TABLE_COLUMNS = [
+    "strategy",
+    "target_sparsity",
+    "achieved_sparsity",
+    "top1",
+    "val_top1",
+    "epochs",
+    "cpu_hours",
+    "gpu_hours",
+]
 
 
 # What each config field means, for `--help`; the allowed values are read from the field's type.
@@ -64,6 +73,7 @@ _BOUNDS = {"ge": ">= {}", "gt": "> {}", "le": "<= {}", "lt": "< {}"}
 
 HELP = "one gradual-pruning run (Ray Train, MLflow, Parquet)"  # listed by `ovit-ray --help`
 
+
 def _flag_type(annotation: Any) -> tuple[Any, bool]:
     """(argparse type, is a list) for a config field; values are validated by pydantic afterwards."""
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
@@ -80,8 +90,12 @@ def _allowed(name: str) -> str:
 
     info = GradualConfig.model_fields[name]
     kind, many = _flag_type(info.annotation)
-    bounds = [text.format(getattr(m, key)) for m in info.metadata for key, text in _BOUNDS.items()
-              if hasattr(m, key)]
+    bounds = [
+        text.format(getattr(m, key))
+        for m in info.metadata
+        for key, text in _BOUNDS.items()
+        if hasattr(m, key)
+    ]
     words = "numbers" if many else {int: "int", float: "float"}.get(kind, "")
     return f"{words} {', '.join(bounds)}".strip()
 
@@ -96,9 +110,16 @@ def add_config_arguments(parser: argparse.ArgumentParser, defaults: dict[str, An
         choices = typing.get_args(info.annotation) if typing.get_origin(info.annotation) is Literal else None
         default = (defaults or {}).get(name, info.default)
         allowed = "" if choices or not _allowed(name) else f"; {_allowed(name)}"
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, nargs="+" if many else None,
-                            choices=choices, default=None, metavar=None if choices else name.upper(),
-                            help=f"{FIELD_HELP[name]}{allowed}" + ("" if default is None else f" (default: {default})"))
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=name,
+            type=kind,
+            nargs="+" if many else None,
+            choices=choices,
+            default=None,
+            metavar=None if choices else name.upper(),
+            help=f"{FIELD_HELP[name]}{allowed}" + ("" if default is None else f" (default: {default})"),
+        )
     parser.set_defaults(config_defaults=defaults or {})
 
 
@@ -114,14 +135,15 @@ def config_from_args(args: argparse.Namespace) -> GradualConfig:
 def print_run(result: RunResult) -> None:
     s = result.summary
     state = "already finished; stored result reused" if result.reused else "finished"
-    print(f"{result.run_name} ({result.strategy}): {state}: {s['total_epochs']} epochs, "
-          f"{s['cpu_hours']:.4f} CPU-h, {s['gpu_hours']:.4f} GPU-h, wall {s['wall_seconds']:.0f} s "
-          f"(Ray overhead {s['overhead_seconds']:.0f} s)")
+    print(
+        f"{result.run_name} ({result.strategy}): {state}: {s['total_epochs']} epochs, "
+        f"{s['cpu_hours']:.4f} CPU-h, {s['gpu_hours']:.4f} GPU-h, wall {s['wall_seconds']:.0f} s "
+        f"(Ray overhead {s['overhead_seconds']:.0f} s)"
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("train", help=HELP,
-                              description=__doc__)
+    p = subparsers.add_parser("train", help=HELP, description=__doc__)
     add_config_arguments(p)
     p.set_defaults(func=run)
 
@@ -133,8 +155,10 @@ def run(args: argparse.Namespace) -> int:
     from ovit_ray.orchestration.train_job import KEY_COLUMNS, run_training
 
     config = config_from_args(args)
-    print(f"gradual run ({config.strategy}): steps {config.schedule()[0]}, windows {config.schedule()[1]}, "
-          f"{config.workers} worker(s); out {config.out}")
+    print(
+        f"gradual run ({config.strategy}): steps {config.schedule()[0]}, windows {config.schedule()[1]}, "
+        f"{config.workers} worker(s); out {config.out}"
+    )
     result = run_training(config)
     added = append_rows(Path(config.out) / RESULTS_FILE, result.rows, KEY_COLUMNS, RUN_RESULTS)
     print_run(result)

@@ -30,9 +30,7 @@ TABLE_COLUMNS = [
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "transfer", help=HELP, description=__doc__
-    )
+    p = subparsers.add_parser("transfer", help=HELP, description=__doc__)
     p.add_argument(
         "source",
         metavar="CHECKPOINT_OR_SWEEP_DIR",

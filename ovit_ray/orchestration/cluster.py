@@ -118,8 +118,16 @@ def ray_validate(config: dict[str, Any]) -> tuple[dict[str, Any], Problem | None
         if err.validator == "additionalProperties":  # name the unknown keys, not the whole mapping
             value = sorted(set(value) - set(err.schema.get("properties", {})))
         return config, Problem(key, value, f"Ray schema: {err.message}")
-    except (ValueError, KeyError, RuntimeError, NotImplementedError, AssertionError, TypeError,
-            AttributeError, IndexError) as err:  # Ray's preparation assumes well-typed sections
+    except (
+        ValueError,
+        KeyError,
+        RuntimeError,
+        NotImplementedError,
+        AssertionError,
+        TypeError,
+        AttributeError,
+        IndexError,
+    ) as err:  # Ray's preparation assumes well-typed sections
         return config, Problem("(config)", "", f"Ray config check: {err}")
     return prepared, None
 

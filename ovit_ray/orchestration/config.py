@@ -102,20 +102,30 @@ class GradualConfig(BaseModel):
             raise ValueError(f"lr_min: must be <= lr_max={self.lr_max}, got {self.lr_min}")
         steps, windows = self.schedule()
         if self.warmup_epochs >= windows[-1][2]:
-            raise ValueError(f"warmup_epochs: must be below the run's {windows[-1][2]} epochs, got {self.warmup_epochs}")
+            raise ValueError(
+                f"warmup_epochs: must be below the run's {windows[-1][2]} epochs, got {self.warmup_epochs}"
+            )
         implied = self.prune_settings().pattern_sparsity
         if implied is not None and any(abs(s - implied) > 1e-9 for _, s in steps):
-            raise ValueError(f"pattern: {self.pattern} implies sparsity {implied}; every pruning step must use it, "
-                             f"got {sorted({s for _, s in steps})}")
+            raise ValueError(
+                f"pattern: {self.pattern} implies sparsity {implied}; every pruning step must use it, "
+                f"got {sorted({s for _, s in steps})}"
+            )
         return self
 
     def prune_settings(self) -> PruneSettings:
         """The pruner's own validation (method, B, m, lambda, pattern) on the driver, before any worker starts."""
         from ovit_ray.pruning import PruneSettings
 
-        return PruneSettings(method=self.method, block_size=self.block_size, num_grads=self.num_grads,
-                             damp=self.damp, grad_batch_size=self.grad_batch_size, scope=self.scope,
-                             pattern=None if self.pattern is None else parse_pattern(self.pattern))
+        return PruneSettings(
+            method=self.method,
+            block_size=self.block_size,
+            num_grads=self.num_grads,
+            damp=self.damp,
+            grad_batch_size=self.grad_batch_size,
+            scope=self.scope,
+            pattern=None if self.pattern is None else parse_pattern(self.pattern),
+        )
 
     def used_values(self) -> dict[str, Any]:
         """What this run computes with: fields that are set and that its settings read (MLflow params).
@@ -144,13 +154,24 @@ class GradualConfig(BaseModel):
         """
         if self.targets:
             sweep = sparsity_steps_through_targets(
-                self.targets, window_epochs=self.window_epochs, start_epoch=self.start_epoch,
-                init=self.init_sparsity, steps_per_target=self.steps_per_target,
-                update_frequency=self.update_frequency, interpolation=self.interpolation)
+                self.targets,
+                window_epochs=self.window_epochs,
+                start_epoch=self.start_epoch,
+                init=self.init_sparsity,
+                steps_per_target=self.steps_per_target,
+                update_frequency=self.update_frequency,
+                interpolation=self.interpolation,
+            )
             steps, windows = sweep.steps, [(w.sparsity, w.start, w.end) for w in sweep.windows]
         else:
-            steps = sparsity_steps(self.init_sparsity, self.final_sparsity, self.start_epoch, self.end_epoch,
-                                   self.update_frequency, self.interpolation)
+            steps = sparsity_steps(
+                self.init_sparsity,
+                self.final_sparsity,
+                self.start_epoch,
+                self.end_epoch,
+                self.update_frequency,
+                self.interpolation,
+            )
             windows = [(self.final_sparsity, self.end_epoch, self.end_epoch + self.window_epochs)]
         return [(e, s) for e, s in steps if s > 0], windows
 
@@ -160,8 +181,13 @@ class GradualConfig(BaseModel):
         steps, windows = self.schedule()
         target, start, end = windows[index]
         epochs = [e for e, _ in steps if e <= start]
-        ramp = sparsity_steps_through_targets([target], window_epochs=1, init=self.init_sparsity,
-                                              steps_per_target=len(epochs), interpolation=self.interpolation)
+        ramp = sparsity_steps_through_targets(
+            [target],
+            window_epochs=1,
+            init=self.init_sparsity,
+            steps_per_target=len(epochs),
+            interpolation=self.interpolation,
+        )
         return [(e, s) for e, (_, s) in zip(epochs, ramp.steps, strict=True)], [(target, start, end)]
 
     def to_spec(self, steps: Steps | None = None, windows: Windows | None = None) -> GradualSpec:
@@ -169,15 +195,19 @@ class GradualConfig(BaseModel):
 
         default_steps, default_windows = self.schedule()
         return GradualSpec(
-            steps=steps or default_steps, windows=windows or default_windows,
+            steps=steps or default_steps,
+            windows=windows or default_windows,
             **self.model_dump(include=set(GradualSpec.__dataclass_fields__) - {"steps", "windows"}),
         )
 
     def run_key(self, strategy: str, steps: Sequence, windows: Sequence) -> str:
         """Deterministic id of what a run computes: same knobs and schedule -> same Ray run, MLflow run, rows."""
         what = self.model_dump(exclude=PLACEMENT_FIELDS)
-        blob = json.dumps({"config": what, "strategy": strategy, "steps": steps, "windows": windows},
-                          sort_keys=True, default=str)
+        blob = json.dumps(
+            {"config": what, "strategy": strategy, "steps": steps, "windows": windows},
+            sort_keys=True,
+            default=str,
+        )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -85,8 +85,9 @@ def _write_atomic(path: Path, write: Any) -> None:
             os.unlink(tmp)
 
 
-def export_model(source: str | os.PathLike, out: str | os.PathLike, *, trial: str = "best",
-                 target: float | None = None) -> dict[str, Any]:
+def export_model(
+    source: str | os.PathLike, out: str | os.PathLike, *, trial: str = "best", target: float | None = None
+) -> dict[str, Any]:
     """Write the exported `.safetensors` and its card; returns the card. Never overwrites a file."""
     source, out = Path(source), Path(out)
     if out.suffix != ".safetensors":
@@ -108,16 +109,31 @@ def export_model(source: str | os.PathLike, out: str | os.PathLike, *, trial: st
     name, kwargs = timm_spec(model, num_classes=meta["num_classes"], image_size=meta["image_size"])
     pruned = sum(int((~m.bool()).sum()) for m in masks.values())
     total = sum(m.numel() for m in masks.values())
-    card = {"timm_model": name, "timm_kwargs": kwargs, "model": model,
-            "preset": model if name != model else None, "dataset": meta.get("dataset") or row.get("dataset"),
-            "split_seed": meta.get("split_seed", 0), "method": meta.get("method") or row.get("method"),
-            "target_sparsity": row["target_sparsity"], "achieved_sparsity": row["achieved_sparsity"],
-            "mask_sparsity": pruned / total if total else 0.0, "prunable_params": list(masks),
-            "top1": row["top1"], "val_top1": row.get("val_top1"), "best_epoch": row.get("best_epoch"),
-            "source": {"folder": str(source.resolve()), "trial": _run_id(row), "checkpoint": location,
-                       "sweep": row.get("sweep"), "run_key": row.get("run_key")},
-            "knobs": {k: v for k, v in row.items() if k not in ("best_checkpoint", "checkpoint")},
-            "git_commit": git_commit()}
+    card = {
+        "timm_model": name,
+        "timm_kwargs": kwargs,
+        "model": model,
+        "preset": model if name != model else None,
+        "dataset": meta.get("dataset") or row.get("dataset"),
+        "split_seed": meta.get("split_seed", 0),
+        "method": meta.get("method") or row.get("method"),
+        "target_sparsity": row["target_sparsity"],
+        "achieved_sparsity": row["achieved_sparsity"],
+        "mask_sparsity": pruned / total if total else 0.0,
+        "prunable_params": list(masks),
+        "top1": row["top1"],
+        "val_top1": row.get("val_top1"),
+        "best_epoch": row.get("best_epoch"),
+        "source": {
+            "folder": str(source.resolve()),
+            "trial": _run_id(row),
+            "checkpoint": location,
+            "sweep": row.get("sweep"),
+            "run_key": row.get("run_key"),
+        },
+        "knobs": {k: v for k, v in row.items() if k not in ("best_checkpoint", "checkpoint")},
+        "git_commit": git_commit(),
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
     plain = {k: v.contiguous() for k, v in state.items()}
     _write_atomic(out, lambda tmp: save_file(plain, tmp, metadata={"format": "pt"}))
@@ -125,8 +141,13 @@ def export_model(source: str | os.PathLike, out: str | os.PathLike, *, trial: st
     return card
 
 
-def evaluate_exported(path: str | os.PathLike, *, dataset: str | None = None, data_root: str | None = None,
-                      batch_size: int = 256) -> dict[str, Any]:
+def evaluate_exported(
+    path: str | os.PathLike,
+    *,
+    dataset: str | None = None,
+    data_root: str | None = None,
+    batch_size: int = 256,
+) -> dict[str, Any]:
     """Top-1 on the held-out test split (and on the validation split the model was selected on) of the
     card's dataset, and the sparsity of its prunable weights (the card's list; zeros counted in the file)."""
     import timm
@@ -139,21 +160,37 @@ def evaluate_exported(path: str | os.PathLike, *, dataset: str | None = None, da
     if not path.is_file():
         raise FileNotFoundError(f"exported model not found: {path}")
     if not card_file.is_file():
-        raise FileNotFoundError(f"model card not found: {card_file} (written by `ovit-ray export` beside the model)")
+        raise FileNotFoundError(
+            f"model card not found: {card_file} (written by `ovit-ray export` beside the model)"
+        )
     card = json.loads(card_file.read_text())
     state, _, _ = load_checkpoint(path)
     model = timm.create_model(card["timm_model"], pretrained=False, **card["timm_kwargs"])
     load_weights(model, state, str(path), f"{card['timm_model']} {card['timm_kwargs']}")
-    data = job_data(card["model"], dataset=dataset or card["dataset"], data_root=data_root,
-                    split_seed=card.get("split_seed", 0))
+    data = job_data(
+        card["model"],
+        dataset=dataset or card["dataset"],
+        data_root=data_root,
+        split_seed=card.get("split_seed", 0),
+    )
     if data.num_classes != card["timm_kwargs"]["num_classes"]:
-        raise ValueError(f"--dataset: {dataset} has {data.num_classes} classes, the model's head has "
-                         f"{card['timm_kwargs']['num_classes']}")
+        raise ValueError(
+            f"--dataset: {dataset} has {data.num_classes} classes, the model's head has "
+            f"{card['timm_kwargs']['num_classes']}"
+        )
     with torch.no_grad():
-        top1, val_top1 = (evaluate(model, make_loader(split, batch_size, shuffle=False, seed=0), device="cpu")["top1"]
-                          for split in (data.test, data.val))
+        top1, val_top1 = (
+            evaluate(model, make_loader(split, batch_size, shuffle=False, seed=0), device="cpu")["top1"]
+            for split in (data.test, data.val)
+        )
     prunable = [state[name] for name in card["prunable_params"]]
     zeros = sum(int((t == 0).sum()) for t in prunable)
     total = sum(t.numel() for t in prunable)
-    return {"top1": top1, "val_top1": val_top1, "sparsity": zeros / total if total else 0.0,
-            "recorded_top1": card["top1"], "recorded_val_top1": card.get("val_top1"), "images": len(data.test)}
+    return {
+        "top1": top1,
+        "val_top1": val_top1,
+        "sparsity": zeros / total if total else 0.0,
+        "recorded_top1": card["top1"],
+        "recorded_val_top1": card.get("val_top1"),
+        "images": len(data.test),
+    }

@@ -11,11 +11,29 @@ from typing import Any
 
 # Knob -> short name (report headers and run-name prefixes).
 SHORT = {
-    "block_size": "B", "num_grads": "m", "damp": "λ", "grad_batch_size": "gb", "lr_schedule": "sched",
-    "lr_max": "lr", "lr_min": "lr_min", "warmup_epochs": "warm", "weight_decay": "wd", "label_smoothing": "ls",
-    "distill_weight": "kd", "distill_temperature": "kdT", "window_epochs": "win", "steps_per_target": "steps",
-    "update_frequency": "freq", "interpolation": "interp", "batch_size": "bs", "strategy": "strat",
-    "method": "method", "seed": "seed", "split_seed": "split", "init_sparsity": "s0", "augment": "aug",
+    "block_size": "B",
+    "num_grads": "m",
+    "damp": "λ",
+    "grad_batch_size": "gb",
+    "lr_schedule": "sched",
+    "lr_max": "lr",
+    "lr_min": "lr_min",
+    "warmup_epochs": "warm",
+    "weight_decay": "wd",
+    "label_smoothing": "ls",
+    "distill_weight": "kd",
+    "distill_temperature": "kdT",
+    "window_epochs": "win",
+    "steps_per_target": "steps",
+    "update_frequency": "freq",
+    "interpolation": "interp",
+    "batch_size": "bs",
+    "strategy": "strat",
+    "method": "method",
+    "seed": "seed",
+    "split_seed": "split",
+    "init_sparsity": "s0",
+    "augment": "aug",
 }
 # Values shortened in run names and tables.
 SHORT_VALUES = {"cyclic_linear": "cyclic", "cosine": "cos", "constant": "const", "independent": "indep"}

@@ -106,8 +106,12 @@ class LocalRayCluster:
     env: dict[str, str]
     nodes: list[RayNodeProcess] = field(default_factory=list)
 
-    def add_node(self, num_cpus: int = 1, resources: Mapping[str, int] | None = None,
-                 extra_args: list[str] | None = None) -> RayNodeProcess:
+    def add_node(
+        self,
+        num_cpus: int = 1,
+        resources: Mapping[str, int] | None = None,
+        extra_args: list[str] | None = None,
+    ) -> RayNodeProcess:
         """Join one more ``ray start`` node (node address 127.0.0.1) to this cluster."""
         # `ray start --address` refuses to join with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, and with
         # 1 it rewrites 127.0.0.1 (both the address and --node-ip-address) to the machine's

@@ -24,17 +24,31 @@ def chromium() -> str | None:
     return next((path for name in CHROMIUM_NAMES if (path := shutil.which(name))), None)
 
 
-def render(url: str, *, screenshot: Path | None = None, size: tuple[int, int] = (1600, 1000),
-           budget_ms: int = 20000, timeout_s: float = 180.0) -> str:
+def render(
+    url: str,
+    *,
+    screenshot: Path | None = None,
+    size: tuple[int, int] = (1600, 1000),
+    budget_ms: int = 20000,
+    timeout_s: float = 180.0,
+) -> str:
     """The page's DOM after `budget_ms` of virtual time (scripts and API calls done), or, with
     `screenshot`, a PNG of it. A fresh profile each time: no column choices remembered from earlier."""
     binary = chromium()
     if binary is None:
         raise FileNotFoundError("chromium not found on PATH; install it with `apt-get install -y chromium`")
     with tempfile.TemporaryDirectory(prefix="ovit-chromium-") as profile:
-        args = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--hide-scrollbars", f"--user-data-dir={profile}", f"--window-size={size[0]},{size[1]}",
-                f"--virtual-time-budget={budget_ms}"]
+        args = [
+            binary,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--hide-scrollbars",
+            f"--user-data-dir={profile}",
+            f"--window-size={size[0]},{size[1]}",
+            f"--virtual-time-budget={budget_ms}",
+        ]
         args += [f"--screenshot={screenshot}"] if screenshot else ["--dump-dom"]
         done = subprocess.run([*args, url], capture_output=True, text=True, timeout=timeout_s)
     if done.returncode != 0:

@@ -27,7 +27,9 @@ class PrunedAwareOptuna(OptunaSearch):
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         """Ignored: per-epoch results carry no objective, and ASHA (not Optuna) stops trials."""
 
-    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+    def on_trial_complete(
+        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
+    ) -> None:
         if not error and not (result or {}).get(TRIAL_COMPLETE):
             result = None  # OptunaSearch tells a trial without a value and without an error as PRUNED
         super().on_trial_complete(trial_id, result, error)

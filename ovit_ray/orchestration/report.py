@@ -127,18 +127,27 @@ def seed_summary(rows: Sequence[Row]) -> list[dict[str, Any]]:
     knobs = [k for k in varying_knobs(rows) if k not in ("seed", "method", "strategy")]
     groups: dict[tuple[Any, ...], list[Row]] = defaultdict(list)
     for r in rows:
-        groups[(r.get("strategy"), r.get("method"), *(r.get(k) for k in knobs), r["target_sparsity"])].append(r)
+        groups[(r.get("strategy"), r.get("method"), *(r.get(k) for k in knobs), r["target_sparsity"])].append(
+            r
+        )
     unit = "gpu" if any(r.get("gpu_hours") for r in rows) else "cpu"
     table = []
     for key, members in sorted(groups.items(), key=lambda item: tuple(_sort_key(v) for v in item[0])):
-        line: dict[str, Any] = {"strategy": key[0], "method": key[1], **dict(zip(knobs, key[2:-1], strict=True)),
-                                "target_sparsity": key[-1], "seeds": len({m.get("seed") for m in members})}
+        line: dict[str, Any] = {
+            "strategy": key[0],
+            "method": key[1],
+            **dict(zip(knobs, key[2:-1], strict=True)),
+            "target_sparsity": key[-1],
+            "seeds": len({m.get("seed") for m in members}),
+        }
         line["top1 (%)"] = _mean_std([m["top1"] for m in members], 100)
         line["achieved_sparsity"] = _mean_std([m["achieved_sparsity"] for m in members], 100)
         line["epochs so far"] = _mean_std([m["epochs"] for m in members])
         flops = [m["flops_reduction"] for m in members if m.get("flops_reduction") is not None]
         line["FLOP reduction (x)"] = _mean_std(flops) if flops else "-"
-        line[f"{unit.upper()}-hours x1000 so far"] = _mean_std([m.get(f"{unit}_hours") or 0.0 for m in members], 1000)
+        line[f"{unit.upper()}-hours x1000 so far"] = _mean_std(
+            [m.get(f"{unit}_hours") or 0.0 for m in members], 1000
+        )
         table.append(line)
     return table
 
@@ -175,7 +184,10 @@ def write_report_files(rows: Sequence[Row], out_dir: str | Path) -> list[Path]:
     """All report plots under `out_dir`, and the seed table when seeds repeat; returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = [plot_sparsity(rows, out / "top1_vs_sparsity.png"), plot_compute(rows, out / "compute_per_strategy.png")]
+    paths = [
+        plot_sparsity(rows, out / "top1_vs_sparsity.png"),
+        plot_compute(rows, out / "compute_per_strategy.png"),
+    ]
     paths += [plot_knob(rows, k, out / f"top1_vs_{k}.png") for k in varying_knobs(rows)]
     if repeats_seeds(rows):
         paths.append(write_seed_summary(rows, out / "seed_summary.md"))
@@ -208,5 +220,7 @@ def report(out_dir: str | Path, *, fmt: str = "text", width: int | None = 80) ->
         if repeats_seeds(rows):
             print_table(seed_summary(rows), title="mean ± std over seeds")
             if differences := seed_differences(rows):
-                print_table(differences, title="test top-1 differences a - b (pp), Welch 95% CI, * = excludes 0")
+                print_table(
+                    differences, title="test top-1 differences a - b (pp), Welch 95% CI, * = excludes 0"
+                )
     return write_report_files(rows, out_dir / "plots")

@@ -61,10 +61,18 @@ def as_trial_rows(results: Sequence[Row]) -> list[dict[str, Any]]:
     for r in results:
         if r["run_key"] not in last or r["target_sparsity"] > last[r["run_key"]]["target_sparsity"]:
             last[r["run_key"]] = r
-    return [{**r, "trial_id": r["run_name"], "top1_final": last[r["run_key"]]["top1"],
-             "val_top1_final": last[r["run_key"]].get("val_top1"),
-             "epochs_total": r["run_total_epochs"], "trial_cpu_hours": r["run_cpu_hours"],
-             "trial_gpu_hours": r["run_gpu_hours"]} for r in results]
+    return [
+        {
+            **r,
+            "trial_id": r["run_name"],
+            "top1_final": last[r["run_key"]]["top1"],
+            "val_top1_final": last[r["run_key"]].get("val_top1"),
+            "epochs_total": r["run_total_epochs"],
+            "trial_cpu_hours": r["run_cpu_hours"],
+            "trial_gpu_hours": r["run_gpu_hours"],
+        }
+        for r in results
+    ]
 
 
 def _trials(results: Sequence[Row], trials: Sequence[Row]) -> list[dict[str, Any]]:
@@ -73,16 +81,19 @@ def _trials(results: Sequence[Row], trials: Sequence[Row]) -> list[dict[str, Any
     for order, t in enumerate(trials):
         by_id[t["trial_id"]] = {**t, "targets": {}, "order": order}
     for r in results:
-        entry = by_id.setdefault(r["trial_id"], {**r, "status": "finished", "targets": {}, "val": {},
-                                                 "order": len(by_id)})
+        entry = by_id.setdefault(
+            r["trial_id"], {**r, "status": "finished", "targets": {}, "val": {}, "order": len(by_id)}
+        )
         entry["targets"][r["target_sparsity"]] = r["top1"]
         entry.setdefault("val", {})[r["target_sparsity"]] = r.get("val_top1")
     for entry in by_id.values():
         for prefix, done in (("", entry["targets"]), ("val_", entry.get("val", {}))):
             if not done or None in done.values():
                 continue
-            for key, value in ((f"{prefix}top1_final", done[max(done)]),
-                               (f"{prefix}top1_mean", sum(done.values()) / len(done))):
+            for key, value in (
+                (f"{prefix}top1_final", done[max(done)]),
+                (f"{prefix}top1_mean", sum(done.values()) / len(done)),
+            ):
                 if entry.get(key) is None:
                     entry[key] = value
     return list(by_id.values())
@@ -112,8 +123,9 @@ def _hours(value: float | None) -> str:
     return "-" if value is None else f"{value:.3g}"
 
 
-def best_first(out: str | Path, results: Sequence[Row], trials: Sequence[Row] = ()
-               ) -> tuple[str, str, list[dict[str, Any]]]:
+def best_first(
+    out: str | Path, results: Sequence[Row], trials: Sequence[Row] = ()
+) -> tuple[str, str, list[dict[str, Any]]]:
     """(objective metric, mode, trials best first): THE best-trial rule (`rank_trials`), also used by
     best_config.json, the MLflow parent's `best.*` tags and `ovit-ray export --trial best`."""
     metric, mode = sweep_objective(Path(out))
@@ -130,8 +142,12 @@ def trial_table(out: str | Path, results: Sequence[Row], trials: Sequence[Row] =
     knobs = [k for k in CORE if k in varying] + sorted(k for k in varying if k not in CORE)
     targets = sorted({s for t in ranked for s in t["targets"]})
     unit = "gpu" if any(t.get("trial_gpu_hours") for t in ranked) else "cpu"
-    columns = [Column("rank", "#"), Column("best", "", False), Column("trial", "trial", False),
-               Column("status", "status", False)]
+    columns = [
+        Column("rank", "#"),
+        Column("best", "", False),
+        Column("trial", "trial", False),
+        Column("status", "status", False),
+    ]
     columns += [Column(k, short_name(k), False) for k in knobs]
     columns += [Column(f"top1_at_{s:g}", f"@{100 * s:g}") for s in targets]
     shown_objective = metric not in ("top1_final", "epochs_total", f"{unit}_hours")
@@ -140,8 +156,12 @@ def trial_table(out: str | Path, results: Sequence[Row], trials: Sequence[Row] =
     columns += [Column("epochs", "ep"), Column(f"{unit}_hours", f"{unit.upper()}-h")]
     rows = []
     for rank, t in enumerate(ranked, 1):
-        cells = {"rank": str(rank), "best": "*" if rank == 1 and t.get(metric) is not None else "",
-                 "trial": str(t.get("trial_id")), "status": STATUS_TEXT.get(t.get("status", "finished"), "?")}
+        cells = {
+            "rank": str(rank),
+            "best": "*" if rank == 1 and t.get(metric) is not None else "",
+            "trial": str(t.get("trial_id")),
+            "status": STATUS_TEXT.get(t.get("status", "finished"), "?"),
+        }
         cells.update({k: short_value(t.get(k)) for k in knobs})
         cells.update({f"top1_at_{s:g}": _percent(t["targets"].get(s)) for s in targets})
         if shown_objective:
@@ -151,9 +171,11 @@ def trial_table(out: str | Path, results: Sequence[Row], trials: Sequence[Row] =
         cells[f"{unit}_hours"] = _hours(t.get(f"trial_{unit}_hours"))
         rows.append(cells)
     names = ", ".join(f"{short_name(k)} = {k}" for k in knobs if short_name(k) != k)
-    legend = (f"sorted by {mode} {metric}, then mean top-1, then the earliest trial; * best; "
-              f"@S: test top-1 (%) at S % sparsity; ep: epochs trained; stopped: stopped early (ASHA)"
-              + (f"; {names}" if names else ""))
+    legend = (
+        f"sorted by {mode} {metric}, then mean top-1, then the earliest trial; * best; "
+        f"@S: test top-1 (%) at S % sparsity; ep: epochs trained; stopped: stopped early (ASHA)"
+        + (f"; {names}" if names else "")
+    )
     return TrialTable(columns, rows, legend)
 
 
@@ -183,8 +205,9 @@ def render_text(table: TrialTable, width: int | None = 80) -> str:
             lines.append("")
 
         def line(texts: Mapping[int, str], block: list[int] = block) -> str:
-            return "  ".join(texts[i].rjust(widths[i]) if cols[i].numeric else texts[i].ljust(widths[i])
-                             for i in block).rstrip()
+            return "  ".join(
+                texts[i].rjust(widths[i]) if cols[i].numeric else texts[i].ljust(widths[i]) for i in block
+            ).rstrip()
 
         lines.append(line({i: cols[i].short for i in block}))
         lines.append(line({i: "-" * widths[i] for i in block}))

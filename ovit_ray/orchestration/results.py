@@ -28,8 +28,9 @@ def _key(row: Mapping[str, Any], key_columns: Sequence[str]) -> tuple[Any, ...]:
     return tuple(row[k] for k in key_columns)
 
 
-def append_rows(path: str | Path, rows: Sequence[Mapping[str, Any]], key_columns: Sequence[str],
-                schema: pa.Schema) -> int:
+def append_rows(
+    path: str | Path, rows: Sequence[Mapping[str, Any]], key_columns: Sequence[str], schema: pa.Schema
+) -> int:
     """Add the rows whose key is new (first one wins within ``rows``); returns how many were added.
 
     Columns and types come from ``schema`` (see ``schemas``): cells a row lacks are null, a column the
@@ -39,8 +40,10 @@ def append_rows(path: str | Path, rows: Sequence[Mapping[str, Any]], key_columns
         raise ValueError(f"key_columns must name at least one column, got {list(key_columns)!r}")
     unknown = sorted({c for r in rows for c in r} - set(schema.names))
     if unknown:
-        raise ValueError(f"column(s) {unknown} are not in the {file_kind(schema)} schema "
-                         "(add them in ovit_ray/orchestration/schemas.py)")
+        raise ValueError(
+            f"column(s) {unknown} are not in the {file_kind(schema)} schema "
+            "(add them in ovit_ray/orchestration/schemas.py)"
+        )
     for i, row in enumerate(rows):
         missing = [k for k in key_columns if k not in row]
         if missing:
@@ -71,8 +74,10 @@ def _conform(table: pa.Table, schema: pa.Schema, path: Path) -> pa.Table:
     """``table`` with exactly ``schema``'s columns and types (a file written by an older version)."""
     extra = sorted(set(table.column_names) - set(schema.names))
     if extra:
-        raise ValueError(f"{path} has column(s) {extra} that the {file_kind(schema)} schema lacks; "
-                         "it was written by another kind of command or version")
+        raise ValueError(
+            f"{path} has column(s) {extra} that the {file_kind(schema)} schema lacks; "
+            "it was written by another kind of command or version"
+        )
     columns = []
     for field in schema:
         if field.name not in table.column_names:
@@ -84,7 +89,9 @@ def _conform(table: pa.Table, schema: pa.Schema, path: Path) -> pa.Table:
         try:
             columns.append(column.cast(field.type))
         except pa.ArrowInvalid as err:
-            raise ValueError(f"{path}: column {field.name} holds {column.type}, not {field.type}: {err}") from None
+            raise ValueError(
+                f"{path}: column {field.name} holds {column.type}, not {field.type}: {err}"
+            ) from None
     return pa.Table.from_arrays(columns, schema=schema)
 
 

@@ -29,33 +29,89 @@ STR, INT, FLOAT = pa.string(), pa.int64(), pa.float64()
 # Every value of one gradual run: the fields of `config.GradualConfig` except where results go
 # (tests/test_schemas.py keeps the two lists equal).
 GRADUAL_KNOBS = _fields(
-    ("model", STR), ("checkpoint", STR), ("dataset", STR), ("data_root", STR), ("split_seed", INT),
-    ("method", STR), ("block_size", INT), ("num_grads", INT), ("damp", FLOAT), ("grad_batch_size", INT),
-    ("pattern", STR), ("scope", STR),
-    ("init_sparsity", FLOAT), ("final_sparsity", FLOAT), ("start_epoch", INT), ("end_epoch", INT),
-    ("update_frequency", INT), ("interpolation", STR), ("targets", pa.list_(FLOAT)), ("window_epochs", INT),
+    ("model", STR),
+    ("checkpoint", STR),
+    ("dataset", STR),
+    ("data_root", STR),
+    ("split_seed", INT),
+    ("method", STR),
+    ("block_size", INT),
+    ("num_grads", INT),
+    ("damp", FLOAT),
+    ("grad_batch_size", INT),
+    ("pattern", STR),
+    ("scope", STR),
+    ("init_sparsity", FLOAT),
+    ("final_sparsity", FLOAT),
+    ("start_epoch", INT),
+    ("end_epoch", INT),
+    ("update_frequency", INT),
+    ("interpolation", STR),
+    ("targets", pa.list_(FLOAT)),
+    ("window_epochs", INT),
     ("steps_per_target", INT),
-    ("lr_schedule", STR), ("lr_max", FLOAT), ("lr_min", FLOAT), ("warmup_epochs", INT), ("batch_size", INT),
-    ("max_steps_per_epoch", INT), ("weight_decay", FLOAT), ("label_smoothing", FLOAT), ("augment", STR),
-    ("distill_weight", FLOAT), ("distill_temperature", FLOAT), ("seed", INT),
-    ("workers", INT), ("cpus_per_worker", FLOAT), ("gpus_per_worker", FLOAT),
+    ("lr_schedule", STR),
+    ("lr_max", FLOAT),
+    ("lr_min", FLOAT),
+    ("warmup_epochs", INT),
+    ("batch_size", INT),
+    ("max_steps_per_epoch", INT),
+    ("weight_decay", FLOAT),
+    ("label_smoothing", FLOAT),
+    ("augment", STR),
+    ("distill_weight", FLOAT),
+    ("distill_temperature", FLOAT),
+    ("seed", INT),
+    ("workers", INT),
+    ("cpus_per_worker", FLOAT),
+    ("gpus_per_worker", FLOAT),
 )
 
 # One target of a gradual run: its best epoch inside the target's fine-tune window.
 TARGET_RESULT = _fields(
-    ("target_sparsity", FLOAT), ("achieved_sparsity", FLOAT), ("top1", FLOAT), ("val_top1", FLOAT),
-    ("best_epoch", INT), ("epochs", INT), ("cpu_hours", FLOAT), ("gpu_hours", FLOAT), ("best_checkpoint", STR),
+    ("target_sparsity", FLOAT),
+    ("achieved_sparsity", FLOAT),
+    ("top1", FLOAT),
+    ("val_top1", FLOAT),
+    ("best_epoch", INT),
+    ("epochs", INT),
+    ("cpu_hours", FLOAT),
+    ("gpu_hours", FLOAT),
+    ("best_checkpoint", STR),
 )
 
 # `ovit-ray prune`: one row per (method, sparsity).
-PRUNE_RESULTS = _schema("prune_results", _fields(
-    ("method", STR), ("pattern", STR), ("scope", STR), ("target_sparsity", FLOAT), ("achieved_sparsity", FLOAT),
-    ("top1", FLOAT), ("val_top1", FLOAT), ("top1_dense", FLOAT), ("val_top1_dense", FLOAT), ("block_size", INT), ("num_grads", INT), ("damp", FLOAT),
-    ("grad_batch_size", INT), ("dtype", STR), ("fisher_seconds", FLOAT), ("plan_seconds", FLOAT),
-    ("apply_seconds", FLOAT), ("prune_seconds", FLOAT), ("peak_rss_mb", FLOAT), ("params_total", INT),
-    ("params_prunable", INT), ("params_nonzero", INT), ("flops_dense", INT), ("flops_nonzero", INT),
-    ("seed", INT), ("model_source", STR),
-))
+PRUNE_RESULTS = _schema(
+    "prune_results",
+    _fields(
+        ("method", STR),
+        ("pattern", STR),
+        ("scope", STR),
+        ("target_sparsity", FLOAT),
+        ("achieved_sparsity", FLOAT),
+        ("top1", FLOAT),
+        ("val_top1", FLOAT),
+        ("top1_dense", FLOAT),
+        ("val_top1_dense", FLOAT),
+        ("block_size", INT),
+        ("num_grads", INT),
+        ("damp", FLOAT),
+        ("grad_batch_size", INT),
+        ("dtype", STR),
+        ("fisher_seconds", FLOAT),
+        ("plan_seconds", FLOAT),
+        ("apply_seconds", FLOAT),
+        ("prune_seconds", FLOAT),
+        ("peak_rss_mb", FLOAT),
+        ("params_total", INT),
+        ("params_prunable", INT),
+        ("params_nonzero", INT),
+        ("flops_dense", INT),
+        ("flops_nonzero", INT),
+        ("seed", INT),
+        ("model_source", STR),
+    ),
+)
 
 # `ovit-ray train` and `compare-strategies`: one row per (run, target).
 RUN_RESULTS = _schema(
@@ -63,15 +119,27 @@ RUN_RESULTS = _schema(
     _fields(("run_key", STR), ("run_name", STR), ("strategy", STR)),
     GRADUAL_KNOBS,
     TARGET_RESULT,
-    _fields(("run_total_epochs", INT), ("run_cpu_hours", FLOAT), ("run_gpu_hours", FLOAT),
-            ("run_wall_seconds", FLOAT), ("run_overhead_seconds", FLOAT)),
+    _fields(
+        ("run_total_epochs", INT),
+        ("run_cpu_hours", FLOAT),
+        ("run_gpu_hours", FLOAT),
+        ("run_wall_seconds", FLOAT),
+        ("run_overhead_seconds", FLOAT),
+    ),
 )
 
 # Trial-level values shared by a sweep's per-target rows and its per-trial rows.
 TRIAL_TOTALS = _fields(
-    ("top1_final", FLOAT), ("top1_mean", FLOAT), ("val_top1_final", FLOAT), ("val_top1_mean", FLOAT),
-    ("epochs_total", INT), ("trial_cpu_hours", FLOAT),
-    ("trial_gpu_hours", FLOAT), ("loop_seconds", FLOAT), ("trial_seconds", FLOAT), ("overhead_seconds", FLOAT),
+    ("top1_final", FLOAT),
+    ("top1_mean", FLOAT),
+    ("val_top1_final", FLOAT),
+    ("val_top1_mean", FLOAT),
+    ("epochs_total", INT),
+    ("trial_cpu_hours", FLOAT),
+    ("trial_gpu_hours", FLOAT),
+    ("loop_seconds", FLOAT),
+    ("trial_seconds", FLOAT),
+    ("overhead_seconds", FLOAT),
 )
 
 # `ovit-ray sweep` results.parquet: one row per (finished trial, target).
@@ -96,31 +164,87 @@ SWEEP_TRIALS = _schema(
 )
 
 # `ovit-ray transfer`: one row per (source, dataset, mode, seed); source knobs where the source had them.
-TRANSFER_RESULTS = _schema("transfer_results", _fields(
-    ("source", STR), ("source_method", STR), ("target_sparsity", FLOAT), ("block_size", INT), ("num_grads", INT),
-    ("damp", FLOAT), ("strategy", STR), ("trial_id", STR), ("source_seed", INT), ("mode", STR), ("dataset", STR),
-    ("source_model", STR), ("checkpoint", STR), ("source_top1", FLOAT), ("achieved_sparsity", FLOAT),
-    ("final_sparsity", FLOAT), ("top1", FLOAT), ("val_top1", FLOAT), ("best_epoch", INT), ("epochs", INT),
-    ("seed", INT), ("num_classes", INT), ("train_images", INT), ("seconds", FLOAT), ("cpu_hours", FLOAT),
-    ("gpu_hours", FLOAT),
-))
+TRANSFER_RESULTS = _schema(
+    "transfer_results",
+    _fields(
+        ("source", STR),
+        ("source_method", STR),
+        ("target_sparsity", FLOAT),
+        ("block_size", INT),
+        ("num_grads", INT),
+        ("damp", FLOAT),
+        ("strategy", STR),
+        ("trial_id", STR),
+        ("source_seed", INT),
+        ("mode", STR),
+        ("dataset", STR),
+        ("source_model", STR),
+        ("checkpoint", STR),
+        ("source_top1", FLOAT),
+        ("achieved_sparsity", FLOAT),
+        ("final_sparsity", FLOAT),
+        ("top1", FLOAT),
+        ("val_top1", FLOAT),
+        ("best_epoch", INT),
+        ("epochs", INT),
+        ("seed", INT),
+        ("num_classes", INT),
+        ("train_images", INT),
+        ("seconds", FLOAT),
+        ("cpu_hours", FLOAT),
+        ("gpu_hours", FLOAT),
+    ),
+)
 
 # A transfer sweep's source runs (`transfer_sweep`): one row per (method, seed, target).
-TRANSFER_SOURCES = _schema("transfer_sources", _fields(
-    ("method", STR), ("seed", INT), ("model", STR), ("block_size", INT), ("num_grads", INT), ("damp", FLOAT),
-    ("target_sparsity", FLOAT), ("achieved_sparsity", FLOAT), ("top1", FLOAT), ("val_top1", FLOAT),
-    ("checkpoint", STR), ("epochs", INT),
-))
+TRANSFER_SOURCES = _schema(
+    "transfer_sources",
+    _fields(
+        ("method", STR),
+        ("seed", INT),
+        ("model", STR),
+        ("block_size", INT),
+        ("num_grads", INT),
+        ("damp", FLOAT),
+        ("target_sparsity", FLOAT),
+        ("achieved_sparsity", FLOAT),
+        ("top1", FLOAT),
+        ("val_top1", FLOAT),
+        ("checkpoint", STR),
+        ("epochs", INT),
+    ),
+)
 
 # benchmarks/bench_regime.py: one row per (method, B, seed, target, regime).
-REGIME_BENCH = _schema("regime_bench", _fields(
-    ("method", STR), ("block_size", INT), ("seed", INT), ("max_steps_per_epoch", INT), ("window_epochs", INT),
-    ("seconds", FLOAT), ("target_sparsity", FLOAT), ("achieved_sparsity", FLOAT), ("top1", FLOAT),
-    ("val_top1", FLOAT), ("epochs", INT),
-))
+REGIME_BENCH = _schema(
+    "regime_bench",
+    _fields(
+        ("method", STR),
+        ("block_size", INT),
+        ("seed", INT),
+        ("max_steps_per_epoch", INT),
+        ("window_epochs", INT),
+        ("seconds", FLOAT),
+        ("target_sparsity", FLOAT),
+        ("achieved_sparsity", FLOAT),
+        ("top1", FLOAT),
+        ("val_top1", FLOAT),
+        ("epochs", INT),
+    ),
+)
 
-SCHEMAS = {s.metadata[KIND_KEY].decode(): s for s in (PRUNE_RESULTS, RUN_RESULTS, SWEEP_RESULTS, SWEEP_TRIALS,
-                                                       TRANSFER_RESULTS, TRANSFER_SOURCES, REGIME_BENCH)}
+SCHEMAS = {
+    s.metadata[KIND_KEY].decode(): s
+    for s in (
+        PRUNE_RESULTS,
+        RUN_RESULTS,
+        SWEEP_RESULTS,
+        SWEEP_TRIALS,
+        TRANSFER_RESULTS,
+        TRANSFER_SOURCES,
+        REGIME_BENCH,
+    )
+}
 
 
 def file_kind(schema: pa.Schema) -> str | None:

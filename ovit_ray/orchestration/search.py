@@ -45,5 +45,10 @@ def make_searcher(plan: Any, storage: str, study: str, extensions: int = 0) -> A
     metrics = [o.metric for o in search.objectives]
     modes = [o.mode for o in search.objectives]
     single = len(metrics) == 1
-    return PrunedAwareOptuna(metric=metrics[0] if single else metrics, mode=modes[0] if single else modes,
-                             seed=plan.sweep.seed + extensions, storage=optuna.storages.RDBStorage(storage), study_name=study)
+    return PrunedAwareOptuna(
+        metric=metrics[0] if single else metrics,
+        mode=modes[0] if single else modes,
+        seed=plan.sweep.seed + extensions,
+        storage=optuna.storages.RDBStorage(storage),
+        study_name=study,
+    )

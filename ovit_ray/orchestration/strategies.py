@@ -20,8 +20,11 @@ from ovit_ray.orchestration.train_job import KEY_COLUMNS, RunResult, run_trainin
 RESULTS_FILE = "results.parquet"
 
 
-def run_strategies(config: GradualConfig, strategies: Sequence[str] = STRATEGIES,
-                   on_run: Callable[[RunResult], None] | None = None) -> list[RunResult]:
+def run_strategies(
+    config: GradualConfig,
+    strategies: Sequence[str] = STRATEGIES,
+    on_run: Callable[[RunResult], None] | None = None,
+) -> list[RunResult]:
     """Run (or reuse) every run of the chosen strategies; rows go to `<out>/results.parquet` as each finishes."""
     if not config.targets:
         raise ValueError("targets: the strategy comparison needs at least one target sparsity, got none")
@@ -34,7 +37,9 @@ def run_strategies(config: GradualConfig, strategies: Sequence[str] = STRATEGIES
     if "independent" in strategies:
         for index, target in enumerate(config.targets):
             steps, windows = config.independent_schedule(index)
-            plans.append(("independent", {"steps": steps, "windows": windows, "tags": {"target": f"{target}"}}))
+            plans.append(
+                ("independent", {"steps": steps, "windows": windows, "tags": {"target": f"{target}"}})
+            )
     results = []
     for strategy, extra in plans:
         result = run_training(config, strategy=strategy, **extra)
@@ -57,10 +62,18 @@ def compare(results: Sequence[RunResult]) -> list[dict[str, Any]]:
         s = result.strategy
         for row in result.rows:
             entry = by_target.setdefault(row["target_sparsity"], {"target": row["target_sparsity"]})
-            entry.update({f"{s}_top1": row["top1"], f"{s}_val_top1": row["val_top1"], f"{s}_sparsity": row["achieved_sparsity"],
-                          f"{s}_epochs": row["epochs"], f"{s}_cpu_hours": row["cpu_hours"],
-                          f"{s}_gpu_hours": row["gpu_hours"]})
+            entry.update(
+                {
+                    f"{s}_top1": row["top1"],
+                    f"{s}_val_top1": row["val_top1"],
+                    f"{s}_sparsity": row["achieved_sparsity"],
+                    f"{s}_epochs": row["epochs"],
+                    f"{s}_cpu_hours": row["cpu_hours"],
+                    f"{s}_gpu_hours": row["gpu_hours"],
+                }
+            )
         for name in ("epochs", "cpu_hours", "gpu_hours"):
-            totals[f"{s}_{name}"] = totals.get(f"{s}_{name}", 0) + result.summary[
-                "total_epochs" if name == "epochs" else name]
+            totals[f"{s}_{name}"] = (
+                totals.get(f"{s}_{name}", 0) + result.summary["total_epochs" if name == "epochs" else name]
+            )
     return [by_target[t] for t in sorted(by_target)] + [totals]

@@ -61,7 +61,9 @@ def split_knobs(sweep: SweepConfig) -> tuple[dict[str, Any], dict[str, Dist]]:
     return fixed, {k: d for k, d in sweep.knobs.items() if d.kind != "fixed"}
 
 
-def derive_concurrency(sweep: SweepConfig, cpus: float, gpus: float, *, strict: bool) -> tuple[float, float, int]:
+def derive_concurrency(
+    sweep: SweepConfig, cpus: float, gpus: float, *, strict: bool
+) -> tuple[float, float, int]:
     """(CPUs, GPUs) one trial holds and how many trials fit at once (capped by the sweep's own limit)."""
     r = sweep.resources
     trial_cpus = r.workers * r.cpus_per_worker + (0 if r.workers == 1 else DRIVER_CPU)
@@ -70,8 +72,10 @@ def derive_concurrency(sweep: SweepConfig, cpus: float, gpus: float, *, strict: 
     if trial_gpus:
         fits = min(fits, math.floor(gpus / trial_gpus + 1e-9))
     if fits < 1 and strict:
-        raise ValueError(f"resources: a trial needs {trial_cpus:g} CPU and {trial_gpus:g} GPU, the cluster has "
-                         f"{cpus:g} CPU and {gpus:g} GPU")
+        raise ValueError(
+            f"resources: a trial needs {trial_cpus:g} CPU and {trial_gpus:g} GPU, the cluster has "
+            f"{cpus:g} CPU and {gpus:g} GPU"
+        )
     cap = [sweep.search.max_concurrent_trials or fits, fits, sweep.max_trials]
     return trial_cpus, trial_gpus, max(1, min(cap))
 
@@ -89,26 +93,40 @@ def _dist_text(dist: Dist) -> str:
 def describe(plan: Plan, out: Path, mlflow_uri: str | None) -> list[str]:
     """Human-readable resolved trials and resources (what `--dry-run` prints)."""
     sweep = plan.sweep
-    lines = [f"sweep {sweep.name}: {sweep.max_trials} trial(s), search {sweep.search.algorithm} "
-             f"(seed {sweep.seed}), objectives " + ", ".join(f"{o.mode} {o.metric}" for o in sweep.search.objectives)]
+    lines = [
+        f"sweep {sweep.name}: {sweep.max_trials} trial(s), search {sweep.search.algorithm} "
+        f"(seed {sweep.seed}), objectives "
+        + ", ".join(f"{o.mode} {o.metric}" for o in sweep.search.objectives)
+    ]
     if sweep.search.scheduler is not None:
         s = sweep.search.scheduler
-        lines.append(f"early stopping: ASHA on {s.metric}, grace {s.grace_period}, reduction {s.reduction_factor:g}")
+        lines.append(
+            f"early stopping: ASHA on {s.metric}, grace {s.grace_period}, reduction {s.reduction_factor:g}"
+        )
     lines.append("fixed: " + ", ".join(f"{k}={v}" for k, v in plan.fixed.items()))
     grid = {k: d.grid for k, d in plan.varying.items() if d.kind == "grid"}
     sampled = {k: d for k, d in plan.varying.items() if d.kind != "grid"}
     for i, point in enumerate(itertools.product(*grid.values())):
         extra = f" + sampled {', '.join(sampled)}" if sampled else ""
-        lines.append(f"  trial group {i + 1}: " + ", ".join(f"{k}={v}" for k, v in zip(grid, point, strict=True))
-                     + f" x {sweep.search.num_samples}{extra}")
+        lines.append(
+            f"  trial group {i + 1}: "
+            + ", ".join(f"{k}={v}" for k, v in zip(grid, point, strict=True))
+            + f" x {sweep.search.num_samples}{extra}"
+        )
     lines += [f"  {k}: {_dist_text(d)}" for k, d in sampled.items()]
     r = sweep.resources
-    path = "light path (the loop inside the Tune trial)" if plan.light else "Train V2 (TorchTrainer per trial)"
-    lines.append(f"per trial: {r.workers} worker(s) x {r.cpus_per_worker:g} CPU, {r.gpus_per_worker:g} GPU "
-                 f"({path}); {plan.concurrency} trial(s) at once")
+    path = (
+        "light path (the loop inside the Tune trial)" if plan.light else "Train V2 (TorchTrainer per trial)"
+    )
+    lines.append(
+        f"per trial: {r.workers} worker(s) x {r.cpus_per_worker:g} CPU, {r.gpus_per_worker:g} GPU "
+        f"({path}); {plan.concurrency} trial(s) at once"
+    )
     uri = check_no_credentials(mlflow_uri or sweep.mlflow.uri or default_tracking_uri(out))
-    lines.append(f"output: {out} (Tune: {storage_path(sweep, out)}/{sweep.name}; MLflow: "
-                 f"{uri}, experiment {sweep.mlflow.experiment})")
+    lines.append(
+        f"output: {out} (Tune: {storage_path(sweep, out)}/{sweep.name}; MLflow: "
+        f"{uri}, experiment {sweep.mlflow.experiment})"
+    )
     return lines
 
 
@@ -116,7 +134,9 @@ def storage_path(sweep: SweepConfig, out: Path) -> str:
     """The sweep's `storage`, else `$OVIT_RAY_STORAGE` (exported on every node by cluster.yaml: shared
     storage, so a trial moved to another node finds its checkpoints), else `<out>/ray`."""
     env = os.environ.get("OVIT_RAY_STORAGE")
-    return sweep.storage or (check_no_credentials(env, "OVIT_RAY_STORAGE") if env else str((out / "ray").resolve()))
+    return sweep.storage or (
+        check_no_credentials(env, "OVIT_RAY_STORAGE") if env else str((out / "ray").resolve())
+    )
 
 
 def _tune_domain(dist: Dist) -> Any:
@@ -139,8 +159,14 @@ def _scheduler(sweep: SweepConfig) -> Any:
     from ray.tune.schedulers import ASHAScheduler
 
     s = sweep.search.scheduler
-    return ASHAScheduler(time_attr="training_iteration", metric=s.metric, mode="max", max_t=10_000,
-                         grace_period=s.grace_period, reduction_factor=s.reduction_factor)
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        metric=s.metric,
+        mode="max",
+        max_t=10_000,
+        grace_period=s.grace_period,
+        reduction_factor=s.reduction_factor,
+    )
 
 
 def _init_ray(address: str | None) -> None:
@@ -156,8 +182,11 @@ def _warm_preset(sweep: SweepConfig) -> None:
     from ovit_ray.training.preset import load_preset_model
 
     model = sweep.train.get("model", "digits-vit")
-    if model in PRESETS and not sweep.train.get("checkpoint") and sweep.train.get("dataset") in (
-            None, PRESETS[model].dataset):
+    if (
+        model in PRESETS
+        and not sweep.train.get("checkpoint")
+        and sweep.train.get("dataset") in (None, PRESETS[model].dataset)
+    ):
         load_preset_model(model)
 
 
@@ -170,30 +199,44 @@ class SweepOutcome:
     parent_run_id: str
 
 
-def _study(state: dict[str, Any], sweep: SweepConfig, out: Path, storage: str | None,
-           add_trials: int) -> tuple[dict[str, Any], int, int]:
+def _study(
+    state: dict[str, Any], sweep: SweepConfig, out: Path, storage: str | None, add_trials: int
+) -> tuple[dict[str, Any], int, int]:
     """State with the study's place recorded; (number of extensions, trials this experiment runs)."""
     from ovit_ray.orchestration.search import default_storage, study_name
 
     recorded = state.get("optuna_storage")
     if storage and recorded and storage != recorded:
         raise ValueError(f"--optuna-storage: {out} keeps its study in {recorded}, got {storage}")
-    state = {"optuna_storage": recorded or storage or default_storage(out),
-             "study_name": state.get("study_name") or study_name(sweep.name, state["sweep_id"]), **state}
+    state = {
+        "optuna_storage": recorded or storage or default_storage(out),
+        "study_name": state.get("study_name") or study_name(sweep.name, state["sweep_id"]),
+        **state,
+    }
     if add_trials:
         if add_trials < 1:
             raise ValueError(f"--add-trials: must be >= 1, got {add_trials}")
         if not state.get("finished"):
             raise ValueError(f"--add-trials: the sweep in {out} has not finished; --resume it first")
         if sweep.search.algorithm != "optuna":
-            raise ValueError(f"--add-trials: needs search.algorithm optuna, the sweep uses {sweep.search.algorithm}")
+            raise ValueError(
+                f"--add-trials: needs search.algorithm optuna, the sweep uses {sweep.search.algorithm}"
+            )
         state = {**state, "finished": False, "extensions": [*state.get("extensions", []), add_trials]}
     extensions = state.get("extensions", [])
     return state, len(extensions), extensions[-1] if extensions else sweep.search.num_samples
 
 
-def run_sweep(path: str | Path, out: str | Path, *, address: str | None = None, resume: bool = False,
-              mlflow_uri: str | None = None, add_trials: int = 0, optuna_storage: str | None = None) -> SweepOutcome:
+def run_sweep(
+    path: str | Path,
+    out: str | Path,
+    *,
+    address: str | None = None,
+    resume: bool = False,
+    mlflow_uri: str | None = None,
+    add_trials: int = 0,
+    optuna_storage: str | None = None,
+) -> SweepOutcome:
     """Run (or resume, or extend by `add_trials`) the sweep in `path` into `out`; see the module docstring
     and `output_folder`.
 
@@ -216,8 +259,17 @@ def run_sweep(path: str | Path, out: str | Path, *, address: str | None = None, 
         write_state(out, state)
         hint = f"resume with: ovit-ray sweep {shlex.quote(str(path))} --out {shlex.quote(str(out))} --resume"
         try:
-            return _run(sweep, out, state, signals, address=address, resume=resume, mlflow_uri=mlflow_uri,
-                        extensions=extensions, samples=samples)
+            return _run(
+                sweep,
+                out,
+                state,
+                signals,
+                address=address,
+                resume=resume,
+                mlflow_uri=mlflow_uri,
+                extensions=extensions,
+                samples=samples,
+            )
         except Interrupted as stop:
             write_state(out, {**state, "interrupted": True})
             raise Interrupted(stop.signum, hint) from None
@@ -226,8 +278,18 @@ def run_sweep(path: str | Path, out: str | Path, *, address: str | None = None, 
             raise
 
 
-def _run(sweep: SweepConfig, out: Path, state: dict[str, Any], signals: StopSignals, *, address: str | None,
-         resume: bool, mlflow_uri: str | None, extensions: int, samples: int) -> SweepOutcome:
+def _run(
+    sweep: SweepConfig,
+    out: Path,
+    state: dict[str, Any],
+    signals: StopSignals,
+    *,
+    address: str | None,
+    resume: bool,
+    mlflow_uri: str | None,
+    extensions: int,
+    samples: int,
+) -> SweepOutcome:
     import ray
     from ray import tune
 
@@ -251,18 +313,29 @@ def _run(sweep: SweepConfig, out: Path, state: dict[str, Any], signals: StopSign
         uri = mlflow_uri or sweep.mlflow.uri
         tracker = Tracker(out, sweep.mlflow.experiment, uri)
         tracker.describe_experiment(sweep.description)
-        parent = tracker.start_run(sweep.name, sweep_params(sweep), {"ovit.sweep": sweep.name, "ovit.kind": "sweep"},
-                                   run_key=f"sweep-{state['sweep_id']}")
+        parent = tracker.start_run(
+            sweep.name,
+            sweep_params(sweep),
+            {"ovit.sweep": sweep.name, "ovit.kind": "sweep"},
+            run_key=f"sweep-{state['sweep_id']}",
+        )
         if not resume:
             tracker.log_artifact(parent, out / SWEEP_COPY)
         storage = storage_path(sweep, out)
         trainable = tune.with_parameters(sweep_trial, sweep=sweep, fixed=plan.fixed, storage=storage)
-        trainable = tune.with_resources(trainable, {"CPU": plan.trial_cpus if plan.light else DRIVER_CPU,
-                                                    "GPU": plan.trial_gpus if plan.light else 0,
-                                                    **(sweep.resources.custom if plan.light else {})})
+        trainable = tune.with_resources(
+            trainable,
+            {
+                "CPU": plan.trial_cpus if plan.light else DRIVER_CPU,
+                "GPU": plan.trial_gpus if plan.light else 0,
+                **(sweep.resources.custom if plan.light else {}),
+            },
+        )
         name = experiment_name(sweep.name, extensions)
         experiment = f"{storage.rstrip('/')}/{name}"
-        callback = SweepTracking(out, sweep.mlflow.experiment, uri, parent, state["sweep_id"], sweep, plan.fixed)
+        callback = SweepTracking(
+            out, sweep.mlflow.experiment, uri, parent, state["sweep_id"], sweep, plan.fixed
+        )
         if resume and tune.Tuner.can_restore(experiment):
             tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=False)
             # The restored run config holds the callback pickled with the folder it was started in;
@@ -272,18 +345,24 @@ def _run(sweep: SweepConfig, out: Path, state: dict[str, Any], signals: StopSign
             tuner = tune.Tuner(
                 trainable,
                 param_space={k: _tune_domain(d) for k, d in plan.varying.items()},
-                tune_config=tune.TuneConfig(search_alg=make_searcher(plan, state["optuna_storage"],
-                                                                     state["study_name"], extensions),
-                                            scheduler=_scheduler(sweep), num_samples=samples,
-                                            max_concurrent_trials=plan.concurrency,
-                                            # Every trial asks for the same resources, so an ended trial's
-                                            # actor (torch, timm, data already imported) can run the next:
-                                            # a fresh actor costs ~10 s of start-up here (BENCHMARKS.md).
-                                            reuse_actors=True,
-                                            trial_dirname_creator=lambda t: t.trial_id),
-                run_config=tune.RunConfig(name=name, storage_path=storage, callbacks=[callback],
-                                          failure_config=tune.FailureConfig(max_failures=sweep.resources.max_failures),
-                                          verbose=1),
+                tune_config=tune.TuneConfig(
+                    search_alg=make_searcher(plan, state["optuna_storage"], state["study_name"], extensions),
+                    scheduler=_scheduler(sweep),
+                    num_samples=samples,
+                    max_concurrent_trials=plan.concurrency,
+                    # Every trial asks for the same resources, so an ended trial's
+                    # actor (torch, timm, data already imported) can run the next:
+                    # a fresh actor costs ~10 s of start-up here (BENCHMARKS.md).
+                    reuse_actors=True,
+                    trial_dirname_creator=lambda t: t.trial_id,
+                ),
+                run_config=tune.RunConfig(
+                    name=name,
+                    storage_path=storage,
+                    callbacks=[callback],
+                    failure_config=tune.FailureConfig(max_failures=sweep.resources.max_failures),
+                    verbose=1,
+                ),
             )
         try:
             with tune_stop_on_signal(signals):

@@ -82,7 +82,9 @@ class Dist(_Strict):
     def _one_kind(self) -> Dist:
         kinds = [k for k in type(self).model_fields if getattr(self, k) is not None]
         if len(kinds) != 1:
-            raise ValueError(f"give exactly one of {', '.join(type(self).model_fields)}, got {kinds or 'none'}")
+            raise ValueError(
+                f"give exactly one of {', '.join(type(self).model_fields)}, got {kinds or 'none'}"
+            )
         for kind in ("loguniform", "uniform"):
             bounds = getattr(self, kind)
             if bounds is not None and not bounds[0] < bounds[1]:
@@ -126,8 +128,9 @@ class Objective(_Strict):
     """What the searcher optimises; val_* select on validation, top1_* are the held-out test values
     (selecting on them would leak test into the search; kept for comparison with older sweeps)."""
 
-    metric: Literal["val_top1_final", "val_top1_mean", "top1_final", "top1_mean", "gpu_hours", "cpu_hours",
-                    "epochs_total"]
+    metric: Literal[
+        "val_top1_final", "val_top1_mean", "top1_final", "top1_mean", "gpu_hours", "cpu_hours", "epochs_total"
+    ]
     mode: Literal["max", "min"]
 
 
@@ -173,7 +176,9 @@ class Resources(_Strict):
     def _positive(cls, custom: dict[str, float]) -> dict[str, float]:
         bad = {k: v for k, v in custom.items() if not (0 < v < math.inf) or k in ("CPU", "GPU")}
         if bad:
-            raise ValueError(f"custom resources need a name other than CPU/GPU and a finite amount > 0, got {bad}")
+            raise ValueError(
+                f"custom resources need a name other than CPU/GPU and a finite amount > 0, got {bad}"
+            )
         return custom
 
 
@@ -216,10 +221,13 @@ class SweepConfig(_Strict):
     def _train_fields(cls, train: dict[str, Any]) -> dict[str, Any]:
         reserved = sorted(set(train) & RESERVED_TRAIN_FIELDS)
         if reserved:
-            raise ValueError(f"{reserved} are set by the sweep's resources/mlflow sections and the CLI, "
-                             "not inside train")
+            raise ValueError(
+                f"{reserved} are set by the sweep's resources/mlflow sections and the CLI, not inside train"
+            )
         if not train.get("targets"):
-            raise ValueError(f"needs targets (the sparsities each trial reports), got {short_repr(train.get('targets'))}")
+            raise ValueError(
+                f"needs targets (the sparsities each trial reports), got {short_repr(train.get('targets'))}"
+            )
         return train
 
     @property
@@ -227,7 +235,11 @@ class SweepConfig(_Strict):
         """The searched knobs, with `strategy: both` turned into a grid over both strategies."""
         if self.strategy == "both" and "strategy" not in self.space:
             return {**self.space, "strategy": Dist(grid=list(STRATEGIES))}
-        return {"strategy": Dist(fixed=self.strategy), **self.space} if "strategy" not in self.space else self.space
+        return (
+            {"strategy": Dist(fixed=self.strategy), **self.space}
+            if "strategy" not in self.space
+            else self.space
+        )
 
     def run_values(self, knobs: Mapping[str, Any]) -> dict[str, Any]:
         """GradualConfig fields of one trial: train base, resources, then the trial's knobs."""
@@ -278,12 +290,22 @@ def _value_problems(sweep: SweepConfig) -> list[str]:
             if dist.kind != "fixed":
                 sound.append(name)
     for i, a in enumerate(sound):
-        for b in sound[i + 1:]:
-            bad = next(((x, y, err) for x in _ends(sweep.knobs[a]) for y in _ends(sweep.knobs[b])
-                        for err in [_invalid(sweep, {**first, a: x, b: y})] if err), None)
+        for b in sound[i + 1 :]:
+            bad = next(
+                (
+                    (x, y, err)
+                    for x in _ends(sweep.knobs[a])
+                    for y in _ends(sweep.knobs[b])
+                    for err in [_invalid(sweep, {**first, a: x, b: y})]
+                    if err
+                ),
+                None,
+            )
             if bad:
-                problems.append(f"search.space: {a}={short_repr(bad[0])} with {b}={short_repr(bad[1])} is not a "
-                                f"valid run ({bad[2]}); narrow the ranges")
+                problems.append(
+                    f"search.space: {a}={short_repr(bad[0])} with {b}={short_repr(bad[1])} is not a "
+                    f"valid run ({bad[2]}); narrow the ranges"
+                )
     return problems
 
 
@@ -302,26 +324,40 @@ def _check_consistency(sweep: SweepConfig) -> list[str]:
     algorithm = sweep.search.algorithm
     kinds = {name: dist.kind for name, dist in sweep.knobs.items()}
     if algorithm == "optuna" and "grid" in kinds.values():
-        problems.append(f"search.space: Optuna samples, it cannot run a grid ({', '.join(k for k, v in kinds.items() if v == 'grid')}); "
-                        "use choice, or search.algorithm grid/random")
+        problems.append(
+            f"search.space: Optuna samples, it cannot run a grid ({', '.join(k for k, v in kinds.items() if v == 'grid')}); "
+            "use choice, or search.algorithm grid/random"
+        )
     sampled = [k for k, v in kinds.items() if v not in ("grid", "fixed")]
     if algorithm == "grid" and sampled:
-        problems.append(f"search.space: search.algorithm grid needs grid or fixed values, got sampled {', '.join(sampled)}")
+        problems.append(
+            f"search.space: search.algorithm grid needs grid or fixed values, got sampled {', '.join(sampled)}"
+        )
     strategy = sweep.knobs.get("strategy")
-    if strategy is not None and (strategy.kind not in ("fixed", "grid", "choice")
-                                 or any(v not in STRATEGIES for v in strategy.values_to_check())):
-        problems.append(f"search.space.strategy: must take values in {list(STRATEGIES)}, got "
-                        f"{short_repr(strategy.values_to_check())}")
+    if strategy is not None and (
+        strategy.kind not in ("fixed", "grid", "choice")
+        or any(v not in STRATEGIES for v in strategy.values_to_check())
+    ):
+        problems.append(
+            f"search.space.strategy: must take values in {list(STRATEGIES)}, got "
+            f"{short_repr(strategy.values_to_check())}"
+        )
     if sweep.max_trials > MAX_TRIALS:
-        problems.append(f"search: {sweep.max_trials} trials (grid points x num_samples); at most {MAX_TRIALS}")
+        problems.append(
+            f"search: {sweep.max_trials} trials (grid points x num_samples); at most {MAX_TRIALS}"
+        )
     else:
         problems += _value_problems(sweep)
     if algorithm == "grid" and sweep.search.num_samples != 1:
-        problems.append("search.num_samples: a grid runs every point exactly once (add a seed grid for "
-                        f"repeats), got {sweep.search.num_samples}")
+        problems.append(
+            "search.num_samples: a grid runs every point exactly once (add a seed grid for "
+            f"repeats), got {sweep.search.num_samples}"
+        )
     if sweep.strategy == "both" and algorithm == "optuna":
-        problems.append("strategy: 'both' runs each strategy as a grid point, which needs search.algorithm "
-                        "grid or random, got optuna")
+        problems.append(
+            "strategy: 'both' runs each strategy as a grid point, which needs search.algorithm "
+            "grid or random, got optuna"
+        )
     modes = [o.metric for o in sweep.search.objectives]
     if len(set(modes)) != len(modes):
         problems.append(f"search.objectives: each metric at most once, got {modes}")
@@ -344,7 +380,9 @@ def _problems(err: ValidationError) -> list[str]:
             (missing if e["type"] == "missing" else extra).setdefault(".".join(loc[:-1]), where)
         seen.setdefault(where, f"{where}: {message}")
     for parent in {k.rsplit(".", 1)[0] for k in seen if "." in k}:  # several required keys of one value
-        keys = [k for k, line in seen.items() if k.rsplit(".", 1)[0] == parent and line.endswith("Field required")]
+        keys = [
+            k for k, line in seen.items() if k.rsplit(".", 1)[0] == parent and line.endswith("Field required")
+        ]
         if len(keys) > 1 and parent not in extra:
             for k in keys:
                 seen.pop(k)
@@ -390,12 +428,18 @@ def load_sweep(path: str | Path) -> SweepConfig:
     path = Path(path)
     raw = read_yaml_mapping(path, "sweep file")
     if "space" in raw:
-        raise ValueError(clip_line(f"{path}: space: not a sweep key (use search.space and search.overrides), "
-                               f"got {short_repr(raw['space'])}"))
+        raise ValueError(
+            clip_line(
+                f"{path}: space: not a sweep key (use search.space and search.overrides), "
+                f"got {short_repr(raw['space'])}"
+            )
+        )
     sweep = _validate(SweepConfig, raw, path)
     space_name = sweep.search.space
     if not space_name.replace("_", "").replace("-", "").isalnum():
-        raise ValueError(clip_line(f"{path}: search.space: a file stem in search_spaces/, got {short_repr(space_name)}"))
+        raise ValueError(
+            clip_line(f"{path}: search.space: a file stem in search_spaces/, got {short_repr(space_name)}")
+        )
     space_path = spaces_dir(path) / f"{space_name}.yaml"
     if not space_path.is_file():
         raise ValueError(f"{path}: search.space: no search space {space_name!r} (looked for {space_path})")

@@ -31,8 +31,18 @@ from ovit_ray.orchestration.tracking import Tracker
 RESULTS_FILE = "results.parquet"
 TRIALS_FILE = "trials.parquet"
 KEY_COLUMNS = ["trial_id", "strategy", "target_sparsity"]
-TRIAL_METRICS = ("top1_final", "top1_mean", "val_top1_final", "val_top1_mean", "epochs_total", "cpu_hours", "gpu_hours", "loop_seconds",
-                 "trial_seconds", "overhead_seconds")
+TRIAL_METRICS = (
+    "top1_final",
+    "top1_mean",
+    "val_top1_final",
+    "val_top1_mean",
+    "epochs_total",
+    "cpu_hours",
+    "gpu_hours",
+    "loop_seconds",
+    "trial_seconds",
+    "overhead_seconds",
+)
 # Per-target top-1 as one series per metric with step = sparsity in %: MLflow's chart view then draws each
 # trial's top-1 vs sparsity curve (and overlays trials). One key per target (`target_0.5000/top1`, as the
 # trial reports them) would make a section of single-point charts per target: those stay in Parquet only.
@@ -62,7 +72,9 @@ def frontier_points(metrics: Mapping[str, Any]) -> dict[int, dict[str, float]]:
     for key, value in metrics.items():
         match = _TARGET_KEY.fullmatch(key)
         if match and match.group(2) in _FRONTIER:
-            points.setdefault(round(float(match.group(1)) * 100), {})[_FRONTIER[match.group(2)]] = float(value)
+            points.setdefault(round(float(match.group(1)) * 100), {})[_FRONTIER[match.group(2)]] = float(
+                value
+            )
     return points
 
 
@@ -81,8 +93,16 @@ def sweep_params(sweep: SweepConfig) -> dict[str, Any]:
 class SweepTracking(Callback):
     """Child run per trial (per-epoch metrics, final metrics, status) and Parquet rows per target and trial."""
 
-    def __init__(self, out: Path, experiment: str, uri: str | None, parent_id: str, sweep_id: str,
-                 sweep: SweepConfig, fixed: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        out: Path,
+        experiment: str,
+        uri: str | None,
+        parent_id: str,
+        sweep_id: str,
+        sweep: SweepConfig,
+        fixed: Mapping[str, Any],
+    ) -> None:
         self.out, self.experiment, self.uri = out, experiment, uri
         self.parent_id, self.sweep_id, self.sweep, self.fixed = parent_id, sweep_id, sweep, dict(fixed)
         self.results = out / RESULTS_FILE
@@ -105,9 +125,12 @@ class SweepTracking(Callback):
             params = trial_params(self.sweep, self.fixed, trial.config)
             searched = [k for k, d in self.sweep.knobs.items() if d.kind != "fixed"]
             self._children[trial.trial_id] = self.tracker.start_run(
-                run_label(params, searched) or trial.trial_id, params,
+                run_label(params, searched) or trial.trial_id,
+                params,
                 {"ovit.trial_id": trial.trial_id, "ovit.sweep": self.sweep.name},
-                parent_run_id=self.parent_id, run_key=f"{self.sweep_id}-{trial.trial_id}")
+                parent_run_id=self.parent_id,
+                run_key=f"{self.sweep_id}-{trial.trial_id}",
+            )
         return self._children[trial.trial_id]
 
     def _end(self, trial: Trial, status: str) -> None:
@@ -124,10 +147,20 @@ class SweepTracking(Callback):
     def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
         self._child(trial)
 
-    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
-        skip = _NOT_LOGGED | (set(PROGRESS_KEYS) - set(TRIAL_METRICS) if result.get(TRIAL_COMPLETE) else set())
-        numeric = {k: v for k, v in result.items() if k not in skip and not _TARGET_KEY.fullmatch(k)
-                   and isinstance(v, int | float) and not isinstance(v, bool)}
+    def on_trial_result(
+        self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any
+    ) -> None:
+        skip = _NOT_LOGGED | (
+            set(PROGRESS_KEYS) - set(TRIAL_METRICS) if result.get(TRIAL_COMPLETE) else set()
+        )
+        numeric = {
+            k: v
+            for k, v in result.items()
+            if k not in skip
+            and not _TARGET_KEY.fullmatch(k)
+            and isinstance(v, int | float)
+            and not isinstance(v, bool)
+        }
         child = self._child(trial)
         self.tracker.log_metrics(child, numeric, step=int(result.get(TRAINING_ITERATION, 0)))
         for step, series in frontier_points(result).items():
@@ -136,12 +169,24 @@ class SweepTracking(Callback):
     def _trial_row(self, trial: Trial, status: str) -> None:
         """The trial's row in trials.parquet however it ended; stopped and failed ones carry what they spent."""
         result = trial.last_result or {}
-        totals = _trial_totals(result) if status == "finished" else {
-            "epochs_total": result.get("epochs_done"), "trial_cpu_hours": result.get("cpu_hours"),
-            "trial_gpu_hours": result.get("gpu_hours")}
-        row = {"trial_id": trial.trial_id, "sweep": self.sweep.name, "status": status,
-               **trial_knobs(self.sweep, self.fixed, trial.config),
-               "top1_last": result.get("top1"), "sparsity_last": result.get("sparsity"), **totals}
+        totals = (
+            _trial_totals(result)
+            if status == "finished"
+            else {
+                "epochs_total": result.get("epochs_done"),
+                "trial_cpu_hours": result.get("cpu_hours"),
+                "trial_gpu_hours": result.get("gpu_hours"),
+            }
+        )
+        row = {
+            "trial_id": trial.trial_id,
+            "sweep": self.sweep.name,
+            "status": status,
+            **trial_knobs(self.sweep, self.fixed, trial.config),
+            "top1_last": result.get("top1"),
+            "sparsity_last": result.get("sparsity"),
+            **totals,
+        }
         append_rows(self.out / TRIALS_FILE, [row], ["trial_id"], SWEEP_TRIALS)
 
     def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
@@ -153,13 +198,19 @@ class SweepTracking(Callback):
             self.tracker.set_tags(child, {PRUNED_TAG: "true", "ovit.stopped_early": "true"})
             self._end(trial, "FINISHED")
             return
-        base = {"trial_id": trial.trial_id, "sweep": self.sweep.name,
-                **trial_knobs(self.sweep, self.fixed, trial.config), **_trial_totals(result)}
+        base = {
+            "trial_id": trial.trial_id,
+            "sweep": self.sweep.name,
+            **trial_knobs(self.sweep, self.fixed, trial.config),
+            **_trial_totals(result),
+        }
         rows = [{**base, **row} for row in json.loads(result[ROWS_KEY])]
         append_rows(self.results, rows, KEY_COLUMNS, SWEEP_RESULTS)
         self._trial_row(trial, "finished")
         self.tracker.set_tags(child, {PRUNED_TAG: "false"})
-        log_best_checkpoints(self.tracker, child, [(r["target_sparsity"], r["best_checkpoint"]) for r in rows])
+        log_best_checkpoints(
+            self.tracker, child, [(r["target_sparsity"], r["best_checkpoint"]) for r in rows]
+        )
         self._end(trial, "FINISHED")
 
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
@@ -169,15 +220,26 @@ class SweepTracking(Callback):
 
 def sweep_totals(trials: Sequence[tuple[Mapping[str, Any], bool]]) -> dict[str, float]:
     """Parent-run totals over (last result, errored) of every trial: finished, stopped early or failed."""
-    totals = dict.fromkeys(("trials_finished", "trials_stopped_early", "trials_failed", "gpu_hours_total",
-                            "cpu_hours_total", "epochs_total"), 0.0)
+    totals = dict.fromkeys(
+        (
+            "trials_finished",
+            "trials_stopped_early",
+            "trials_failed",
+            "gpu_hours_total",
+            "cpu_hours_total",
+            "epochs_total",
+        ),
+        0.0,
+    )
     for metrics, errored in trials:
         complete = bool(metrics.get(TRIAL_COMPLETE))
         status = "trials_failed" if errored else "trials_finished" if complete else "trials_stopped_early"
         totals[status] += 1
         totals["gpu_hours_total"] += metrics.get("gpu_hours", 0.0)
         totals["cpu_hours_total"] += metrics.get("cpu_hours", 0.0)
-        totals["epochs_total"] += metrics.get("epochs_total", 0) if complete else metrics.get("epochs_done", 0)
+        totals["epochs_total"] += (
+            metrics.get("epochs_total", 0) if complete else metrics.get("epochs_done", 0)
+        )
     return totals
 
 
@@ -187,15 +249,27 @@ def best_of_rows(sweep: SweepConfig, out: Path) -> dict[str, Any] | None:
     if found is None:
         return None
     _, entry = found
-    config = {k: json.loads(v) if isinstance(v, str) and v.startswith("[") else v
-              for k, v in entry.items() if k in sweep.knobs}
-    return {"trial_id": entry["trial_id"], "rule": RULE, "config": config,
-            **{o.metric: entry.get(o.metric) for o in sweep.search.objectives}}
+    config = {
+        k: json.loads(v) if isinstance(v, str) and v.startswith("[") else v
+        for k, v in entry.items()
+        if k in sweep.knobs
+    }
+    return {
+        "trial_id": entry["trial_id"],
+        "rule": RULE,
+        "config": config,
+        **{o.metric: entry.get(o.metric) for o in sweep.search.objectives},
+    }
 
 
-def finish_sweep(tracker: Tracker, parent: str, sweep: SweepConfig, grid: ResultGrid, out: Path,
-                 earlier: Iterable[Mapping[str, float]] = ()) -> tuple[dict[str, float], dict[str, Any] | None,
-                                                                       list[Path]]:
+def finish_sweep(
+    tracker: Tracker,
+    parent: str,
+    sweep: SweepConfig,
+    grid: ResultGrid,
+    out: Path,
+    earlier: Iterable[Mapping[str, float]] = (),
+) -> tuple[dict[str, float], dict[str, Any] | None, list[Path]]:
     """Parent run: totals (plus `earlier` experiments' of an extended sweep), best config (tags +
     best_config.json), plots; then mark it finished."""
     from ovit_ray.orchestration.report import write_report_files
@@ -210,9 +284,17 @@ def finish_sweep(tracker: Tracker, parent: str, sweep: SweepConfig, grid: Result
     if best is not None:
         (out / "best_config.json").write_text(json.dumps(best, indent=1, default=str))
         tracker.log_artifact(parent, out / "best_config.json")
-        tracker.set_tags(parent, {"best.trial_id": best["trial_id"], "best.rule": RULE,
-                                  **{f"best.{k}": str(v) for k, v in best["config"].items()}})
-        tracker.log_metrics(parent, {f"best_{o.metric}": best[o.metric] for o in sweep.search.objectives}, step=0)
+        tracker.set_tags(
+            parent,
+            {
+                "best.trial_id": best["trial_id"],
+                "best.rule": RULE,
+                **{f"best.{k}": str(v) for k, v in best["config"].items()},
+            },
+        )
+        tracker.log_metrics(
+            parent, {f"best_{o.metric}": best[o.metric] for o in sweep.search.objectives}, step=0
+        )
     if rows:
         plots = write_report_files(rows, out / "plots")
         for plot in plots:

@@ -41,8 +41,12 @@ def trial_schedules(config: GradualConfig, strategy: str) -> list[tuple[Steps, W
     return [config.independent_schedule(i) for i in range(len(config.targets or []))]
 
 
-def _marked_report(index: int, finished: list[dict[str, Any]], metrics: Mapping[str, Any],
-                   checkpoint: Checkpoint | None = None) -> None:
+def _marked_report(
+    index: int,
+    finished: list[dict[str, Any]],
+    metrics: Mapping[str, Any],
+    checkpoint: Checkpoint | None = None,
+) -> None:
     """Tune report whose checkpoint remembers which run wrote it and the summaries of the runs before."""
     if checkpoint is not None:
         (Path(checkpoint.path) / MARKER).write_text(json.dumps({"index": index, "finished": finished}))
@@ -67,14 +71,21 @@ def _run_light(spec: Any, index: int, finished: list[dict[str, Any]]) -> dict[st
     from ovit_ray.orchestration.train_job import RayReporter
     from ovit_ray.training.gradual import run_gradual
 
-    reporter = RayReporter(partial(_marked_report, index, finished), tune.get_checkpoint,
-                           0, 1, spec.total_epochs, accept=partial(_written_by, index),
-                           checkpoint_type=Checkpoint)
+    reporter = RayReporter(
+        partial(_marked_report, index, finished),
+        tune.get_checkpoint,
+        0,
+        1,
+        spec.total_epochs,
+        accept=partial(_written_by, index),
+        checkpoint_type=Checkpoint,
+    )
     return run_gradual(spec, reporter)
 
 
-def _run_train(spec: Any, config: GradualConfig, name: str, storage: str,
-               custom: Mapping[str, float]) -> dict[str, Any]:
+def _run_train(
+    spec: Any, config: GradualConfig, name: str, storage: str, custom: Mapping[str, float]
+) -> dict[str, Any]:
     """Train V2 inside Tune: a TorchTrainer per run, rank-0 metrics forwarded by TuneReportCallback."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -87,16 +98,35 @@ def _run_train(spec: Any, config: GradualConfig, name: str, storage: str,
         train_loop,
         train_loop_config={"spec": dataclasses.asdict(spec)},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=use_gpu, resources_per_worker={
-            "CPU": config.cpus_per_worker, **({"GPU": config.gpus_per_worker} if use_gpu else {}), **custom}),
-        run_config=RunConfig(name=name, storage_path=storage, callbacks=[TuneReportCallback()],
-                             failure_config=FailureConfig(max_failures=config.max_failures)),
+        scaling_config=ScalingConfig(
+            num_workers=config.workers,
+            use_gpu=use_gpu,
+            resources_per_worker={
+                "CPU": config.cpus_per_worker,
+                **({"GPU": config.gpus_per_worker} if use_gpu else {}),
+                **custom,
+            },
+        ),
+        run_config=RunConfig(
+            name=name,
+            storage_path=storage,
+            callbacks=[TuneReportCallback()],
+            failure_config=FailureConfig(max_failures=config.max_failures),
+        ),
     )
     return dict(trainer.fit().return_value)
 
 
-def run_one(config: GradualConfig, steps: Steps, windows: Windows, *, index: int,
-            finished: list[dict[str, Any]], storage: str, custom: Mapping[str, float]) -> dict[str, Any]:
+def run_one(
+    config: GradualConfig,
+    steps: Steps,
+    windows: Windows,
+    *,
+    index: int,
+    finished: list[dict[str, Any]],
+    storage: str,
+    custom: Mapping[str, float],
+) -> dict[str, Any]:
     """THE adapter to issue 3's gradual job: one gradual run in this trial, its summary back. Best
     checkpoints go out with the reported checkpoints into the trial's (or Train run's) storage folder."""
     spec = config.to_spec(steps, windows)
@@ -111,10 +141,29 @@ def trial_rows(strategy: str, summaries: list[dict[str, Any]]) -> list[dict[str,
     rows = []
     for summary in summaries:
         for target in summary["targets"]:
-            rows.append({"strategy": strategy, **{k: target[k] for k in (
-                "target_sparsity", "achieved_sparsity", "top1", "val_top1", "best_epoch", "epochs", "cpu_hours",
-                "gpu_hours", "flops_dense", "flops_nonzero", "flops_reduction")},
-                "best_checkpoint": target["checkpoint"], "run_epochs": summary["total_epochs"]})
+            rows.append(
+                {
+                    "strategy": strategy,
+                    **{
+                        k: target[k]
+                        for k in (
+                            "target_sparsity",
+                            "achieved_sparsity",
+                            "top1",
+                            "val_top1",
+                            "best_epoch",
+                            "epochs",
+                            "cpu_hours",
+                            "gpu_hours",
+                            "flops_dense",
+                            "flops_nonzero",
+                            "flops_reduction",
+                        )
+                    },
+                    "best_checkpoint": target["checkpoint"],
+                    "run_epochs": summary["total_epochs"],
+                }
+            )
     return rows
 
 
@@ -123,11 +172,18 @@ def final_metrics(rows: list[dict[str, Any]], summaries: list[dict[str, Any]], w
     plus the compute totals of the trial."""
     final = max(rows, key=lambda r: r["target_sparsity"])
     loop = sum(s["loop_seconds"] for s in summaries)
-    return {"top1_final": final["top1"], "top1_mean": sum(r["top1"] for r in rows) / len(rows),
-            "val_top1_final": final["val_top1"], "val_top1_mean": sum(r["val_top1"] for r in rows) / len(rows),
-            "epochs_total": sum(s["total_epochs"] for s in summaries),
-            "cpu_hours": sum(s["cpu_hours"] for s in summaries), "gpu_hours": sum(s["gpu_hours"] for s in summaries),
-            "loop_seconds": loop, "trial_seconds": wall, "overhead_seconds": wall - loop}
+    return {
+        "top1_final": final["top1"],
+        "top1_mean": sum(r["top1"] for r in rows) / len(rows),
+        "val_top1_final": final["val_top1"],
+        "val_top1_mean": sum(r["val_top1"] for r in rows) / len(rows),
+        "epochs_total": sum(s["total_epochs"] for s in summaries),
+        "cpu_hours": sum(s["cpu_hours"] for s in summaries),
+        "gpu_hours": sum(s["gpu_hours"] for s in summaries),
+        "loop_seconds": loop,
+        "trial_seconds": wall,
+        "overhead_seconds": wall - loop,
+    }
 
 
 def sweep_trial(knobs: dict[str, Any], *, sweep: SweepConfig, fixed: Mapping[str, Any], storage: str) -> None:
@@ -139,12 +195,25 @@ def sweep_trial(knobs: dict[str, Any], *, sweep: SweepConfig, fixed: Mapping[str
     for index, (steps, windows) in enumerate(trial_schedules(config, knobs["strategy"])):
         if index < len(finished):
             continue
-        finished = [*finished, run_one(config, steps, windows, index=index, finished=finished,
-                                       storage=storage, custom=sweep.resources.custom)]
+        finished = [
+            *finished,
+            run_one(
+                config,
+                steps,
+                windows,
+                index=index,
+                finished=finished,
+                storage=storage,
+                custom=sweep.resources.custom,
+            ),
+        ]
     rows = trial_rows(knobs["strategy"], finished)
     metrics = final_metrics(rows, finished, time.perf_counter() - began)
     last = max(rows, key=lambda r: r["target_sparsity"])
-    progress = {"val_top1": last["val_top1"], "top1": last["top1"], "sparsity": last["achieved_sparsity"],
-                "epochs_done": metrics["epochs_total"]}
+    progress = {
+        "val_top1": last["val_top1"],
+        "top1": last["top1"],
+        "sparsity": last["achieved_sparsity"],
+        "epochs_done": metrics["epochs_total"],
+    }
     tune.report({**progress, **metrics, TRIAL_COMPLETE: 1, ROWS_KEY: json.dumps(rows)})
-

@@ -42,7 +42,9 @@ log = logging.getLogger(__name__)
 RUN_KEY_TAG = "ovit.run_key"
 OFFLINE_PREFIX = "offline-"
 OUTBOX_NAME = "mlflow_outbox.jsonl"
-OUTBOX_TARGET = "mlflow_outbox.target.json"  # where the outbox belongs: URI (credentials redacted), experiment
+OUTBOX_TARGET = (
+    "mlflow_outbox.target.json"  # where the outbox belongs: URI (credentials redacted), experiment
+)
 RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
 # MLflow 3 opens an experiment without this tag in its GenAI layout (traces, judges, prompts); these are
 # training runs, compared in the runs table and the chart view.
@@ -142,8 +144,11 @@ def uri_secret(uri: str) -> str | None:
     if "://" not in uri:
         return None  # a plain path: `?` and `#` are file name characters
     parts = urlsplit(uri)
-    secret = [k for k, _ in parse_qsl(parts.query, keep_blank_values=True)
-              if is_secret_key(k) or re.search(r"sig|auth|session|jwt|bearer|cred", k, re.I)]
+    secret = [
+        k
+        for k, _ in parse_qsl(parts.query, keep_blank_values=True)
+        if is_secret_key(k) or re.search(r"sig|auth|session|jwt|bearer|cred", k, re.I)
+    ]
     if secret:
         return f"a secret in its query ({', '.join(sorted(set(secret)))[:80]})"
     if parts.fragment:
@@ -158,9 +163,11 @@ def check_no_credentials(uri: str, what: str = "MLflow tracking URI") -> str:
     never echoed (only its scheme and host)."""
     where = uri_secret(uri)
     if where is not None:
-        raise ValueError(f"{what} must not carry credentials, got {_redact(uri)} with {where}; put them in the "
-                         "environment (MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN) or use instance profiles / "
-                         "workload identity for cloud storage")
+        raise ValueError(
+            f"{what} must not carry credentials, got {_redact(uri)} with {where}; put them in the "
+            "environment (MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN) or use instance profiles / "
+            "workload identity for cloud storage"
+        )
     return uri
 
 
@@ -316,8 +323,11 @@ class Tracker:
             sent = 0
             for i, record in enumerate(records):
                 try:
-                    if only_own_files and record["op"] == "log_artifact" and not Path(
-                            record["path"]).resolve().is_relative_to(self.out_dir):
+                    if (
+                        only_own_files
+                        and record["op"] == "log_artifact"
+                        and not Path(record["path"]).resolve().is_relative_to(self.out_dir)
+                    ):
                         raise ValueError(f"artifact {record['path']} is outside {self.out_dir}")
                     with _http_limits(self._remote):
                         self._execute(record)
@@ -483,10 +493,15 @@ class Tracker:
                 self._experiment_id = found.experiment_id
             elif create:
                 # Named after the experiment (ids are not known before it exists); runs get their own subfolders.
-                location = None if self._remote else f"{PROXIED}/{re.sub(r'[^A-Za-z0-9_.-]', '_', self.experiment_name)}"
+                location = (
+                    None
+                    if self._remote
+                    else f"{PROXIED}/{re.sub(r'[^A-Za-z0-9_.-]', '_', self.experiment_name)}"
+                )
                 try:
-                    self._experiment_id = self.client.create_experiment(self.experiment_name, location,
-                                                                        EXPERIMENT_KIND)
+                    self._experiment_id = self.client.create_experiment(
+                        self.experiment_name, location, EXPERIMENT_KIND
+                    )
                 except MlflowException as exc:  # another worker created it first
                     if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                         raise

@@ -61,10 +61,15 @@ class DriverTracking(UserCallback):
     def __init__(self, target: TrackingTarget) -> None:
         self.target = target
 
-    def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Checkpoint | None) -> None:
+    def after_report(
+        self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Checkpoint | None
+    ) -> None:
         rank0 = metrics[0]
-        numeric = {k: v for k, v in rank0.items() if isinstance(v, int | float) and not isinstance(v, bool)
-                   and k != "epoch"}
+        numeric = {
+            k: v
+            for k, v in rank0.items()
+            if isinstance(v, int | float) and not isinstance(v, bool) and k != "epoch"
+        }
         tracker = Tracker(self.target.out_dir, self.target.experiment, self.target.uri)
         tracker.log_metrics(self.target.run_id, numeric, step=int(rank0["epoch"]))
 
@@ -72,9 +77,17 @@ class DriverTracking(UserCallback):
 class RayReporter:
     """`training.gradual.Reporter` for Ray Train workers and (with ray.tune's functions) Tune function trials."""
 
-    def __init__(self, report: Callable[..., None], get_checkpoint: Callable[[], Checkpoint | None],
-                 world_rank: int, world_size: int, total_epochs: int,
-                 *, accept: Callable[[Path], bool] | None = None, checkpoint_type: type[Checkpoint] = Checkpoint):
+    def __init__(
+        self,
+        report: Callable[..., None],
+        get_checkpoint: Callable[[], Checkpoint | None],
+        world_rank: int,
+        world_size: int,
+        total_epochs: int,
+        *,
+        accept: Callable[[Path], bool] | None = None,
+        checkpoint_type: type[Checkpoint] = Checkpoint,
+    ):
         """`accept(directory)` tells this run's checkpoints from older ones in the same folder (a
         fallback never crosses into another run's). Tune trials pass `ray.tune.Checkpoint`: Ray 2.60
         warns on every report that gets a `ray.train.Checkpoint` inside a Tune function."""
@@ -86,13 +99,18 @@ class RayReporter:
 
     def report(self, metrics: Mapping[str, Any], checkpoint_dir: str | None) -> None:
         if self.world_rank == 0:
-            print(f"epoch {metrics['epoch'] + 1}/{self._total_epochs}  sparsity {metrics['sparsity']:.4f}  "
-                  f"test top-1 {metrics['top1']:.4f}  val top-1 {metrics['val_top1']:.4f}  "
-                  f"val loss {metrics['loss']:.4f}  lr {metrics['lr']:.2e}", flush=True)
+            print(
+                f"epoch {metrics['epoch'] + 1}/{self._total_epochs}  sparsity {metrics['sparsity']:.4f}  "
+                f"test top-1 {metrics['top1']:.4f}  val top-1 {metrics['val_top1']:.4f}  "
+                f"val loss {metrics['loss']:.4f}  lr {metrics['lr']:.2e}",
+                flush=True,
+            )
         checkpoint = None if checkpoint_dir is None else self._checkpoint_type.from_directory(checkpoint_dir)
         self._report(dict(metrics), checkpoint=checkpoint)
         if checkpoint is not None:
-            self._promote(self._get_checkpoint())  # after the report: the persisted copy, in the run's storage
+            self._promote(
+                self._get_checkpoint()
+            )  # after the report: the persisted copy, in the run's storage
 
     def _promote(self, persisted: Checkpoint | None) -> None:
         if persisted is not None and self.world_rank == 0:
@@ -121,7 +139,9 @@ class RayReporter:
                 yield directory
                 return
         if corrupt:
-            raise CorruptCheckpointError(f"no readable checkpoint left to resume from (corrupt: {', '.join(corrupt)})")
+            raise CorruptCheckpointError(
+                f"no readable checkpoint left to resume from (corrupt: {', '.join(corrupt)})"
+            )
         yield None
 
 
@@ -132,8 +152,16 @@ def checkpoint_history(latest: Checkpoint | None) -> list[Checkpoint]:
         return []
     parent, name = latest.path.rstrip("/").rsplit("/", 1)
     infos = latest.filesystem.get_file_info(pyarrow.fs.FileSelector(parent))
-    older = sorted((info.path for info in infos if info.type == pyarrow.fs.FileType.Directory
-                    and info.base_name.startswith("checkpoint_") and info.base_name < name), reverse=True)
+    older = sorted(
+        (
+            info.path
+            for info in infos
+            if info.type == pyarrow.fs.FileType.Directory
+            and info.base_name.startswith("checkpoint_")
+            and info.base_name < name
+        ),
+        reverse=True,
+    )
     return [latest, *(Checkpoint(path, latest.filesystem) for path in older)]
 
 
@@ -141,8 +169,13 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any]:
     """`train_loop_per_worker`: runs on every Ray Train worker; rank 0's return value reaches the driver."""
     context = ray.train.get_context()
     spec = GradualSpec(**config["spec"])
-    reporter = RayReporter(ray.train.report, ray.train.get_checkpoint, context.get_world_rank(),
-                           context.get_world_size(), spec.total_epochs)
+    reporter = RayReporter(
+        ray.train.report,
+        ray.train.get_checkpoint,
+        context.get_world_rank(),
+        context.get_world_size(),
+        spec.total_epochs,
+    )
     return run_gradual(spec, reporter, epoch_hook=config.get("epoch_hook"))
 
 
@@ -171,20 +204,43 @@ def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _rows(config: GradualConfig, key: str, name: str, strategy: str, summary: Mapping[str, Any]) -> list[dict]:
-    run_level = {k: summary[k] for k in ("total_epochs", "cpu_hours", "gpu_hours", "wall_seconds",
-                                         "overhead_seconds")}
+def _rows(
+    config: GradualConfig, key: str, name: str, strategy: str, summary: Mapping[str, Any]
+) -> list[dict]:
+    run_level = {
+        k: summary[k] for k in ("total_epochs", "cpu_hours", "gpu_hours", "wall_seconds", "overhead_seconds")
+    }
     knobs = config.model_dump(exclude=PLACEMENT_FIELDS)
-    return [{"run_key": key, "run_name": name, "strategy": strategy, **knobs,
-             "target_sparsity": t["target_sparsity"], "achieved_sparsity": t["achieved_sparsity"],
-             "top1": t["top1"], "val_top1": t["val_top1"], "best_epoch": t["best_epoch"], "epochs": t["epochs"],
-             "cpu_hours": t["cpu_hours"], "gpu_hours": t["gpu_hours"], "best_checkpoint": t["checkpoint"],
-             **{f"run_{k}": v for k, v in run_level.items()}} for t in summary["targets"]]
+    return [
+        {
+            "run_key": key,
+            "run_name": name,
+            "strategy": strategy,
+            **knobs,
+            "target_sparsity": t["target_sparsity"],
+            "achieved_sparsity": t["achieved_sparsity"],
+            "top1": t["top1"],
+            "val_top1": t["val_top1"],
+            "best_epoch": t["best_epoch"],
+            "epochs": t["epochs"],
+            "cpu_hours": t["cpu_hours"],
+            "gpu_hours": t["gpu_hours"],
+            "best_checkpoint": t["checkpoint"],
+            **{f"run_{k}": v for k, v in run_level.items()},
+        }
+        for t in summary["targets"]
+    ]
 
 
-def run_training(config: GradualConfig, *, strategy: str | None = None, steps: Steps | None = None,
-                 windows: Windows | None = None, epoch_hook: Callable[[int, int], None] | None = None,
-                 tags: Mapping[str, str] | None = None) -> RunResult:
+def run_training(
+    config: GradualConfig,
+    *,
+    strategy: str | None = None,
+    steps: Steps | None = None,
+    windows: Windows | None = None,
+    epoch_hook: Callable[[int, int], None] | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> RunResult:
     """Run one gradual-pruning job to the end (or return its stored result if it already finished).
 
     `steps`/`windows` override the config's schedule (the independent strategy uses this).
@@ -205,10 +261,16 @@ def run_training(config: GradualConfig, *, strategy: str | None = None, steps: S
     device_type = "gpu" if config.gpus_per_worker > 0 else "cpu"
 
     tracker = Tracker(out, config.experiment, config.mlflow_uri)
-    params = {**config.model_dump(exclude={"out", "mlflow_uri", "ray_address"}), "strategy": strategy,
-              "device_type": device_type, "steps": steps, "windows": windows}
-    run_id = tracker.start_run(name, params, {"strategy": strategy, "ovit.device": device_type, **(tags or {})},
-                               run_key=key)
+    params = {
+        **config.model_dump(exclude={"out", "mlflow_uri", "ray_address"}),
+        "strategy": strategy,
+        "device_type": device_type,
+        "steps": steps,
+        "windows": windows,
+    }
+    run_id = tracker.start_run(
+        name, params, {"strategy": strategy, "ovit.device": device_type, **(tags or {})}, run_key=key
+    )
     tracking = TrackingTarget(str(out), config.experiment, config.mlflow_uri, run_id)
     ensure_ray(config.ray_address)
     use_gpu = config.gpus_per_worker > 0
@@ -216,12 +278,21 @@ def run_training(config: GradualConfig, *, strategy: str | None = None, steps: S
         train_loop,
         train_loop_config={"spec": dataclasses.asdict(spec), "epoch_hook": epoch_hook},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=use_gpu,
-                                     resources_per_worker={"CPU": config.cpus_per_worker,
-                                                           **({"GPU": config.gpus_per_worker} if use_gpu else {})}),
-        run_config=RunConfig(name=name, storage_path=str(out / "ray"), callbacks=[DriverTracking(tracking)],
-                             failure_config=FailureConfig(max_failures=config.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+        scaling_config=ScalingConfig(
+            num_workers=config.workers,
+            use_gpu=use_gpu,
+            resources_per_worker={
+                "CPU": config.cpus_per_worker,
+                **({"GPU": config.gpus_per_worker} if use_gpu else {}),
+            },
+        ),
+        run_config=RunConfig(
+            name=name,
+            storage_path=str(out / "ray"),
+            callbacks=[DriverTracking(tracking)],
+            failure_config=FailureConfig(max_failures=config.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
     )
     began = time.perf_counter()
     try:
@@ -234,12 +305,30 @@ def run_training(config: GradualConfig, *, strategy: str | None = None, steps: S
         raise
     wall = time.perf_counter() - began
     summary = dict(result.return_value)
-    summary.update(wall_seconds=wall, overhead_seconds=wall - summary["loop_seconds"], mlflow_run_id=run_id,
-                   ray_path=result.path)
-    tracker.log_metrics(run_id, {k: summary[k] for k in ("cpu_hours", "gpu_hours", "total_epochs", "wall_seconds",
-                                                         "overhead_seconds", "worker_seconds")},
-                        step=summary["total_epochs"])
-    log_best_checkpoints(tracker, run_id, [(t["target_sparsity"], t["checkpoint"]) for t in summary["targets"]])
+    summary.update(
+        wall_seconds=wall,
+        overhead_seconds=wall - summary["loop_seconds"],
+        mlflow_run_id=run_id,
+        ray_path=result.path,
+    )
+    tracker.log_metrics(
+        run_id,
+        {
+            k: summary[k]
+            for k in (
+                "cpu_hours",
+                "gpu_hours",
+                "total_epochs",
+                "wall_seconds",
+                "overhead_seconds",
+                "worker_seconds",
+            )
+        },
+        step=summary["total_epochs"],
+    )
+    log_best_checkpoints(
+        tracker, run_id, [(t["target_sparsity"], t["checkpoint"]) for t in summary["targets"]]
+    )
     tracker.end_run(run_id)
     rows = _rows(config, key, name, strategy, summary)
     _write_json_atomic(result_file, {"rows": rows, "summary": summary})

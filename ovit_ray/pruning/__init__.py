@@ -10,9 +10,15 @@ import importlib
 from typing import Any
 
 _WHERE = {
-    "Accounting": "accounting", "count_params_and_flops": "accounting", "MaskSet": "masks",
-    "DEFAULT_PATTERNS": "names", "METHODS": "names", "parse_pattern": "names", "select_prunable": "params",
-    "Pruner": "pruner", "PruneSettings": "settings",
+    "Accounting": "accounting",
+    "count_params_and_flops": "accounting",
+    "MaskSet": "masks",
+    "DEFAULT_PATTERNS": "names",
+    "METHODS": "names",
+    "parse_pattern": "names",
+    "select_prunable": "params",
+    "Pruner": "pruner",
+    "PruneSettings": "settings",
 }
 __all__ = sorted(_WHERE)
 

@@ -48,7 +48,9 @@ def _weight_flops(module: nn.Linear | nn.Conv2d, output: torch.Tensor, weight_el
 
 
 @torch.no_grad()
-def count_params_and_flops(model: nn.Module, masks: MaskSet | None, input_size: tuple[int, int, int]) -> Accounting:
+def count_params_and_flops(
+    model: nn.Module, masks: MaskSet | None, input_size: tuple[int, int, int]
+) -> Accounting:
     """Count for one image of `input_size` (C, H, W); pruned weights come from `masks`."""
     pruned_per_param = {name: int((~mask).sum()) for name, mask in (masks.items() if masks else [])}
     module_of = {}
@@ -66,18 +68,28 @@ def count_params_and_flops(model: nn.Module, masks: MaskSet | None, input_size: 
             if isinstance(module, nn.Linear | nn.Conv2d):
                 dense = module.weight.numel()
                 nonzero = dense - pruned_per_module.get(name, 0)
-                layers.append(LayerCount(name, type(module).__name__, dense, nonzero,
-                                         _weight_flops(module, output, dense), _weight_flops(module, output, nonzero)))
+                layers.append(
+                    LayerCount(
+                        name,
+                        type(module).__name__,
+                        dense,
+                        nonzero,
+                        _weight_flops(module, output, dense),
+                        _weight_flops(module, output, nonzero),
+                    )
+                )
             else:  # attention core: q k^T and attn v, each 2 * N^2 * C FLOPs
                 tokens, channels = inputs[0].shape[-2], inputs[0].shape[-1]
                 flops = 4 * tokens * tokens * channels
                 layers.append(LayerCount(f"{name}.core", "attention", 0, 0, flops, flops))
+
         return record
 
     handles = [
         module.register_forward_hook(hook(name))
         for name, module in model.named_modules()
-        if isinstance(module, nn.Linear | nn.Conv2d) or (type(module).__name__ == "Attention" and hasattr(module, "qkv"))
+        if isinstance(module, nn.Linear | nn.Conv2d)
+        or (type(module).__name__ == "Attention" and hasattr(module, "qkv"))
     ]
     was_training = model.training
     model.eval()

@@ -35,11 +35,15 @@ class PruneSettings:
     scope: str = "global"
     dtype: str = "float32"
     fisher_dtype: str = "float64"
-    chunk_bytes: int | None = None  # inverse-Fisher bytes per elimination chunk; None: sized from B and the cache
+    chunk_bytes: int | None = (
+        None  # inverse-Fisher bytes per elimination chunk; None: sized from B and the cache
+    )
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
-            raise ValueError(f"method: unknown pruning method {self.method!r}; choose from {', '.join(METHODS)}")
+            raise ValueError(
+                f"method: unknown pruning method {self.method!r}; choose from {', '.join(METHODS)}"
+            )
         for name in ("block_size", "num_grads", "grad_batch_size", "chunk_bytes"):
             value = getattr(self, name)
             if name == "chunk_bytes" and value is None:
@@ -58,7 +62,9 @@ class PruneSettings:
             if not 0 < keep < group:
                 raise ValueError(f"pattern: need 0 < N < M, got {keep}:{group}")
             if self.block_size % group:
-                raise ValueError(f"block_size: must be a multiple of M={group} for an N:M pattern, got {self.block_size}")
+                raise ValueError(
+                    f"block_size: must be a multiple of M={group} for an N:M pattern, got {self.block_size}"
+                )
 
     @property
     def uses_fisher(self) -> bool:

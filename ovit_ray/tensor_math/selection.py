@@ -17,7 +17,9 @@ def target_count(sparsity: float, total: int) -> int:
     return int(round(sparsity * total))
 
 
-def select_smallest(costs: Sequence[torch.Tensor], valid: Sequence[torch.Tensor], k: int) -> list[torch.Tensor]:
+def select_smallest(
+    costs: Sequence[torch.Tensor], valid: Sequence[torch.Tensor], k: int
+) -> list[torch.Tensor]:
     """Bool masks (same shapes as `costs`) marking the k valid entries of least cost across all tensors.
 
     Invalid entries (padding) are never picked. Entries with cost -inf (already pruned) are picked first.
@@ -31,10 +33,14 @@ def select_smallest(costs: Sequence[torch.Tensor], valid: Sequence[torch.Tensor]
     flat = flat.masked_fill(~flat_valid, float("inf"))
     picked = torch.zeros_like(flat_valid)
     picked[torch.sort(flat, stable=True).indices[:k]] = True
-    return [part.reshape(c.shape) for part, c in zip(picked.split([c.numel() for c in costs]), costs, strict=True)]
+    return [
+        part.reshape(c.shape) for part, c in zip(picked.split([c.numel() for c in costs]), costs, strict=True)
+    ]
 
 
-def order_layout_to_positions(selected_in_order: torch.Tensor, order: torch.Tensor, block_size: int) -> torch.Tensor:
+def order_layout_to_positions(
+    selected_in_order: torch.Tensor, order: torch.Tensor, block_size: int
+) -> torch.Tensor:
     """Map a (n, steps) selection laid out along the elimination order back to (n, B) positions."""
     positions = torch.zeros(order.shape[0], block_size, dtype=torch.bool, device=order.device)
     positions.scatter_(1, order, selected_in_order)

@@ -137,8 +137,12 @@ class GradualSpec:
         """This worker's settings: its share of `num_grads`, so the total over workers is num_grads."""
         share = self.num_grads // world_size + (world_rank < self.num_grads % world_size)
         return PruneSettings(
-            method=self.method, block_size=self.block_size, num_grads=max(1, share), damp=self.damp,
-            grad_batch_size=self.grad_batch_size, scope=self.scope,
+            method=self.method,
+            block_size=self.block_size,
+            num_grads=max(1, share),
+            damp=self.damp,
+            grad_batch_size=self.grad_batch_size,
+            scope=self.scope,
             pattern=None if self.pattern is None else parse_pattern(self.pattern),
         )
 
@@ -201,7 +205,9 @@ class _Comm:
 
     def __init__(self, rank: int, size: int, device: torch.device):
         self.rank, self.size = rank, size
-        self.device = device if dist.is_initialized() and dist.get_backend() == "nccl" else torch.device("cpu")
+        self.device = (
+            device if dist.is_initialized() and dist.get_backend() == "nccl" else torch.device("cpu")
+        )
 
     def sum(self, values: Sequence[float]) -> list[float]:
         if self.size == 1:
@@ -239,26 +245,42 @@ class GradualRun:
         self.device = torch.device(device or ("cuda" if use_cuda else "cpu"))
         self.comm = _Comm(self.rank, self.world, self.device)
         torch.manual_seed(spec.seed)  # identical initial weights on every worker (random-init models)
-        start = build_model_and_data(spec.model, checkpoint=spec.checkpoint, dataset=spec.dataset,
-                                     data_root=spec.data_root, split_seed=spec.split_seed, augment=spec.augment,
-                                     progress=False)
+        start = build_model_and_data(
+            spec.model,
+            checkpoint=spec.checkpoint,
+            dataset=spec.dataset,
+            data_root=spec.data_root,
+            split_seed=spec.split_seed,
+            augment=spec.augment,
+            progress=False,
+        )
         torch.manual_seed(spec.seed * 1000 + self.rank)  # different augmentation noise per worker
         self.model = start.model.to(self.device)
         self.data = start.data
         self.params = select_prunable(self.model, spec.patterns)
         self.masks = MaskSet(start.masks) if start.masks else MaskSet.dense(self.params)
         self.masks.apply(self.model)
-        self.teacher = copy.deepcopy(self.model).eval().requires_grad_(False) if spec.distill_weight > 0 else None
+        self.teacher = (
+            copy.deepcopy(self.model).eval().requires_grad_(False) if spec.distill_weight > 0 else None
+        )
         self._build_loaders()
         self.ddp: nn.Module = self.model
         if self.world > 1:
-            self.ddp = DistributedDataParallel(self.model, device_ids=[self.device.index] if use_cuda else None)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=spec.lr_max, weight_decay=spec.weight_decay)
+            self.ddp = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if use_cuda else None
+            )
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=spec.lr_max, weight_decay=spec.weight_decay
+        )
         spe = len(self.train_loader)
         total = spec.total_epochs * spe
         self.schedule = build_lr_schedule(
-            spec.lr_schedule, max_lr=spec.lr_max, min_lr=spec.lr_min, total_steps=total,
-            cycle_starts=[e * spe for e, _ in spec.steps if e * spe < total], warmup_steps=spec.warmup_epochs * spe,
+            spec.lr_schedule,
+            max_lr=spec.lr_max,
+            min_lr=spec.lr_min,
+            total_steps=total,
+            cycle_starts=[e * spe for e, _ in spec.steps if e * spe < total],
+            warmup_steps=spec.warmup_epochs * spe,
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.schedule)
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=spec.label_smoothing)
@@ -274,15 +296,34 @@ class GradualRun:
 
     def _build_loaders(self) -> None:
         spec, data = self.spec, self.data
-        self.train_sampler = DistributedSampler(data.train, self.world, self.rank, shuffle=True, seed=spec.seed)
-        self.train_loader = _Capped(make_loader(data.train, max(1, spec.batch_size // self.world), shuffle=False,
-                                                seed=spec.seed, sampler=self.train_sampler), spec.max_steps_per_epoch)
-        self.grad_sampler = DistributedSampler(data.train, self.world, self.rank, shuffle=True, seed=spec.seed + 1)
-        self.grad_loader = make_loader(data.train, spec.grad_batch_size, shuffle=False, seed=spec.seed,
-                                       sampler=self.grad_sampler)
+        self.train_sampler = DistributedSampler(
+            data.train, self.world, self.rank, shuffle=True, seed=spec.seed
+        )
+        self.train_loader = _Capped(
+            make_loader(
+                data.train,
+                max(1, spec.batch_size // self.world),
+                shuffle=False,
+                seed=spec.seed,
+                sampler=self.train_sampler,
+            ),
+            spec.max_steps_per_epoch,
+        )
+        self.grad_sampler = DistributedSampler(
+            data.train, self.world, self.rank, shuffle=True, seed=spec.seed + 1
+        )
+        self.grad_loader = make_loader(
+            data.train, spec.grad_batch_size, shuffle=False, seed=spec.seed, sampler=self.grad_sampler
+        )
         self.val_loader, self.test_loader = (  # exact partitions over workers, no padding
-            make_loader(Subset(split, range(self.rank, len(split), self.world)), spec.eval_batch_size,
-                        shuffle=False, seed=spec.seed) for split in (data.val, data.test))
+            make_loader(
+                Subset(split, range(self.rank, len(split), self.world)),
+                spec.eval_batch_size,
+                shuffle=False,
+                seed=spec.seed,
+            )
+            for split in (data.val, data.test)
+        )
 
     # -- checkpoints --------------------------------------------------------------------------
     def _resume(self) -> None:
@@ -296,19 +337,37 @@ class GradualRun:
         self._set_masks(MaskSet(blob["masks"]).to(self.device))
         rng = blob["rng"]
         if rng.shape[0] == self.world:
-            torch.set_rng_state(rng[self.rank].clone())  # a row view would hand torch a foreign storage offset
+            torch.set_rng_state(
+                rng[self.rank].clone()
+            )  # a row view would hand torch a foreign storage offset
         meta = json.loads(blob["meta"])
         self.epoch, self.steps_done = meta["epoch"], meta["steps_done"]
         self.best, self.targets = meta["best"], meta["targets"]
         self.worker_seconds_before, self.loop_seconds_before = meta["worker_seconds"], meta["loop_seconds"]
         self.resumed_from = self.epoch
 
-    def _write_state(self, directory: Path, rng: torch.Tensor, worker_seconds: float, loop_seconds: float) -> None:
-        meta = {"epoch": self.epoch, "steps_done": self.steps_done, "best": self.best, "targets": self.targets,
-                "worker_seconds": worker_seconds, "loop_seconds": loop_seconds}
-        torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict(), "masks": self.masks.state_dict(),
-                    "rng": rng, "meta": json.dumps(meta)}, directory / STATE_FILE)
+    def _write_state(
+        self, directory: Path, rng: torch.Tensor, worker_seconds: float, loop_seconds: float
+    ) -> None:
+        meta = {
+            "epoch": self.epoch,
+            "steps_done": self.steps_done,
+            "best": self.best,
+            "targets": self.targets,
+            "worker_seconds": worker_seconds,
+            "loop_seconds": loop_seconds,
+        }
+        torch.save(
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "masks": self.masks.state_dict(),
+                "rng": rng,
+                "meta": json.dumps(meta),
+            },
+            directory / STATE_FILE,
+        )
 
     def _set_masks(self, masks: MaskSet) -> None:
         self._mask_hook.remove()
@@ -353,30 +412,54 @@ class GradualRun:
         return self.worker_seconds_before + total, self.loop_seconds_before + rank0
 
     def _hours(self, worker_seconds: float) -> dict[str, float]:
-        return {"cpu_hours": worker_seconds * self.spec.cpus_per_worker / 3600,
-                "gpu_hours": worker_seconds * self.spec.gpus_per_worker / 3600}
+        return {
+            "cpu_hours": worker_seconds * self.spec.cpus_per_worker / 3600,
+            "gpu_hours": worker_seconds * self.spec.gpus_per_worker / 3600,
+        }
 
     def run_epoch(self) -> dict[str, Any]:
         spec, epoch = self.spec, self.epoch
-        for step_epoch, sparsity in spec.steps[self.steps_done:]:
+        for step_epoch, sparsity in spec.steps[self.steps_done :]:
             if step_epoch != epoch:
                 break
             self.prune(sparsity)
         lr = self.optimizer.param_groups[0]["lr"]
         self.train_sampler.set_epoch(epoch)
-        stats = train_one_epoch(self.ddp, self.train_loader, self.optimizer, loss_fn=self.loss_fn,
-                                device=self.device, scheduler=self.scheduler, teacher=self.teacher,
-                                distill_weight=spec.distill_weight, distill_temperature=spec.distill_temperature)
+        stats = train_one_epoch(
+            self.ddp,
+            self.train_loader,
+            self.optimizer,
+            loss_fn=self.loss_fn,
+            device=self.device,
+            scheduler=self.scheduler,
+            teacher=self.teacher,
+            distill_weight=spec.distill_weight,
+            distill_temperature=spec.distill_temperature,
+        )
         val = evaluate(self.model, self.val_loader, device=self.device)
         test = evaluate(self.model, self.test_loader, device=self.device)
         n_val, n_test, n_train = len(self.val_loader.dataset), len(self.test_loader.dataset), stats["steps"]
         correct, val_loss, n, test_correct, nt, train_loss, m = self.comm.sum(
-            [val["top1"] * n_val, val["loss"] * n_val, n_val, test["top1"] * n_test, n_test,
-             stats["loss"] * n_train, n_train])
-        metrics: dict[str, Any] = {"epoch": epoch, "top1": test_correct / nt, "val_top1": correct / n,
-                                   "loss": val_loss / n,
-                                   "train_loss": train_loss / m, "sparsity": self.masks.sparsity(), "lr": lr,
-                                   "epochs_done": epoch + 1}
+            [
+                val["top1"] * n_val,
+                val["loss"] * n_val,
+                n_val,
+                test["top1"] * n_test,
+                n_test,
+                stats["loss"] * n_train,
+                n_train,
+            ]
+        )
+        metrics: dict[str, Any] = {
+            "epoch": epoch,
+            "top1": test_correct / nt,
+            "val_top1": correct / n,
+            "loss": val_loss / n,
+            "train_loss": train_loss / m,
+            "sparsity": self.masks.sparsity(),
+            "lr": lr,
+            "epochs_done": epoch + 1,
+        }
         window = self._window(epoch)
         if window is not None:
             self._keep_best(window, metrics)
@@ -409,31 +492,60 @@ class GradualRun:
         size = (self.data.in_chans, self.data.image_size, self.data.image_size)
         counts = count_params_and_flops(self.model, self.masks, size)
         self._new_best = f"target_{key}_epoch{self.epoch:04d}.safetensors"
-        self.best[key] = {"top1": metrics["top1"], "val_top1": metrics["val_top1"], "epoch": self.epoch,
-                          "sparsity": metrics["sparsity"], "checkpoint": self._new_best,
-                          "flops_dense": counts.flops_dense, "flops_nonzero": counts.flops_nonzero,
-                          "flops_reduction": counts.flops_reduction}
+        self.best[key] = {
+            "top1": metrics["top1"],
+            "val_top1": metrics["val_top1"],
+            "epoch": self.epoch,
+            "sparsity": metrics["sparsity"],
+            "checkpoint": self._new_best,
+            "flops_dense": counts.flops_dense,
+            "flops_nonzero": counts.flops_nonzero,
+            "flops_reduction": counts.flops_reduction,
+        }
 
     def _write_best(self, directory: Path, window: tuple[float, int, int]) -> None:
         best = self.best[_target_key(window[0])]
-        meta = {"target": window[0], "epoch": best["epoch"], "top1": best["top1"], "val_top1": best["val_top1"],
-                "sparsity": best["sparsity"], "model": self.spec.model, "dataset": self.spec.dataset,
-                "method": self.spec.method, "split_seed": self.spec.split_seed,
-                "num_classes": self.data.num_classes, "image_size": self.data.image_size}
-        save_checkpoint(directory / BEST_FOLDER / best["checkpoint"], self.model, self.masks.state_dict(), meta)
+        meta = {
+            "target": window[0],
+            "epoch": best["epoch"],
+            "top1": best["top1"],
+            "val_top1": best["val_top1"],
+            "sparsity": best["sparsity"],
+            "model": self.spec.model,
+            "dataset": self.spec.dataset,
+            "method": self.spec.method,
+            "split_seed": self.spec.split_seed,
+            "num_classes": self.data.num_classes,
+            "image_size": self.data.image_size,
+        }
+        save_checkpoint(
+            directory / BEST_FOLDER / best["checkpoint"], self.model, self.masks.state_dict(), meta
+        )
 
     def _close_window(self, window: tuple[float, int, int], metrics: Mapping[str, Any]) -> dict[str, float]:
         best = self.best[_target_key(window[0])]
-        row = {"target_sparsity": window[0], "achieved_sparsity": best["sparsity"], "top1": best["top1"],
-               "val_top1": best["val_top1"], "best_epoch": best["epoch"], "epochs": window[2],
-               "checkpoint": best["checkpoint"], "cpu_hours": metrics["cpu_hours"], "gpu_hours": metrics["gpu_hours"],
-               **{k: best.get(k) for k in ("flops_dense", "flops_nonzero", "flops_reduction")}}
+        row = {
+            "target_sparsity": window[0],
+            "achieved_sparsity": best["sparsity"],
+            "top1": best["top1"],
+            "val_top1": best["val_top1"],
+            "best_epoch": best["epoch"],
+            "epochs": window[2],
+            "checkpoint": best["checkpoint"],
+            "cpu_hours": metrics["cpu_hours"],
+            "gpu_hours": metrics["gpu_hours"],
+            **{k: best.get(k) for k in ("flops_dense", "flops_nonzero", "flops_reduction")},
+        }
         self.targets.append(row)
         prefix = f"target_{_target_key(window[0])}"
-        return {f"{prefix}/top1": best["top1"], f"{prefix}/val_top1": best["val_top1"],
-                f"{prefix}/sparsity": best["sparsity"],
-                f"{prefix}/epochs": window[2], f"{prefix}/cpu_hours": metrics["cpu_hours"],
-                f"{prefix}/gpu_hours": metrics["gpu_hours"]}
+        return {
+            f"{prefix}/top1": best["top1"],
+            f"{prefix}/val_top1": best["val_top1"],
+            f"{prefix}/sparsity": best["sparsity"],
+            f"{prefix}/epochs": window[2],
+            f"{prefix}/cpu_hours": metrics["cpu_hours"],
+            f"{prefix}/gpu_hours": metrics["gpu_hours"],
+        }
 
     def summary(self) -> dict[str, Any]:
         """What the run returns; identical on every rank except the digests, which are gathered, and
@@ -442,11 +554,21 @@ class GradualRun:
         masks = self.comm.gather_objects(_digest(self.masks.state_dict()))
         weights = self.comm.gather_objects(_digest(self.model.state_dict()))
         kept = self.reporter.kept_folder() if self.rank == 0 else None
-        targets = [{**t, "checkpoint": kept.uri(t["checkpoint"]) if kept else t["checkpoint"]} for t in self.targets]
-        return {"targets": targets, "total_epochs": self.epoch, "final_sparsity": self.masks.sparsity(),
-                "worker_seconds": worker_seconds, "loop_seconds": loop_seconds, **self._hours(worker_seconds),
-                "world_size": self.world, "resumed_from_epoch": self.resumed_from,
-                "mask_digests": masks, "weight_digests": weights}
+        targets = [
+            {**t, "checkpoint": kept.uri(t["checkpoint"]) if kept else t["checkpoint"]} for t in self.targets
+        ]
+        return {
+            "targets": targets,
+            "total_epochs": self.epoch,
+            "final_sparsity": self.masks.sparsity(),
+            "worker_seconds": worker_seconds,
+            "loop_seconds": loop_seconds,
+            **self._hours(worker_seconds),
+            "world_size": self.world,
+            "resumed_from_epoch": self.resumed_from,
+            "mask_digests": masks,
+            "weight_digests": weights,
+        }
 
     def drop_stale_best(self) -> None:
         """Best-so-far files superseded within a window (named by epoch, so a crash never loses one)."""
@@ -455,8 +577,13 @@ class GradualRun:
             kept.discard({b["checkpoint"] for b in self.best.values()}, [f"target_{k}_" for k in self.best])
 
 
-def run_gradual(spec: GradualSpec, reporter: Reporter, *, device: str | None = None,
-                epoch_hook: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+def run_gradual(
+    spec: GradualSpec,
+    reporter: Reporter,
+    *,
+    device: str | None = None,
+    epoch_hook: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
     """Run (or resume) a gradual-pruning run to its last epoch; returns `GradualRun.summary()`.
 
     `epoch_hook(epoch, rank)` runs at the start of every epoch (fault injection in tests, progress).

@@ -61,7 +61,9 @@ def oneshot_rows(
             counts = count_params_and_flops(model, new_masks, input_size)
             row: Row = {
                 "method": settings.method,
-                "pattern": None if settings.pattern is None else f"{settings.pattern[0]}:{settings.pattern[1]}",
+                "pattern": None
+                if settings.pattern is None
+                else f"{settings.pattern[0]}:{settings.pattern[1]}",
                 "scope": settings.scope,
                 "target_sparsity": settings.pattern_sparsity if sparsity is None else sparsity,
                 "achieved_sparsity": new_masks.sparsity(),
@@ -92,4 +94,3 @@ def oneshot_rows(
                 on_row(row)
         pruner.restore()
     return rows
-

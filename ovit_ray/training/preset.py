@@ -54,8 +54,13 @@ def preset_dataset(name: str = "digits-vit", *, augment: str = "none") -> Datase
     """The dataset and splits the preset was trained on, so its val and test splits are truly held out."""
     recipe = _recipe(name)
     spec = PRESETS[name]
-    return load_dataset(spec.dataset, image_size=spec.image_size, seed=recipe.split_seed,
-                        test_fraction=recipe.test_fraction, augment=augment)
+    return load_dataset(
+        spec.dataset,
+        image_size=spec.image_size,
+        seed=recipe.split_seed,
+        test_fraction=recipe.test_fraction,
+        augment=augment,
+    )
 
 
 def _checkpoint_path(name: str, recipe: PresetRecipe) -> Path:

@@ -20,8 +20,14 @@ class JobStart:
     source: str  # human-readable: which weights were loaded
 
 
-def job_data(model_name: str, *, dataset: str | None = None, data_root: str | None = None, split_seed: int = 0,
-             augment: str = "none") -> DatasetSplits:
+def job_data(
+    model_name: str,
+    *,
+    dataset: str | None = None,
+    data_root: str | None = None,
+    split_seed: int = 0,
+    augment: str = "none",
+) -> DatasetSplits:
     """The data a job on `model_name` uses: a preset on its own dataset gets the split it was trained on."""
     preset = PRESETS.get(model_name)
     dataset = dataset or (preset.dataset if preset else "digits")
