@@ -87,11 +87,14 @@ def test_ctrl_c_marks_the_sweep_interrupted_and_a_moved_copy_resumes_in_place(
     }
     proc = _cli("sweep", str(sweep), "--out", str(out), env=env)
     try:
+        # The lock is taken before sweep.json is written. The second writer is tried before the first
+        # trial ends, so that the Ctrl-C below reaches a sweep that still has trials to run.
+        wait_until(lambda: (out / "sweep.json").exists() or proc.poll() is not None, 600, "the sweep")
+        second = _cli("sweep", str(sweep), "--out", str(out), "--resume", env=env)
+        assert second.wait(120) == 2 and f"pid {proc.pid}" in second.stderr.read()
         wait_until(
             lambda: (out / "results.parquet").exists() or proc.poll() is not None, 600, "a finished trial"
         )
-        second = _cli("sweep", str(sweep), "--out", str(out), "--resume", env=env)
-        assert second.wait(120) == 2 and f"pid {proc.pid}" in second.stderr.read()
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(180) == 130
         err = proc.stderr.read()
@@ -112,9 +115,11 @@ def test_ctrl_c_marks_the_sweep_interrupted_and_a_moved_copy_resumes_in_place(
     moved = tmp_path / "moved 100%20 ?x #y ü"
     shutil.copytree(out, moved)
     before = sorted(r["trial_id"] for r in read_rows(out / "results.parquet"))
+    old_tree = sorted(p.relative_to(out) for p in out.rglob("*"))
     resumed = _cli("sweep", str(sweep), "--out", str(moved), "--resume", env=env)
     assert resumed.wait(600) == 0, resumed.stderr.read()[-3000:]
     assert sorted(r["trial_id"] for r in read_rows(out / "results.parquet")) == before  # old copy untouched
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == old_tree  # not even a new trial folder
     assert (
         len(read_rows(moved / "results.parquet")) == 3
         and json.loads((moved / "sweep.json").read_text())["finished"]

@@ -157,8 +157,9 @@ def test_export_round_trip_reproduces_top1(
 def test_study_on_disk_add_trials_and_stable_best(sweep_dir: tuple[Path, Path]) -> None:
     path, out = sweep_dir
     state = json.loads((out / "sweep.json").read_text())
-    assert state["optuna_storage"] == f"sqlite:///{out / 'optuna.db'}"
-    study = optuna.load_study(study_name=state["study_name"], storage=state["optuna_storage"])
+    assert state["optuna_storage"] is None  # the folder's own optuna.db, found anew after a move
+    storage = f"sqlite:///{out / 'optuna.db'}"
+    study = optuna.load_study(study_name=state["study_name"], storage=storage)
     rows = read_rows(out / "results.parquet")
     assert sorted(t.user_attrs["tune_trial_id"] for t in study.trials) == sorted(
         {r["trial_id"] for r in rows}
@@ -179,7 +180,7 @@ def test_study_on_disk_add_trials_and_stable_best(sweep_dir: tuple[Path, Path]) 
     assert (out / "best_config.json").read_text() == best_before and parent_best_tags() == tags_before
 
     run_sweep(path, out, add_trials=1)
-    study = optuna.load_study(study_name=state["study_name"], storage=state["optuna_storage"])
+    study = optuna.load_study(study_name=state["study_name"], storage=storage)
     assert len(study.trials) == 3 and [t.number for t in study.trials] == [0, 1, 2]
     grown = read_rows(out / "results.parquet")
     assert len(grown) == 6 and grown[:4] == rows  # finished rows kept, in place

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import optuna
 from ray.tune.search.optuna import OptunaSearch
 
 from ovit_ray.orchestration.sweep_trial import TRIAL_COMPLETE
@@ -23,6 +24,17 @@ class PrunedAwareOptuna(OptunaSearch):
         params = super().suggest(trial_id)
         self._ot_trials[trial_id].set_user_attr(TUNE_TRIAL_ATTR, trial_id)
         return params
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Keep this searcher's storage: the saved state holds the storage of the folder it was saved
+        in, and a moved or copied sweep folder must go on with its own copy of the study."""
+        storage = self._storage
+        super().restore(checkpoint_path)
+        if storage is not None:
+            self._storage = storage
+            self._ot_study = optuna.load_study(
+                study_name=self._study_name, storage=storage, sampler=self._ot_study.sampler
+            )
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         """Ignored: per-epoch results carry no objective, and ASHA (not Optuna) stops trials."""

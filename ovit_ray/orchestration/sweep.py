@@ -203,13 +203,13 @@ def _study(
     state: dict[str, Any], sweep: SweepConfig, out: Path, storage: str | None, add_trials: int
 ) -> tuple[dict[str, Any], int, int]:
     """State with the study's place recorded; (number of extensions, trials this experiment runs)."""
-    from ovit_ray.orchestration.search import default_storage, study_name
+    from ovit_ray.orchestration.search import study_name
 
     recorded = state.get("optuna_storage")
     if storage and recorded and storage != recorded:
         raise ValueError(f"--optuna-storage: {out} keeps its study in {recorded}, got {storage}")
     state = {
-        "optuna_storage": recorded or storage or default_storage(out),
+        "optuna_storage": recorded or storage,  # None: the folder's own optuna.db
         "study_name": state.get("study_name") or study_name(sweep.name, state["sweep_id"]),
         **state,
     }
@@ -293,7 +293,7 @@ def _run(
     import ray
     from ray import tune
 
-    from ovit_ray.orchestration.search import experiment_name, make_searcher
+    from ovit_ray.orchestration.search import experiment_name, make_searcher, study_storage
     from ovit_ray.orchestration.sweep_tracking import SweepTracking, finish_sweep, sweep_params, sweep_totals
     from ovit_ray.orchestration.sweep_trial import sweep_trial
     from ovit_ray.orchestration.tracking import Tracker
@@ -336,20 +336,25 @@ def _run(
         callback = SweepTracking(
             out, sweep.mlflow.experiment, uri, parent, state["sweep_id"], sweep, plan.fixed
         )
+        searcher = make_searcher(
+            plan, study_storage(out, state), state["study_name"], (storage, name), extensions
+        )
         if resume and tune.Tuner.can_restore(experiment):
             tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=False)
-            # The restored run config holds the callback pickled with the folder it was started in;
-            # this one writes here (a moved or copied folder resumes in place).
+            # The restored tuner holds the callback and searcher pickled with the folder it was started
+            # in; these write here (a moved or copied folder resumes in place). Tune then loads the
+            # saved search state into this searcher, which keeps its own storage and home.
             tuner._local_tuner.get_run_config().callbacks = [callback]
+            tuner._local_tuner._tune_config.search_alg = searcher
         else:
             tuner = tune.Tuner(
                 trainable,
                 param_space={k: _tune_domain(d) for k, d in plan.varying.items()},
                 tune_config=tune.TuneConfig(
-                    search_alg=make_searcher(plan, state["optuna_storage"], state["study_name"], extensions),
+                    search_alg=searcher,
                     scheduler=_scheduler(sweep),
                     num_samples=samples,
-                    max_concurrent_trials=plan.concurrency,
+                    max_concurrent_trials=None,  # the searcher carries plan.concurrency
                     # Every trial asks for the same resources, so an ended trial's
                     # actor (torch, timm, data already imported) can run the next:
                     # a fresh actor costs ~10 s of start-up here (BENCHMARKS.md).
