@@ -152,7 +152,7 @@ def test_masks_survive_optimizer_steps():
         ({"method": "obs2"}, "method: unknown pruning method 'obs2'"),
         ({"block_size": 0}, "block_size: must be a positive integer, got 0"),
         ({"num_grads": -3}, "num_grads: must be a positive integer, got -3"),
-        ({"damp": 0.0}, "damp: must be > 0"),
+        ({"damp": 0.0}, "damp: must be a finite number > 0"),
         ({"pattern": (2, 4), "block_size": 30}, "block_size: must be a multiple of M=4"),
         ({"scope": "layer"}, "scope: must be one of"),
     ],

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ovit_ray.orchestration.interrupts import Interrupted, StopSignals, tune_stop_on_signal
+from ovit_ray.orchestration.interrupts import Interrupted, StopSignals, init_ray, tune_stop_on_signal
 from ovit_ray.orchestration.output_folder import (
     SWEEP_COPY,
     FolderLock,
@@ -173,7 +173,7 @@ def _init_ray(address: str | None) -> None:
     import ray
 
     if not ray.is_initialized():
-        ray.init(address=address or "local", include_dashboard=False, log_to_driver=True)
+        init_ray(address=address or "local", include_dashboard=False, log_to_driver=True)
 
 
 def _warm_preset(sweep: SweepConfig) -> None:

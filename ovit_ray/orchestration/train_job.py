@@ -33,6 +33,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from ray.train.v2.api.callback import UserCallback
 
 from ovit_ray.orchestration.config import PLACEMENT_FIELDS, GradualConfig, Steps, Windows
+from ovit_ray.orchestration.interrupts import init_ray
 from ovit_ray.orchestration.kept_models import log_best_checkpoints
 from ovit_ray.orchestration.tracking import Tracker
 from ovit_ray.training.gradual import CorruptCheckpointError, GradualSpec, run_gradual, verify_state
@@ -182,7 +183,7 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any]:
 def ensure_ray(address: str | None = None) -> None:
     """Connect to `address`, or start a private local instance (127.0.0.1, no dashboard) if none is up."""
     if not ray.is_initialized():
-        ray.init(address=address or "local", include_dashboard=False, log_to_driver=True)
+        init_ray(address=address or "local", include_dashboard=False, log_to_driver=True)
 
 
 @dataclass(frozen=True)

@@ -164,8 +164,10 @@ def _run_tune(
     import ray
     from ray import tune
 
+    from ovit_ray.orchestration.interrupts import init_ray
+
     if not ray.is_initialized():
-        ray.init(address="local", include_dashboard=False)
+        init_ray(address="local", include_dashboard=False)
     tuner = tune.Tuner(
         tune.with_resources(_tune_trial, {"cpu": cpus_per_trial}),
         param_space={"job": tune.grid_search(list(jobs))},
