@@ -7,13 +7,20 @@ import resource
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import bench_fuzz  # noqa: E402
 
 
-def test_fuzzed_inputs_exit_0_or_2_with_one_line_and_bounded_memory(tmp_path: Path) -> None:
+def test_fuzzed_inputs_exit_0_or_2_with_one_line_and_bounded_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The harness points OVIT_RAY_SEARCH_SPACES at its own copies; undone after the test, so later
+    # tests find the shipped search spaces.
+    monkeypatch.setenv("OVIT_RAY_SEARCH_SPACES", str(tmp_path / "search_spaces"))
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     report = bench_fuzz.fuzz(bench_fuzz.KINDS, 75, seed=1, work=tmp_path)
     for kind, stats in report.items():

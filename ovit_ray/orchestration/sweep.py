@@ -374,13 +374,14 @@ def _run(
                 grid = tuner.fit()
             if signals.received is not None:  # Tune stopped gracefully and returned as if finished
                 raise Interrupted(signals.received)
-        except BaseException:
-            callback.end_open_children("KILLED")
-            tracker.end_run(parent, "KILLED")
+            earlier = {k: v for k, v in state.get("totals", {}).items() if k != name}
+            own = sweep_totals([(r.metrics or {}, r.error is not None) for r in grid])
+            totals, best, plots = finish_sweep(tracker, parent, sweep, grid, out, earlier.values())
+        except BaseException as error:  # a stop signal may also come while the sweep is being summed up
+            status = "KILLED" if isinstance(error, Interrupted | KeyboardInterrupt) else "FAILED"
+            callback.end_open_children(status)
+            tracker.end_run(parent, status)
             raise
-        earlier = {k: v for k, v in state.get("totals", {}).items() if k != name}
-        own = sweep_totals([(r.metrics or {}, r.error is not None) for r in grid])
-        totals, best, plots = finish_sweep(tracker, parent, sweep, grid, out, earlier.values())
     finally:
         if address is None:
             ray.shutdown()
