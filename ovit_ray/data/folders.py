@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from torch.utils.data import Dataset, Subset
@@ -72,15 +73,7 @@ def imagefolder(root: str | None, opts: SplitOptions) -> DatasetSplits:
         test = ImageFolder(path / "test", transform=pil_eval_transform(opts.image_size, opts.mean, opts.std))
         if test.classes != train_view.classes:
             raise ValueError(f"imagefolder {path}: test classes differ from train classes")
-        labels = np.asarray(train_view.targets)
-        return _splits(
-            train_view,
-            eval_view,
-            test,
-            val_split(np.arange(len(labels)), labels, opts.val_fraction, opts.seed),
-            len(train_view.classes),
-            opts,
-        )
+        return _beside_test_set(train_view, eval_view, test, len(train_view.classes), opts)
     train_view, eval_view = _views(ImageFolder, path, opts)
     train, val, test = three_way_split(
         np.asarray(train_view.targets), opts.val_fraction, opts.test_fraction, opts.seed
@@ -135,12 +128,19 @@ def cifar10(root: str | None, opts: SplitOptions) -> DatasetSplits:
     eval_transform = pil_eval_transform(opts.image_size, opts.mean, opts.std)
     eval_view = CIFAR10(path, train=True, download=False, transform=eval_transform)
     test = CIFAR10(path, train=False, download=False, transform=eval_transform)
+    return _beside_test_set(train_view, eval_view, test, 10, opts)
+
+
+def _beside_test_set(
+    train_view: Any, eval_view: Any, test: Any, num_classes: int, opts: SplitOptions
+) -> DatasetSplits:
+    """Splits for data that ships its own test set: val is a stratified share of the train set."""
     labels = np.asarray(train_view.targets)
     return _splits(
         train_view,
         eval_view,
         test,
         val_split(np.arange(len(labels)), labels, opts.val_fraction, opts.seed),
-        10,
+        num_classes,
         opts,
     )
