@@ -154,7 +154,7 @@ def test_second_ctrl_c_and_sigterm_stop_at_once(tmp_path: Path, digits_preset: P
                 os.kill(proc.pid, sig)
                 time.sleep(0.5)
             began = time.monotonic()
-            assert proc.wait(120) == code
+            assert proc.wait(120) == code, proc.stderr.read()[-3000:] if proc.stderr else ""
             assert time.monotonic() - began < 90  # not the 50 epochs
         finally:
             if proc.poll() is None:

@@ -2,8 +2,11 @@
 
 Why our own handler: Ray Tune swallows the first SIGINT and returns from `fit()` normally, so an
 interrupted sweep looked finished. Here every command runs under `StopSignals`: a signal raises
-`Interrupted` (a `BaseException`, so no `except Exception` on the way swallows it and every
-`finally` runs: the MLflow server and the local Ray instance a command started are stopped). While
+`Interrupted` (a `KeyboardInterrupt`, so no `except Exception` on the way swallows it and every
+`finally` runs: the MLflow server and the local Ray instance a command started are stopped). It must be
+a `KeyboardInterrupt`: Ray checks signals inside `ray.wait`/`ray.get` and turns any other exception a
+handler raises there into a `SystemError` (a second Ctrl-C during Tune's clean-up exited 70), while a
+`KeyboardInterrupt` comes out as a plain one; callers map that back with `StopSignals.received`. While
 a graceful stop is registered (`Tuner.fit`), the first signal asks Tune to stop instead (it saves its
 state and returns) and is remembered in `received`; the caller then marks the work interrupted.
 """
@@ -22,7 +25,7 @@ log = logging.getLogger(__name__)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-class Interrupted(BaseException):  # noqa: N818 (a stop request, not an error)
+class Interrupted(KeyboardInterrupt):  # noqa: N818 (a stop request, not an error)
     """A stop signal arrived; `exit_code` is the shell's 128 + signal number (130 Ctrl-C, 143 SIGTERM)."""
 
     def __init__(self, signum: int, hint: str = "") -> None:

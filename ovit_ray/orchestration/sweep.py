@@ -21,6 +21,7 @@ import math
 import os
 import shlex
 import shutil
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -270,9 +271,10 @@ def run_sweep(
                 extensions=extensions,
                 samples=samples,
             )
-        except Interrupted as stop:
+        except KeyboardInterrupt as stop:  # ours, or Ray's own after our handler raised inside ray.wait
             write_state(out, {**state, "interrupted": True})
-            raise Interrupted(stop.signum, hint) from None
+            signum = stop.signum if isinstance(stop, Interrupted) else signals.received or signal.SIGINT
+            raise Interrupted(signum, hint) from None
         except BaseException:
             write_state(out, {**state, "interrupted": True})
             raise
@@ -378,7 +380,7 @@ def _run(
             own = sweep_totals([(r.metrics or {}, r.error is not None) for r in grid])
             totals, best, plots = finish_sweep(tracker, parent, sweep, grid, out, earlier.values())
         except BaseException as error:  # a stop signal may also come while the sweep is being summed up
-            status = "KILLED" if isinstance(error, Interrupted | KeyboardInterrupt) else "FAILED"
+            status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
             callback.end_open_children(status)
             tracker.end_run(parent, status)
             raise
