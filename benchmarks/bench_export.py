@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ovit_ray.orchestration.results import read_rows
+from ovit_ray.orchestration.results.parquet import read_rows
 
 
 def timed(argv: list[str]) -> tuple[float, str]:

@@ -25,7 +25,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import yaml
 
-from ovit_ray.orchestration.results import read_rows
+from ovit_ray.orchestration.results.parquet import read_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ovit_ray.cli.prune import KEY_COLUMNS
-from ovit_ray.orchestration.results import append_rows
-from ovit_ray.orchestration.schemas import PRUNE_RESULTS
+from ovit_ray.orchestration.results.parquet import append_rows
+from ovit_ray.orchestration.results.schemas import PRUNE_RESULTS
 from ovit_ray.pruning import DEFAULT_PATTERNS, METHODS, PruneSettings
 from ovit_ray.training.oneshot import Row, oneshot_rows
 from ovit_ray.training.setup import build_model_and_data

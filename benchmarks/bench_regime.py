@@ -18,10 +18,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ovit_ray.orchestration.config import make_config
-from ovit_ray.orchestration.results import append_rows, print_table, read_rows
-from ovit_ray.orchestration.schemas import REGIME_BENCH
-from ovit_ray.orchestration.stats import pairwise_table, summarize
+from ovit_ray.orchestration.results.parquet import append_rows, print_table, read_rows
+from ovit_ray.orchestration.results.schemas import REGIME_BENCH
+from ovit_ray.orchestration.results.stats import pairwise_table, summarize
+from ovit_ray.orchestration.specs.run import make_config
 from ovit_ray.training.gradual import LocalReporter, run_gradual
 
 KEY = ["method", "block_size", "seed", "target_sparsity", "max_steps_per_epoch", "window_epochs"]

@@ -14,9 +14,9 @@ import argparse
 import statistics
 from collections.abc import Sequence
 
-from ovit_ray.orchestration.config import make_config
-from ovit_ray.orchestration.strategies import compare, run_strategies
-from ovit_ray.orchestration.train_job import RunResult, run_training
+from ovit_ray.orchestration.specs.run import make_config
+from ovit_ray.orchestration.train.job import RunResult, run_training
+from ovit_ray.orchestration.train.strategies import compare, run_strategies
 
 
 def _stat(values: Sequence[float], scale: float = 1.0, digits: int = 2) -> str:

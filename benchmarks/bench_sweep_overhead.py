@@ -21,8 +21,8 @@ from pathlib import Path
 
 import yaml
 
-from ovit_ray.orchestration.results import read_rows
-from ovit_ray.orchestration.sweep import run_sweep
+from ovit_ray.orchestration.results.parquet import read_rows
+from ovit_ray.orchestration.tune.sweep import run_sweep
 
 
 def bench(path_name: str, workers: int, cpus: float, trials: int, out: Path) -> dict[str, float]:

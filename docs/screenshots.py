@@ -17,9 +17,9 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
-from ovit_ray.orchestration.mlflow_server import MlflowServer
-from ovit_ray.orchestration.mlflow_ui import compare_url, experiment_url, render, run_url
-from ovit_ray.orchestration.report_table import sweep_objective
+from ovit_ray.orchestration.results.table import sweep_objective
+from ovit_ray.orchestration.tracking.server import MlflowServer
+from ovit_ray.orchestration.tracking.ui import compare_url, experiment_url, render, run_url
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = (1800, 1300)

@@ -21,7 +21,7 @@ import yaml
 from mlflow import MlflowClient
 
 from ovit_ray.cli.main import main
-from ovit_ray.orchestration.local_cluster import (
+from ovit_ray.orchestration.cluster.local import (
     FAKE_GPU,
     LocalRayCluster,
     group_processes,
@@ -29,9 +29,9 @@ from ovit_ray.orchestration.local_cluster import (
     start_two_nodes,
     wait_until,
 )
-from ovit_ray.orchestration.mlflow_server import MlflowServer
-from ovit_ray.orchestration.results import read_rows
-from ovit_ray.orchestration.tracking import OUTBOX_NAME
+from ovit_ray.orchestration.results.parquet import read_rows
+from ovit_ray.orchestration.tracking.client import OUTBOX_NAME
+from ovit_ray.orchestration.tracking.server import MlflowServer
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = {
@@ -165,7 +165,7 @@ def test_corrupt_checkpoint_is_named_and_the_previous_one_used(
 ) -> None:
     from ray.train import Checkpoint
 
-    from ovit_ray.orchestration.train_job import RayReporter
+    from ovit_ray.orchestration.train.job import RayReporter
     from ovit_ray.training.gradual import CorruptCheckpointError, GradualSpec, LocalReporter, run_gradual
 
     spec = GradualSpec(
@@ -288,7 +288,7 @@ def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRayClus
 def ddp_sweep_with_faults(two_nodes: LocalRayCluster, tmp_path_factory: pytest.TempPathFactory):
     """One 2-worker DDP trial spread over both nodes (0.9 CPU each, one CPU per node); once its first
     checkpoint exists, a Train worker is SIGKILLed and the MLflow server stopped until the sweep ends."""
-    from ovit_ray.orchestration.sweep import run_sweep
+    from ovit_ray.orchestration.tune.sweep import run_sweep
 
     folder = tmp_path_factory.mktemp("ddp")
     path = _sweep_file(folder, "ddp", [0.5, 0.75, 0.9], {"workers": 2, "cpus_per_worker": 0.9}, [0])
@@ -311,7 +311,7 @@ def ddp_sweep_with_faults(two_nodes: LocalRayCluster, tmp_path_factory: pytest.T
 
     injector = threading.Thread(target=inject, daemon=True)
     injector.start()
-    logger = logging.getLogger("ovit_ray.orchestration.tracking")
+    logger = logging.getLogger("ovit_ray.orchestration.tracking.client")
     records: list[logging.LogRecord] = []
     handler = logging.Handler(logging.WARNING)
     handler.emit = records.append  # type: ignore[method-assign]
@@ -369,7 +369,7 @@ def test_removed_node_trials_are_rescheduled_on_the_remaining_node(
     two_nodes: LocalRayCluster, tmp_path: Path
 ) -> None:
     """Runs last on the module's cluster: it stops the second node."""
-    from ovit_ray.orchestration.sweep import run_sweep
+    from ovit_ray.orchestration.tune.sweep import run_sweep
 
     path = _sweep_file(tmp_path, "nodes", [0.5, 0.75, 0.9], {"workers": 1, "cpus_per_worker": 1}, [0, 1])
     out = tmp_path / "out"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ovit_ray.orchestration.config import load_config, make_config
+from ovit_ray.orchestration.specs.run import load_config, make_config
 from ovit_ray.training.gradual import GradualSpec, LocalReporter, run_gradual
 
 SPEC = dict(

@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from ovit_ray.cli.main import main
-from ovit_ray.orchestration.output_folder import FolderLock, check_folder, relocate, write_state
-from ovit_ray.orchestration.tracking import OUTBOX_NAME, Tracker, default_tracking_uri
+from ovit_ray.orchestration.tracking.client import OUTBOX_NAME, Tracker, default_tracking_uri
+from ovit_ray.orchestration.tune.output_folder import FolderLock, check_folder, relocate, write_state
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP = yaml.safe_load((ROOT / "sweeps" / "ci" / "ablation_block_size_digits.yaml").read_text())
@@ -255,7 +255,7 @@ def test_sync_mlflow_needs_a_uri_now_and_uploads_only_the_folders_files(
 
 
 def test_output_folder_contract_before_ray(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from ovit_ray.orchestration.sweep import run_sweep
+    from ovit_ray.orchestration.tune.sweep import run_sweep
 
     path = _sweep(tmp_path)
     user = tmp_path / "user"
@@ -270,7 +270,7 @@ def test_output_folder_contract_before_ray(tmp_path: Path, capsys: pytest.Captur
     assert main(["sweep", str(path), "--dry-run", "--out", str(user)]) == 2
     assert "not an ovit-ray sweep folder" in _errors(capsys)[0]
 
-    from ovit_ray.orchestration.sweep_config import load_sweep
+    from ovit_ray.orchestration.specs.sweep import load_sweep
 
     sweep = load_sweep(path)
     out = tmp_path / "out"

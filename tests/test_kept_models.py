@@ -17,9 +17,9 @@ from safetensors.torch import load_file
 
 from ovit_ray.cli.main import main
 from ovit_ray.models import load_checkpoint
-from ovit_ray.orchestration.export import card_path, evaluate_exported
-from ovit_ray.orchestration.results import read_rows
-from ovit_ray.orchestration.sweep import run_sweep
+from ovit_ray.orchestration.results.parquet import read_rows
+from ovit_ray.orchestration.train.export import card_path, evaluate_exported
+from ovit_ray.orchestration.tune.sweep import run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = {"model": "digits-vit", "targets": [0.5, 0.75], "window_epochs": 1, "num_grads": 16}
@@ -197,7 +197,7 @@ def test_two_nodes_with_their_own_temp_folders_keep_every_checkpoint(tmp_path: P
     after the cluster is stopped and both temp folders are deleted, the driver reads every best checkpoint."""
     import ray
 
-    from ovit_ray.orchestration.local_cluster import start_head
+    from ovit_ray.orchestration.cluster.local import start_head
 
     temps = [tempfile.mkdtemp(prefix=f"ovn{i}", dir="/tmp") for i in range(2)]
     path = tmp_path / "sweep.yaml"

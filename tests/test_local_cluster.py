@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ovit_ray.orchestration.local_cluster import (
+from ovit_ray.orchestration.cluster.local import (
     FAKE_GPU,
     LOOPBACK,
     start_fake_autoscaling_cluster,

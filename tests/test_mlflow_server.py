@@ -11,8 +11,8 @@ import requests
 from mlflow import MlflowClient
 
 from ovit_ray.cli.main import main
-from ovit_ray.orchestration.mlflow_server import MlflowServer
-from ovit_ray.orchestration.tracking import Tracker
+from ovit_ray.orchestration.tracking.client import Tracker
+from ovit_ray.orchestration.tracking.server import MlflowServer
 
 
 def test_parent_and_children_over_http_survive_a_server_restart(

@@ -10,8 +10,8 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from ovit_ray.orchestration.mlflow_server import MlflowServer
-from ovit_ray.orchestration.mlflow_ui import (
+from ovit_ray.orchestration.tracking.server import MlflowServer
+from ovit_ray.orchestration.tracking.ui import (
     GENAI_MARKERS,
     chromium,
     compare_url,
@@ -19,7 +19,7 @@ from ovit_ray.orchestration.mlflow_ui import (
     render,
     run_url,
 )
-from ovit_ray.orchestration.sweep import run_sweep
+from ovit_ray.orchestration.tune.sweep import run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

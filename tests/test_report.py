@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ovit_ray.orchestration.report import pareto_front, seed_summary, write_report_files
+from ovit_ray.orchestration.results.report import pareto_front, seed_summary, write_report_files
 
 
 def _row(trial: str, block_size: int, seed: int, target: float, top1: float) -> dict:
@@ -89,9 +89,9 @@ def test_seed_table_file_has_the_pairwise_differences(tmp_path: Path) -> None:
 
 def _sweep_dir(tmp_path: Path) -> Path:
     """A sweep output as `ovit-ray sweep` writes it: 3 finished trials (lr_max and λ searched), 1 stopped."""
-    from ovit_ray.orchestration.config import PLACEMENT_FIELDS, GradualConfig
-    from ovit_ray.orchestration.results import append_rows
-    from ovit_ray.orchestration.schemas import SWEEP_RESULTS, SWEEP_TRIALS
+    from ovit_ray.orchestration.results.parquet import append_rows
+    from ovit_ray.orchestration.results.schemas import SWEEP_RESULTS, SWEEP_TRIALS
+    from ovit_ray.orchestration.specs.run import PLACEMENT_FIELDS, GradualConfig
 
     out = tmp_path / "quick"
     (out).mkdir()
@@ -149,7 +149,7 @@ def _sweep_dir(tmp_path: Path) -> Path:
 
 
 def test_report_ranks_trials_marks_the_best_and_fits_80_columns(tmp_path: Path, capsys) -> None:
-    from ovit_ray.orchestration.report import report
+    from ovit_ray.orchestration.results.report import report
 
     report(_sweep_dir(tmp_path))
     text = capsys.readouterr().out
@@ -179,7 +179,7 @@ def test_report_wide_csv_and_markdown(tmp_path: Path, capsys) -> None:
     import csv
     import io
 
-    from ovit_ray.orchestration.report import report
+    from ovit_ray.orchestration.results.report import report
 
     out = _sweep_dir(tmp_path)
     report(out, width=None)
@@ -196,11 +196,11 @@ def test_report_wide_csv_and_markdown(tmp_path: Path, capsys) -> None:
 
 
 def test_report_reads_train_and_compare_strategies_outputs(tmp_path: Path, capsys) -> None:
-    from ovit_ray.orchestration.config import PLACEMENT_FIELDS, GradualConfig
-    from ovit_ray.orchestration.report import report
-    from ovit_ray.orchestration.results import append_rows
-    from ovit_ray.orchestration.schemas import RUN_RESULTS
-    from ovit_ray.orchestration.train_job import KEY_COLUMNS
+    from ovit_ray.orchestration.results.parquet import append_rows
+    from ovit_ray.orchestration.results.report import report
+    from ovit_ray.orchestration.results.schemas import RUN_RESULTS
+    from ovit_ray.orchestration.specs.run import PLACEMENT_FIELDS, GradualConfig
+    from ovit_ray.orchestration.train.job import KEY_COLUMNS
 
     knobs = GradualConfig(targets=[0.5, 0.9]).model_dump(exclude=PLACEMENT_FIELDS)
     runs = [

@@ -3,7 +3,7 @@ import pyarrow.parquet as pq
 import pytest
 from rich.console import Console
 
-from ovit_ray.orchestration.results import append_rows, print_table, read_rows
+from ovit_ray.orchestration.results.parquet import append_rows, print_table, read_rows
 
 KEY = ["strategy", "target"]
 SCHEMA = pa.schema(

@@ -11,10 +11,10 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from ovit_ray.orchestration.config import PLACEMENT_FIELDS, GradualConfig
-from ovit_ray.orchestration.results import append_rows
-from ovit_ray.orchestration.schemas import GRADUAL_KNOBS, SCHEMAS, SWEEP_RESULTS, file_kind
-from ovit_ray.orchestration.sweep_tracking import KEY_COLUMNS
+from ovit_ray.orchestration.results.parquet import append_rows
+from ovit_ray.orchestration.results.schemas import GRADUAL_KNOBS, SCHEMAS, SWEEP_RESULTS, file_kind
+from ovit_ray.orchestration.specs.run import PLACEMENT_FIELDS, GradualConfig
+from ovit_ray.orchestration.tune.tracking import KEY_COLUMNS
 
 
 def test_every_gradual_config_field_has_a_typed_column() -> None:

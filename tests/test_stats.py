@@ -7,7 +7,7 @@ import math
 import pytest
 from scipy.stats import ttest_ind
 
-from ovit_ray.orchestration.stats import pairwise_table, summarize, welch_difference
+from ovit_ray.orchestration.results.stats import pairwise_table, summarize, welch_difference
 
 
 def test_summary_is_mean_and_sample_std() -> None:

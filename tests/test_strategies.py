@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ovit_ray.orchestration.config import make_config
-from ovit_ray.orchestration.results import read_rows
-from ovit_ray.orchestration.strategies import RESULTS_FILE, compare, run_strategies
+from ovit_ray.orchestration.results.parquet import read_rows
+from ovit_ray.orchestration.specs.run import make_config
+from ovit_ray.orchestration.train.strategies import RESULTS_FILE, compare, run_strategies
 from ovit_ray.training.preset import preset_checkpoint
 
 pytestmark = pytest.mark.ray

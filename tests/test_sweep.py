@@ -15,9 +15,9 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from ovit_ray.orchestration.knob_labels import short_value
-from ovit_ray.orchestration.results import read_rows
-from ovit_ray.orchestration.sweep import run_sweep
+from ovit_ray.orchestration.results.parquet import read_rows
+from ovit_ray.orchestration.specs.knob_labels import short_value
+from ovit_ray.orchestration.tune.sweep import run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -36,7 +36,7 @@ def _sweep_file(tmp_path: Path, **fields: object) -> Path:
 
 
 def test_pruned_aware_optuna_tells_stopped_trials_as_pruned() -> None:
-    from ovit_ray.orchestration.optuna_pruned import PrunedAwareOptuna
+    from ovit_ray.orchestration.tune.optuna_pruned import PrunedAwareOptuna
 
     search = PrunedAwareOptuna(
         space={"x": optuna.distributions.FloatDistribution(0, 1)}, metric="top1_final", mode="max", seed=0

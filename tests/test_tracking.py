@@ -14,7 +14,7 @@ import requests
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from ovit_ray.orchestration.tracking import (
+from ovit_ray.orchestration.tracking.client import (
     OFFLINE_PREFIX,
     RUN_KEY_TAG,
     Tracker,
@@ -128,7 +128,7 @@ def test_outbox_while_server_down_then_flush_into_real_server(tracker, tmp_path,
     art.write_text("weights")
 
     started = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="ovit_ray.orchestration.tracking"):
+    with caplog.at_level(logging.WARNING, logger="ovit_ray.orchestration.tracking.client"):
         parent = t.start_run("sweep", params={"targets": [0.5, 0.9]})
         child = t.start_run("target-0.5", parent_run_id=parent, run_key="t-0.5")
         t.log_metrics(child, {"top1": 0.5}, step=0)

@@ -10,9 +10,9 @@ import pytest
 from mlflow import MlflowClient
 
 from ovit_ray.models import create_model
-from ovit_ray.orchestration.config import make_config
-from ovit_ray.orchestration.tracking import RUN_KEY_TAG, default_tracking_uri
-from ovit_ray.orchestration.train_job import run_training
+from ovit_ray.orchestration.specs.run import make_config
+from ovit_ray.orchestration.tracking.client import RUN_KEY_TAG, default_tracking_uri
+from ovit_ray.orchestration.train.job import run_training
 from ovit_ray.pruning import DEFAULT_PATTERNS, PruneSettings, select_prunable
 from ovit_ray.training.oneshot import oneshot_rows
 from ovit_ray.training.preset import preset_checkpoint
@@ -131,7 +131,7 @@ def test_embedded_ray_reports_loopback_even_when_a_script_imports_ray_itself(tmp
     import sys
 
     script = (
-        "from ovit_ray.orchestration.train_job import ensure_ray\nimport ray\nensure_ray()\n"
+        "from ovit_ray.orchestration.train.job import ensure_ray\nimport ray\nensure_ray()\n"
         "print(sorted({n['NodeManagerAddress'] for n in ray.nodes()}))\nray.shutdown()\n"
     )
     env = {

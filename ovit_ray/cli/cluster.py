@@ -25,7 +25,7 @@ def run_validate(args: argparse.Namespace) -> int:
     file; an unreadable file is one error line on stderr. Exit 2 if any file has a problem."""
     import logging
 
-    from ovit_ray.orchestration.cluster import load_cluster_file, validate_cluster_config
+    from ovit_ray.orchestration.cluster.launcher_file import load_cluster_file, validate_cluster_config
 
     logging.getLogger("ray.autoscaler").setLevel(logging.WARNING)  # prepare_config's info chatter
     failed = 0

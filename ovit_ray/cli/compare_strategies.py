@@ -23,7 +23,7 @@ HELP = "sparsity sweep vs independent runs, per target"  # listed by `ovit-ray -
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("compare-strategies", help=HELP, description=__doc__)
-    from ovit_ray.orchestration.sweep_config import STRATEGIES
+    from ovit_ray.orchestration.specs.sweep import STRATEGIES
 
     add_config_arguments(p, DEFAULTS)
     p.add_argument(
@@ -37,8 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ovit_ray.orchestration.results import print_table
-    from ovit_ray.orchestration.strategies import RESULTS_FILE, compare, run_strategies
+    from ovit_ray.orchestration.results.parquet import print_table
+    from ovit_ray.orchestration.train.strategies import RESULTS_FILE, compare, run_strategies
 
     config = config_from_args(args)
     results = run_strategies(config, args.strategies, on_run=print_run)

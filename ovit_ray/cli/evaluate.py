@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ovit_ray.orchestration.export import evaluate_exported
+    from ovit_ray.orchestration.train.export import evaluate_exported
 
     result = evaluate_exported(args.file, dataset=args.dataset, data_root=args.data_root)
     print(

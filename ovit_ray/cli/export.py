@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ovit_ray.orchestration.export import card_path, export_model
+    from ovit_ray.orchestration.train.export import card_path, export_model
 
     card = export_model(args.source, args.out, trial=args.trial, target=args.target)
     print(

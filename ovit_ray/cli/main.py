@@ -20,7 +20,7 @@ import traceback
 from typing import NoReturn
 
 from ovit_ray import __version__
-from ovit_ray.orchestration.interrupts import Interrupted, StopSignals
+from ovit_ray.orchestration.common.interrupts import Interrupted, StopSignals
 
 DESCRIPTION = (
     "Second-order (oViT) pruning of vision transformers on Ray: one-shot pruning, gradual runs, "

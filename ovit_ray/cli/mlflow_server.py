@@ -9,7 +9,7 @@ HELP = "run an MLflow tracking server (SQLite + artifacts in one folder)"  # lis
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from ovit_ray.orchestration.mlflow_server import AUTH_ENV
+    from ovit_ray.orchestration.tracking.server import AUTH_ENV
 
     parser = subparsers.add_parser(
         "mlflow-server",
@@ -30,8 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ovit_ray.orchestration.cluster import binds_all_interfaces
-    from ovit_ray.orchestration.mlflow_server import MlflowServer
+    from ovit_ray.orchestration.cluster.launcher_file import binds_all_interfaces
+    from ovit_ray.orchestration.tracking.server import MlflowServer
 
     if binds_all_interfaces(args.host):
         if not args.allow_public:

@@ -106,8 +106,8 @@ def _check_sparsities(values: list[float]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ovit_ray.orchestration.results import append_rows, print_table
-    from ovit_ray.orchestration.schemas import PRUNE_RESULTS
+    from ovit_ray.orchestration.results.parquet import append_rows, print_table
+    from ovit_ray.orchestration.results.schemas import PRUNE_RESULTS
     from ovit_ray.pruning import PruneSettings
     from ovit_ray.training.oneshot import oneshot_rows
     from ovit_ray.training.setup import build_model_and_data

@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ovit_ray.orchestration.report import report
+    from ovit_ray.orchestration.results.report import report
 
     plots = report(args.sweep_dir, fmt=args.fmt, width=None if args.wide else 80)
     # CSV/markdown go to stdout alone, so they can be redirected into a file.

@@ -43,17 +43,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.address:
         os.environ.setdefault("RAY_AUTH_MODE", "token")  # must be set before ray is imported
-    from ovit_ray.orchestration.sweep import describe, make_plan, run_sweep
-    from ovit_ray.orchestration.sweep_config import load_sweep
-    from ovit_ray.orchestration.transfer_sweep import is_transfer_file
+    from ovit_ray.orchestration.specs.sweep import load_sweep
+    from ovit_ray.orchestration.tune.sweep import describe, make_plan, run_sweep
+    from ovit_ray.orchestration.tune.transfer_sweep import is_transfer_file
 
     if is_transfer_file(args.file):
         return _run_transfer(args)
     sweep = load_sweep(args.file)
     out = Path(args.out or f"runs/sweeps/{sweep.name}")
     if args.dry_run:  # every check that needs no Ray; reads only
-        from ovit_ray.orchestration.output_folder import check_folder
-        from ovit_ray.orchestration.preflight import check_sweep
+        from ovit_ray.orchestration.tune.output_folder import check_folder
+        from ovit_ray.orchestration.tune.preflight import check_sweep
 
         check_sweep(args.file, sweep)
         check_folder(out.resolve(), sweep.name, sweep.fingerprint(), args.resume)
@@ -89,8 +89,8 @@ def run(args: argparse.Namespace) -> int:
 def _run_transfer(args: argparse.Namespace) -> int:
     """A file with a `transfer:` section: pruned sources first, then the transfer grid."""
     from ovit_ray.cli.transfer import TABLE_COLUMNS
-    from ovit_ray.orchestration.results import print_table
-    from ovit_ray.orchestration.transfer_sweep import load_transfer_sweep, run_transfer_sweep
+    from ovit_ray.orchestration.results.parquet import print_table
+    from ovit_ray.orchestration.tune.transfer_sweep import load_transfer_sweep, run_transfer_sweep
 
     sweep = load_transfer_sweep(args.file)
     out = Path(args.out or f"runs/sweeps/{sweep.name}")

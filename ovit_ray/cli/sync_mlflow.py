@@ -30,7 +30,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ovit_ray.orchestration.tracking import OUTBOX_NAME, Tracker, check_no_credentials, outbox_target
+    from ovit_ray.orchestration.tracking.client import (
+        OUTBOX_NAME,
+        Tracker,
+        check_no_credentials,
+        outbox_target,
+    )
 
     out = Path(args.dir)
     if args.mlflow_uri:

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from ovit_ray.orchestration.config import GradualConfig
-    from ovit_ray.orchestration.train_job import RunResult
+    from ovit_ray.orchestration.specs.run import GradualConfig
+    from ovit_ray.orchestration.train.job import RunResult
 
 TABLE_COLUMNS = [
     "strategy",
@@ -86,7 +86,7 @@ def _flag_type(annotation: Any) -> tuple[Any, bool]:
 
 def _allowed(name: str) -> str:
     """'int > 0', 'float >= 0, < 1', ... from the field's type and bounds (Literal choices argparse shows)."""
-    from ovit_ray.orchestration.config import GradualConfig
+    from ovit_ray.orchestration.specs.run import GradualConfig
 
     info = GradualConfig.model_fields[name]
     kind, many = _flag_type(info.annotation)
@@ -102,7 +102,7 @@ def _allowed(name: str) -> str:
 
 def add_config_arguments(parser: argparse.ArgumentParser, defaults: dict[str, Any] | None = None) -> None:
     """A positional CONFIG.yaml plus one `--field-name` flag per config field (flags win over the file)."""
-    from ovit_ray.orchestration.config import GradualConfig  # pydantic: only when this command is used
+    from ovit_ray.orchestration.specs.run import GradualConfig  # pydantic: only when this command is used
 
     parser.add_argument("config", nargs="?", help="YAML file of config fields (optional; flags override it)")
     for name, info in GradualConfig.model_fields.items():
@@ -124,7 +124,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, defaults: dict[str, An
 
 
 def config_from_args(args: argparse.Namespace) -> GradualConfig:
-    from ovit_ray.orchestration.config import GradualConfig, load_config
+    from ovit_ray.orchestration.specs.run import GradualConfig, load_config
 
     overrides = {name: getattr(args, name) for name in GradualConfig.model_fields}
     if args.config is None:
@@ -149,10 +149,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ovit_ray.orchestration.results import append_rows, print_table
-    from ovit_ray.orchestration.schemas import RUN_RESULTS
-    from ovit_ray.orchestration.strategies import RESULTS_FILE
-    from ovit_ray.orchestration.train_job import KEY_COLUMNS, run_training
+    from ovit_ray.orchestration.results.parquet import append_rows, print_table
+    from ovit_ray.orchestration.results.schemas import RUN_RESULTS
+    from ovit_ray.orchestration.train.job import KEY_COLUMNS, run_training
+    from ovit_ray.orchestration.train.strategies import RESULTS_FILE
 
     config = config_from_args(args)
     print(

@@ -19,7 +19,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ovit_ray.orchestration.config import (
+from ovit_ray.orchestration.common.yaml_files import clip_line, read_yaml_mapping, short_repr
+from ovit_ray.orchestration.specs.run import (
     MAX_EPOCHS,
     MAX_SEED,
     MAX_WORKERS,
@@ -27,7 +28,6 @@ from ovit_ray.orchestration.config import (
     GradualConfig,
     make_config,
 )
-from ovit_ray.orchestration.yaml_files import clip_line, read_yaml_mapping, short_repr
 
 Scalar = bool | int | float | str
 STRATEGIES = ("sweep", "independent")
@@ -183,7 +183,9 @@ class Resources(_Strict):
 
 
 def _no_credentials(uri: str | None, what: str) -> str | None:
-    from ovit_ray.orchestration.tracking import check_no_credentials  # imports mlflow: only when needed
+    from ovit_ray.orchestration.tracking.client import (
+        check_no_credentials,  # imports mlflow: only when needed
+    )
 
     return uri if uri is None else check_no_credentials(uri, what)
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from ovit_ray.orchestration.cluster import COMMAND_LISTS
+from ovit_ray.orchestration.cluster.launcher_file import COMMAND_LISTS
 
 LOOPBACK = "127.0.0.1"
 FAKE_GPU = "fake_gpu"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from ovit_ray.orchestration.tracking import Tracker
+from ovit_ray.orchestration.tracking.client import Tracker
 
 
 def log_best_checkpoints(tracker: Tracker, run_id: str, best: Iterable[tuple[float, str | None]]) -> None:

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from ovit_ray.models import SUFFIXES, load_checkpoint
-from ovit_ray.orchestration.results import append_rows, read_rows
-from ovit_ray.orchestration.schemas import TRANSFER_RESULTS
-from ovit_ray.orchestration.tracking import Tracker
+from ovit_ray.orchestration.results.parquet import append_rows, read_rows
+from ovit_ray.orchestration.results.schemas import TRANSFER_RESULTS
+from ovit_ray.orchestration.tracking.client import Tracker
 from ovit_ray.training.transfer import TransferSpec, run_transfer
 
 RESULTS_FILE = "results.parquet"
@@ -164,7 +164,7 @@ def _run_tune(
     import ray
     from ray import tune
 
-    from ovit_ray.orchestration.interrupts import init_ray
+    from ovit_ray.orchestration.common.interrupts import init_ray
 
     if not ray.is_initialized():
         init_ray(address="local", include_dashboard=False)

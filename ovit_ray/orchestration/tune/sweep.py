@@ -26,17 +26,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ovit_ray.orchestration.interrupts import Interrupted, StopSignals, init_ray, tune_stop_on_signal
-from ovit_ray.orchestration.output_folder import (
+from ovit_ray.orchestration.common.interrupts import Interrupted, StopSignals, init_ray, tune_stop_on_signal
+from ovit_ray.orchestration.specs.sweep import Dist, SweepConfig, load_sweep
+from ovit_ray.orchestration.tracking.client import check_no_credentials, default_tracking_uri
+from ovit_ray.orchestration.tune.output_folder import (
     SWEEP_COPY,
     FolderLock,
     check_folder,
     relocate,
     write_state,
 )
-from ovit_ray.orchestration.preflight import check_sweep, drop_propagated_secrets
-from ovit_ray.orchestration.sweep_config import Dist, SweepConfig, load_sweep
-from ovit_ray.orchestration.tracking import check_no_credentials, default_tracking_uri
+from ovit_ray.orchestration.tune.preflight import check_sweep, drop_propagated_secrets
 
 DRIVER_CPU = 0.01  # the Train V2 driver function is light; its workers hold the real resources
 
@@ -204,7 +204,7 @@ def _study(
     state: dict[str, Any], sweep: SweepConfig, out: Path, storage: str | None, add_trials: int
 ) -> tuple[dict[str, Any], int, int]:
     """State with the study's place recorded; (number of extensions, trials this experiment runs)."""
-    from ovit_ray.orchestration.search import study_name
+    from ovit_ray.orchestration.tune.search import study_name
 
     recorded = state.get("optuna_storage")
     if storage and recorded and storage != recorded:
@@ -295,10 +295,10 @@ def _run(
     import ray
     from ray import tune
 
-    from ovit_ray.orchestration.search import experiment_name, make_searcher, study_storage
-    from ovit_ray.orchestration.sweep_tracking import SweepTracking, finish_sweep, sweep_params, sweep_totals
-    from ovit_ray.orchestration.sweep_trial import sweep_trial
-    from ovit_ray.orchestration.tracking import Tracker
+    from ovit_ray.orchestration.tracking.client import Tracker
+    from ovit_ray.orchestration.tune.search import experiment_name, make_searcher, study_storage
+    from ovit_ray.orchestration.tune.tracking import SweepTracking, finish_sweep, sweep_params, sweep_totals
+    from ovit_ray.orchestration.tune.trial import sweep_trial
 
     # Per-epoch results do not carry the objectives (only a trial's final report does); experiment
     # state is saved every second, so a killed sweep resumes without re-running finished trials.

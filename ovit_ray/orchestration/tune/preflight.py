@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ovit_ray.orchestration.sweep_config import SweepConfig
-from ovit_ray.orchestration.yaml_files import short_repr
+from ovit_ray.orchestration.common.yaml_files import short_repr
+from ovit_ray.orchestration.specs.sweep import SweepConfig
 
 ROOT_DATASETS = ("imagefolder", "cifar10")  # read from --data-root; nothing is downloaded
 # Tune copies these from the driver into every trial's runtime environment, which Ray logs in

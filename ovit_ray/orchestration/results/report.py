@@ -19,16 +19,16 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ovit_ray.orchestration.report_table import (  # noqa: E402
+from ovit_ray.orchestration.results.parquet import print_table, read_rows  # noqa: E402
+from ovit_ray.orchestration.results.stats import pairwise_table  # noqa: E402
+from ovit_ray.orchestration.results.table import (  # noqa: E402
     as_trial_rows,
     render_csv,
     render_markdown,
     render_text,
     trial_table,
 )
-from ovit_ray.orchestration.results import print_table, read_rows  # noqa: E402
-from ovit_ray.orchestration.stats import pairwise_table  # noqa: E402
-from ovit_ray.orchestration.sweep_config import KNOBS  # noqa: E402
+from ovit_ray.orchestration.specs.sweep import KNOBS  # noqa: E402
 
 RESULTS_FILE = "results.parquet"
 TRIALS_FILE = "trials.parquet"

@@ -21,7 +21,7 @@ from filelock import FileLock
 from rich.console import Console
 from rich.table import Table
 
-from ovit_ray.orchestration.schemas import file_kind
+from ovit_ray.orchestration.results.schemas import file_kind
 
 
 def _key(row: Mapping[str, Any], key_columns: Sequence[str]) -> tuple[Any, ...]:
@@ -42,7 +42,7 @@ def append_rows(
     if unknown:
         raise ValueError(
             f"column(s) {unknown} are not in the {file_kind(schema)} schema "
-            "(add them in ovit_ray/orchestration/schemas.py)"
+            "(add them in ovit_ray/orchestration/results/schemas.py)"
         )
     for i, row in enumerate(rows):
         missing = [k for k in key_columns if k not in row]

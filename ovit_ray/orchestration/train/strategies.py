@@ -11,11 +11,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ovit_ray.orchestration.config import GradualConfig
-from ovit_ray.orchestration.results import append_rows
-from ovit_ray.orchestration.schemas import RUN_RESULTS
-from ovit_ray.orchestration.sweep_config import STRATEGIES
-from ovit_ray.orchestration.train_job import KEY_COLUMNS, RunResult, run_training
+from ovit_ray.orchestration.results.parquet import append_rows
+from ovit_ray.orchestration.results.schemas import RUN_RESULTS
+from ovit_ray.orchestration.specs.run import GradualConfig
+from ovit_ray.orchestration.specs.sweep import STRATEGIES
+from ovit_ray.orchestration.train.job import KEY_COLUMNS, RunResult, run_training
 
 RESULTS_FILE = "results.parquet"
 

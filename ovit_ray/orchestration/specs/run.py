@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ovit_ray.orchestration.yaml_files import read_yaml_mapping, short_repr
+from ovit_ray.orchestration.common.yaml_files import read_yaml_mapping, short_repr
 from ovit_ray.pruning.names import parse_pattern
 from ovit_ray.training.schedules import sparsity_steps, sparsity_steps_through_targets
 

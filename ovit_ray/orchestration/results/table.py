@@ -20,8 +20,8 @@ from typing import Any
 
 import yaml
 
-from ovit_ray.orchestration.knob_labels import CORE, short_name, short_value
-from ovit_ray.orchestration.sweep_config import KNOBS
+from ovit_ray.orchestration.specs.knob_labels import CORE, short_name, short_value
+from ovit_ray.orchestration.specs.sweep import KNOBS
 
 Row = Mapping[str, Any]
 STATUS_TEXT = {"finished": "done", "stopped_early": "stopped", "failed": "failed"}

@@ -13,7 +13,7 @@ from typing import Any
 import optuna
 from ray.tune.search.optuna import OptunaSearch
 
-from ovit_ray.orchestration.sweep_trial import TRIAL_COMPLETE
+from ovit_ray.orchestration.tune.trial import TRIAL_COMPLETE
 
 TUNE_TRIAL_ATTR = "tune_trial_id"
 

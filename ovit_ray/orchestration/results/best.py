@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ovit_ray.orchestration.results import read_rows
+from ovit_ray.orchestration.results.parquet import read_rows
 
 RULE = "first objective, then mean top-1 over targets, then the earliest trial"
 SWEEP_COPY = "sweep.yaml"  # the copy of the sweep file a sweep keeps in its output folder
@@ -22,7 +22,7 @@ TRIALS_FILE = "trials.parquet"
 
 def best_finished(out: Path) -> tuple[str, dict[str, Any]] | None:
     """(objective metric, the best finished trial's entry) of the folder `out`; None before any finished."""
-    from ovit_ray.orchestration.report_table import best_first
+    from ovit_ray.orchestration.results.table import best_first
 
     if not (out / RESULTS_FILE).exists():
         return None

@@ -18,7 +18,7 @@ from ray.train._internal.storage import get_fs_and_path
 from ray.tune.experiment import Trial
 from ray.tune.search import BasicVariantGenerator, SearchGenerator
 
-from ovit_ray.orchestration.optuna_pruned import PrunedAwareOptuna
+from ovit_ray.orchestration.tune.optuna_pruned import PrunedAwareOptuna
 
 STUDY_FILE = "optuna.db"
 

@@ -23,8 +23,8 @@ from typing import Any
 from ray import tune
 from ray.tune import Checkpoint
 
-from ovit_ray.orchestration.config import GradualConfig, Steps, Windows, make_config
-from ovit_ray.orchestration.sweep_config import SweepConfig
+from ovit_ray.orchestration.specs.run import GradualConfig, Steps, Windows, make_config
+from ovit_ray.orchestration.specs.sweep import SweepConfig
 
 TRIAL_COMPLETE = "trial_complete"
 ROWS_KEY = "rows_json"
@@ -68,7 +68,7 @@ def _written_by(index: int, directory: Path) -> bool:
 
 
 def _run_light(spec: Any, index: int, finished: list[dict[str, Any]]) -> dict[str, Any]:
-    from ovit_ray.orchestration.train_job import RayReporter
+    from ovit_ray.orchestration.train.job import RayReporter
     from ovit_ray.training.gradual import run_gradual
 
     reporter = RayReporter(
@@ -91,7 +91,7 @@ def _run_train(
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from ovit_ray.orchestration.train_job import train_loop
+    from ovit_ray.orchestration.train.job import train_loop
 
     use_gpu = config.gpus_per_worker > 0
     trainer = TorchTrainer(

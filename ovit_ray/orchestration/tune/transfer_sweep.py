@@ -14,18 +14,18 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from ovit_ray.orchestration.config import make_config
-from ovit_ray.orchestration.results import append_rows, read_rows
-from ovit_ray.orchestration.schemas import TRANSFER_SOURCES
-from ovit_ray.orchestration.sweep_config import _Strict, _validate
-from ovit_ray.orchestration.transfer import (
+from ovit_ray.orchestration.common.yaml_files import read_yaml_mapping
+from ovit_ray.orchestration.results.parquet import append_rows, read_rows
+from ovit_ray.orchestration.results.schemas import TRANSFER_SOURCES
+from ovit_ray.orchestration.specs.run import make_config
+from ovit_ray.orchestration.specs.sweep import _Strict, _validate
+from ovit_ray.orchestration.tune.transfer import (
     RESULTS_FILE,
     dense_source,
     find_sources,
     run_transfers,
     transfer_jobs,
 )
-from ovit_ray.orchestration.yaml_files import read_yaml_mapping
 
 Method = Literal["ovit", "woodfisher", "magnitude", "ovit-noupdate"]
 

@@ -32,10 +32,10 @@ from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchConfig, TorchTrainer
 from ray.train.v2.api.callback import UserCallback
 
-from ovit_ray.orchestration.config import PLACEMENT_FIELDS, GradualConfig, Steps, Windows
-from ovit_ray.orchestration.interrupts import init_ray
-from ovit_ray.orchestration.kept_models import log_best_checkpoints
-from ovit_ray.orchestration.tracking import Tracker
+from ovit_ray.orchestration.common.interrupts import init_ray
+from ovit_ray.orchestration.specs.run import PLACEMENT_FIELDS, GradualConfig, Steps, Windows
+from ovit_ray.orchestration.tracking.client import Tracker
+from ovit_ray.orchestration.tracking.kept_models import log_best_checkpoints
 from ovit_ray.training.gradual import CorruptCheckpointError, GradualSpec, run_gradual, verify_state
 from ovit_ray.training.kept import KeptFolder
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ovit_ray.orchestration.yaml_files import read_yaml_mapping, short_repr
+from ovit_ray.orchestration.common.yaml_files import read_yaml_mapping, short_repr
 
 STORAGE_VAR = "OVIT_RAY_STORAGE"
 SHARED_MOUNTS_VAR = "OVIT_RAY_SHARED_MOUNTS"  # colon-separated mount points documented as shared
@@ -205,7 +205,7 @@ def _auth_problems(config: dict[str, Any]) -> Iterator[Problem]:
 
 
 def _secret_problems(config: dict[str, Any]) -> Iterator[Problem]:
-    from ovit_ray.orchestration.tracking import is_secret_key  # imports mlflow: not at `--help` time
+    from ovit_ray.orchestration.tracking.client import is_secret_key  # imports mlflow: not at `--help` time
 
     for key, text in _strings(config):
         for what, pattern in _SECRET_PATTERNS.items():
@@ -225,7 +225,7 @@ def _secret_problems(config: dict[str, Any]) -> Iterator[Problem]:
 
 def _secret_fields(node: Any, key: str = "") -> Iterator[str]:
     """Mapping entries whose key names a credential and whose value is a literal (e.g. provider.aws_credentials)."""
-    from ovit_ray.orchestration.tracking import is_secret_key  # imports mlflow: not at `--help` time
+    from ovit_ray.orchestration.tracking.client import is_secret_key  # imports mlflow: not at `--help` time
 
     if isinstance(node, dict):
         for k, v in node.items():

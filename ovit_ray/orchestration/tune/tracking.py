@@ -18,15 +18,15 @@ from ray.tune import Callback, ResultGrid
 from ray.tune.experiment import Trial
 from ray.tune.result import AUTO_RESULT_KEYS, TRAINING_ITERATION
 
-from ovit_ray.orchestration.best_trial import RULE, best_finished
-from ovit_ray.orchestration.config import PLACEMENT_FIELDS, make_config
-from ovit_ray.orchestration.kept_models import log_best_checkpoints
-from ovit_ray.orchestration.knob_labels import run_label
-from ovit_ray.orchestration.results import append_rows, read_rows
-from ovit_ray.orchestration.schemas import SWEEP_RESULTS, SWEEP_TRIALS
-from ovit_ray.orchestration.sweep_config import SweepConfig
-from ovit_ray.orchestration.sweep_trial import PROGRESS_KEYS, ROWS_KEY, TRIAL_COMPLETE
-from ovit_ray.orchestration.tracking import Tracker
+from ovit_ray.orchestration.results.best import RULE, best_finished
+from ovit_ray.orchestration.results.parquet import append_rows, read_rows
+from ovit_ray.orchestration.results.schemas import SWEEP_RESULTS, SWEEP_TRIALS
+from ovit_ray.orchestration.specs.knob_labels import run_label
+from ovit_ray.orchestration.specs.run import PLACEMENT_FIELDS, make_config
+from ovit_ray.orchestration.specs.sweep import SweepConfig
+from ovit_ray.orchestration.tracking.client import Tracker
+from ovit_ray.orchestration.tracking.kept_models import log_best_checkpoints
+from ovit_ray.orchestration.tune.trial import PROGRESS_KEYS, ROWS_KEY, TRIAL_COMPLETE
 
 RESULTS_FILE = "results.parquet"
 TRIALS_FILE = "trials.parquet"
@@ -272,7 +272,7 @@ def finish_sweep(
 ) -> tuple[dict[str, float], dict[str, Any] | None, list[Path]]:
     """Parent run: totals (plus `earlier` experiments' of an extended sweep), best config (tags +
     best_config.json), plots; then mark it finished."""
-    from ovit_ray.orchestration.report import write_report_files
+    from ovit_ray.orchestration.results.report import write_report_files
 
     totals = sweep_totals([(r.metrics or {}, r.error is not None) for r in grid])
     for before in earlier:

@@ -1,0 +1,1 @@
+"""Small shared pieces of orchestration: YAML reading, stop signals, atomic writes, ports, secrets."""
