@@ -65,10 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "max_steps_per_epoch": args.max_steps,
             }
         )
-        steps, windows = config.schedule()
         began = time.perf_counter()
         run_dir = out / "runs" / f"{method}-B{block}-seed{seed}"
-        summary = run_gradual(config.to_spec(steps, windows), LocalReporter(run_dir))
+        summary = run_gradual(config, config.schedule(), LocalReporter(run_dir))
         seconds = time.perf_counter() - began
         rows = [
             {

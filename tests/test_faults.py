@@ -166,11 +166,11 @@ def test_corrupt_checkpoint_is_named_and_the_previous_one_used(
     from ray.train import Checkpoint
 
     from ovit_ray.orchestration.train.job import RayReporter
-    from ovit_ray.training.gradual import CorruptCheckpointError, GradualSpec, LocalReporter, run_gradual
+    from ovit_ray.training.gradual import CorruptCheckpointError, LocalReporter, run_gradual
+    from ovit_ray.training.spec import RunSpec, Schedule
 
-    spec = GradualSpec(
-        steps=[(0, 0.5), (1, 0.8)],
-        windows=[(0.5, 0, 1), (0.8, 1, 3)],
+    schedule = Schedule.of([(0, 0.5), (1, 0.8)], [(0.5, 0, 1), (0.8, 1, 3)])
+    spec = RunSpec(
         method="magnitude",
         block_size=32,
         num_grads=8,
@@ -182,7 +182,7 @@ def test_corrupt_checkpoint_is_named_and_the_previous_one_used(
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_gradual(spec, LocalReporter(tmp_path / "ckpt"), epoch_hook=stop_at_2)
+        run_gradual(spec, schedule, LocalReporter(tmp_path / "ckpt"), epoch_hook=stop_at_2)
     first, latest = sorted((tmp_path / "ckpt").glob("checkpoint_*"))
     state = latest / "state.pt"
     state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])  # truncated mid-upload
@@ -193,16 +193,16 @@ def test_corrupt_checkpoint_is_named_and_the_previous_one_used(
         lambda: Checkpoint.from_directory(str(latest)),
         0,
         1,
-        spec.total_epochs,
+        schedule.total_epochs,
     )
     with caplog.at_level(logging.ERROR):
-        summary = run_gradual(spec, reporter)
+        summary = run_gradual(spec, schedule, reporter)
     assert f"checkpoint {state} cannot be read" in caplog.text
     assert summary["resumed_from_epoch"] == 1 and [r["epoch"] for r in reports] == [1, 2]
 
     (first / "state.pt").write_bytes(b"not a zip")
     with pytest.raises(CorruptCheckpointError, match="no readable checkpoint left"):
-        run_gradual(spec, reporter)
+        run_gradual(spec, schedule, reporter)
 
 
 # ---- faults on real local Ray clusters (slow) -----------------------------------------------

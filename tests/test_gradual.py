@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from ovit_ray.orchestration.specs.run import load_config, make_config
-from ovit_ray.training.gradual import GradualSpec, LocalReporter, run_gradual
+from ovit_ray.training.gradual import LocalReporter, run_gradual
+from ovit_ray.training.spec import RunSpec, Schedule
 
+SCHEDULE = Schedule.of([(0, 0.5), (1, 0.8)], [(0.5, 0, 1), (0.8, 1, 3)])
 SPEC = dict(
-    steps=[(0, 0.5), (1, 0.8)],
-    windows=[(0.5, 0, 1), (0.8, 1, 3)],
     block_size=32,
     num_grads=8,
     max_steps_per_epoch=3,
@@ -22,17 +22,17 @@ class Crash(Exception):
 
 def test_resume_after_crash_matches_uninterrupted_run(tmp_path):
     # magnitude: resuming does not depend on the method, and it keeps this test fast
-    spec = GradualSpec(**{**SPEC, "method": "magnitude", "max_steps_per_epoch": 2})
-    whole = run_gradual(spec, LocalReporter(tmp_path / "whole"))
+    spec = RunSpec(**{**SPEC, "method": "magnitude", "max_steps_per_epoch": 2})
+    whole = run_gradual(spec, SCHEDULE, LocalReporter(tmp_path / "whole"))
 
     def crash_at_2(epoch: int, rank: int) -> None:
         if epoch == 2:
             raise Crash
 
     with pytest.raises(Crash):
-        run_gradual(spec, LocalReporter(tmp_path / "crashed"), epoch_hook=crash_at_2)
+        run_gradual(spec, SCHEDULE, LocalReporter(tmp_path / "crashed"), epoch_hook=crash_at_2)
     again = LocalReporter(tmp_path / "crashed")
-    resumed = run_gradual(spec, again)
+    resumed = run_gradual(spec, SCHEDULE, again)
     assert resumed["resumed_from_epoch"] == 2
     assert [h["epoch"] for h in again.history] == [2]  # finished epochs are not repeated
     # same masks, weights and per-target results as a run that never stopped (RNG, LR, optimizer restored)
@@ -59,9 +59,8 @@ def test_resume_after_crash_matches_uninterrupted_run(tmp_path):
 
 def test_best_checkpoint_is_picked_on_val_and_reported_on_test(tmp_path):
     reporter = LocalReporter(tmp_path / "run")
-    summary = run_gradual(
-        GradualSpec(**{**SPEC, "method": "magnitude", "windows": [(0.5, 0, 1), (0.8, 1, 4)]}), reporter
-    )
+    schedule = Schedule.of(SCHEDULE.steps, [(0.5, 0, 1), (0.8, 1, 4)])
+    summary = run_gradual(RunSpec(**{**SPEC, "method": "magnitude"}), schedule, reporter)
     window = [h for h in reporter.history if 1 <= h["epoch"] < 4]
     row = summary["targets"][1]
     best = max(window, key=lambda h: h["val_top1"])  # first epoch with the highest val top-1
@@ -72,17 +71,33 @@ def test_best_checkpoint_is_picked_on_val_and_reported_on_test(tmp_path):
 
 def test_sweep_and_independent_schedules():
     config = make_config({"targets": [0.5, 0.75, 0.9, 0.95], "window_epochs": 3})
-    steps, windows = config.schedule()
-    assert steps == [(0, 0.5), (3, 0.75), (6, 0.9), (9, 0.95)]
+    steps, windows = config.schedule().steps, config.schedule().windows
+    assert steps == ((0, 0.5), (3, 0.75), (6, 0.9), (9, 0.95))
     assert windows[-1] == (0.95, 9, 12)
     independent = [config.independent_schedule(i) for i in range(4)]
-    assert independent[0] == ([(0, 0.5)], [(0.5, 0, 3)])
-    assert [s for s, _ in independent[3][0]] == [0, 3, 6, 9]  # the sweep's pruning epochs ...
-    assert independent[3][0][-1][1] == 0.95 and independent[3][0][0][1] == pytest.approx(
+    assert independent[0] == Schedule(((0, 0.5),), ((0.5, 0, 3),))
+    assert [e for e, _ in independent[3].steps] == [0, 3, 6, 9]  # the sweep's pruning epochs ...
+    assert independent[3].steps[-1][1] == 0.95 and independent[3].steps[0][1] == pytest.approx(
         0.95 / 4
     )  # ... own ramp
-    total_independent = sum(w[0][2] for _, w in independent)
+    total_independent = sum(s.total_epochs for s in independent)
     assert windows[-1][2] * 2 <= total_independent  # 12 vs 30 epochs
+
+
+def test_schedule_steps_must_be_in_epoch_order():
+    # The loop walks the steps in order and stops at the first one not due: unsorted steps were skipped.
+    with pytest.raises(ValueError, match=r"steps: pruning epochs must be in order, got \[2, 0\]"):
+        Schedule.of([(2, 0.8), (0, 0.5)], [(0.8, 2, 4)])
+
+
+def test_an_explicit_schedule_without_steps_is_kept(tmp_path):
+    # `steps or default` once replaced an explicit empty list of steps by the config's own schedule.
+    summary = run_gradual(
+        RunSpec(**{**SPEC, "method": "magnitude", "max_steps_per_epoch": 1}),
+        Schedule.of([], [(0.0, 0, 1)]),
+        LocalReporter(tmp_path / "dense"),
+    )
+    assert summary["final_sparsity"] == 0 and summary["total_epochs"] == 1
 
 
 @pytest.mark.parametrize(
@@ -91,7 +106,7 @@ def test_sweep_and_independent_schedules():
         ({"final_sparsity": 1.5}, "final_sparsity: Input should be less than 1 (got 1.5)"),
         ({"targets": [0.5, 1.2]}, "targets.1: Input should be less than 1 (got 1.2)"),
         ({"targets": [0.9, 0.5]}, "targets must be strictly increasing"),
-        ({"method": "obs"}, "method: Input should be"),
+        ({"method": "obs"}, "method: unknown pruning method"),
         ({"pattern": "4:2"}, "pattern: need 0 < N < M"),
         ({"lr_min": 0.1, "lr_max": 0.01}, "lr_min: must be <= lr_max"),
         ({"epochs": 3}, "epochs: Extra inputs are not permitted (got 3)"),

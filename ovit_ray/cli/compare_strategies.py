@@ -37,8 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ovit_ray.orchestration.results import RESULTS_FILE
     from ovit_ray.orchestration.results.parquet import print_table
-    from ovit_ray.orchestration.train.strategies import RESULTS_FILE, compare, run_strategies
+    from ovit_ray.orchestration.train.strategies import compare, run_strategies
 
     config = config_from_args(args)
     results = run_strategies(config, args.strategies, on_run=print_run)

@@ -106,6 +106,7 @@ def _check_sparsities(values: list[float]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ovit_ray.orchestration.results import RESULTS_FILE
     from ovit_ray.orchestration.results.parquet import append_rows, print_table
     from ovit_ray.orchestration.results.schemas import PRUNE_RESULTS
     from ovit_ray.pruning import PruneSettings
@@ -130,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         for method in dict.fromkeys(args.method)
     ]
     out = Path(args.out)
-    results = out / "results.parquet"
+    results = out / RESULTS_FILE
     start = build_model_and_data(
         args.model,
         checkpoint=args.checkpoint,

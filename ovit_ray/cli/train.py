@@ -8,6 +8,8 @@ import typing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from ovit_ray.pruning.names import METHODS
+
 if TYPE_CHECKING:
     from ovit_ray.orchestration.specs.run import GradualConfig
     from ovit_ray.orchestration.train.job import RunResult
@@ -38,6 +40,9 @@ FIELD_HELP = {
     "grad_batch_size": "images per gradient",
     "pattern": "N:M semi-structured masks, e.g. 2:4",
     "scope": "one threshold over all layers (global) or per layer (uniform)",
+    "patterns": "regular expressions of the weight names to prune (default: every attention and MLP projection)",
+    "dtype": "precision of the pruner's elimination",
+    "fisher_dtype": "precision of the Fisher sums and their inverse",
     "init_sparsity": "sparsity of the first pruning step's start",
     "final_sparsity": "last sparsity, without --targets",
     "start_epoch": "epoch of the first pruning step",
@@ -51,7 +56,8 @@ FIELD_HELP = {
     "lr_max": "peak learning rate",
     "lr_min": "lowest learning rate, <= lr_max",
     "warmup_epochs": "linear warmup epochs",
-    "batch_size": "training batch size per worker",
+    "batch_size": "global training batch size (split over the workers)",
+    "eval_batch_size": "evaluation batch size per worker",
     "max_steps_per_epoch": "cap on optimizer steps per epoch (default: the whole train split)",
     "weight_decay": "AdamW weight decay",
     "label_smoothing": "label smoothing of the loss",
@@ -79,7 +85,7 @@ def _flag_type(annotation: Any) -> tuple[Any, bool]:
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
         return _flag_type(args[0])
-    if typing.get_origin(annotation) is list:
+    if typing.get_origin(annotation) in (list, tuple):
         return _flag_type(typing.get_args(annotation)[0])[0], True
     return (annotation if annotation in (int, float) else str), False
 
@@ -108,6 +114,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, defaults: dict[str, An
     for name, info in GradualConfig.model_fields.items():
         kind, many = _flag_type(info.annotation)
         choices = typing.get_args(info.annotation) if typing.get_origin(info.annotation) is Literal else None
+        if name == "method":  # a plain str in the spec, checked against the pruner's methods
+            choices = METHODS
         default = (defaults or {}).get(name, info.default)
         allowed = "" if choices or not _allowed(name) else f"; {_allowed(name)}"
         parser.add_argument(
@@ -149,10 +157,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ovit_ray.orchestration.results import RESULTS_FILE
     from ovit_ray.orchestration.results.parquet import append_rows, print_table
     from ovit_ray.orchestration.results.schemas import RUN_RESULTS
     from ovit_ray.orchestration.train.job import KEY_COLUMNS, run_training
-    from ovit_ray.orchestration.train.strategies import RESULTS_FILE
 
     config = config_from_args(args)
     print(

@@ -65,6 +65,15 @@ class FisherSums:
         if self._filled == next(iter(self._buffer.values())).shape[0]:
             self.flush()
 
+    def reduce(
+        self, sum_tensor_: Callable[[torch.Tensor], None], sum_values: Callable[[list[float]], list[float]]
+    ) -> None:
+        """Turn each worker's sums of its share of the gradients into the sums over all workers."""
+        self.flush()
+        for sums in self.sums.values():
+            sum_tensor_(sums)
+        self.count = int(sum_values([self.count])[0])
+
     def flush(self) -> None:
         if self._filled:
             for name, buffer in self._buffer.items():

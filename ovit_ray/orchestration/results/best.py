@@ -12,11 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ovit_ray.orchestration.results import RESULTS_FILE
 from ovit_ray.orchestration.results.parquet import read_rows
 
 RULE = "first objective, then mean top-1 over targets, then the earliest trial"
 SWEEP_COPY = "sweep.yaml"  # the copy of the sweep file a sweep keeps in its output folder
-RESULTS_FILE = "results.parquet"
 TRIALS_FILE = "trials.parquet"
 
 

@@ -19,6 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ovit_ray.orchestration.results import RESULTS_FILE
 from ovit_ray.orchestration.results.parquet import print_table, read_rows  # noqa: E402
 from ovit_ray.orchestration.results.stats import pairwise_table  # noqa: E402
 from ovit_ray.orchestration.results.table import (  # noqa: E402
@@ -30,7 +31,6 @@ from ovit_ray.orchestration.results.table import (  # noqa: E402
 )
 from ovit_ray.orchestration.specs.sweep import KNOBS  # noqa: E402
 
-RESULTS_FILE = "results.parquet"
 TRIALS_FILE = "trials.parquet"
 LOG_KNOBS = {"damp", "lr_max", "lr_min", "num_grads", "block_size"}
 Row = Mapping[str, Any]

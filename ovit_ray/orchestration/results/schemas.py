@@ -26,7 +26,7 @@ def _schema(kind: str, *groups: list[pa.Field]) -> pa.Schema:
 
 STR, INT, FLOAT = pa.string(), pa.int64(), pa.float64()
 
-# Every value of one gradual run: the fields of `config.GradualConfig` except where results go
+# Every value of one gradual run: the fields of `training.spec.RunSpec` (`specs.run.GradualConfig`) except where results go
 # (tests/test_schemas.py keeps the two lists equal).
 GRADUAL_KNOBS = _fields(
     ("model", STR),
@@ -41,6 +41,9 @@ GRADUAL_KNOBS = _fields(
     ("grad_batch_size", INT),
     ("pattern", STR),
     ("scope", STR),
+    ("patterns", pa.list_(STR)),
+    ("dtype", STR),
+    ("fisher_dtype", STR),
     ("init_sparsity", FLOAT),
     ("final_sparsity", FLOAT),
     ("start_epoch", INT),
@@ -55,6 +58,7 @@ GRADUAL_KNOBS = _fields(
     ("lr_min", FLOAT),
     ("warmup_epochs", INT),
     ("batch_size", INT),
+    ("eval_batch_size", INT),
     ("max_steps_per_epoch", INT),
     ("weight_decay", FLOAT),
     ("label_smoothing", FLOAT),

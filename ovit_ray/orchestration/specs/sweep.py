@@ -249,6 +249,10 @@ class SweepConfig(_Strict):
         values.pop("strategy", None)
         return values
 
+    def trial_config(self, knobs: Mapping[str, Any]) -> GradualConfig:
+        """One trial's validated run: train base, resources, then the trial's knobs (`strategy` aside)."""
+        return make_config(self.run_values(knobs))
+
     def fingerprint(self) -> str:
         """What the sweep computes; a resume must find the same one."""
         blob = self.model_dump(mode="json", exclude={"description", "mlflow", "storage"})

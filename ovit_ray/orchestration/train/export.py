@@ -23,11 +23,10 @@ import torch
 from safetensors.torch import save_file
 
 from ovit_ray.models import load_checkpoint, timm_spec
+from ovit_ray.orchestration.results import RESULTS_FILE
 from ovit_ray.orchestration.results.best import best_finished
 from ovit_ray.orchestration.results.parquet import read_rows
 from ovit_ray.orchestration.tracking.client import git_commit
-
-RESULTS_FILE = "results.parquet"
 
 
 def card_path(path: str | os.PathLike) -> Path:

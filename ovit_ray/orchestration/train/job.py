@@ -13,7 +13,6 @@ Compute (CPU/GPU-hours) is measured inside the workers: the trial's wall time in
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -33,11 +32,12 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from ray.train.v2.api.callback import UserCallback
 
 from ovit_ray.orchestration.common.interrupts import init_ray
-from ovit_ray.orchestration.specs.run import PLACEMENT_FIELDS, GradualConfig, Steps, Windows
+from ovit_ray.orchestration.specs.run import GradualConfig
 from ovit_ray.orchestration.tracking.client import Tracker
 from ovit_ray.orchestration.tracking.kept_models import log_best_checkpoints
-from ovit_ray.training.gradual import CorruptCheckpointError, GradualSpec, run_gradual, verify_state
+from ovit_ray.training.gradual import CorruptCheckpointError, run_gradual, verify_state
 from ovit_ray.training.kept import KeptFolder
+from ovit_ray.training.spec import Schedule
 
 log = logging.getLogger(__name__)
 
@@ -169,15 +169,15 @@ def checkpoint_history(latest: Checkpoint | None) -> list[Checkpoint]:
 def train_loop(config: dict[str, Any]) -> dict[str, Any]:
     """`train_loop_per_worker`: runs on every Ray Train worker; rank 0's return value reaches the driver."""
     context = ray.train.get_context()
-    spec = GradualSpec(**config["spec"])
+    schedule: Schedule = config["schedule"]
     reporter = RayReporter(
         ray.train.report,
         ray.train.get_checkpoint,
         context.get_world_rank(),
         context.get_world_size(),
-        spec.total_epochs,
+        schedule.total_epochs,
     )
-    return run_gradual(spec, reporter, epoch_hook=config.get("epoch_hook"))
+    return run_gradual(config["spec"], schedule, reporter, epoch_hook=config.get("epoch_hook"))
 
 
 def ensure_ray(address: str | None = None) -> None:
@@ -211,7 +211,7 @@ def _rows(
     run_level = {
         k: summary[k] for k in ("total_epochs", "cpu_hours", "gpu_hours", "wall_seconds", "overhead_seconds")
     }
-    knobs = config.model_dump(exclude=PLACEMENT_FIELDS)
+    knobs = config.computed_values()
     return [
         {
             "run_key": key,
@@ -237,19 +237,17 @@ def run_training(
     config: GradualConfig,
     *,
     strategy: str | None = None,
-    steps: Steps | None = None,
-    windows: Windows | None = None,
+    schedule: Schedule | None = None,
     epoch_hook: Callable[[int, int], None] | None = None,
     tags: Mapping[str, str] | None = None,
 ) -> RunResult:
     """Run one gradual-pruning job to the end (or return its stored result if it already finished).
 
-    `steps`/`windows` override the config's schedule (the independent strategy uses this).
+    `schedule` replaces the config's own (the independent strategy uses this).
     """
     strategy = strategy or config.strategy
-    default_steps, default_windows = config.schedule()
-    steps, windows = steps or default_steps, windows or default_windows
-    key = config.run_key(strategy, steps, windows)
+    schedule = config.schedule() if schedule is None else schedule
+    key = config.run_key(strategy, schedule)
     name = f"{strategy}-{key}"
     out = Path(config.out).resolve()
     run_dir = out / "runs" / name
@@ -258,7 +256,6 @@ def run_training(
         stored = json.loads(result_file.read_text())
         return RunResult(key, name, strategy, stored["rows"], stored["summary"], reused=True)
     run_dir.mkdir(parents=True, exist_ok=True)
-    spec = config.to_spec(steps, windows)
     device_type = "gpu" if config.gpus_per_worker > 0 else "cpu"
 
     tracker = Tracker(out, config.experiment, config.mlflow_uri)
@@ -266,8 +263,8 @@ def run_training(
         **config.model_dump(exclude={"out", "mlflow_uri", "ray_address"}),
         "strategy": strategy,
         "device_type": device_type,
-        "steps": steps,
-        "windows": windows,
+        "steps": schedule.steps,
+        "windows": schedule.windows,
     }
     run_id = tracker.start_run(
         name, params, {"strategy": strategy, "ovit.device": device_type, **(tags or {})}, run_key=key
@@ -277,7 +274,7 @@ def run_training(
     use_gpu = config.gpus_per_worker > 0
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={"spec": dataclasses.asdict(spec), "epoch_hook": epoch_hook},
+        train_loop_config={"spec": config, "schedule": schedule, "epoch_hook": epoch_hook},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(
             num_workers=config.workers,

@@ -11,13 +11,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ovit_ray.orchestration.results import RESULTS_FILE
 from ovit_ray.orchestration.results.parquet import append_rows
 from ovit_ray.orchestration.results.schemas import RUN_RESULTS
 from ovit_ray.orchestration.specs.run import GradualConfig
 from ovit_ray.orchestration.specs.sweep import STRATEGIES
 from ovit_ray.orchestration.train.job import KEY_COLUMNS, RunResult, run_training
-
-RESULTS_FILE = "results.parquet"
 
 
 def run_strategies(
@@ -36,10 +35,8 @@ def run_strategies(
         plans.append(("sweep", {}))
     if "independent" in strategies:
         for index, target in enumerate(config.targets):
-            steps, windows = config.independent_schedule(index)
-            plans.append(
-                ("independent", {"steps": steps, "windows": windows, "tags": {"target": f"{target}"}})
-            )
+            schedule = config.independent_schedule(index)
+            plans.append(("independent", {"schedule": schedule, "tags": {"target": f"{target}"}}))
     results = []
     for strategy, extra in plans:
         result = run_training(config, strategy=strategy, **extra)

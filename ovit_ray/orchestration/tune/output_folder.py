@@ -25,6 +25,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from ovit_ray.orchestration.results import RESULTS_FILE
+
 STATE_FILE = "sweep.json"
 SWEEP_COPY = "sweep.yaml"
 LOCK_FILE = ".ovit-ray.lock"
@@ -146,7 +148,7 @@ def _check_resumable(out: Path) -> None:
     """Everything a resume reads, before Ray starts (a broken file found later loses the trials' work)."""
     if not (out / SWEEP_COPY).is_file():
         raise FileNotFoundError(f"{out / SWEEP_COPY} is missing: this folder cannot be resumed")
-    results = out / "results.parquet"
+    results = out / RESULTS_FILE
     if results.exists():
         import pyarrow as pa
         import pyarrow.parquet as pq

@@ -18,17 +18,17 @@ from ray.tune import Callback, ResultGrid
 from ray.tune.experiment import Trial
 from ray.tune.result import AUTO_RESULT_KEYS, TRAINING_ITERATION
 
+from ovit_ray.orchestration.results import RESULTS_FILE
 from ovit_ray.orchestration.results.best import RULE, best_finished
 from ovit_ray.orchestration.results.parquet import append_rows, read_rows
 from ovit_ray.orchestration.results.schemas import SWEEP_RESULTS, SWEEP_TRIALS
 from ovit_ray.orchestration.specs.knob_labels import run_label
-from ovit_ray.orchestration.specs.run import PLACEMENT_FIELDS, make_config
+from ovit_ray.orchestration.specs.run import GradualConfig
 from ovit_ray.orchestration.specs.sweep import SweepConfig
 from ovit_ray.orchestration.tracking.client import Tracker
 from ovit_ray.orchestration.tracking.kept_models import log_best_checkpoints
 from ovit_ray.orchestration.tune.trial import PROGRESS_KEYS, ROWS_KEY, TRIAL_COMPLETE
 
-RESULTS_FILE = "results.parquet"
 TRIALS_FILE = "trials.parquet"
 KEY_COLUMNS = ["trial_id", "strategy", "target_sparsity"]
 TRIAL_METRICS = (
@@ -53,17 +53,14 @@ _TARGET_KEY = re.compile(r"target_([0-9.]+)/(.+)")
 _FRONTIER = {"top1": FRONTIER_METRIC, "val_top1": f"val_{FRONTIER_METRIC}"}
 
 
-def trial_knobs(sweep: SweepConfig, fixed: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
+def trial_knobs(config: GradualConfig, strategy: str) -> dict[str, Any]:
     """Every value of a trial's gradual run (train base, resources, knobs): its Parquet knob columns."""
-    knobs = {**fixed, **config}
-    values = make_config(sweep.run_values(knobs)).model_dump(exclude=PLACEMENT_FIELDS)
-    return {**values, "strategy": knobs["strategy"]}
+    return {**config.computed_values(), "strategy": strategy}
 
 
-def trial_params(sweep: SweepConfig, fixed: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
+def trial_params(config: GradualConfig, strategy: str) -> dict[str, Any]:
     """A child run's MLflow params: only the values its run used, no None (see `GradualConfig.used_values`)."""
-    knobs = {**fixed, **config}
-    return {**make_config(sweep.run_values(knobs)).used_values(), "strategy": knobs["strategy"]}
+    return {**config.used_values(), "strategy": strategy}
 
 
 def frontier_points(metrics: Mapping[str, Any]) -> dict[int, dict[str, float]]:
@@ -109,10 +106,18 @@ class SweepTracking(Callback):
         self._tracker: Tracker | None = None
         self._children: dict[str, str] = {}
         self._ended: set[str] = set()
+        self._configs: dict[str, tuple[GradualConfig, str]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         """Tune pickles its run config (callbacks included) for `Tuner.restore`: keep plain values only."""
-        return {**self.__dict__, "_tracker": None, "_children": {}, "_ended": set()}
+        return {**self.__dict__, "_tracker": None, "_children": {}, "_ended": set(), "_configs": {}}
+
+    def _run(self, trial: Trial) -> tuple[GradualConfig, str]:
+        """The trial's validated run and strategy, built once per trial on the driver."""
+        if trial.trial_id not in self._configs:
+            knobs = {**self.fixed, **trial.config}
+            self._configs[trial.trial_id] = (self.sweep.trial_config(knobs), knobs["strategy"])
+        return self._configs[trial.trial_id]
 
     @property
     def tracker(self) -> Tracker:
@@ -122,7 +127,7 @@ class SweepTracking(Callback):
 
     def _child(self, trial: Trial) -> str:
         if trial.trial_id not in self._children:
-            params = trial_params(self.sweep, self.fixed, trial.config)
+            params = trial_params(*self._run(trial))
             searched = [k for k, d in self.sweep.knobs.items() if d.kind != "fixed"]
             self._children[trial.trial_id] = self.tracker.start_run(
                 run_label(params, searched) or trial.trial_id,
@@ -182,7 +187,7 @@ class SweepTracking(Callback):
             "trial_id": trial.trial_id,
             "sweep": self.sweep.name,
             "status": status,
-            **trial_knobs(self.sweep, self.fixed, trial.config),
+            **trial_knobs(*self._run(trial)),
             "top1_last": result.get("top1"),
             "sparsity_last": result.get("sparsity"),
             **totals,
@@ -201,7 +206,7 @@ class SweepTracking(Callback):
         base = {
             "trial_id": trial.trial_id,
             "sweep": self.sweep.name,
-            **trial_knobs(self.sweep, self.fixed, trial.config),
+            **trial_knobs(*self._run(trial)),
             **_trial_totals(result),
         }
         rows = [{**base, **row} for row in json.loads(result[ROWS_KEY])]

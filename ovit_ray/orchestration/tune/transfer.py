@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from ovit_ray.models import SUFFIXES, load_checkpoint
+from ovit_ray.orchestration.results import RESULTS_FILE
 from ovit_ray.orchestration.results.parquet import append_rows, read_rows
 from ovit_ray.orchestration.results.schemas import TRANSFER_RESULTS
 from ovit_ray.orchestration.tracking.client import Tracker
 from ovit_ray.training.transfer import TransferSpec, run_transfer
 
-RESULTS_FILE = "results.parquet"
 KEY_COLUMNS = ["source", "dataset", "mode", "seed"]
 SOURCE_KNOBS = ("block_size", "num_grads", "damp", "strategy", "trial_id")
 DENSE = "dense"

@@ -92,11 +92,8 @@ def _make_sources(sweep: TransferSweep, model: str, out: Path) -> Path:
                 {**sweep.transfer.source.train, "model": model, "method": method, "seed": seed}
             )
             run_dir = folder / f"{method}-seed{seed}"
-            steps, windows = config.schedule()
-            summary = run_gradual(
-                config.to_spec(steps, windows),  # best checkpoints: run_dir/state/best/
-                LocalReporter(run_dir / "state"),
-            )
+            # best checkpoints: run_dir/state/best/
+            summary = run_gradual(config, config.schedule(), LocalReporter(run_dir / "state"))
             append_rows(
                 results,
                 [

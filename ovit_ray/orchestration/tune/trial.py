@@ -12,7 +12,6 @@ from a finished one.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from collections.abc import Mapping
@@ -23,8 +22,9 @@ from typing import Any
 from ray import tune
 from ray.tune import Checkpoint
 
-from ovit_ray.orchestration.specs.run import GradualConfig, Steps, Windows, make_config
+from ovit_ray.orchestration.specs.run import GradualConfig
 from ovit_ray.orchestration.specs.sweep import SweepConfig
+from ovit_ray.training.spec import Schedule
 
 TRIAL_COMPLETE = "trial_complete"
 ROWS_KEY = "rows_json"
@@ -34,7 +34,7 @@ MARKER = "ovit_sweep_run.json"
 PROGRESS_KEYS = ("val_top1", "top1", "sparsity", "epochs_done")
 
 
-def trial_schedules(config: GradualConfig, strategy: str) -> list[tuple[Steps, Windows]]:
+def trial_schedules(config: GradualConfig, strategy: str) -> list[Schedule]:
     """The gradual runs of a trial: one through every target, or one per target."""
     if strategy == "sweep":
         return [config.schedule()]
@@ -67,7 +67,9 @@ def _written_by(index: int, directory: Path) -> bool:
     return json.loads((directory / MARKER).read_text())["index"] == index
 
 
-def _run_light(spec: Any, index: int, finished: list[dict[str, Any]]) -> dict[str, Any]:
+def _run_light(
+    config: GradualConfig, schedule: Schedule, index: int, finished: list[dict[str, Any]]
+) -> dict[str, Any]:
     from ovit_ray.orchestration.train.job import RayReporter
     from ovit_ray.training.gradual import run_gradual
 
@@ -76,15 +78,15 @@ def _run_light(spec: Any, index: int, finished: list[dict[str, Any]]) -> dict[st
         tune.get_checkpoint,
         0,
         1,
-        spec.total_epochs,
+        schedule.total_epochs,
         accept=partial(_written_by, index),
         checkpoint_type=Checkpoint,
     )
-    return run_gradual(spec, reporter)
+    return run_gradual(config, schedule, reporter)
 
 
 def _run_train(
-    spec: Any, config: GradualConfig, name: str, storage: str, custom: Mapping[str, float]
+    config: GradualConfig, schedule: Schedule, name: str, storage: str, custom: Mapping[str, float]
 ) -> dict[str, Any]:
     """Train V2 inside Tune: a TorchTrainer per run, rank-0 metrics forwarded by TuneReportCallback."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
@@ -96,7 +98,7 @@ def _run_train(
     use_gpu = config.gpus_per_worker > 0
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={"spec": dataclasses.asdict(spec)},
+        train_loop_config={"spec": config, "schedule": schedule},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(
             num_workers=config.workers,
@@ -119,8 +121,7 @@ def _run_train(
 
 def run_one(
     config: GradualConfig,
-    steps: Steps,
-    windows: Windows,
+    schedule: Schedule,
     *,
     index: int,
     finished: list[dict[str, Any]],
@@ -129,11 +130,10 @@ def run_one(
 ) -> dict[str, Any]:
     """THE adapter to issue 3's gradual job: one gradual run in this trial, its summary back. Best
     checkpoints go out with the reported checkpoints into the trial's (or Train run's) storage folder."""
-    spec = config.to_spec(steps, windows)
     if config.workers == 1:
-        return _run_light(spec, index, finished)
+        return _run_light(config, schedule, index, finished)
     name = f"{tune.get_context().get_trial_id()}-run{index}"  # deterministic: a restored trial finds its runs
-    return _run_train(spec, config, name, f"{storage.rstrip('/')}/train", custom)
+    return _run_train(config, schedule, name, f"{storage.rstrip('/')}/train", custom)
 
 
 def trial_rows(strategy: str, summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -190,17 +190,16 @@ def sweep_trial(knobs: dict[str, Any], *, sweep: SweepConfig, fixed: Mapping[str
     """Tune function trainable: `knobs` are the sampled values, `fixed` the knobs that do not vary."""
     began = time.perf_counter()
     knobs = {**fixed, **knobs}
-    config = make_config(sweep.run_values(knobs))
+    config = sweep.trial_config(knobs)  # the one validation of this trial's knobs in this process
     finished: list[dict[str, Any]] = _latest_marker()["finished"]
-    for index, (steps, windows) in enumerate(trial_schedules(config, knobs["strategy"])):
+    for index, schedule in enumerate(trial_schedules(config, knobs["strategy"])):
         if index < len(finished):
             continue
         finished = [
             *finished,
             run_one(
                 config,
-                steps,
-                windows,
+                schedule,
                 index=index,
                 finished=finished,
                 storage=storage,

@@ -1,0 +1,68 @@
+"""One worker's data loaders in a data-parallel run: its shard of training batches (optionally capped),
+its own gradient batches for the Fisher, and exact, unpadded partitions of validation and test."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+
+from ovit_ray.training.loop import make_loader
+from ovit_ray.training.spec import RunSpec
+
+
+class Capped:
+    """At most `cap` batches of `loader` per pass (the LR schedule sees the capped length)."""
+
+    def __init__(self, loader: Iterable[Any], cap: int | None):
+        self.loader, self.cap = loader, cap
+
+    def __len__(self) -> int:
+        return len(self.loader) if self.cap is None else min(self.cap, len(self.loader))  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[Any]:
+        return itertools.islice(self.loader, len(self))
+
+
+@dataclass
+class WorkerLoaders:
+    train_sampler: DistributedSampler
+    train: Capped
+    grad_sampler: DistributedSampler
+    grad: DataLoader
+    val: DataLoader
+    test: DataLoader
+
+
+def worker_loaders(data: Any, spec: RunSpec, rank: int, world: int) -> WorkerLoaders:
+    """`data` holds the `train`, `val` and `test` splits; the global batch is split over `world` workers."""
+    train_sampler = DistributedSampler(data.train, world, rank, shuffle=True, seed=spec.seed)
+    grad_sampler = DistributedSampler(data.train, world, rank, shuffle=True, seed=spec.seed + 1)
+    val, test = (
+        make_loader(
+            Subset(split, range(rank, len(split), world)), spec.eval_batch_size, shuffle=False, seed=spec.seed
+        )
+        for split in (data.val, data.test)
+    )
+    return WorkerLoaders(
+        train_sampler=train_sampler,
+        train=Capped(
+            make_loader(
+                data.train,
+                max(1, spec.batch_size // world),
+                shuffle=False,
+                seed=spec.seed,
+                sampler=train_sampler,
+            ),
+            spec.max_steps_per_epoch,
+        ),
+        grad_sampler=grad_sampler,
+        grad=make_loader(
+            data.train, spec.grad_batch_size, shuffle=False, seed=spec.seed, sampler=grad_sampler
+        ),
+        val=val,
+        test=test,
+    )
