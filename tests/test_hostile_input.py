@@ -270,7 +270,7 @@ def test_output_folder_contract_before_ray(tmp_path: Path, capsys: pytest.Captur
     assert main(["sweep", str(path), "--dry-run", "--out", str(user)]) == 2
     assert "not an ovit-ray sweep folder" in _errors(capsys)[0]
 
-    from ovit_ray.orchestration.specs.sweep import load_sweep
+    from ovit_ray.orchestration.specs.sweep_file import load_sweep
 
     sweep = load_sweep(path)
     out = tmp_path / "out"

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from ovit_ray.cli.main import main
-from ovit_ray.orchestration.specs.sweep import load_sweep
+from ovit_ray.orchestration.specs.sweep_file import load_sweep
 from ovit_ray.orchestration.tune.sweep import make_plan
 from ovit_ray.orchestration.tune.transfer_sweep import is_transfer_file, load_transfer_sweep
 

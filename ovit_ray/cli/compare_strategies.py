@@ -23,7 +23,7 @@ HELP = "sparsity sweep vs independent runs, per target"  # listed by `ovit-ray -
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("compare-strategies", help=HELP, description=__doc__)
-    from ovit_ray.orchestration.specs.sweep import STRATEGIES
+    from ovit_ray.orchestration.specs.search_space import STRATEGIES
 
     add_config_arguments(p, DEFAULTS)
     p.add_argument(

@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.address:
         os.environ.setdefault("RAY_AUTH_MODE", "token")  # must be set before ray is imported
-    from ovit_ray.orchestration.specs.sweep import load_sweep
+    from ovit_ray.orchestration.specs.sweep_file import load_sweep
     from ovit_ray.orchestration.tune.sweep import describe, make_plan, run_sweep
     from ovit_ray.orchestration.tune.transfer_sweep import is_transfer_file
 

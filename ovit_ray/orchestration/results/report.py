@@ -29,7 +29,7 @@ from ovit_ray.orchestration.results.table import (  # noqa: E402
     render_text,
     trial_table,
 )
-from ovit_ray.orchestration.specs.sweep import KNOBS  # noqa: E402
+from ovit_ray.orchestration.specs.search_space import KNOBS  # noqa: E402
 
 TRIALS_FILE = "trials.parquet"
 LOG_KNOBS = {"damp", "lr_max", "lr_min", "num_grads", "block_size"}
@@ -52,7 +52,7 @@ def _per_trial(rows: Sequence[Row]) -> list[Row]:
 def varying_knobs(rows: Sequence[Row]) -> list[str]:
     """Knob columns with more than one value across trials (the searched ones, in effect)."""
     trials = _per_trial(rows)
-    return sorted(k for k in KNOBS if len({t.get(k) for t in trials}) > 1)
+    return sorted(k for k in KNOBS if len({repr(t.get(k)) for t in trials}) > 1)
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:

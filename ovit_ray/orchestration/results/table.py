@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from ovit_ray.orchestration.specs.knob_labels import CORE, short_name, short_value
-from ovit_ray.orchestration.specs.sweep import KNOBS
+from ovit_ray.orchestration.specs.search_space import KNOBS
 
 Row = Mapping[str, Any]
 STATUS_TEXT = {"finished": "done", "stopped_early": "stopped", "failed": "failed"}

@@ -15,7 +15,7 @@ from ovit_ray.orchestration.results import RESULTS_FILE
 from ovit_ray.orchestration.results.parquet import append_rows
 from ovit_ray.orchestration.results.schemas import RUN_RESULTS
 from ovit_ray.orchestration.specs.run import GradualConfig
-from ovit_ray.orchestration.specs.sweep import STRATEGIES
+from ovit_ray.orchestration.specs.search_space import STRATEGIES
 from ovit_ray.orchestration.train.job import KEY_COLUMNS, RunResult, run_training
 
 

@@ -27,7 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from ovit_ray.orchestration.common.interrupts import Interrupted, StopSignals, init_ray, tune_stop_on_signal
-from ovit_ray.orchestration.specs.sweep import Dist, SweepConfig, load_sweep
+from ovit_ray.orchestration.specs.search_space import Dist
+from ovit_ray.orchestration.specs.sweep import SweepConfig
+from ovit_ray.orchestration.specs.sweep_file import load_sweep
 from ovit_ray.orchestration.tracking.client import check_no_credentials, default_tracking_uri
 from ovit_ray.orchestration.tune.output_folder import (
     SWEEP_COPY,

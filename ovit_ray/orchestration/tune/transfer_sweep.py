@@ -18,7 +18,7 @@ from ovit_ray.orchestration.common.yaml_files import read_yaml_mapping
 from ovit_ray.orchestration.results.parquet import append_rows, read_rows
 from ovit_ray.orchestration.results.schemas import TRANSFER_SOURCES
 from ovit_ray.orchestration.specs.run import make_config
-from ovit_ray.orchestration.specs.sweep import _Strict, _validate
+from ovit_ray.orchestration.specs.validation import Strict, validate_file
 from ovit_ray.orchestration.tune.transfer import (
     RESULTS_FILE,
     dense_source,
@@ -30,19 +30,19 @@ from ovit_ray.orchestration.tune.transfer import (
 Method = Literal["ovit", "woodfisher", "magnitude", "ovit-noupdate"]
 
 
-class Pair(_Strict):
+class Pair(Strict):
     source_model: str
     dataset: str
     data_root: str | None = None
 
 
-class SourceStage(_Strict):
+class SourceStage(Strict):
     methods: list[Method] = Field(min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     train: dict[str, Any] = Field(default_factory=dict)  # gradual-run fields (targets, window_epochs, ...)
 
 
-class TransferStage(_Strict):
+class TransferStage(Strict):
     pairs: list[Pair] = Field(min_length=1)
     source: SourceStage
     modes: list[Literal["sparse", "dense"]] = Field(default_factory=lambda: ["sparse"], min_length=1)
@@ -53,12 +53,12 @@ class TransferStage(_Strict):
     light: bool = False  # run jobs in the driver process instead of Tune trials
 
 
-class Mlflow(_Strict):
+class Mlflow(Strict):
     experiment: str = "ovit-ray-transfer"
     tracking_uri: str | None = None
 
 
-class TransferSweep(_Strict):
+class TransferSweep(Strict):
     name: str
     transfer: TransferStage
     mlflow: Mlflow = Field(default_factory=Mlflow)
@@ -69,7 +69,7 @@ def is_transfer_file(path: str | Path) -> bool:
 
 
 def load_transfer_sweep(path: str | Path) -> TransferSweep:
-    sweep = _validate(TransferSweep, read_yaml_mapping(path, "sweep file"), Path(path))
+    sweep = validate_file(TransferSweep, read_yaml_mapping(path, "sweep file"), Path(path))
     for i, pair in enumerate(sweep.transfer.pairs):  # the source runs' knobs, checked before anything runs
         make_config({**sweep.transfer.source.train, "model": pair.source_model, "seed": 0})
         if pair.dataset == "":
