@@ -21,7 +21,7 @@ import yaml
 from ovit_ray.orchestration.common.yaml_files import read_yaml_mapping
 from ovit_ray.orchestration.results.parquet import print_table
 from ovit_ray.orchestration.results.stats import pairwise_table, summarize
-from ovit_ray.orchestration.tune.transfer_sweep import run_transfer_sweep
+from ovit_ray.orchestration.transfer.sweep_file import run_transfer_sweep
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -10,8 +10,8 @@ import yaml
 
 from ovit_ray.cli.main import main
 from ovit_ray.orchestration.specs.sweep_file import load_sweep
-from ovit_ray.orchestration.tune.sweep import make_plan
-from ovit_ray.orchestration.tune.transfer_sweep import is_transfer_file, load_transfer_sweep
+from ovit_ray.orchestration.transfer.sweep_file import is_transfer_file, load_transfer_sweep
+from ovit_ray.orchestration.tune.plan import make_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(glob.glob(str(ROOT / "sweeps" / "**" / "*.yaml"), recursive=True))

@@ -9,7 +9,7 @@ import torch
 from ovit_ray.cli.main import main
 from ovit_ray.models import create_model, load_checkpoint, save_checkpoint
 from ovit_ray.orchestration.results.parquet import read_rows
-from ovit_ray.orchestration.tune.transfer import dense_source, find_sources, run_transfers, transfer_jobs
+from ovit_ray.orchestration.transfer.grid import dense_source, find_sources, run_transfers, transfer_jobs
 from ovit_ray.pruning import DEFAULT_PATTERNS, MaskSet, select_prunable
 from ovit_ray.training.transfer import TransferSpec, prepare_transfer, run_transfer
 
@@ -102,7 +102,7 @@ def test_cli_bad_dataset_is_one_error_line_and_writes_nothing(pruned, tmp_path, 
 
 
 def test_transfer_sweep_files_validate_and_bad_keys_name_the_field(tmp_path):
-    from ovit_ray.orchestration.tune.transfer_sweep import is_transfer_file, load_transfer_sweep
+    from ovit_ray.orchestration.transfer.sweep_file import is_transfer_file, load_transfer_sweep
 
     for name in ("sweeps/ablation_transfer.yaml", "sweeps/ci/ablation_transfer_digits.yaml"):
         sweep = load_transfer_sweep(name)
@@ -124,7 +124,7 @@ def test_transfer_sweep_files_validate_and_bad_keys_name_the_field(tmp_path):
 
 @pytest.mark.slow
 def test_ci_transfer_sweep_makes_sources_then_writes_transfer_rows(digits_preset, tmp_path, monkeypatch):
-    from ovit_ray.orchestration.tune.transfer_sweep import run_transfer_sweep
+    from ovit_ray.orchestration.transfer.sweep_file import run_transfer_sweep
 
     monkeypatch.setenv("OVIT_RAY_CACHE", str(digits_preset.parent))  # the session's trained preset
     rows = run_transfer_sweep("sweeps/ci/ablation_transfer_digits.yaml", tmp_path)

@@ -44,8 +44,9 @@ def run(args: argparse.Namespace) -> int:
     if args.address:
         os.environ.setdefault("RAY_AUTH_MODE", "token")  # must be set before ray is imported
     from ovit_ray.orchestration.specs.sweep_file import load_sweep
-    from ovit_ray.orchestration.tune.sweep import describe, make_plan, run_sweep
-    from ovit_ray.orchestration.tune.transfer_sweep import is_transfer_file
+    from ovit_ray.orchestration.transfer.sweep_file import is_transfer_file
+    from ovit_ray.orchestration.tune.plan import describe, make_plan
+    from ovit_ray.orchestration.tune.sweep import run_sweep
 
     if is_transfer_file(args.file):
         return _run_transfer(args)
@@ -90,7 +91,7 @@ def _run_transfer(args: argparse.Namespace) -> int:
     """A file with a `transfer:` section: pruned sources first, then the transfer grid."""
     from ovit_ray.cli.transfer import TABLE_COLUMNS
     from ovit_ray.orchestration.results.parquet import print_table
-    from ovit_ray.orchestration.tune.transfer_sweep import load_transfer_sweep, run_transfer_sweep
+    from ovit_ray.orchestration.transfer.sweep_file import load_transfer_sweep, run_transfer_sweep
 
     sweep = load_transfer_sweep(args.file)
     out = Path(args.out or f"runs/sweeps/{sweep.name}")

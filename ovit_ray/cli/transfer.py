@@ -66,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ovit_ray.data import DATASET_NAMES
     from ovit_ray.orchestration.results.parquet import print_table
-    from ovit_ray.orchestration.tune.transfer import find_sources, run_transfers, transfer_jobs
+    from ovit_ray.orchestration.transfer.grid import find_sources, run_transfers, transfer_jobs
 
     for name in args.dataset:
         if name not in DATASET_NAMES:

@@ -19,7 +19,7 @@ from ovit_ray.orchestration.results.parquet import append_rows, read_rows
 from ovit_ray.orchestration.results.schemas import TRANSFER_SOURCES
 from ovit_ray.orchestration.specs.run import make_config
 from ovit_ray.orchestration.specs.validation import Strict, validate_file
-from ovit_ray.orchestration.tune.transfer import (
+from ovit_ray.orchestration.transfer.grid import (
     RESULTS_FILE,
     dense_source,
     find_sources,
