@@ -55,11 +55,11 @@ class GradualConfig(RunSpec):
             unused.add("distill_temperature")
         if not self.prune_settings().uses_fisher:
             unused |= {"num_grads", "damp", "grad_batch_size", "fisher_dtype"}
-        return {k: v for k, v in self.model_dump(exclude=unused).items() if v is not None}
+        return {k: v for k, v in self.model_dump(mode="json", exclude=unused).items() if v is not None}
 
     def computed_values(self) -> dict[str, Any]:
         """Every value that decides what the run computes (all fields but placement)."""
-        return self.model_dump(exclude=PLACEMENT_FIELDS)
+        return self.model_dump(mode="json", exclude=PLACEMENT_FIELDS)
 
     def run_key(self, strategy: str, schedule: Schedule) -> str:
         """Deterministic id of what a run computes: same knobs and schedule -> same Ray run, MLflow run, rows."""
