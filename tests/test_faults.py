@@ -165,7 +165,7 @@ def test_corrupt_checkpoint_is_named_and_the_previous_one_used(
 ) -> None:
     from ray.train import Checkpoint
 
-    from ovit_ray.orchestration.train.job import RayReporter
+    from ovit_ray.orchestration.train.reporter import RayReporter
     from ovit_ray.training.gradual import CorruptCheckpointError, LocalReporter, run_gradual
     from ovit_ray.training.spec import RunSpec, Schedule
 

@@ -18,13 +18,11 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow.fs
 import ray
 import ray.train
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -35,8 +33,8 @@ from ovit_ray.orchestration.common.interrupts import init_ray
 from ovit_ray.orchestration.specs.run import GradualConfig
 from ovit_ray.orchestration.tracking.client import Tracker
 from ovit_ray.orchestration.tracking.kept_models import log_best_checkpoints
-from ovit_ray.training.gradual import CorruptCheckpointError, run_gradual, verify_state
-from ovit_ray.training.kept import KeptFolder
+from ovit_ray.orchestration.train.reporter import RayReporter
+from ovit_ray.training.gradual import run_gradual
 from ovit_ray.training.spec import Schedule
 
 log = logging.getLogger(__name__)
@@ -73,97 +71,6 @@ class DriverTracking(UserCallback):
         }
         tracker = Tracker(self.target.out_dir, self.target.experiment, self.target.uri)
         tracker.log_metrics(self.target.run_id, numeric, step=int(rank0["epoch"]))
-
-
-class RayReporter:
-    """`training.gradual.Reporter` for Ray Train workers and (with ray.tune's functions) Tune function trials."""
-
-    def __init__(
-        self,
-        report: Callable[..., None],
-        get_checkpoint: Callable[[], Checkpoint | None],
-        world_rank: int,
-        world_size: int,
-        total_epochs: int,
-        *,
-        accept: Callable[[Path], bool] | None = None,
-        checkpoint_type: type[Checkpoint] = Checkpoint,
-    ):
-        """`accept(directory)` tells this run's checkpoints from older ones in the same folder (a
-        fallback never crosses into another run's). Tune trials pass `ray.tune.Checkpoint`: Ray 2.60
-        warns on every report that gets a `ray.train.Checkpoint` inside a Tune function."""
-        self._report, self._get_checkpoint, self._accept = report, get_checkpoint, accept
-        self._checkpoint_type = checkpoint_type
-        self.world_rank, self.world_size = world_rank, world_size
-        self._total_epochs = total_epochs
-        self._kept: KeptFolder | None = None
-
-    def report(self, metrics: Mapping[str, Any], checkpoint_dir: str | None) -> None:
-        if self.world_rank == 0:
-            print(
-                f"epoch {metrics['epoch'] + 1}/{self._total_epochs}  sparsity {metrics['sparsity']:.4f}  "
-                f"test top-1 {metrics['top1']:.4f}  val top-1 {metrics['val_top1']:.4f}  "
-                f"val loss {metrics['loss']:.4f}  lr {metrics['lr']:.2e}",
-                flush=True,
-            )
-        checkpoint = None if checkpoint_dir is None else self._checkpoint_type.from_directory(checkpoint_dir)
-        self._report(dict(metrics), checkpoint=checkpoint)
-        if checkpoint is not None:
-            self._promote(
-                self._get_checkpoint()
-            )  # after the report: the persisted copy, in the run's storage
-
-    def _promote(self, persisted: Checkpoint | None) -> None:
-        if persisted is not None and self.world_rank == 0:
-            self._kept = KeptFolder.beside(persisted.filesystem, persisted.path)
-            self._kept.promote(persisted.path)
-
-    def kept_folder(self) -> KeptFolder | None:
-        return self._kept
-
-    @contextmanager
-    def checkpoint_dir(self) -> Iterator[str | None]:
-        """The newest readable checkpoint of this run: a corrupt one is named and skipped, so a
-        crash while one was being written costs one more epoch instead of the run."""
-        corrupt: list[str] = []
-        for checkpoint in checkpoint_history(self._get_checkpoint()):
-            with checkpoint.as_directory() as directory:
-                if self._accept is not None and not self._accept(Path(directory)):
-                    break
-                try:
-                    verify_state(directory)
-                except CorruptCheckpointError as err:
-                    log.error("%s; falling back to the previous checkpoint", err)
-                    corrupt.append(checkpoint.path)
-                    continue
-                self._promote(checkpoint)  # a crash between a report and its promotion loses nothing
-                yield directory
-                return
-        if corrupt:
-            raise CorruptCheckpointError(
-                f"no readable checkpoint left to resume from (corrupt: {', '.join(corrupt)})"
-            )
-        yield None
-
-
-def checkpoint_history(latest: Checkpoint | None) -> list[Checkpoint]:
-    """`latest`, then the older checkpoints in its folder, newest first (Tune and Train name them
-    `checkpoint_<index or timestamp>`, so name order is time order); works on any pyarrow filesystem."""
-    if latest is None:
-        return []
-    parent, name = latest.path.rstrip("/").rsplit("/", 1)
-    infos = latest.filesystem.get_file_info(pyarrow.fs.FileSelector(parent))
-    older = sorted(
-        (
-            info.path
-            for info in infos
-            if info.type == pyarrow.fs.FileType.Directory
-            and info.base_name.startswith("checkpoint_")
-            and info.base_name < name
-        ),
-        reverse=True,
-    )
-    return [latest, *(Checkpoint(path, latest.filesystem) for path in older)]
 
 
 def train_loop(config: dict[str, Any]) -> dict[str, Any]:

@@ -70,7 +70,7 @@ def _written_by(index: int, directory: Path) -> bool:
 def _run_light(
     config: GradualConfig, schedule: Schedule, index: int, finished: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    from ovit_ray.orchestration.train.job import RayReporter
+    from ovit_ray.orchestration.train.reporter import RayReporter
     from ovit_ray.training.gradual import run_gradual
 
     reporter = RayReporter(
