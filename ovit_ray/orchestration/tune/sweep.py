@@ -196,7 +196,8 @@ def _run(
 
     from ovit_ray.orchestration.tracking.client import Tracker
     from ovit_ray.orchestration.tune.search import experiment_name, make_searcher, study_storage
-    from ovit_ray.orchestration.tune.tracking import SweepTracking, finish_sweep, sweep_params, sweep_totals
+    from ovit_ray.orchestration.tune.summary import finish_sweep, sweep_totals
+    from ovit_ray.orchestration.tune.tracking import SweepTracking, sweep_params
     from ovit_ray.orchestration.tune.trial import sweep_trial
 
     # Per-epoch results do not carry the objectives (only a trial's final report does); experiment
