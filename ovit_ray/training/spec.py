@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from ovit_ray.pruning.names import DEFAULT_PATTERNS, METHODS, parse_pattern
 from ovit_ray.training.schedules import sparsity_steps, sparsity_steps_through_targets
@@ -64,6 +64,23 @@ class Schedule:
         return max(end for _, _, end in self.windows)
 
 
+def _known_method(value: str) -> str:
+    if value not in METHODS:
+        raise ValueError(f"unknown pruning method; choose from {', '.join(METHODS)}")
+    return value
+
+
+def _pattern_text(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):  # YAML 1.1 reads 2:4 as 2 * 60 + 4
+        raise ValueError("quote it, e.g. '2:4' (YAML reads an unquoted N:M as a base-60 number)")
+    return value
+
+
+# Checks that belong to a field's type (so a sweep's partial `train` section applies them too).
+Method = Annotated[str, AfterValidator(_known_method)]
+PatternText = Annotated[str, BeforeValidator(_pattern_text)]
+
+
 class RunSpec(BaseModel):
     """One gradual-pruning run. Without `targets` it prunes init -> final sparsity on the grid
     start_epoch, +update_frequency, ..., end_epoch and then fine-tunes `window_epochs`; with `targets`
@@ -79,12 +96,12 @@ class RunSpec(BaseModel):
     data_root: str | None = None
     split_seed: int = Field(0, ge=0, le=MAX_SEED)
     # pruning (B, m, lambda, ...)
-    method: str = "ovit"
+    method: Method = "ovit"
     block_size: int = Field(64, gt=0, le=MAX_COUNT)
     num_grads: int = Field(64, gt=0, le=MAX_COUNT)
     damp: float = Field(1e-7, gt=0, allow_inf_nan=False)
     grad_batch_size: int = Field(16, gt=0, le=MAX_COUNT)
-    pattern: str | None = None
+    pattern: PatternText | None = None
     scope: Literal["global", "uniform"] = "global"
     patterns: tuple[str, ...] = Field(DEFAULT_PATTERNS, min_length=1, max_length=1000)
     dtype: Literal["float32", "float64"] = "float32"
@@ -117,20 +134,6 @@ class RunSpec(BaseModel):
     workers: int = Field(1, gt=0, le=MAX_WORKERS)
     cpus_per_worker: float = Field(1.0, gt=0, le=4096)
     gpus_per_worker: float = Field(0.0, ge=0, le=64)
-
-    @field_validator("method")
-    @classmethod
-    def _known_method(cls, value: str) -> str:
-        if value not in METHODS:
-            raise ValueError(f"unknown pruning method; choose from {', '.join(METHODS)}")
-        return value
-
-    @field_validator("pattern", mode="before")
-    @classmethod
-    def _pattern_text(cls, value: Any) -> Any:
-        if isinstance(value, int) and not isinstance(value, bool):  # YAML 1.1 reads 2:4 as 2 * 60 + 4
-            raise ValueError("quote it, e.g. '2:4' (YAML reads an unquoted N:M as a base-60 number)")
-        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> RunSpec:

@@ -11,9 +11,9 @@ import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from ovit_ray.orchestration.common.yaml_files import read_yaml_mapping, short_repr
 from ovit_ray.training.spec import MAX_EPOCHS, MAX_SEED, MAX_WORKERS, RunSpec, Schedule
@@ -74,6 +74,24 @@ class GradualConfig(RunSpec):
             default=str,
         )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _optional_fields(model: type[BaseModel]) -> dict[str, Any]:
+    """Every field of `model` as optional (default None), with its type, bounds and choices kept."""
+    fields: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        kind = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+        fields[name] = (kind | None, None)
+    return fields
+
+
+# A sweep file's `train` section: base values of its trials' runs, typed and bounded field by field. The
+# knobs complete them, so the checks across fields run on each trial's values (`make_config`).
+RunBase = create_model(
+    "RunBase",
+    __config__=ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False),
+    **_optional_fields(GradualConfig),
+)
 
 
 def _one_line(err: ValidationError) -> str:

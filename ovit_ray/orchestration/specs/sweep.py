@@ -18,7 +18,14 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from ovit_ray.orchestration.common.yaml_files import short_repr
-from ovit_ray.orchestration.specs.run import MAX_EPOCHS, MAX_SEED, MAX_WORKERS, GradualConfig, make_config
+from ovit_ray.orchestration.specs.run import (
+    MAX_EPOCHS,
+    MAX_SEED,
+    MAX_WORKERS,
+    GradualConfig,
+    RunBase,
+    make_config,
+)
 from ovit_ray.orchestration.specs.search_space import RESERVED_TRAIN_FIELDS, STRATEGIES, Dist, known_knobs
 from ovit_ray.orchestration.specs.validation import Strict
 
@@ -105,7 +112,7 @@ class SweepConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
     seed: int = Field(0, ge=0, le=MAX_SEED)
-    train: dict[str, Any] = Field(default_factory=dict)
+    train: RunBase = RunBase()
     strategy: Literal["sweep", "independent", "both"] = "sweep"
     search: Search
     resources: Resources = Resources()
@@ -121,17 +128,22 @@ class SweepConfig(Strict):
 
     @field_validator("train")
     @classmethod
-    def _train_fields(cls, train: dict[str, Any]) -> dict[str, Any]:
-        reserved = sorted(set(train) & RESERVED_TRAIN_FIELDS)
+    def _train_fields(cls, train: RunBase) -> RunBase:
+        reserved = sorted(train.model_fields_set & RESERVED_TRAIN_FIELDS)
         if reserved:
             raise ValueError(
                 f"{reserved} are set by the sweep's resources/mlflow sections and the CLI, not inside train"
             )
-        if not train.get("targets"):
+        if not train.targets:
             raise ValueError(
-                f"needs targets (the sparsities each trial reports), got {short_repr(train.get('targets'))}"
+                f"needs targets (the sparsities each trial reports), got {short_repr(train.targets)}"
             )
         return train
+
+    @property
+    def base(self) -> dict[str, Any]:
+        """The values the sweep file sets in `train` (defaults of the run model fill the rest)."""
+        return self.train.model_dump(exclude_unset=True)
 
     @property
     def knobs(self) -> dict[str, Dist]:
@@ -146,7 +158,7 @@ class SweepConfig(Strict):
 
     def run_values(self, knobs: Mapping[str, Any]) -> dict[str, Any]:
         """GradualConfig fields of one trial: train base, resources, then the trial's knobs."""
-        values = {**self.train, **self.resources.model_dump(exclude={"custom"}), **knobs}
+        values = {**self.base, **self.resources.model_dump(exclude={"custom"}), **knobs}
         values.pop("strategy", None)
         return values
 
@@ -157,6 +169,7 @@ class SweepConfig(Strict):
     def fingerprint(self) -> str:
         """What the sweep computes; a resume must find the same one."""
         blob = self.model_dump(mode="json", exclude={"description", "mlflow", "storage"})
+        blob["train"] = self.train.model_dump(mode="json", exclude_unset=True)  # what the file says
         return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
     @property

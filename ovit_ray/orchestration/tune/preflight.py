@@ -22,7 +22,7 @@ def _values(sweep: SweepConfig, field: str, default: Any = None) -> list[Any]:
     """Every value `field` takes in the sweep (its train base, or each value of its knob)."""
     if field in sweep.knobs:
         return list(dict.fromkeys(sweep.knobs[field].values_to_check()))
-    return [sweep.train.get(field, default)]
+    return [sweep.base.get(field, default)]
 
 
 def preflight_problems(sweep: SweepConfig) -> list[str]:

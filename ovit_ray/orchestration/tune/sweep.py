@@ -81,11 +81,11 @@ def _warm_preset(sweep: SweepConfig) -> None:
     from ovit_ray.models import PRESETS
     from ovit_ray.training.preset import load_preset_model
 
-    model = sweep.train.get("model", "digits-vit")
+    model = sweep.base.get("model", "digits-vit")
     if (
         model in PRESETS
-        and not sweep.train.get("checkpoint")
-        and sweep.train.get("dataset") in (None, PRESETS[model].dataset)
+        and not sweep.base.get("checkpoint")
+        and sweep.base.get("dataset") in (None, PRESETS[model].dataset)
     ):
         load_preset_model(model)
 
