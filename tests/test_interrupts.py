@@ -15,7 +15,8 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from ovit_ray.orchestration.cluster.local import free_port, group_processes, port_in_use, wait_until
+from ovit_ray.orchestration.cluster.local import group_processes
+from ovit_ray.orchestration.common.net import free_port, port_in_use, wait_until
 from ovit_ray.orchestration.results.parquet import read_rows
 from ovit_ray.orchestration.tracking.client import default_tracking_uri
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 import copy
 import ipaddress
 import re
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ovit_ray.orchestration.common.net import binds_all_interfaces
+from ovit_ray.orchestration.common.secrets import is_secret_key
 from ovit_ray.orchestration.common.yaml_files import read_yaml_mapping, short_repr
 
 STORAGE_VAR = "OVIT_RAY_STORAGE"
@@ -39,21 +40,6 @@ _SECRET_PATTERNS = {
     "a password in a URL": re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@", re.I),
     "a Hugging Face token": re.compile(r"\bhf_[A-Za-z0-9]{30,}\b"),
 }
-
-
-def binds_all_interfaces(host: str) -> bool:
-    """Every spelling of "all interfaces": 0.0.0.0, 0, 0.0, 0x0, ::, ::0, [::], 0:0::0, empty, *."""
-    host = host.strip().strip("'\"").strip("[]")
-    if host in ("", "*"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_unspecified
-    except ValueError:
-        pass
-    try:
-        return socket.inet_aton(host) == bytes(4)  # the shorthand IPv4 forms bind(2) also accepts
-    except OSError:
-        return False
 
 
 def _covers_everything(cidrs: list[str]) -> bool:
@@ -205,8 +191,6 @@ def _auth_problems(config: dict[str, Any]) -> Iterator[Problem]:
 
 
 def _secret_problems(config: dict[str, Any]) -> Iterator[Problem]:
-    from ovit_ray.orchestration.tracking.client import is_secret_key  # imports mlflow: not at `--help` time
-
     for key, text in _strings(config):
         for what, pattern in _SECRET_PATTERNS.items():
             if pattern.search(text):
@@ -225,8 +209,6 @@ def _secret_problems(config: dict[str, Any]) -> Iterator[Problem]:
 
 def _secret_fields(node: Any, key: str = "") -> Iterator[str]:
     """Mapping entries whose key names a credential and whose value is a literal (e.g. provider.aws_credentials)."""
-    from ovit_ray.orchestration.tracking.client import is_secret_key  # imports mlflow: not at `--help` time
-
     if isinstance(node, dict):
         for k, v in node.items():
             where = f"{key}.{k}" if key else str(k)

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ovit_ray.orchestration.common.secrets import check_no_credentials
 from ovit_ray.orchestration.common.yaml_files import clip_line, read_yaml_mapping, short_repr
 from ovit_ray.orchestration.specs.run import (
     MAX_EPOCHS,
@@ -183,10 +184,6 @@ class Resources(_Strict):
 
 
 def _no_credentials(uri: str | None, what: str) -> str | None:
-    from ovit_ray.orchestration.tracking.client import (
-        check_no_credentials,  # imports mlflow: only when needed
-    )
-
     return uri if uri is None else check_no_credentials(uri, what)
 
 

@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import save_file
 
 from ovit_ray.models import load_checkpoint, timm_spec
+from ovit_ray.orchestration.common.atomic import write_atomic, write_json_atomic
 from ovit_ray.orchestration.results.best import best_finished
 from ovit_ray.orchestration.results.parquet import read_rows
 from ovit_ray.orchestration.tracking.client import git_commit
@@ -72,17 +73,6 @@ def local_copy(location: str) -> Iterator[Path]:
         local = Path(tmp) / Path(path).name
         pyarrow.fs.copy_files(path, str(local), source_filesystem=filesystem)
         yield local
-
-
-def _write_atomic(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def export_model(
@@ -136,8 +126,8 @@ def export_model(
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     plain = {k: v.contiguous() for k, v in state.items()}
-    _write_atomic(out, lambda tmp: save_file(plain, tmp, metadata={"format": "pt"}))
-    _write_atomic(card_path(out), lambda tmp: Path(tmp).write_text(json.dumps(card, indent=1, default=str)))
+    write_atomic(out, lambda tmp: save_file(plain, tmp, metadata={"format": "pt"}))
+    write_json_atomic(card_path(out), card)
     return card
 
 

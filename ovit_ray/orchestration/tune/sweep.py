@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from ovit_ray.orchestration.common.interrupts import Interrupted, StopSignals, init_ray, tune_stop_on_signal
+from ovit_ray.orchestration.common.secrets import check_no_credentials, drop_propagated_secrets
 from ovit_ray.orchestration.specs.sweep import Dist, SweepConfig, load_sweep
-from ovit_ray.orchestration.tracking.client import check_no_credentials, default_tracking_uri
+from ovit_ray.orchestration.tracking.client import default_tracking_uri
 from ovit_ray.orchestration.tune.output_folder import (
     SWEEP_COPY,
     FolderLock,
@@ -36,7 +37,7 @@ from ovit_ray.orchestration.tune.output_folder import (
     relocate,
     write_state,
 )
-from ovit_ray.orchestration.tune.preflight import check_sweep, drop_propagated_secrets
+from ovit_ray.orchestration.tune.preflight import check_sweep
 
 DRIVER_CPU = 0.01  # the Train V2 driver function is light; its workers hold the real resources
 
