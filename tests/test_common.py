@@ -24,7 +24,9 @@ def test_atomic_write_replaces_whole_files_and_leaves_nothing_behind_on_failure(
 
     with pytest.raises(OSError, match="disk full"):
         write_atomic(path, broken)
-    assert json.loads(path.read_text()) == {"a": "x"} and [p.name for p in tmp_path.iterdir()] == ["state.json"]
+    assert json.loads(path.read_text()) == {"a": "x"} and [p.name for p in tmp_path.iterdir()] == [
+        "state.json"
+    ]
 
 
 def test_net_helpers() -> None:

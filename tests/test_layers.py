@@ -34,14 +34,9 @@ RANKS: dict[str, int] = {
     "cli": 20,
 }
 
-# Imports the check lets through although they break the layers. Being emptied: the YAML and port helpers
-# these import move to orchestration/common (issue 11); a stale entry fails test_allow_list_holds_only_live_imports.
-ALLOWED: set[tuple[str, str]] = {
-    ("ovit_ray.orchestration.cluster.launcher_file", "ovit_ray.orchestration.tracking.client"),
-    ("ovit_ray.orchestration.specs.sweep", "ovit_ray.orchestration.tracking.client"),
-    ("ovit_ray.orchestration.tracking.server", "ovit_ray.orchestration.cluster.launcher_file"),
-    ("ovit_ray.orchestration.tracking.server", "ovit_ray.orchestration.cluster.local"),
-}
+# Imports the check lets through although they break the layers (none left: the secrets and network
+# helpers they needed live in orchestration/common); a stale entry fails test_allow_list_holds_only_live_imports.
+ALLOWED: set[tuple[str, str]] = set()
 
 
 def _layer(module: str) -> str | None:
