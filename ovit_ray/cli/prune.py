@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ovit_ray.pruning.names import DEFAULT_PATTERNS, DTYPE_NAMES, METHODS, SCOPES, parse_pattern
+from ovit_ray.pruning.methods import method_names
+from ovit_ray.pruning.names import DEFAULT_PATTERNS, DTYPE_NAMES, SCOPES, parse_pattern
 
 # A row is the same result when all of these match; such rows are kept, never recomputed or duplicated.
 KEY_COLUMNS = [
@@ -47,10 +48,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--method",
         nargs="+",
-        default=list(METHODS),
-        choices=METHODS,
+        default=list(method_names()),
+        choices=method_names(),
         metavar="METHOD",
-        help=f"one or more of {', '.join(METHODS)} (default: all)",
+        help=f"one or more of {', '.join(method_names())} (default: all)",
     )
     p.add_argument(
         "--sparsity",

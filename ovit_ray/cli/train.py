@@ -8,6 +8,8 @@ import typing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from ovit_ray.pruning.methods import method_names
+
 if TYPE_CHECKING:
     from ovit_ray.orchestration.specs.run import GradualConfig
     from ovit_ray.orchestration.train.job import RunResult
@@ -100,6 +102,13 @@ def _allowed(name: str) -> str:
     return f"{words} {', '.join(bounds)}".strip()
 
 
+def _choices(name: str, annotation: Any) -> tuple[str, ...] | None:
+    """The values argparse offers: a Literal's, or the registered pruning methods."""
+    if typing.get_origin(annotation) is Literal:
+        return typing.get_args(annotation)
+    return method_names() if name == "method" else None
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, defaults: dict[str, Any] | None = None) -> None:
     """A positional CONFIG.yaml plus one `--field-name` flag per config field (flags win over the file)."""
     from ovit_ray.orchestration.specs.run import GradualConfig  # pydantic: only when this command is used
@@ -107,7 +116,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, defaults: dict[str, An
     parser.add_argument("config", nargs="?", help="YAML file of config fields (optional; flags override it)")
     for name, info in GradualConfig.model_fields.items():
         kind, many = _flag_type(info.annotation)
-        choices = typing.get_args(info.annotation) if typing.get_origin(info.annotation) is Literal else None
+        choices = _choices(name, info.annotation)
         default = (defaults or {}).get(name, info.default)
         allowed = "" if choices or not _allowed(name) else f"; {_allowed(name)}"
         parser.add_argument(

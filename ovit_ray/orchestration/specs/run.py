@@ -12,9 +12,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ovit_ray.orchestration.common.yaml_files import read_yaml_mapping, short_repr
+from ovit_ray.pruning.methods import method_names
 from ovit_ray.pruning.names import parse_pattern
 from ovit_ray.training.schedules import sparsity_steps, sparsity_steps_through_targets
 
@@ -34,6 +43,16 @@ MAX_WORKERS = 4096
 PLACEMENT_FIELDS = {"out", "mlflow_uri", "experiment", "ray_address", "max_failures"}
 
 
+def _registered_method(name: str) -> str:
+    if name not in method_names():
+        raise ValueError(f"must be one of {', '.join(method_names())}")
+    return name
+
+
+# A pruning method's name, checked against the registry when validated (plug-ins registered later count).
+MethodName = Annotated[str, AfterValidator(_registered_method)]
+
+
 class GradualConfig(BaseModel):
     """One gradual-pruning run. Without `targets` it prunes init -> final sparsity on the grid
     start_epoch, +update_frequency, ..., end_epoch and then fine-tunes `window_epochs`; with `targets`
@@ -48,7 +67,7 @@ class GradualConfig(BaseModel):
     data_root: str | None = None
     split_seed: int = Field(0, ge=0, le=MAX_SEED)
     # pruner (B, m, lambda, ...)
-    method: Literal["ovit", "woodfisher", "magnitude", "ovit-noupdate"] = "ovit"
+    method: MethodName = "ovit"
     block_size: int = Field(64, gt=0, le=MAX_COUNT)
     num_grads: int = Field(64, gt=0, le=MAX_COUNT)
     damp: float = Field(1e-7, gt=0, allow_inf_nan=False)

@@ -17,7 +17,7 @@ from pydantic import Field
 from ovit_ray.orchestration.common.yaml_files import read_yaml_mapping
 from ovit_ray.orchestration.results.parquet import append_rows, read_rows
 from ovit_ray.orchestration.results.schemas import TRANSFER_SOURCES
-from ovit_ray.orchestration.specs.run import make_config
+from ovit_ray.orchestration.specs.run import MethodName, make_config
 from ovit_ray.orchestration.specs.sweep import _Strict, _validate
 from ovit_ray.orchestration.tune.transfer import (
     RESULTS_FILE,
@@ -27,8 +27,6 @@ from ovit_ray.orchestration.tune.transfer import (
     transfer_jobs,
 )
 
-Method = Literal["ovit", "woodfisher", "magnitude", "ovit-noupdate"]
-
 
 class Pair(_Strict):
     source_model: str
@@ -37,7 +35,7 @@ class Pair(_Strict):
 
 
 class SourceStage(_Strict):
-    methods: list[Method] = Field(min_length=1)
+    methods: list[MethodName] = Field(min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     train: dict[str, Any] = Field(default_factory=dict)  # gradual-run fields (targets, window_epochs, ...)
 
