@@ -40,7 +40,7 @@ class OViT(PruningMethod):
         downdates = None
         if self.update_weights and pruner.reserve_cache(n * steps * block * weights.dtype.itemsize):
             downdates = weights.new_empty(n, steps, block)
-        orders, losses, coeffs = [], [], []
+        orders, losses, coeffs = [], [], []  # coeffs come with downdates
         for chunk, inverse in pruner.inverse_chunks(name):
             result = greedy_eliminate(
                 weights[chunk],
@@ -51,7 +51,8 @@ class OViT(PruningMethod):
             )
             orders.append(result.order)
             losses.append(result.losses)
-            coeffs.append(result.coeffs)
+            if result.coeffs is not None:
+                coeffs.append(result.coeffs)
         order, costs = torch.cat(orders), torch.cat(losses)
         pruned_before = pruner.already_pruned(name)
         costs = costs.masked_fill(pruned_before.gather(1, order), float("-inf"))
@@ -83,6 +84,7 @@ class OViT(PruningMethod):
         solve = torch.ones(weights.shape[0], dtype=torch.bool, device=weights.device)
         out = weights.masked_fill(pruned, 0)
         if plan.downdates is not None:
+            assert plan.order is not None and plan.coeffs is not None  # plan() sets them with the downdates
             # Padding is eliminated too (first, at no cost), so it counts as pruned for the prefix test.
             gone = pruned | ~pruner.valid(name)
             in_order = gone.gather(1, plan.order)
