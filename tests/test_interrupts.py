@@ -35,6 +35,7 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]
     )
 
 
+@pytest.mark.slow  # starts a real MLflow server in a child process
 def test_sigterm_stops_the_mlflow_server_and_frees_its_port(tmp_path: Path) -> None:
     port = free_port()
     proc = _cli("mlflow-server", "--dir", str(tmp_path / "m"), "--port", str(port))

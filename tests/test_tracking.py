@@ -114,6 +114,7 @@ def _start_server(port: int, store_uri: str, root: Path) -> subprocess.Popen:
     raise RuntimeError("mlflow server did not start")
 
 
+@pytest.mark.slow  # starts a real MLflow server
 def test_outbox_while_server_down_then_flush_into_real_server(tracker, tmp_path, caplog):
     port = free_port()
     uri = f"http://127.0.0.1:{port}"

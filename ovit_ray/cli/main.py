@@ -67,7 +67,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         if chosen is None or name == chosen:
             module.register(subparsers)
         else:
-            subparsers.add_parser(name, help=getattr(module, "HELP", None) or module.__doc__.splitlines()[0])
+            subparsers.add_parser(name, help=module.HELP)
     return parser
 
 

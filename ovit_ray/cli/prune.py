@@ -107,6 +107,7 @@ def _check_sparsities(values: list[float]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ovit_ray.data import num_samples
     from ovit_ray.orchestration.results.parquet import append_rows, print_table
     from ovit_ray.orchestration.results.schemas import PRUNE_RESULTS
     from ovit_ray.pruning import PruneSettings
@@ -140,8 +141,8 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     print(
-        f"model: {args.model} from {start.source}; dataset: {len(start.data.train)} train / "
-        f"{len(start.data.val)} val / {len(start.data.test)} test images (top-1 is on test)"
+        f"model: {args.model} from {start.source}; dataset: {num_samples(start.data.train)} train / "
+        f"{num_samples(start.data.val)} val / {num_samples(start.data.test)} test images (top-1 is on test)"
     )
     rows = oneshot_rows(
         start,

@@ -80,9 +80,10 @@ def plot_knob(rows: Sequence[Row], knob: str, path: Path) -> Path:
     trials = _per_trial(rows)
     fig, ax = plt.subplots(figsize=(5, 3.5))
     values = [t.get(knob) for t in trials]
-    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
-        ax.scatter(values, [t["top1_final"] for t in trials])
-        if knob in LOG_KNOBS and min(values) > 0:
+    numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+    if len(numbers) == len(values):
+        ax.scatter(numbers, [t["top1_final"] for t in trials])
+        if knob in LOG_KNOBS and min(numbers) > 0:
             ax.set_xscale("log")
     else:
         labels = sorted({str(v) for v in values})
@@ -128,9 +129,8 @@ def seed_summary(rows: Sequence[Row]) -> list[dict[str, Any]]:
     knobs = [k for k in varying_knobs(rows) if k not in ("seed", "method", "strategy")]
     groups: dict[tuple[Any, ...], list[Row]] = defaultdict(list)
     for r in rows:
-        groups[(r.get("strategy"), r.get("method"), *(r.get(k) for k in knobs), r["target_sparsity"])].append(
-            r
-        )
+        key = (r.get("strategy"), r.get("method"), *(r.get(k) for k in knobs), r["target_sparsity"])
+        groups[key].append(r)
     unit = "gpu" if any(r.get("gpu_hours") for r in rows) else "cpu"
     table = []
     for key, members in sorted(groups.items(), key=lambda item: tuple(_sort_key(v) for v in item[0])):
