@@ -292,7 +292,10 @@ def _reload_ray_auth() -> None:
     already (private hooks, the same ones ``ray.init`` uses when it turns token auth on)."""
     if "ray" not in sys.modules:
         return
-    from ray._raylet import AuthenticationTokenLoader, Config
+    from ray._raylet import (  # type: ignore[attr-defined]  # Cython module; its .pyi omits these two
+        AuthenticationTokenLoader,
+        Config,
+    )
 
     Config.initialize("")
     AuthenticationTokenLoader.instance().reset_cache()

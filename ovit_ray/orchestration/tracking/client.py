@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 from urllib.parse import quote, unquote, urlsplit
 
 import requests
@@ -198,14 +198,14 @@ class Tracker:
             key = run_key or uuid.uuid4().hex
             commit = git_commit()
             run_tags = {**({MLFLOW_GIT_COMMIT: commit} if commit else {}), **user_tags, RUN_KEY_TAG: key}
-            record = {
+            record: dict[str, Any] = {
                 "op": "create_run",
                 "run_id": OFFLINE_PREFIX + key,
                 "run_name": run_name,
                 "tags": run_tags,
                 "start_time": _now_ms(),
             }
-            run_id = self._submit(record) or record["run_id"]
+            run_id = str(self._submit(record) or record["run_id"])  # the offline id while queued
         self.log_params(run_id, params or {})
         return run_id
 
@@ -444,6 +444,12 @@ class Tracker:
         )
         return runs[0].info.run_id if runs else None
 
+    @overload
+    def _experiment(self, *, create: Literal[True]) -> str: ...
+
+    @overload
+    def _experiment(self, *, create: Literal[False]) -> str | None: ...
+
     def _experiment(self, *, create: bool) -> str | None:
         if self._experiment_id is None:
             found = self.client.get_experiment_by_name(self.experiment_name)
@@ -463,9 +469,10 @@ class Tracker:
                 except MlflowException as exc:  # another worker created it first
                     if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                         raise
-                    self._experiment_id = self.client.get_experiment_by_name(
-                        self.experiment_name
-                    ).experiment_id
+                    theirs = self.client.get_experiment_by_name(self.experiment_name)
+                    if theirs is None:  # created and deleted again meanwhile: nothing to join
+                        raise
+                    self._experiment_id = theirs.experiment_id
         return self._experiment_id
 
 

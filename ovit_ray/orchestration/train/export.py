@@ -142,6 +142,7 @@ def evaluate_exported(
     card's dataset, and the sparsity of its prunable weights (the card's list; zeros counted in the file)."""
     import timm
 
+    from ovit_ray.data import num_samples
     from ovit_ray.training.loop import evaluate, make_loader
     from ovit_ray.training.setup import job_data, load_weights
 
@@ -182,5 +183,5 @@ def evaluate_exported(
         "sparsity": zeros / total if total else 0.0,
         "recorded_top1": card["top1"],
         "recorded_val_top1": card.get("val_top1"),
-        "images": len(data.test),
+        "images": num_samples(data.test),
     }

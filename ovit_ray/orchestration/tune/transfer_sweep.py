@@ -43,7 +43,7 @@ class SourceStage(_Strict):
 class TransferStage(_Strict):
     pairs: list[Pair] = Field(min_length=1)
     source: SourceStage
-    modes: list[Literal["sparse", "dense"]] = Field(default_factory=lambda: ["sparse"], min_length=1)
+    modes: list[Literal["sparse", "dense"]] = Field(["sparse"], min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     epochs: int = Field(10, gt=0)
     lr: float = Field(1e-3, gt=0)
