@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,7 +73,7 @@ def _checkpoint_path(name: str, recipe: PresetRecipe) -> Path:
     return cache_dir() / f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}.safetensors"
 
 
-def _cosine_with_warmup(total_steps: int, warmup_steps: int):
+def _cosine_with_warmup(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
