@@ -1,6 +1,7 @@
 # Two entry points, both doing their own set-up on a fresh machine:
 #   make quickstart   the main job on the embedded defaults (digits preset, embedded Ray and MLflow)
-#   make test         the test suite (what .ci/run calls)
+#   make test         every check CI runs, in CI's order (.ci/run calls `make ci`, the same thing):
+#                     lint, typecheck, layers, test-fast, then test-rest (the tests the fast tier leaves out)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -8,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: quickstart test lint bench clean chromium screenshots
+.PHONY: quickstart test ci lint typecheck layers test-fast test-rest bench clean chromium screenshots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +31,25 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -q && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 
-test: $(STAMP) chromium
-	$(BIN)/python -m pytest -q --durations=15
+# Order matters (no -j): the cheap checks fail first. Each pytest step fails on "no tests ran" (exit 5).
+test: lint typecheck layers test-fast test-rest
+ci: test
+
+# The fast tier: no Ray, no MLflow server, no browser (math, pruner, configs, schedules, CLI
+# validation, results, report); under 3 minutes on 2 cores.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not ray and not slow" --durations=10
+
+# The rest of the suite: everything the fast tier leaves out, so no test runs twice.
+test-rest: $(STAMP) chromium
+	$(BIN)/python -m pytest -q -m "ray or slow" --durations=15
+
+# The import-layer check alone (also part of the fast tier: one second twice).
+layers: $(STAMP)
+	$(BIN)/python -m pytest -q tests/test_layers.py
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
 
 # The README's MLflow screenshots (docs/img/), from the quickstart sweep in runs/quickstart.
 screenshots: $(STAMP) chromium
@@ -39,6 +57,7 @@ screenshots: $(STAMP) chromium
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean:
 	rm -rf $(VENV) runs

@@ -22,7 +22,7 @@ from pathlib import Path
 from ovit_ray.cli.prune import KEY_COLUMNS
 from ovit_ray.orchestration.results.parquet import append_rows
 from ovit_ray.orchestration.results.schemas import PRUNE_RESULTS
-from ovit_ray.pruning import DEFAULT_PATTERNS, METHODS, PruneSettings
+from ovit_ray.pruning import DEFAULT_PATTERNS, PruneSettings, method_names
 from ovit_ray.training.oneshot import Row, oneshot_rows
 from ovit_ray.training.setup import build_model_and_data
 
@@ -36,10 +36,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--method",
         nargs="+",
-        default=list(METHODS),
-        choices=METHODS,
+        default=list(method_names()),
+        choices=method_names(),
         metavar="METHOD",
-        help=f"methods (default: {' '.join(METHODS)})",
+        help=f"methods (default: {' '.join(method_names())})",
     )
     p.add_argument("--sparsity", nargs="+", type=float, default=list(SPARSITIES), metavar="S")
     p.add_argument(

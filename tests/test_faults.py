@@ -27,8 +27,8 @@ from ovit_ray.orchestration.cluster.local import (
     group_processes,
     start_fake_autoscaling_cluster,
     start_two_nodes,
-    wait_until,
 )
+from ovit_ray.orchestration.common.net import wait_until
 from ovit_ray.orchestration.results.parquet import read_rows
 from ovit_ray.orchestration.tracking.client import OUTBOX_NAME
 from ovit_ray.orchestration.tracking.server import MlflowServer

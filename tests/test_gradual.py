@@ -106,7 +106,7 @@ def test_an_explicit_schedule_without_steps_is_kept(tmp_path):
         ({"final_sparsity": 1.5}, "final_sparsity: Input should be less than 1 (got 1.5)"),
         ({"targets": [0.5, 1.2]}, "targets.1: Input should be less than 1 (got 1.2)"),
         ({"targets": [0.9, 0.5]}, "targets must be strictly increasing"),
-        ({"method": "obs"}, "method: unknown pruning method"),
+        ({"method": "obs"}, "method: must be one of ovit, woodfisher, magnitude, ovit-noupdate (got 'obs')"),
         ({"pattern": "4:2"}, "pattern: need 0 < N < M"),
         ({"lr_min": 0.1, "lr_max": 0.01}, "lr_min: must be <= lr_max"),
         ({"epochs": 3}, "epochs: Extra inputs are not permitted (got 3)"),

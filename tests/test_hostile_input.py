@@ -43,6 +43,7 @@ def _sweep(tmp_path: Path, name: str = "s.yaml", **changes: object) -> Path:
     return path
 
 
+@pytest.mark.slow  # five fresh processes, each importing torch, Ray and MLflow to measure its own peak
 def test_alias_bombs_are_refused_fast_in_every_file_kind(tmp_path: Path) -> None:
     """A 0.5 KB file of nested aliases would expand to 9^9 values; each reader refuses it in a fresh process."""
     spaces = tmp_path / "spaces"

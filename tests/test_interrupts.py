@@ -15,7 +15,8 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from ovit_ray.orchestration.cluster.local import free_port, group_processes, port_in_use, wait_until
+from ovit_ray.orchestration.cluster.local import group_processes
+from ovit_ray.orchestration.common.net import free_port, port_in_use, wait_until
 from ovit_ray.orchestration.results.parquet import read_rows
 from ovit_ray.orchestration.tracking.client import default_tracking_uri
 
@@ -34,6 +35,7 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]
     )
 
 
+@pytest.mark.slow  # starts a real MLflow server in a child process
 def test_sigterm_stops_the_mlflow_server_and_frees_its_port(tmp_path: Path) -> None:
     port = free_port()
     proc = _cli("mlflow-server", "--dir", str(tmp_path / "m"), "--port", str(port))

@@ -7,13 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ovit_ray.orchestration.cluster.local import (
-    FAKE_GPU,
-    LOOPBACK,
-    start_fake_autoscaling_cluster,
-    start_two_nodes,
-    wait_until,
-)
+from ovit_ray.orchestration.cluster.local import FAKE_GPU, start_fake_autoscaling_cluster, start_two_nodes
+from ovit_ray.orchestration.common.net import LOOPBACK, wait_until
 
 ray = pytest.importorskip("ray")
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: E402

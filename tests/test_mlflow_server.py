@@ -15,6 +15,7 @@ from ovit_ray.orchestration.tracking.client import Tracker
 from ovit_ray.orchestration.tracking.server import MlflowServer
 
 
+@pytest.mark.slow  # starts a real MLflow server twice (a minute or two on 2 busy cores)
 def test_parent_and_children_over_http_survive_a_server_restart(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -56,6 +57,7 @@ def test_parent_and_children_over_http_survive_a_server_restart(
     assert not server.ready()
 
 
+@pytest.mark.slow  # starts a real MLflow server with the basic-auth app
 def test_basic_auth_rejects_anonymous_requests(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_FLASK_SERVER_SECRET_KEY", "test-secret-key")
     monkeypatch.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", "test-admin-password")

@@ -149,11 +149,11 @@ def _sweep_dir(tmp_path: Path) -> Path:
 
 
 def test_report_ranks_trials_marks_the_best_and_fits_80_columns(tmp_path: Path, capsys) -> None:
-    from ovit_ray.orchestration.results.report import report
+    from ovit_ray.cli.main import main
 
-    report(_sweep_dir(tmp_path))
+    assert main(["report", str(_sweep_dir(tmp_path))]) == 0
     text = capsys.readouterr().out
-    lines = text.splitlines()
+    lines = [line for line in text.splitlines() if not line.startswith("plot: ")]  # paths: as long as tmp
     assert max(len(line) for line in lines) <= 80
     assert "t…" not in text and "…" not in text  # headers are short names, never cut
     header = next(line for line in lines if line.lstrip().startswith("#"))
@@ -179,25 +179,25 @@ def test_report_wide_csv_and_markdown(tmp_path: Path, capsys) -> None:
     import csv
     import io
 
-    from ovit_ray.orchestration.results.report import report
+    from ovit_ray.cli.main import main
 
-    out = _sweep_dir(tmp_path)
-    report(out, width=None)
+    out = str(_sweep_dir(tmp_path))
+    assert main(["report", out, "--wide"]) == 0
     wide = capsys.readouterr().out.splitlines()
     assert sum(1 for line in wide if line.lstrip().startswith("#")) == 1  # one block
-    report(out, fmt="csv")
+    assert main(["report", out, "--csv"]) == 0
     table = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert [r["trial"] for r in table] == ["t_c", "t_b", "t_a", "t_d"]
     assert {"lr_max", "damp", "top1_at_0.5", "top1_at_0.9", "epochs", "cpu_hours"} <= set(table[0])
     assert table[0]["best"] == "*" and table[3]["status"] == "stopped"
-    report(out, fmt="markdown")
+    assert main(["report", out, "--markdown"]) == 0
     md = capsys.readouterr().out.splitlines()
     assert md[0].startswith("| # | best | trial | status | λ | lr |") and md[1].startswith("|---:|")
 
 
 def test_report_reads_train_and_compare_strategies_outputs(tmp_path: Path, capsys) -> None:
+    from ovit_ray.cli.main import main
     from ovit_ray.orchestration.results.parquet import append_rows
-    from ovit_ray.orchestration.results.report import report
     from ovit_ray.orchestration.results.schemas import RUN_RESULTS
     from ovit_ray.orchestration.specs.run import PLACEMENT_FIELDS, GradualConfig
     from ovit_ray.orchestration.train.job import KEY_COLUMNS
@@ -226,7 +226,7 @@ def test_report_reads_train_and_compare_strategies_outputs(tmp_path: Path, capsy
         for s, top1 in points
     ]
     append_rows(tmp_path / "results.parquet", rows, KEY_COLUMNS, RUN_RESULTS)
-    report(tmp_path)
+    assert main(["report", str(tmp_path)]) == 0
     text = capsys.readouterr().out
     order = [
         name for line in text.splitlines() for name in line.split() if name.endswith(("-k1", "-k2", "-k3"))

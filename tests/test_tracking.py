@@ -3,7 +3,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,25 +13,20 @@ import requests
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from ovit_ray.orchestration.common.net import free_port
+from ovit_ray.orchestration.common.secrets import is_secret_key
 from ovit_ray.orchestration.tracking.client import (
     OFFLINE_PREFIX,
     RUN_KEY_TAG,
     Tracker,
     flatten_params,
     git_commit,
-    is_secret_key,
 )
 
 
 @pytest.fixture(scope="module")
 def tracker(tmp_path_factory):
     return Tracker(tmp_path_factory.mktemp("job"), "exp")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_secret_filter_and_flattening():
@@ -120,8 +114,9 @@ def _start_server(port: int, store_uri: str, root: Path) -> subprocess.Popen:
     raise RuntimeError("mlflow server did not start")
 
 
+@pytest.mark.slow  # starts a real MLflow server
 def test_outbox_while_server_down_then_flush_into_real_server(tracker, tmp_path, caplog):
-    port = _free_port()
+    port = free_port()
     uri = f"http://127.0.0.1:{port}"
     t = Tracker(tmp_path / "job", "sweep", uri=uri)
     art = tmp_path / "ckpt.txt"

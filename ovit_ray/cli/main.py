@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 import time
@@ -66,7 +67,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         if chosen is None or name == chosen:
             module.register(subparsers)
         else:
-            subparsers.add_parser(name, help=getattr(module, "HELP", None) or module.__doc__.splitlines()[0])
+            subparsers.add_parser(name, help=module.HELP)
     return parser
 
 
@@ -101,9 +102,23 @@ def _write_crash_log(command: str) -> str:
         return f"(no log written: {error_lines(err, 200)[0]}; rerun with --debug)"
 
 
+def _show_library_logs() -> None:
+    """The library logs progress and warnings under `ovit_ray.*`; the CLI shows INFO and up on stderr
+    (stdout stays the command's result: tables, CSV), leaving Ray's and MLflow's loggers alone."""
+    logger = logging.getLogger("ovit_ray")
+    for old in [h for h in logger.handlers if h.get_name() == "ovit-ray-cli"]:
+        logger.removeHandler(old)  # an earlier main() in this process: sys.stderr may have changed since
+    handler = logging.StreamHandler(sys.stderr)
+    handler.set_name("ovit-ray-cli")
+    handler.setFormatter(logging.Formatter("ovit-ray: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
+    _show_library_logs()
     name = f"ovit-ray {args.command}"
     try:
         with StopSignals():

@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ovit_ray.orchestration.cluster.launcher_file import binds_all_interfaces
+    from ovit_ray.orchestration.common.net import binds_all_interfaces
     from ovit_ray.orchestration.tracking.server import MlflowServer
 
     if binds_all_interfaces(args.host):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ovit_ray.pruning.names import DEFAULT_PATTERNS, DTYPE_NAMES, METHODS, SCOPES, parse_pattern
+from ovit_ray.pruning.methods import method_names
+from ovit_ray.pruning.names import DEFAULT_PATTERNS, DTYPE_NAMES, SCOPES, parse_pattern
 
 # A row is the same result when all of these match; such rows are kept, never recomputed or duplicated.
 KEY_COLUMNS = [
@@ -47,10 +48,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--method",
         nargs="+",
-        default=list(METHODS),
-        choices=METHODS,
+        default=list(method_names()),
+        choices=method_names(),
         metavar="METHOD",
-        help=f"one or more of {', '.join(METHODS)} (default: all)",
+        help=f"one or more of {', '.join(method_names())} (default: all)",
     )
     p.add_argument(
         "--sparsity",
@@ -106,6 +107,7 @@ def _check_sparsities(values: list[float]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ovit_ray.data import num_samples
     from ovit_ray.orchestration.results import RESULTS_FILE
     from ovit_ray.orchestration.results.parquet import append_rows, print_table
     from ovit_ray.orchestration.results.schemas import PRUNE_RESULTS
@@ -140,8 +142,8 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     print(
-        f"model: {args.model} from {start.source}; dataset: {len(start.data.train)} train / "
-        f"{len(start.data.val)} val / {len(start.data.test)} test images (top-1 is on test)"
+        f"model: {args.model} from {start.source}; dataset: {num_samples(start.data.train)} train / "
+        f"{num_samples(start.data.val)} val / {num_samples(start.data.test)} test images (top-1 is on test)"
     )
     rows = oneshot_rows(
         start,

@@ -37,10 +37,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ovit_ray.orchestration.results.parquet import print_table
     from ovit_ray.orchestration.results.report import report
 
-    plots = report(args.sweep_dir, fmt=args.fmt, width=None if args.wide else 80)
+    result = report(args.sweep_dir, fmt=args.fmt, width=None if args.wide else 80)
+    print(result.text, end="")
+    for title, rows in result.tables:
+        print_table(rows, title=title)
     # CSV/markdown go to stdout alone, so they can be redirected into a file.
-    for path in plots:
+    for path in result.plots:
         print(f"plot: {path}", file=sys.stderr if args.fmt != "text" else sys.stdout)
     return 0

@@ -8,7 +8,7 @@ import typing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ovit_ray.pruning.names import METHODS
+from ovit_ray.pruning.methods import method_names
 
 if TYPE_CHECKING:
     from ovit_ray.orchestration.specs.run import GradualConfig
@@ -106,6 +106,13 @@ def _allowed(name: str) -> str:
     return f"{words} {', '.join(bounds)}".strip()
 
 
+def _choices(name: str, annotation: Any) -> tuple[str, ...] | None:
+    """The values argparse offers: a Literal's, or the registered pruning methods."""
+    if typing.get_origin(annotation) is Literal:
+        return typing.get_args(annotation)
+    return method_names() if name == "method" else None
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, defaults: dict[str, Any] | None = None) -> None:
     """A positional CONFIG.yaml plus one `--field-name` flag per config field (flags win over the file)."""
     from ovit_ray.orchestration.specs.run import GradualConfig  # pydantic: only when this command is used
@@ -113,9 +120,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, defaults: dict[str, An
     parser.add_argument("config", nargs="?", help="YAML file of config fields (optional; flags override it)")
     for name, info in GradualConfig.model_fields.items():
         kind, many = _flag_type(info.annotation)
-        choices = typing.get_args(info.annotation) if typing.get_origin(info.annotation) is Literal else None
-        if name == "method":  # a plain str in the spec, checked against the pruner's methods
-            choices = METHODS
+        choices = _choices(name, info.annotation)
         default = (defaults or {}).get(name, info.default)
         allowed = "" if choices or not _allowed(name) else f"; {_allowed(name)}"
         parser.add_argument(

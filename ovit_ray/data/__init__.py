@@ -7,6 +7,7 @@ from .datasets import (
     SplitOptions,
     TensorImageDataset,
     load_dataset,
+    num_samples,
 )
 from .transforms import RECIPES, RandomShift, pil_eval_transform, pil_train_transform, tensor_train_transform
 
@@ -19,6 +20,7 @@ __all__ = [
     "RandomShift",
     "TensorImageDataset",
     "load_dataset",
+    "num_samples",
     "pil_eval_transform",
     "pil_train_transform",
     "tensor_train_transform",

@@ -8,8 +8,9 @@ already has under `root`. Val picks checkpoints; test is only ever reported.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -29,6 +30,12 @@ DEFAULT_IMAGE_SIZE = {
     "caltech101": 224,
     "cifar10": 32,
 }
+
+
+def num_samples(dataset: Dataset[Any]) -> int:
+    """Length of a map-style dataset: torch's `Dataset` leaves `__len__` to subclasses (its stubs have
+    none), and every split built here (TensorImageDataset, Subset, torchvision folders) defines it."""
+    return len(cast(Sized, dataset))
 
 
 @dataclass(frozen=True)

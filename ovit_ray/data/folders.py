@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from torch.utils.data import Dataset, Subset
@@ -21,6 +21,9 @@ from torch.utils.data import Dataset, Subset
 from .datasets import DatasetSplits, SplitOptions
 from .splits import per_class_split, three_way_split, val_split
 from .transforms import pil_eval_transform, pil_train_transform
+
+if TYPE_CHECKING:  # torchvision is imported only by the loaders that read folders
+    from torchvision.datasets import ImageFolder
 
 CALTECH_TRAIN_PER_CLASS = 30
 CALTECH_EXCLUDED = ("BACKGROUND_Google",)
@@ -38,7 +41,7 @@ def _require_root(dataset: str, root: str | None, must_contain: str | None = Non
     return path
 
 
-def _views(folder_cls: type, path: Path, opts: SplitOptions) -> tuple[Dataset, Dataset]:
+def _views(folder_cls: type[ImageFolder], path: Path, opts: SplitOptions) -> tuple[ImageFolder, ImageFolder]:
     """The same folder twice: with the train transform and with the eval transform."""
     train = folder_cls(
         path, transform=pil_train_transform(opts.augment, opts.image_size, opts.mean, opts.std)
@@ -83,7 +86,7 @@ def imagefolder(root: str | None, opts: SplitOptions) -> DatasetSplits:
     )
 
 
-def _caltech_folder() -> type:
+def _caltech_folder() -> type[ImageFolder]:
     from torchvision.datasets import ImageFolder
 
     class CaltechFolder(ImageFolder):

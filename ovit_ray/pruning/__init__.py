@@ -1,7 +1,7 @@
 """Pruners: which weights, their masks, the Fisher from a model's gradients, and the pruning methods.
 
-Names are resolved on first use (PEP 562), so `ovit_ray.pruning.names` (the choices the CLI lists in
-its help) is importable without torch.
+Names are resolved on first use (PEP 562), so `ovit_ray.pruning.names` and the method registry (the
+choices the CLI lists in its help) are importable without torch.
 """
 
 from __future__ import annotations
@@ -14,7 +14,10 @@ _WHERE = {
     "count_params_and_flops": "accounting",
     "MaskSet": "masks",
     "DEFAULT_PATTERNS": "names",
-    "METHODS": "names",
+    "get_method": "methods",
+    "method_names": "methods",
+    "PruningMethod": "methods",
+    "register_method": "methods",
     "parse_pattern": "names",
     "select_prunable": "params",
     "Pruner": "pruner",

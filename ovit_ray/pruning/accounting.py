@@ -7,6 +7,7 @@ kernels can exploit); attention's two token-by-token products (q k^T and attn v)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -63,7 +64,7 @@ def count_params_and_flops(
 
     layers: list[LayerCount] = []
 
-    def hook(name: str):
+    def hook(name: str) -> Callable[[nn.Module, tuple, torch.Tensor], None]:
         def record(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
             if isinstance(module, nn.Linear | nn.Conv2d):
                 dense = module.weight.numel()

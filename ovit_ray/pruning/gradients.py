@@ -138,7 +138,10 @@ def collect_fisher(
             loss_fn(
                 model(inputs.to(device, non_blocking=True)), targets.to(device, non_blocking=True)
             ).backward()
-            sums.add({n: p.grad for n, p in params.items()}, flat_masks)
+            grads = {n: p.grad for n, p in params.items() if p.grad is not None}
+            if len(grads) < len(params):  # a parameter the loss does not depend on has no Fisher
+                raise ValueError(f"no gradient reaches {sorted(params.keys() - grads.keys())[:3]}")
+            sums.add(grads, flat_masks)
             bar.advance(task)
     sums.flush()
     model.zero_grad(set_to_none=True)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import ItemsView, Iterator, Mapping
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 
 class MaskSet:
@@ -26,13 +27,13 @@ class MaskSet:
     def __getitem__(self, name: str) -> torch.Tensor:
         return self._masks[name]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(self._masks)
 
     def __len__(self) -> int:
         return len(self._masks)
 
-    def items(self):
+    def items(self) -> ItemsView[str, torch.Tensor]:
         return self._masks.items()
 
     def to(self, device: torch.device | str) -> MaskSet:
@@ -45,7 +46,7 @@ class MaskSet:
         for name, mask in self._masks.items():
             params[name].mul_(mask.to(params[name].device))
 
-    def attach(self, optimizer: torch.optim.Optimizer, model: nn.Module):
+    def attach(self, optimizer: torch.optim.Optimizer, model: nn.Module) -> RemovableHandle:
         """Re-apply the masks after every `optimizer.step()`; returns the hook handle (call .remove())."""
         return optimizer.register_step_post_hook(lambda *_: self.apply(model))
 

@@ -1,8 +1,10 @@
-"""The pruner's choices as plain names (no torch), so `ovit-ray --help` can list them without importing torch."""
+"""The pruner's choices as plain names (no torch), so `ovit-ray --help` can list them without importing torch.
+
+Method names come from the registry, `ovit_ray.pruning.methods.method_names()`, also torch-free.
+"""
 
 from __future__ import annotations
 
-METHODS: tuple[str, ...] = ("ovit", "woodfisher", "magnitude", "ovit-noupdate")
 SCOPES: tuple[str, ...] = ("global", "uniform")
 DTYPE_NAMES: tuple[str, ...] = ("float64", "float32")
 # Every attention and MLP projection of every transformer block. timm fuses q, k and v into one

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ovit_ray.pruning.names import DTYPE_NAMES, METHODS, SCOPES, parse_pattern
+from ovit_ray.pruning.methods import get_method
+from ovit_ray.pruning.names import DTYPE_NAMES, SCOPES, parse_pattern
 
-__all__ = ["DTYPES", "METHODS", "SCOPES", "PruneSettings", "parse_pattern"]
+__all__ = ["DTYPES", "SCOPES", "PruneSettings", "parse_pattern"]
 
 DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in DTYPE_NAMES}
 
@@ -26,7 +27,7 @@ class PruneSettings:
     gradients; BENCHMARKS.md, issue 14), all-float32 as little as 98.6%; float32 sums halve memory for large models.
     """
 
-    method: str = "ovit"
+    method: str = "ovit"  # a name in `ovit_ray.pruning.methods` (method_names())
     block_size: int = 64
     num_grads: int = 128
     damp: float = 1e-7
@@ -40,10 +41,10 @@ class PruneSettings:
     )
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(
-                f"method: unknown pruning method {self.method!r}; choose from {', '.join(METHODS)}"
-            )
+        try:
+            get_method(self.method)
+        except ValueError as err:
+            raise ValueError(f"method: {err}") from None
         for name in ("block_size", "num_grads", "grad_batch_size", "chunk_bytes"):
             value = getattr(self, name)
             if name == "chunk_bytes" and value is None:
@@ -68,7 +69,7 @@ class PruneSettings:
 
     @property
     def uses_fisher(self) -> bool:
-        return self.method != "magnitude"
+        return get_method(self.method).needs_fisher
 
     @property
     def pattern_sparsity(self) -> float | None:

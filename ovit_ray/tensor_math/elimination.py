@@ -56,8 +56,10 @@ def greedy_eliminate(
     `group_size` consecutive positions.
     """
     n, block = weights.shape
+    if (group_size is None) != (group_quota is None):
+        raise ValueError("group_size and group_quota come together (an N:M pattern) or not at all")
     if steps is None:
-        steps = block if group_size is None else block // group_size * group_quota
+        steps = block if group_size is None or group_quota is None else block // group_size * group_quota
     panel = default_panel(block) if panel is None else max(1, min(panel, steps))
     device, dtype = weights.device, weights.dtype
     base = torch.arange(n, device=device) * block  # flat index of each block's first position
@@ -66,14 +68,16 @@ def greedy_eliminate(
     h_rows = h.view(n * block, block)  # row rows*B + p of this view is column p of block `rows` (H symmetric)
     diag = h.diagonal(dim1=1, dim2=2).clone()
     blocked = torch.zeros_like(w)  # +inf where a weight may no longer be chosen
-    groups = (
-        None if group_size is None else torch.zeros(n, block // group_size, dtype=torch.long, device=device)
+    nm = (  # (group size, quota, weights eliminated so far in each group)
+        None
+        if group_size is None or group_quota is None
+        else (group_size, group_quota, torch.zeros(n, block // group_size, dtype=torch.long, device=device))
     )
     order = torch.empty(steps, n, dtype=torch.long, device=device)  # step-major: each step writes one row
     picked = torch.empty(steps, n, dtype=dtype, device=device)
     coeffs = torch.empty(steps, n, dtype=dtype, device=device)
     keep = downdates is not None
-    u_all = downdates if keep else torch.empty(n, panel, block, dtype=dtype, device=device)
+    u_all = downdates if downdates is not None else torch.empty(n, panel, block, dtype=dtype, device=device)
     as_int = _SAME_ORDER_INT[dtype]
     start = 0  # first step of the current panel
     for t in range(steps):
@@ -101,11 +105,12 @@ def greedy_eliminate(
         w.view(-1).index_fill_(0, flat, 0)
         diag.view(-1).index_fill_(0, flat, 1)  # any positive value: the +inf in `blocked` already rules p out
         blocked.view(-1).index_fill_(0, flat, float("inf"))
-        if groups is not None:
-            g = p // group_size
-            count = groups.view(-1).index_add_(0, base // group_size + g, torch.ones_like(g))
-            full = count.view(-1).index_select(0, base // group_size + g) >= group_quota
-            blocked.view(n, -1, group_size)[full.nonzero().squeeze(1), g[full]] = float("inf")
+        if nm is not None:
+            size, quota, groups = nm
+            g = p // size
+            count = groups.view(-1).index_add_(0, base // size + g, torch.ones_like(g))
+            full = count.view(-1).index_select(0, base // size + g) >= quota
+            blocked.view(n, -1, size)[full.nonzero().squeeze(1), g[full]] = float("inf")
         if j + 1 == panel and t + 1 < steps:
             u_done = u_all[:, first : first + panel]
             h.baddbmm_(u_done.transpose(1, 2), u_done, alpha=-1)

@@ -10,8 +10,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +25,8 @@ from torch import nn
 from ..data import DatasetSplits, load_dataset
 from ..models import PRESETS, UnknownModelError, cache_dir, create_model, load_checkpoint, save_checkpoint
 from .loop import evaluate, make_loader, train_one_epoch
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,7 @@ def _checkpoint_path(name: str, recipe: PresetRecipe) -> Path:
     return cache_dir() / f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}.safetensors"
 
 
-def _cosine_with_warmup(total_steps: int, warmup_steps: int):
+def _cosine_with_warmup(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
@@ -122,14 +126,15 @@ def preset_checkpoint(name: str = "digits-vit", *, progress: bool = True) -> Pat
     path = _checkpoint_path(name, recipe)
     with FileLock(str(path) + ".lock"):
         if not path.exists():
-            print(f"ovit-ray: training preset {name!r} on CPU (first use; cached at {path})", flush=True)
+            log.info("training preset %r on CPU (first use; cached at %s)", name, path)
             model, meta = train_preset(name, recipe, progress=progress)
             save_checkpoint(path, model, meta=meta)
-            print(
-                f"ovit-ray: preset {name!r} trained: test top-1 {meta['test_top1']:.4f} "
-                f"(val {meta['val_top1']:.4f}) "
-                f"in {meta['seconds']:.1f} s",
-                flush=True,
+            log.info(
+                "preset %r trained: test top-1 %.4f (val %.4f) in %.1f s",
+                name,
+                meta["test_top1"],
+                meta["val_top1"],
+                meta["seconds"],
             )
     return path
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -68,17 +69,16 @@ def build_model_and_data(
     dataset = dataset or (preset.dataset if preset else "digits")
     data = job_data(model_name, dataset=dataset, data_root=data_root, split_seed=split_seed, augment=augment)
     masks: dict[str, torch.Tensor] = {}
+    timm_args: dict[str, Any] = {} if preset else {"img_size": data.image_size}
     if checkpoint is not None:
         state, masks, _ = load_checkpoint(checkpoint)  # fails clearly on a missing or corrupt file
-        kwargs = {} if preset else {"img_size": data.image_size}
-        model = create_model(model_name, num_classes=data.num_classes, **kwargs)
+        model = create_model(model_name, num_classes=data.num_classes, **timm_args)
         load_weights(model, state, f"checkpoint {checkpoint}", f"{model_name} on {dataset}")
         source = f"checkpoint {checkpoint}"
     elif preset is not None and dataset == preset.dataset:
         model = load_preset_model(model_name, progress=progress)
         source = f"preset {model_name} (trained, cached)"
     else:
-        kwargs = {} if preset else {"img_size": data.image_size}
-        model = create_model(model_name, num_classes=data.num_classes, **kwargs)
+        model = create_model(model_name, num_classes=data.num_classes, **timm_args)
         source = f"{model_name} with random initial weights (no checkpoint given)"
     return JobStart(model=model, data=data, masks=masks, source=source)

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from ovit_ray.pruning.names import DEFAULT_PATTERNS, METHODS, parse_pattern
+from ovit_ray.pruning.methods import method_names
+from ovit_ray.pruning.names import DEFAULT_PATTERNS, parse_pattern
 from ovit_ray.training.schedules import sparsity_steps, sparsity_steps_through_targets
 
 if TYPE_CHECKING:  # torch-backed: imported where used, so validation of flags stays light
@@ -64,10 +65,10 @@ class Schedule:
         return max(end for _, _, end in self.windows)
 
 
-def _known_method(value: str) -> str:
-    if value not in METHODS:
-        raise ValueError(f"unknown pruning method; choose from {', '.join(METHODS)}")
-    return value
+def _registered_method(name: str) -> str:
+    if name not in method_names():
+        raise ValueError(f"must be one of {', '.join(method_names())}")
+    return name
 
 
 def _pattern_text(value: Any) -> Any:
@@ -77,7 +78,8 @@ def _pattern_text(value: Any) -> Any:
 
 
 # Checks that belong to a field's type (so a sweep's partial `train` section applies them too).
-Method = Annotated[str, AfterValidator(_known_method)]
+# A pruning method's name, checked against the registry when validated (plug-ins registered later count).
+MethodName = Annotated[str, AfterValidator(_registered_method)]
 PatternText = Annotated[str, BeforeValidator(_pattern_text)]
 
 
@@ -96,7 +98,7 @@ class RunSpec(BaseModel):
     data_root: str | None = None
     split_seed: int = Field(0, ge=0, le=MAX_SEED)
     # pruning (B, m, lambda, ...)
-    method: Method = "ovit"
+    method: MethodName = "ovit"
     block_size: int = Field(64, gt=0, le=MAX_COUNT)
     num_grads: int = Field(64, gt=0, le=MAX_COUNT)
     damp: float = Field(1e-7, gt=0, allow_inf_nan=False)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ovit_ray.data import DatasetSplits, load_dataset
+from ovit_ray.data import DatasetSplits, load_dataset, num_samples
 from ovit_ray.models import PRESETS
 from ovit_ray.pruning import DEFAULT_PATTERNS, MaskSet, select_prunable
 from ovit_ray.training.loop import evaluate, make_loader, train_one_epoch
@@ -95,7 +95,10 @@ def prepare_transfer(spec: TransferSpec, *, device: str = "cpu") -> TransferStar
         augment=spec.augment,
         **_input_config(spec.source_model, model),
     )
-    model.reset_classifier(data.num_classes)  # timm: a new, randomly initialised linear head
+    reset_classifier = model.reset_classifier  # timm: a new, randomly initialised linear head
+    if not callable(reset_classifier):
+        raise ValueError(f"{spec.source_model}: no reset_classifier method (not a timm model)")
+    reset_classifier(data.num_classes)
     model.to(device)
     return TransferStart(
         model=model,
@@ -168,7 +171,7 @@ def run_transfer(
         "epochs": spec.epochs,
         "seed": spec.seed,
         "num_classes": data.num_classes,
-        "train_images": len(data.train),
+        "train_images": num_samples(data.train),
         "seconds": seconds,
         "cpu_hours": seconds * spec.cpus / 3600,
         "gpu_hours": seconds * spec.gpus / 3600,

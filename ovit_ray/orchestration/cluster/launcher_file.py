@@ -12,13 +12,16 @@ from __future__ import annotations
 import copy
 import ipaddress
 import re
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from ovit_ray.orchestration.common.net import binds_all_interfaces
+from ovit_ray.orchestration.common.secrets import is_secret_key
 from ovit_ray.orchestration.common.yaml_files import read_yaml_mapping, short_repr
+
+_Container = TypeVar("_Container", dict, list)
 
 STORAGE_VAR = "OVIT_RAY_STORAGE"
 SHARED_MOUNTS_VAR = "OVIT_RAY_SHARED_MOUNTS"  # colon-separated mount points documented as shared
@@ -41,35 +44,18 @@ _SECRET_PATTERNS = {
 }
 
 
-def binds_all_interfaces(host: str) -> bool:
-    """Every spelling of "all interfaces": 0.0.0.0, 0, 0.0, 0x0, ::, ::0, [::], 0:0::0, empty, *."""
-    host = host.strip().strip("'\"").strip("[]")
-    if host in ("", "*"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_unspecified
-    except ValueError:
-        pass
-    try:
-        return socket.inet_aton(host) == bytes(4)  # the shorthand IPv4 forms bind(2) also accepts
-    except OSError:
-        return False
-
-
 def _covers_everything(cidrs: list[str]) -> bool:
     """True when the ranges together cover every IPv4 or every IPv6 address (0.0.0.0/1 + 128.0.0.0/1 too)."""
-    for version in (4, 6):
-        nets = []
-        for cidr in cidrs:
-            try:
-                net = ipaddress.ip_network(str(cidr).strip(), strict=False)
-            except ValueError:
-                continue
-            if net.version == version:
-                nets.append(net)
-        if any(n.prefixlen == 0 for n in ipaddress.collapse_addresses(nets)):
-            return True
-    return False
+    nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for cidr in cidrs:
+        try:
+            nets.append(ipaddress.ip_network(str(cidr).strip(), strict=False))
+        except ValueError:
+            continue
+    v4 = [n for n in nets if isinstance(n, ipaddress.IPv4Network)]
+    v6 = [n for n in nets if isinstance(n, ipaddress.IPv6Network)]
+    full_v4 = any(n.prefixlen == 0 for n in ipaddress.collapse_addresses(v4))
+    return full_v4 or any(n.prefixlen == 0 for n in ipaddress.collapse_addresses(v6))
 
 
 @dataclass(frozen=True)
@@ -179,9 +165,9 @@ def _exposure_problems(config: dict[str, Any]) -> Iterator[Problem]:
         for flag, value in _BIND_FLAG.findall(command):
             if binds_all_interfaces(value):
                 yield Problem(key, f"--{flag}={value}", "binds to all interfaces; use 127.0.0.1 (head only)")
-    provider = config.get("provider") if isinstance(config.get("provider"), dict) else {}
-    group = provider.get("security_group") if isinstance(provider.get("security_group"), dict) else {}
-    perms = group.get("IpPermissions") if isinstance(group.get("IpPermissions"), list) else []
+    provider = _of_type(config.get("provider"), dict)
+    group = _of_type(provider.get("security_group"), dict)
+    perms = _of_type(group.get("IpPermissions"), list)
     for i, perm in enumerate(p for p in perms if isinstance(p, dict)):
         ports = (perm.get("FromPort"), perm.get("ToPort"))
         ranges = [r for key in ("IpRanges", "Ipv6Ranges") for r in perm.get(key) or [] if isinstance(r, dict)]
@@ -194,19 +180,23 @@ def _exposure_problems(config: dict[str, Any]) -> Iterator[Problem]:
             )
 
 
+def _of_type(value: Any, kind: type[_Container]) -> _Container:
+    """`value` when it has the expected shape, else an empty one (a badly typed section has no problems
+    of its own to report here: the schema check names it)."""
+    return value if isinstance(value, kind) else kind()
+
+
 def _auth_problems(config: dict[str, Any]) -> Iterator[Problem]:
     for key, (name, value) in _assignments(config):
         if name == "RAY_AUTH_MODE" and value != "token":
             yield Problem(key, f"{name}={value}", "token authentication must stay on (RAY_AUTH_MODE=token)")
     for key in ("head_start_ray_commands", "worker_start_ray_commands"):
-        commands = config.get(key) if isinstance(config.get(key), list) else []
+        commands = _of_type(config.get(key), list)
         if not any("RAY_AUTH_MODE=token" in str(c) for c in commands):
             yield Problem(key, config.get(key, []), "does not export RAY_AUTH_MODE=token before `ray start`")
 
 
 def _secret_problems(config: dict[str, Any]) -> Iterator[Problem]:
-    from ovit_ray.orchestration.tracking.client import is_secret_key  # imports mlflow: not at `--help` time
-
     for key, text in _strings(config):
         for what, pattern in _SECRET_PATTERNS.items():
             if pattern.search(text):
@@ -225,8 +215,6 @@ def _secret_problems(config: dict[str, Any]) -> Iterator[Problem]:
 
 def _secret_fields(node: Any, key: str = "") -> Iterator[str]:
     """Mapping entries whose key names a credential and whose value is a literal (e.g. provider.aws_credentials)."""
-    from ovit_ray.orchestration.tracking.client import is_secret_key  # imports mlflow: not at `--help` time
-
     if isinstance(node, dict):
         for k, v in node.items():
             where = f"{key}.{k}" if key else str(k)

@@ -17,7 +17,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,47 +28,11 @@ from typing import Any
 import yaml
 
 from ovit_ray.orchestration.cluster.launcher_file import COMMAND_LISTS
+from ovit_ray.orchestration.common.net import LOOPBACK, free_port, free_ports, port_in_use, wait_until
 
-LOOPBACK = "127.0.0.1"
 FAKE_GPU = "fake_gpu"
 HEAD_TYPE = "ray.head.default"  # the fake provider names its head node type this way
 OBJECT_STORE_BYTES = 200 * 1024**2  # per node; tests move little data and share /dev/shm
-
-
-def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port nobody listens on right now (the OS picks it)."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def free_ports(count: int, host: str = LOOPBACK, avoid: tuple[int, ...] = ()) -> list[int]:
-    """``count`` distinct free ports (held open together while chosen: separate ``free_port()``
-    calls can return the same port twice, and Ray refuses a port given to two components)."""
-    with contextlib.ExitStack() as stack:
-        ports: list[int] = []
-        while len(ports) < count:
-            sock = stack.enter_context(socket.socket())
-            sock.bind((host, 0))
-            port = int(sock.getsockname()[1])
-            if port not in avoid:
-                ports.append(port)
-        return ports
-
-
-def port_in_use(port: int, host: str = LOOPBACK) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
-
-
-def wait_until(predicate: Any, timeout_s: float, what: str, poll_s: float = 0.5) -> None:
-    """Poll ``predicate()`` until true; ``TimeoutError`` naming ``what`` otherwise."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(poll_s)
 
 
 @dataclass
@@ -329,7 +292,10 @@ def _reload_ray_auth() -> None:
     already (private hooks, the same ones ``ray.init`` uses when it turns token auth on)."""
     if "ray" not in sys.modules:
         return
-    from ray._raylet import AuthenticationTokenLoader, Config
+    from ray._raylet import (  # type: ignore[attr-defined]  # Cython module; its .pyi omits these two
+        AuthenticationTokenLoader,
+        Config,
+    )
 
     Config.initialize("")
     AuthenticationTokenLoader.instance().reset_cache()

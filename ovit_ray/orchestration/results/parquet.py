@@ -7,10 +7,7 @@ a half-written results file behind.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +18,7 @@ from filelock import FileLock
 from rich.console import Console
 from rich.table import Table
 
+from ovit_ray.orchestration.common.atomic import write_atomic
 from ovit_ray.orchestration.results.schemas import file_kind
 
 
@@ -66,7 +64,7 @@ def append_rows(
         table = pa.Table.from_pylist(fresh, schema=schema)
         if existing is not None:
             table = pa.concat_tables([existing, table])
-        _write_atomic(table, path)
+        write_atomic(path, lambda tmp: pq.write_table(table, tmp))
     return len(fresh)
 
 
@@ -93,20 +91,6 @@ def _conform(table: pa.Table, schema: pa.Schema, path: Path) -> pa.Table:
                 f"{path}: column {field.name} holds {column.type}, not {field.type}: {err}"
             ) from None
     return pa.Table.from_arrays(columns, schema=schema)
-
-
-def _write_atomic(table: pa.Table, path: Path) -> None:
-    """Replace ``path`` in one step; the file is readable by others (mode 0644) like any result file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):  # pyarrow may have removed it already
-            os.unlink(tmp)
-        raise
 
 
 def read_rows(path: str | Path) -> list[dict[str, Any]]:

@@ -3,7 +3,7 @@
 Plots: top-1 vs sparsity per method/strategy with each group's Pareto frontier (no other point of the
 group is both sparser and more accurate), final top-1 vs every knob that varies across trials, and
 compute hours per strategy (GPU-hours, or CPU-hours when no trial held a GPU). With several seeds, a
-seed table (mean ± std per searched knob and target) is printed and written as markdown.
+seed table (mean ± std per searched knob and target) is returned and written as markdown.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from ovit_ray.orchestration.results import RESULTS_FILE
-from ovit_ray.orchestration.results.parquet import print_table, read_rows  # noqa: E402
+from ovit_ray.orchestration.results.parquet import read_rows  # noqa: E402
 from ovit_ray.orchestration.results.stats import pairwise_table  # noqa: E402
 from ovit_ray.orchestration.results.table import (  # noqa: E402
     as_trial_rows,
@@ -79,9 +80,10 @@ def plot_knob(rows: Sequence[Row], knob: str, path: Path) -> Path:
     trials = _per_trial(rows)
     fig, ax = plt.subplots(figsize=(5, 3.5))
     values = [t.get(knob) for t in trials]
-    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
-        ax.scatter(values, [t["top1_final"] for t in trials])
-        if knob in LOG_KNOBS and min(values) > 0:
+    numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+    if len(numbers) == len(values):
+        ax.scatter(numbers, [t["top1_final"] for t in trials])
+        if knob in LOG_KNOBS and min(numbers) > 0:
             ax.set_xscale("log")
     else:
         labels = sorted({str(v) for v in values})
@@ -127,9 +129,8 @@ def seed_summary(rows: Sequence[Row]) -> list[dict[str, Any]]:
     knobs = [k for k in varying_knobs(rows) if k not in ("seed", "method", "strategy")]
     groups: dict[tuple[Any, ...], list[Row]] = defaultdict(list)
     for r in rows:
-        groups[(r.get("strategy"), r.get("method"), *(r.get(k) for k in knobs), r["target_sparsity"])].append(
-            r
-        )
+        key = (r.get("strategy"), r.get("method"), *(r.get(k) for k in knobs), r["target_sparsity"])
+        groups[key].append(r)
     unit = "gpu" if any(r.get("gpu_hours") for r in rows) else "cpu"
     table = []
     for key, members in sorted(groups.items(), key=lambda item: tuple(_sort_key(v) for v in item[0])):
@@ -197,9 +198,19 @@ def write_report_files(rows: Sequence[Row], out_dir: str | Path) -> list[Path]:
 FORMATS = ("text", "csv", "markdown")
 
 
-def report(out_dir: str | Path, *, fmt: str = "text", width: int | None = 80) -> list[Path]:
-    """Print the trials table of a `sweep`, `train` or `compare-strategies` output folder and write its
-    plots to `<dir>/plots`. The text format also prints the seed table when seeds repeat."""
+@dataclass(frozen=True)
+class Report:
+    """What `report` found, for the caller to show: the trials table rendered in the asked format, the
+    seed tables (text format, seeds repeated) as (title, rows), and the plots written."""
+
+    text: str
+    tables: list[tuple[str, list[dict[str, Any]]]]
+    plots: list[Path]
+
+
+def report(out_dir: str | Path, *, fmt: str = "text", width: int | None = 80) -> Report:
+    """The trials table of a `sweep`, `train` or `compare-strategies` output folder, with its plots
+    written to `<dir>/plots`. The text format adds the seed tables when seeds repeat."""
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         raise FileNotFoundError(f"output directory not found: {out_dir}")
@@ -210,17 +221,17 @@ def report(out_dir: str | Path, *, fmt: str = "text", width: int | None = 80) ->
     if not rows:
         raise ValueError(f"{out_dir / RESULTS_FILE}: no finished trials yet")
     table = trial_table(out_dir, rows, trials)
+    tables: list[tuple[str, list[dict[str, Any]]]] = []
     if fmt == "csv":
-        print(render_csv(table), end="")
+        text = render_csv(table)
     elif fmt == "markdown":
-        print(render_markdown(table), end="")
+        text = render_markdown(table)
     else:
-        print(f"{out_dir.name}: {len(table.rows)} trial(s)\n")
-        print(render_text(table, width))
+        text = f"{out_dir.name}: {len(table.rows)} trial(s)\n\n{render_text(table, width)}\n"
         if repeats_seeds(rows):
-            print_table(seed_summary(rows), title="mean ± std over seeds")
+            tables.append(("mean ± std over seeds", seed_summary(rows)))
             if differences := seed_differences(rows):
-                print_table(
-                    differences, title="test top-1 differences a - b (pp), Welch 95% CI, * = excludes 0"
+                tables.append(
+                    ("test top-1 differences a - b (pp), Welch 95% CI, * = excludes 0", differences)
                 )
-    return write_report_files(rows, out_dir / "plots")
+    return Report(text, tables, write_report_files(rows, out_dir / "plots"))

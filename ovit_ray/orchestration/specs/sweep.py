@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from ovit_ray.orchestration.common.secrets import check_no_credentials
 from ovit_ray.orchestration.common.yaml_files import short_repr
 from ovit_ray.orchestration.specs.run import (
     MAX_EPOCHS,
@@ -91,10 +92,6 @@ class Resources(Strict):
 
 
 def _no_credentials(uri: str | None, what: str) -> str | None:
-    from ovit_ray.orchestration.tracking.client import (
-        check_no_credentials,  # imports mlflow: only when needed
-    )
-
     return uri if uri is None else check_no_credentials(uri, what)
 
 

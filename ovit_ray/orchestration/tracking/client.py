@@ -26,8 +26,8 @@ import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from typing import Any, Literal, overload
+from urllib.parse import quote, unquote, urlsplit
 
 import requests
 from filelock import FileLock
@@ -36,6 +36,9 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException, RestException
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_PARENT_RUN_ID
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+
+from ovit_ray.orchestration.common.atomic import write_text_atomic
+from ovit_ray.orchestration.common.secrets import check_no_credentials, is_secret_key, redact_uri
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +65,6 @@ HTTP_LIMITS = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
 }
-_SECRET_WORDS = {"token", "password", "passwd", "secret", "key", "apikey", "credential", "credentials"}
 _env_lock = threading.RLock()
 # Outboxes this process has warned about in the current outage: the sweep driver holds several
 # Trackers on one outbox (parent run, trial callback), and an outage deserves one warning, not one each.
@@ -110,12 +112,6 @@ def git_commit(path: str | Path | None = None) -> str | None:
     return commit or None
 
 
-def is_secret_key(key: str) -> bool:
-    """True for keys that look like credentials (``hf_token``, ``apiKey``, ``db.password``)."""
-    words = re.split(r"[^a-z0-9]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", key).lower())
-    return any(w in _SECRET_WORDS for w in words)
-
-
 def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """MLflow param strings: nested dicts become dotted keys, lists JSON; credentials dropped."""
     flat: dict[str, str] = {}
@@ -135,46 +131,6 @@ def outbox_target(out_dir: str | Path) -> dict[str, str] | None:
     """URI and experiment of the queued calls in ``out_dir`` (None when nothing is queued)."""
     path = Path(out_dir) / OUTBOX_TARGET
     return json.loads(path.read_text()) if (Path(out_dir) / OUTBOX_NAME).exists() and path.exists() else None
-
-
-def uri_secret(uri: str) -> str | None:
-    """Where ``uri`` carries a credential (userinfo, a token-like query parameter, a fragment), else None."""
-    if re.search(r"//[^/@]*@", uri):
-        return "a user or password"
-    if "://" not in uri:
-        return None  # a plain path: `?` and `#` are file name characters
-    parts = urlsplit(uri)
-    secret = [
-        k
-        for k, _ in parse_qsl(parts.query, keep_blank_values=True)
-        if is_secret_key(k) or re.search(r"sig|auth|session|jwt|bearer|cred", k, re.I)
-    ]
-    if secret:
-        return f"a secret in its query ({', '.join(sorted(set(secret)))[:80]})"
-    if parts.fragment:
-        return "a fragment (where tokens are passed)"
-    return None
-
-
-def check_no_credentials(uri: str, what: str = "MLflow tracking URI") -> str:
-    """Refuse a URI carrying a credential anywhere: credentials come from the environment only
-    (``MLFLOW_TRACKING_USERNAME``/``_PASSWORD``/``_TOKEN``, instance profiles / workload identity),
-    never from a URI that would land in params, logs, ``ps`` output and the outbox. The URI itself is
-    never echoed (only its scheme and host)."""
-    where = uri_secret(uri)
-    if where is not None:
-        raise ValueError(
-            f"{what} must not carry credentials, got {_redact(uri)} with {where}; put them in the "
-            "environment (MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN) or use instance profiles / "
-            "workload identity for cloud storage"
-        )
-    return uri
-
-
-def _redact(uri: str) -> str:
-    """Scheme and host only (no userinfo, path, query or fragment)."""
-    parts = urlsplit(uri) if "://" in uri else None
-    return f"{parts.scheme}://{parts.hostname or ''}/..." if parts else "a path"
 
 
 def _is_outage(exc: BaseException) -> bool:
@@ -242,14 +198,14 @@ class Tracker:
             key = run_key or uuid.uuid4().hex
             commit = git_commit()
             run_tags = {**({MLFLOW_GIT_COMMIT: commit} if commit else {}), **user_tags, RUN_KEY_TAG: key}
-            record = {
+            record: dict[str, Any] = {
                 "op": "create_run",
                 "run_id": OFFLINE_PREFIX + key,
                 "run_name": run_name,
                 "tags": run_tags,
                 "start_time": _now_ms(),
             }
-            run_id = self._submit(record) or record["run_id"]
+            run_id = str(self._submit(record) or record["run_id"])  # the offline id while queued
         self.log_params(run_id, params or {})
         return run_id
 
@@ -334,7 +290,7 @@ class Tracker:
                 except Exception as exc:
                     if self._remote and _is_outage(exc):
                         self._go_offline(exc)
-                        _write_lines(self.outbox, records[i:])
+                        write_text_atomic(self.outbox, "".join(json.dumps(r) + "\n" for r in records[i:]))
                         return sent
                     log.warning(
                         "MLflow rejected a queued %s call (%.200s); kept in %s.rejected",
@@ -364,7 +320,7 @@ class Tracker:
             log.warning(
                 "MLflow tracking server %s unreachable (%s: %s); training goes on, calls are queued in %s "
                 "and replayed when the server answers again, or now with `ovit-ray sync-mlflow %s --mlflow-uri URI`",
-                _redact(self.uri),
+                redact_uri(self.uri),
                 type(exc).__name__,
                 str(exc).splitlines()[0][:200] if str(exc) else "",
                 self.outbox,
@@ -395,7 +351,9 @@ class Tracker:
         with self._outbox_lock:
             target = self.out_dir / OUTBOX_TARGET
             if not target.exists():  # where the calls were meant to go, shown by `ovit-ray sync-mlflow`
-                target.write_text(json.dumps({"uri": _redact(self.uri), "experiment": self.experiment_name}))
+                target.write_text(
+                    json.dumps({"uri": redact_uri(self.uri), "experiment": self.experiment_name})
+                )
             with open(self.outbox, "a") as f:
                 f.write(json.dumps(record) + "\n")
         self._queued = True
@@ -486,6 +444,12 @@ class Tracker:
         )
         return runs[0].info.run_id if runs else None
 
+    @overload
+    def _experiment(self, *, create: Literal[True]) -> str: ...
+
+    @overload
+    def _experiment(self, *, create: Literal[False]) -> str | None: ...
+
     def _experiment(self, *, create: bool) -> str | None:
         if self._experiment_id is None:
             found = self.client.get_experiment_by_name(self.experiment_name)
@@ -505,9 +469,10 @@ class Tracker:
                 except MlflowException as exc:  # another worker created it first
                     if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                         raise
-                    self._experiment_id = self.client.get_experiment_by_name(
-                        self.experiment_name
-                    ).experiment_id
+                    theirs = self.client.get_experiment_by_name(self.experiment_name)
+                    if theirs is None:  # created and deleted again meanwhile: nothing to join
+                        raise
+                    self._experiment_id = theirs.experiment_id
         return self._experiment_id
 
 
@@ -544,12 +509,6 @@ def _dedupe(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 continue
         out.append(record)
     return out[::-1]
-
-
-def _write_lines(path: Path, records: list[dict[str, Any]]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-    os.replace(tmp, path)
 
 
 def _now_ms() -> int:

@@ -17,8 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ovit_ray.orchestration.cluster.launcher_file import binds_all_interfaces
-from ovit_ray.orchestration.cluster.local import LOOPBACK, free_port, wait_until
+from ovit_ray.orchestration.common.net import LOOPBACK, binds_all_interfaces, free_port, wait_until
 
 # Read from the environment only (never flags, never logs): MLflow's own variable names.
 AUTH_ENV = ("MLFLOW_FLASK_SERVER_SECRET_KEY", "MLFLOW_AUTH_ADMIN_PASSWORD")

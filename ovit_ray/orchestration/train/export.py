@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import save_file
 
 from ovit_ray.models import load_checkpoint, timm_spec
+from ovit_ray.orchestration.common.atomic import write_atomic, write_json_atomic
 from ovit_ray.orchestration.results import RESULTS_FILE
 from ovit_ray.orchestration.results.best import best_finished
 from ovit_ray.orchestration.results.parquet import read_rows
@@ -71,17 +72,6 @@ def local_copy(location: str) -> Iterator[Path]:
         local = Path(tmp) / Path(path).name
         pyarrow.fs.copy_files(path, str(local), source_filesystem=filesystem)
         yield local
-
-
-def _write_atomic(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def export_model(
@@ -135,8 +125,8 @@ def export_model(
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     plain = {k: v.contiguous() for k, v in state.items()}
-    _write_atomic(out, lambda tmp: save_file(plain, tmp, metadata={"format": "pt"}))
-    _write_atomic(card_path(out), lambda tmp: Path(tmp).write_text(json.dumps(card, indent=1, default=str)))
+    write_atomic(out, lambda tmp: save_file(plain, tmp, metadata={"format": "pt"}))
+    write_json_atomic(card_path(out), card)
     return card
 
 
@@ -151,6 +141,7 @@ def evaluate_exported(
     card's dataset, and the sparsity of its prunable weights (the card's list; zeros counted in the file)."""
     import timm
 
+    from ovit_ray.data import num_samples
     from ovit_ray.training.loop import evaluate, make_loader
     from ovit_ray.training.setup import job_data, load_weights
 
@@ -191,5 +182,5 @@ def evaluate_exported(
         "sparsity": zeros / total if total else 0.0,
         "recorded_top1": card["top1"],
         "recorded_val_top1": card.get("val_top1"),
-        "images": len(data.test),
+        "images": num_samples(data.test),
     }

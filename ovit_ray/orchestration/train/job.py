@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -29,6 +27,7 @@ from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchConfig, TorchTrainer
 from ray.train.v2.api.callback import UserCallback
 
+from ovit_ray.orchestration.common.atomic import write_json_atomic
 from ovit_ray.orchestration.common.interrupts import init_ray
 from ovit_ray.orchestration.specs.run import GradualConfig
 from ovit_ray.orchestration.tracking.client import Tracker
@@ -103,13 +102,6 @@ class RunResult:
     rows: list[dict[str, Any]]
     summary: dict[str, Any]
     reused: bool = False
-
-
-def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1, default=str)
-    os.replace(tmp, path)
 
 
 def _rows(
@@ -236,5 +228,5 @@ def run_training(
     )
     tracker.end_run(run_id)
     rows = _rows(config, key, name, strategy, summary)
-    _write_json_atomic(result_file, {"rows": rows, "summary": summary})
+    write_json_atomic(result_file, {"rows": rows, "summary": summary})
     return RunResult(key, name, strategy, rows, summary)

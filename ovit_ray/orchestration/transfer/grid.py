@@ -173,7 +173,7 @@ def _run_tune(
         param_space={"job": tune.grid_search(list(jobs))},
         run_config=tune.RunConfig(name="transfer", storage_path=str((out / "ray").resolve()), verbose=0),
     )
-    for result in tuner.fit():
+    for result in tuner.fit():  # type: ignore[attr-defined]  # ResultGrid iterates by __getitem__
         if result.error is None and result.metrics and "row_json" in result.metrics:
             on_row(json.loads(result.metrics["row_json"]))
 

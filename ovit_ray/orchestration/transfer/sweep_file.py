@@ -26,8 +26,7 @@ from ovit_ray.orchestration.transfer.grid import (
     run_transfers,
     transfer_jobs,
 )
-
-Method = Literal["ovit", "woodfisher", "magnitude", "ovit-noupdate"]
+from ovit_ray.training.spec import MethodName
 
 
 class Pair(Strict):
@@ -37,7 +36,7 @@ class Pair(Strict):
 
 
 class SourceStage(Strict):
-    methods: list[Method] = Field(min_length=1)
+    methods: list[MethodName] = Field(min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     train: dict[str, Any] = Field(default_factory=dict)  # gradual-run fields (targets, window_epochs, ...)
 
@@ -45,7 +44,7 @@ class SourceStage(Strict):
 class TransferStage(Strict):
     pairs: list[Pair] = Field(min_length=1)
     source: SourceStage
-    modes: list[Literal["sparse", "dense"]] = Field(default_factory=lambda: ["sparse"], min_length=1)
+    modes: list[Literal["sparse", "dense"]] = Field(["sparse"], min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     epochs: int = Field(10, gt=0)
     lr: float = Field(1e-3, gt=0)

@@ -32,8 +32,10 @@ class PrunedAwareOptuna(OptunaSearch):
         super().restore(checkpoint_path)
         if storage is not None:
             self._storage = storage
-            self._ot_study = optuna.load_study(
-                study_name=self._study_name, storage=storage, sampler=self._ot_study.sampler
+            # Ray's OptunaSearch sets `self._ot_study = None` in __init__ without an annotation.
+            sampler = self._ot_study.sampler  # type: ignore[attr-defined]
+            self._ot_study = optuna.load_study(  # type: ignore[assignment]
+                study_name=self._study_name, storage=storage, sampler=sampler
             )
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:

@@ -25,6 +25,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from ovit_ray.orchestration.common.atomic import write_json_atomic
 from ovit_ray.orchestration.results import RESULTS_FILE
 
 STATE_FILE = "sweep.json"
@@ -94,9 +95,7 @@ def read_state(out: Path) -> dict[str, Any] | None:
 
 
 def write_state(out: Path, state: dict[str, Any]) -> None:
-    tmp = out / f".{STATE_FILE}.tmp"
-    tmp.write_text(json.dumps(state, indent=1))
-    os.replace(tmp, out / STATE_FILE)
+    write_json_atomic(out / STATE_FILE, state)
 
 
 def check_folder(out: Path, name: str, fingerprint: str, resume: bool) -> dict[str, Any]:

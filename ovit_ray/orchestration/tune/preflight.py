@@ -13,9 +13,6 @@ from ovit_ray.orchestration.common.yaml_files import short_repr
 from ovit_ray.orchestration.specs.sweep import SweepConfig
 
 ROOT_DATASETS = ("imagefolder", "cifar10")  # read from --data-root; nothing is downloaded
-# Tune copies these from the driver into every trial's runtime environment, which Ray logs in
-# plain text (runtime_env_agent.log): cloud credentials come from instance profiles / workload identity.
-PROPAGATED_SECRETS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN")
 
 
 def _values(sweep: SweepConfig, field: str, default: Any = None) -> list[Any]:
@@ -61,10 +58,3 @@ def check_sweep(path: str | Path, sweep: SweepConfig) -> None:
     problems = preflight_problems(sweep)
     if problems:
         raise ValueError("\n".join(f"{path}: train.{p}" for p in problems))
-
-
-def drop_propagated_secrets() -> None:
-    """Stop Tune from copying cloud credentials into trial runtime environments (Tune's own list)."""
-    from ray.tune.execution import class_cache
-
-    class_cache.ENV_VARS_TO_PROPAGATE.difference_update(PROPAGATED_SECRETS)

@@ -36,7 +36,7 @@ def study_storage(out: Path, state: dict[str, Any]) -> str:
 def _send_home(trial: Trial | None, home: tuple[str, str]) -> Trial | None:
     """Point a new trial at this folder's Tune storage, as Tune does for the trials it restores:
     the generator's saved state names the storage of the folder it was saved in."""
-    if trial is not None:
+    if trial is not None and trial.storage is not None:
         storage = copy.copy(trial.storage)
         storage.storage_filesystem, storage.storage_fs_path = get_fs_and_path(home[0])
         storage.experiment_dir_name = home[1]

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ovit_ray.orchestration.common.interrupts import Interrupted, StopSignals, init_ray, tune_stop_on_signal
+from ovit_ray.orchestration.common.secrets import drop_propagated_secrets
 from ovit_ray.orchestration.specs.search_space import Dist
 from ovit_ray.orchestration.specs.sweep import SweepConfig
 from ovit_ray.orchestration.specs.sweep_file import load_sweep
@@ -36,7 +37,7 @@ from ovit_ray.orchestration.tune.output_folder import (
     write_state,
 )
 from ovit_ray.orchestration.tune.plan import DRIVER_CPU, make_plan, storage_path
-from ovit_ray.orchestration.tune.preflight import check_sweep, drop_propagated_secrets
+from ovit_ray.orchestration.tune.preflight import check_sweep
 
 
 def _tune_domain(dist: Dist) -> Any:
