@@ -165,13 +165,19 @@ class Pruner:
     def _select(self, sparsity: float | None) -> dict[str, torch.Tensor]:
         """Pruned positions (n, B) per tensor."""
         settings = self.settings
-        if settings.pattern is not None:
-            if sparsity is not None and abs(sparsity - settings.pattern_sparsity) > 1e-9:
+        implied = settings.pattern_sparsity
+        if settings.pattern is not None and implied is not None:
+            if sparsity is not None and abs(sparsity - implied) > 1e-9:
                 raise ValueError(
                     f"sparsity: {sparsity} conflicts with pattern {settings.pattern[0]}:{settings.pattern[1]}, "
-                    f"which implies {settings.pattern_sparsity}"
+                    f"which implies {implied}"
                 )
-            return {name: plan.fixed_pruned for name, plan in self._plans.items()}
+            fixed = {
+                name: plan.fixed_pruned for name, plan in self._plans.items() if plan.fixed_pruned is not None
+            }
+            if len(fixed) < len(self._plans):
+                raise RuntimeError(f"method {settings.method!r} planned no N:M pruned set")
+            return fixed
         if sparsity is None or not 0 <= sparsity < 1:
             raise ValueError(f"sparsity: must be in [0, 1), got {sparsity!r}")
         already, total = self.masks.counts()
