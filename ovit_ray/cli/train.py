@@ -168,8 +168,9 @@ def run(args: argparse.Namespace) -> int:
     from ovit_ray.orchestration.train.job import KEY_COLUMNS, run_training
 
     config = config_from_args(args)
+    schedule = config.schedule()
     print(
-        f"gradual run ({config.strategy}): steps {config.schedule()[0]}, windows {config.schedule()[1]}, "
+        f"gradual run ({config.strategy}): steps {list(schedule.steps)}, windows {list(schedule.windows)}, "
         f"{config.workers} worker(s); out {config.out}"
     )
     result = run_training(config)

@@ -11,7 +11,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
@@ -80,8 +80,9 @@ def _optional_fields(model: type[BaseModel]) -> dict[str, Any]:
     """Every field of `model` as optional (default None), with its type, bounds and choices kept."""
     fields: dict[str, Any] = {}
     for name, info in model.model_fields.items():
-        kind = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
-        fields[name] = (kind | None, None)
+        params = (info.annotation, *info.metadata)
+        kind: Any = Annotated[params] if info.metadata else info.annotation
+        fields[name] = (Optional[kind], None)  # noqa: UP045 (a runtime type, built from a variable)
     return fields
 
 

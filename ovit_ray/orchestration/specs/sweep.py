@@ -131,10 +131,9 @@ class SweepConfig(Strict):
             raise ValueError(
                 f"{reserved} are set by the sweep's resources/mlflow sections and the CLI, not inside train"
             )
-        if not train.targets:
-            raise ValueError(
-                f"needs targets (the sparsities each trial reports), got {short_repr(train.targets)}"
-            )
+        targets = train.model_dump().get("targets")  # RunBase is built at import: no static fields
+        if not targets:
+            raise ValueError(f"needs targets (the sparsities each trial reports), got {short_repr(targets)}")
         return train
 
     @property

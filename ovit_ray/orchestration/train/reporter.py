@@ -95,6 +95,8 @@ def checkpoint_history(latest: Checkpoint | None) -> list[Checkpoint]:
     `checkpoint_<index or timestamp>`, so name order is time order); works on any pyarrow filesystem."""
     if latest is None:
         return []
+    if latest.filesystem is None:  # not persisted anywhere we can list
+        return [latest]
     parent, name = latest.path.rstrip("/").rsplit("/", 1)
     infos = latest.filesystem.get_file_info(pyarrow.fs.FileSelector(parent))
     older = sorted(

@@ -82,7 +82,7 @@ def describe(plan: Plan, out: Path, mlflow_uri: str | None) -> list[str]:
             f"early stopping: ASHA on {s.metric}, grace {s.grace_period}, reduction {s.reduction_factor:g}"
         )
     lines.append("fixed: " + ", ".join(f"{k}={v}" for k, v in plan.fixed.items()))
-    grid = {k: d.grid for k, d in plan.varying.items() if d.kind == "grid"}
+    grid = {k: d.grid or [] for k, d in plan.varying.items() if d.kind == "grid"}
     sampled = {k: d for k, d in plan.varying.items() if d.kind != "grid"}
     for i, point in enumerate(itertools.product(*grid.values())):
         extra = f" + sampled {', '.join(sampled)}" if sampled else ""

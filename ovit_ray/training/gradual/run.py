@@ -186,7 +186,7 @@ class GradualRun:
         )
         val = evaluate(self.model, self.loaders.val, device=self.device)
         test = evaluate(self.model, self.loaders.test, device=self.device)
-        n_val, n_test, n_train = len(self.loaders.val.dataset), len(self.loaders.test.dataset), stats["steps"]
+        n_val, n_test, n_train = self.loaders.val_count, self.loaders.test_count, stats["steps"]
         correct, val_loss, n, test_correct, nt, train_loss, m = self.comm.sum(
             [
                 val["top1"] * n_val,

@@ -29,23 +29,28 @@ class Capped:
 
 @dataclass
 class WorkerLoaders:
-    train_sampler: DistributedSampler
+    train_sampler: DistributedSampler[Any]
     train: Capped
-    grad_sampler: DistributedSampler
-    grad: DataLoader
-    val: DataLoader
-    test: DataLoader
+    grad_sampler: DistributedSampler[Any]
+    grad: DataLoader[Any]
+    val: DataLoader[Any]
+    test: DataLoader[Any]
+    val_count: int  # images in this worker's share of each split
+    test_count: int
 
 
 def worker_loaders(data: Any, spec: RunSpec, rank: int, world: int) -> WorkerLoaders:
     """`data` holds the `train`, `val` and `test` splits; the global batch is split over `world` workers."""
-    train_sampler = DistributedSampler(data.train, world, rank, shuffle=True, seed=spec.seed)
-    grad_sampler = DistributedSampler(data.train, world, rank, shuffle=True, seed=spec.seed + 1)
+    train_sampler: DistributedSampler[Any] = DistributedSampler(
+        data.train, world, rank, shuffle=True, seed=spec.seed
+    )
+    grad_sampler: DistributedSampler[Any] = DistributedSampler(
+        data.train, world, rank, shuffle=True, seed=spec.seed + 1
+    )
+    val_share, test_share = (Subset(split, range(rank, len(split), world)) for split in (data.val, data.test))
     val, test = (
-        make_loader(
-            Subset(split, range(rank, len(split), world)), spec.eval_batch_size, shuffle=False, seed=spec.seed
-        )
-        for split in (data.val, data.test)
+        make_loader(share, spec.eval_batch_size, shuffle=False, seed=spec.seed)
+        for share in (val_share, test_share)
     )
     return WorkerLoaders(
         train_sampler=train_sampler,
@@ -65,4 +70,6 @@ def worker_loaders(data: Any, spec: RunSpec, rank: int, world: int) -> WorkerLoa
         ),
         val=val,
         test=test,
+        val_count=len(val_share),
+        test_count=len(test_share),
     )
