@@ -29,7 +29,7 @@ from typing import Any
 from ovit_ray.orchestration.common.interrupts import Interrupted, StopSignals, init_ray, tune_stop_on_signal
 from ovit_ray.orchestration.common.secrets import check_no_credentials, drop_propagated_secrets
 from ovit_ray.orchestration.specs.sweep import Dist, SweepConfig, load_sweep
-from ovit_ray.orchestration.tracking.client import default_tracking_uri
+from ovit_ray.orchestration.tracking.store import default_tracking_uri
 from ovit_ray.orchestration.tune.output_folder import (
     SWEEP_COPY,
     FolderLock,
