@@ -21,16 +21,11 @@ import yaml
 from mlflow import MlflowClient
 
 from ovit_ray.cli.main import main
-from ovit_ray.orchestration.cluster.local import (
-    FAKE_GPU,
-    LocalRayCluster,
-    group_processes,
-    start_fake_autoscaling_cluster,
-    start_two_nodes,
-)
+from ovit_ray.orchestration.cluster.fake_autoscaler import FAKE_GPU, start_fake_autoscaling_cluster
+from ovit_ray.orchestration.cluster.local import LocalRayCluster, group_processes, start_two_nodes
 from ovit_ray.orchestration.common.net import wait_until
 from ovit_ray.orchestration.results.parquet import read_rows
-from ovit_ray.orchestration.tracking.client import OUTBOX_NAME
+from ovit_ray.orchestration.tracking.outbox import OUTBOX_NAME
 from ovit_ray.orchestration.tracking.server import MlflowServer
 
 ROOT = Path(__file__).resolve().parents[1]

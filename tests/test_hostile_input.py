@@ -16,7 +16,9 @@ import pytest
 import yaml
 
 from ovit_ray.cli.main import main
-from ovit_ray.orchestration.tracking.client import OUTBOX_NAME, Tracker, default_tracking_uri
+from ovit_ray.orchestration.tracking.client import Tracker
+from ovit_ray.orchestration.tracking.outbox import OUTBOX_NAME
+from ovit_ray.orchestration.tracking.store import default_tracking_uri
 from ovit_ray.orchestration.tune.output_folder import FolderLock, check_folder, relocate, write_state
 
 ROOT = Path(__file__).resolve().parents[1]

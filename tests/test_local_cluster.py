@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ovit_ray.orchestration.cluster.local import FAKE_GPU, start_fake_autoscaling_cluster, start_two_nodes
+from ovit_ray.orchestration.cluster.fake_autoscaler import FAKE_GPU, start_fake_autoscaling_cluster
+from ovit_ray.orchestration.cluster.local import start_two_nodes
 from ovit_ray.orchestration.common.net import LOOPBACK, wait_until
 
 ray = pytest.importorskip("ray")

@@ -15,13 +15,8 @@ from mlflow.exceptions import MlflowException
 
 from ovit_ray.orchestration.common.net import free_port
 from ovit_ray.orchestration.common.secrets import is_secret_key
-from ovit_ray.orchestration.tracking.client import (
-    OFFLINE_PREFIX,
-    RUN_KEY_TAG,
-    Tracker,
-    flatten_params,
-    git_commit,
-)
+from ovit_ray.orchestration.tracking.client import Tracker
+from ovit_ray.orchestration.tracking.store import OFFLINE_PREFIX, RUN_KEY_TAG, flatten_params, git_commit
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from mlflow import MlflowClient
 
 from ovit_ray.models import create_model
 from ovit_ray.orchestration.specs.run import make_config
-from ovit_ray.orchestration.tracking.client import RUN_KEY_TAG, default_tracking_uri
+from ovit_ray.orchestration.tracking.store import RUN_KEY_TAG, default_tracking_uri
 from ovit_ray.orchestration.train.job import run_training
 from ovit_ray.pruning import DEFAULT_PATTERNS, PruneSettings, select_prunable
 from ovit_ray.training.oneshot import oneshot_rows

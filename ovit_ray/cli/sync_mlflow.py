@@ -31,7 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ovit_ray.orchestration.common.secrets import check_no_credentials
-    from ovit_ray.orchestration.tracking.client import OUTBOX_NAME, Tracker, outbox_target
+    from ovit_ray.orchestration.tracking.client import Tracker
+    from ovit_ray.orchestration.tracking.outbox import OUTBOX_NAME, outbox_target
 
     out = Path(args.dir)
     if args.mlflow_uri:

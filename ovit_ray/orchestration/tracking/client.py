@@ -4,145 +4,40 @@ Why no fluent API: ``mlflow.set_experiment`` sets an environment variable that R
 every worker, which then overrides the experiment those workers ask for. Every call here takes
 explicit ids, so a ``Tracker`` is safe to build in any process.
 
-Outages: with an ``http(s)`` URI, a write that fails because the server cannot be reached is
-appended to ``<out_dir>/mlflow_outbox.jsonl`` (one warning per outage) and training goes on.
-A run created during an outage gets a local id ``offline-<run key>``; ``flush_outbox()``
-replays the file later, creating or finding that run by its ``ovit.run_key`` tag. Replays are
+Outages (``tracking.outbox``): with an ``http(s)`` URI, a write that fails because the server cannot be
+reached is queued in ``<out_dir>/mlflow_outbox.jsonl`` (one warning per outage) and training goes on.
+A run created during an outage gets a local id ``offline-<run key>``; ``flush_outbox()`` replays the
+file later, creating or finding that run by its ``ovit.run_key`` tag (``tracking.store``). Replays are
 idempotent: runs are found by key, params are re-logged with equal values, metrics keep their
 original timestamps (the store drops exact duplicates) and are deduplicated by run, step and key.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import re
-import shutil
-import subprocess
-import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, overload
-from urllib.parse import quote, unquote, urlsplit
+from typing import Any
+from urllib.parse import urlsplit
 
-import requests
-from filelock import FileLock
-from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
-from mlflow.exceptions import MlflowException, RestException
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_PARENT_RUN_ID
-from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
-from ovit_ray.orchestration.common.atomic import write_text_atomic
 from ovit_ray.orchestration.common.secrets import check_no_credentials, is_secret_key, redact_uri
+from ovit_ray.orchestration.tracking.outbox import Outbox, http_limits, is_outage
+from ovit_ray.orchestration.tracking.store import (
+    OFFLINE_PREFIX,
+    RUN_KEY_TAG,
+    RUN_STATUSES,
+    Pending,
+    Store,
+    default_tracking_uri,
+    flatten_params,
+    git_commit,
+)
 
 log = logging.getLogger(__name__)
-
-RUN_KEY_TAG = "ovit.run_key"
-OFFLINE_PREFIX = "offline-"
-OUTBOX_NAME = "mlflow_outbox.jsonl"
-OUTBOX_TARGET = (
-    "mlflow_outbox.target.json"  # where the outbox belongs: URI (credentials redacted), experiment
-)
-RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
-# MLflow 3 opens an experiment without this tag in its GenAI layout (traces, judges, prompts); these are
-# training runs, compared in the runs table and the chart view.
-EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
-# Local stores keep artifacts in `artifacts/` next to the database and record `mlflow-artifacts:` URIs,
-# which `mlflow server`/`ovit-ray mlflow-server --dir` resolve against `--artifacts-destination`:
-# the folder can move or be copied to another machine and its artifacts still open.
-ARTIFACTS_DIR = "artifacts"
-PROXIED = "mlflow-artifacts:"
-# MLflow's defaults (7 retries, backoff 2, 120 s timeout) can block a call for minutes when the
-# server is down. Applied only around this module's HTTP calls, and only where the user has not
-# set them.
-HTTP_LIMITS = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
-}
-_env_lock = threading.RLock()
-# Outboxes this process has warned about in the current outage: the sweep driver holds several
-# Trackers on one outbox (parent run, trial callback), and an outage deserves one warning, not one each.
-_warned_outboxes: set[Path] = set()
-
-
-class _Pending(Exception):
-    """A run id is still offline-only: the call must wait in the outbox."""
-
-
-def default_tracking_uri(out_dir: str | Path) -> str:
-    """Embedded SQLite store inside the output dir (MLflow 3 rejects the old ./mlruns store).
-
-    SQLAlchemy reads `%XX` and `?` in a plain `sqlite:///PATH` URL (a folder named `a%20b` or `q?x`
-    opened another file, or none), so such paths go as an SQLite URI filename (`file:`, percent-encoded
-    for SQLite, then again for SQLAlchemy): it also has no `/` left for MLflow, which would otherwise
-    create the encoded parent folder next to the real one.
-    """
-    path = str(Path(out_dir).resolve() / "mlflow.db")
-    if not set(path) & set("%?#"):
-        return f"sqlite:///{path}"
-    return f"sqlite:///{quote('file:' + quote(path, safe='/'), safe='')}?uri=true"
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of a `sqlite:///` URI (either form `default_tracking_uri` writes), else None."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    rest = uri.removeprefix("sqlite:///")
-    if rest.endswith("?uri=true"):
-        return Path(unquote(unquote(rest.removesuffix("?uri=true")).removeprefix("file:")))
-    return Path(rest)
-
-
-def git_commit(path: str | Path | None = None) -> str | None:
-    """HEAD commit of the checkout holding ``path`` (default: this package's code), else None."""
-    where = Path(path) if path is not None else Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    commit = out.stdout.strip() if out.returncode == 0 else ""
-    return commit or None
-
-
-def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """MLflow param strings: nested dicts become dotted keys, lists JSON; credentials dropped."""
-    flat: dict[str, str] = {}
-    for key, value in params.items():
-        name = f"{prefix}{key}"
-        if is_secret_key(str(key)):
-            continue
-        if isinstance(value, Mapping):
-            flat.update(flatten_params(value, f"{name}."))
-        else:
-            text = value if isinstance(value, str) else json.dumps(value, default=str, sort_keys=True)
-            flat[name] = text[:MAX_PARAM_VAL_LENGTH]
-    return flat
-
-
-def outbox_target(out_dir: str | Path) -> dict[str, str] | None:
-    """URI and experiment of the queued calls in ``out_dir`` (None when nothing is queued)."""
-    path = Path(out_dir) / OUTBOX_TARGET
-    return json.loads(path.read_text()) if (Path(out_dir) / OUTBOX_NAME).exists() and path.exists() else None
-
-
-def _is_outage(exc: BaseException) -> bool:
-    """The server could not be reached or is temporarily failing (not a rejected request)."""
-    if isinstance(exc, RestException):
-        return exc.get_http_status_code() >= 500 or exc.get_http_status_code() == 429
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, requests.exceptions.RequestException | ConnectionError | TimeoutError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 class Tracker:
@@ -160,15 +55,15 @@ class Tracker:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.uri = check_no_credentials(uri or default_tracking_uri(self.out_dir))
         self.experiment_name = experiment_name
-        self.client = MlflowClient(self.uri)
-        self.outbox = self.out_dir / OUTBOX_NAME
-        self._outbox_lock = FileLock(f"{self.outbox}.lock")
-        self._remote = urlsplit(self.uri).scheme in ("http", "https")
+        self.store = Store(
+            self.uri, experiment_name, self.out_dir, remote=urlsplit(self.uri).scheme in ("http", "https")
+        )
+        self.client = self.store.client
+        self._box = Outbox(self.out_dir)
+        self.outbox = self._box.path
         self._offline_retry_s = offline_retry_s
         self._offline_until: float | None = None  # monotonic deadline while the server is down
         self._queued = False
-        self._experiment_id: str | None = None
-        self._ids: dict[str, str] = {}  # offline id -> real run id
 
     # ---- public API -------------------------------------------------------------------------
 
@@ -217,10 +112,10 @@ class Tracker:
         if self._offline_now():
             return None
         try:
-            with _http_limits(self._remote):
-                return self._find_run(tags)
+            with http_limits(self.store.remote):
+                return self.store.find_run(tags)
         except Exception as exc:
-            if not (self._remote and _is_outage(exc)):
+            if not (self.store.remote and is_outage(exc)):
                 raise
             self._go_offline(exc)
             return None
@@ -262,8 +157,8 @@ class Tracker:
     def real_run_id(self, run_id: str) -> str | None:
         """The store's id for ``run_id`` (which may be an offline id); None while not yet replayed."""
         try:
-            return self._real_id(run_id)
-        except _Pending:
+            return self.store.real_id(run_id)
+        except Pending:
             return None
 
     def flush_outbox(self, *, only_own_files: bool = False) -> int:
@@ -271,11 +166,10 @@ class Tracker:
         the server is still down; calls the store rejects go to ``<outbox>.rejected`` with a warning.
         ``only_own_files``: an outbox that may come from someone else (``sync-mlflow``) uploads only
         files inside this folder."""
-        with self._outbox_lock:
+        with self._box.lock:
             if not self.outbox.exists():
                 return 0
-            lines = self.outbox.read_text().splitlines()
-            records = _dedupe([json.loads(line) for line in lines if line.strip()])
+            records = self._box.records()
             sent = 0
             for i, record in enumerate(records):
                 try:
@@ -285,12 +179,12 @@ class Tracker:
                         and not Path(record["path"]).resolve().is_relative_to(self.out_dir)
                     ):
                         raise ValueError(f"artifact {record['path']} is outside {self.out_dir}")
-                    with _http_limits(self._remote):
-                        self._execute(record)
+                    with http_limits(self.store.remote):
+                        self.store.execute(record)
                 except Exception as exc:
-                    if self._remote and _is_outage(exc):
+                    if self.store.remote and is_outage(exc):
                         self._go_offline(exc)
-                        write_text_atomic(self.outbox, "".join(json.dumps(r) + "\n" for r in records[i:]))
+                        self._box.keep(records[i:])
                         return sent
                     log.warning(
                         "MLflow rejected a queued %s call (%.200s); kept in %s.rejected",
@@ -298,13 +192,10 @@ class Tracker:
                         exc,
                         self.outbox,
                     )
-                    with open(f"{self.outbox}.rejected", "a") as f:
-                        f.write(json.dumps(record) + "\n")
+                    self._box.reject(record)
                 else:
                     sent += 1
-            self.outbox.unlink()
-            (self.out_dir / OUTBOX_TARGET).unlink(missing_ok=True)
-            _warned_outboxes.discard(self.outbox)
+            self._box.clear()
             self._queued = False
             self._offline_until = None
             return sent
@@ -315,8 +206,7 @@ class Tracker:
         return self._offline_until is not None and time.monotonic() < self._offline_until
 
     def _go_offline(self, exc: BaseException) -> None:
-        if self._offline_until is None and self.outbox not in _warned_outboxes:
-            _warned_outboxes.add(self.outbox)
+        if self._offline_until is None and self._box.first_warning():
             log.warning(
                 "MLflow tracking server %s unreachable (%s: %s); training goes on, calls are queued in %s "
                 "and replayed when the server answers again, or now with `ovit-ray sync-mlflow %s --mlflow-uri URI`",
@@ -335,12 +225,12 @@ class Tracker:
         if self._queued or self._offline_now():
             return self._enqueue(record)
         try:
-            with _http_limits(self._remote):
-                result = self._execute(record)
-        except _Pending:
+            with http_limits(self.store.remote):
+                result = self.store.execute(record)
+        except Pending:
             return self._enqueue(record)
         except Exception as exc:
-            if not (self._remote and _is_outage(exc)):
+            if not (self.store.remote and is_outage(exc)):
                 raise
             self._go_offline(exc)
             return self._enqueue(record)
@@ -348,167 +238,8 @@ class Tracker:
         return result
 
     def _enqueue(self, record: dict[str, Any]) -> None:
-        with self._outbox_lock:
-            target = self.out_dir / OUTBOX_TARGET
-            if not target.exists():  # where the calls were meant to go, shown by `ovit-ray sync-mlflow`
-                target.write_text(
-                    json.dumps({"uri": redact_uri(self.uri), "experiment": self.experiment_name})
-                )
-            with open(self.outbox, "a") as f:
-                f.write(json.dumps(record) + "\n")
+        self._box.append(record, {"uri": redact_uri(self.uri), "experiment": self.experiment_name})
         self._queued = True
-
-    def _execute(self, record: dict[str, Any]) -> Any:
-        op = record["op"]
-        if op == "create_run":
-            return self._create_run(record)
-        if op == "experiment_tags":
-            for key, value in record["tags"].items():
-                self.client.set_experiment_tag(self._experiment(create=True), key, value)
-            return None
-        run_id = self._real_id(record["run_id"])
-        if op == "resume_run":
-            self.client.update_run(run_id, status="RUNNING")
-        elif op == "log_batch":
-            tags = dict(record.get("tags", {}))
-            if MLFLOW_PARENT_RUN_ID in tags:
-                tags[MLFLOW_PARENT_RUN_ID] = self._real_id(tags[MLFLOW_PARENT_RUN_ID])
-            self.client.log_batch(
-                run_id,
-                metrics=[Metric(k, v, ts, step) for k, v, ts, step in record.get("metrics", [])],
-                params=[Param(k, v) for k, v in record.get("params", {}).items()],
-                tags=[RunTag(k, v) for k, v in tags.items()],
-            )
-        elif op == "log_artifact":
-            self._log_artifact(run_id, Path(record["path"]), record["artifact_path"])
-        elif op == "end_run":
-            self.client.set_terminated(run_id, record["status"], record["end_time"])
-        else:
-            raise ValueError(f"unknown outbox op {op!r}")
-        return None
-
-    def _create_run(self, record: dict[str, Any]) -> str:
-        tags = dict(record["tags"])
-        existing = self._find_run({RUN_KEY_TAG: tags[RUN_KEY_TAG]})
-        if existing is not None:
-            run_id = existing
-        else:
-            if MLFLOW_PARENT_RUN_ID in tags:
-                tags[MLFLOW_PARENT_RUN_ID] = self._real_id(tags[MLFLOW_PARENT_RUN_ID])
-            run = self.client.create_run(
-                self._experiment(create=True), record["start_time"], tags, record["run_name"]
-            )
-            run_id = run.info.run_id
-        self._ids[record["run_id"]] = run_id
-        return run_id
-
-    def _log_artifact(self, run_id: str, path: Path, artifact_path: str | None) -> None:
-        """A proxied URI in a local store: copy into `artifacts/`, where a server started on the store serves it."""
-        uri = self.client.get_run(run_id).info.artifact_uri
-        if self._remote or not uri.startswith(PROXIED):
-            self.client.log_artifact(run_id, str(path), artifact_path)
-            return
-        dest = self.artifacts_root / uri.removeprefix(PROXIED).lstrip("/") / (artifact_path or "")
-        dest.mkdir(parents=True, exist_ok=True)
-        if path.is_dir():
-            shutil.copytree(path, dest / path.name, dirs_exist_ok=True)
-        else:
-            shutil.copy2(path, dest / path.name)
-
-    @property
-    def artifacts_root(self) -> Path:
-        """`artifacts/` next to a SQLite store (else in the output folder): serve it with
-        `mlflow server --backend-store-uri URI --artifacts-destination ROOT`."""
-        db = sqlite_path(self.uri)
-        base = db.resolve().parent if db is not None else self.out_dir
-        return base / ARTIFACTS_DIR
-
-    def _real_id(self, run_id: str) -> str:
-        if not run_id.startswith(OFFLINE_PREFIX):
-            return run_id
-        if run_id not in self._ids:
-            with _http_limits(self._remote):
-                found = self._find_run({RUN_KEY_TAG: run_id[len(OFFLINE_PREFIX) :]})
-            if found is None:
-                raise _Pending(run_id)
-            self._ids[run_id] = found
-        return self._ids[run_id]
-
-    def _find_run(self, tags: Mapping[str, str]) -> str | None:
-        experiment_id = self._experiment(create=False)
-        if experiment_id is None:
-            return None
-        where = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
-        runs = self.client.search_runs(
-            [experiment_id], where, max_results=1, order_by=["attributes.start_time DESC"]
-        )
-        return runs[0].info.run_id if runs else None
-
-    @overload
-    def _experiment(self, *, create: Literal[True]) -> str: ...
-
-    @overload
-    def _experiment(self, *, create: Literal[False]) -> str | None: ...
-
-    def _experiment(self, *, create: bool) -> str | None:
-        if self._experiment_id is None:
-            found = self.client.get_experiment_by_name(self.experiment_name)
-            if found is not None:
-                self._experiment_id = found.experiment_id
-            elif create:
-                # Named after the experiment (ids are not known before it exists); runs get their own subfolders.
-                location = (
-                    None
-                    if self._remote
-                    else f"{PROXIED}/{re.sub(r'[^A-Za-z0-9_.-]', '_', self.experiment_name)}"
-                )
-                try:
-                    self._experiment_id = self.client.create_experiment(
-                        self.experiment_name, location, EXPERIMENT_KIND
-                    )
-                except MlflowException as exc:  # another worker created it first
-                    if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                        raise
-                    theirs = self.client.get_experiment_by_name(self.experiment_name)
-                    if theirs is None:  # created and deleted again meanwhile: nothing to join
-                        raise
-                    self._experiment_id = theirs.experiment_id
-        return self._experiment_id
-
-
-@contextmanager
-def _http_limits(remote: bool) -> Iterator[None]:
-    """Apply ``HTTP_LIMITS`` for the duration of one call (not exported to Ray workers)."""
-    if not remote:
-        yield
-        return
-    with _env_lock:
-        added = [k for k in HTTP_LIMITS if k not in os.environ]
-        os.environ.update({k: HTTP_LIMITS[k] for k in added})
-        try:
-            yield
-        finally:
-            for k in added:
-                os.environ.pop(k, None)
-
-
-def _dedupe(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Keep the last value of each (run, step, metric) so a replay logs every point once."""
-    seen: set[tuple[str, int, str]] = set()
-    out: list[dict[str, Any]] = []
-    for record in reversed(records):
-        if record["op"] == "log_batch" and record.get("metrics"):
-            fresh = []
-            for row in reversed(record["metrics"]):
-                ident = (record["run_id"], row[3], row[0])
-                if ident not in seen:
-                    seen.add(ident)
-                    fresh.append(row)
-            record = {**record, "metrics": fresh[::-1]}
-            if not (fresh or record.get("params") or record.get("tags")):
-                continue
-        out.append(record)
-    return out[::-1]
 
 
 def _now_ms() -> int:

@@ -27,7 +27,7 @@ from ovit_ray.orchestration.common.atomic import write_atomic, write_json_atomic
 from ovit_ray.orchestration.results import RESULTS_FILE
 from ovit_ray.orchestration.results.best import best_finished
 from ovit_ray.orchestration.results.parquet import read_rows
-from ovit_ray.orchestration.tracking.client import git_commit
+from ovit_ray.orchestration.tracking.store import git_commit
 
 
 def card_path(path: str | os.PathLike) -> Path:

@@ -13,7 +13,7 @@ from typing import Any
 from ovit_ray.orchestration.common.secrets import check_no_credentials
 from ovit_ray.orchestration.specs.search_space import Dist
 from ovit_ray.orchestration.specs.sweep import SweepConfig
-from ovit_ray.orchestration.tracking.client import default_tracking_uri
+from ovit_ray.orchestration.tracking.store import default_tracking_uri
 
 DRIVER_CPU = 0.01  # the Train V2 driver function is light; its workers hold the real resources
 
