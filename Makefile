@@ -7,6 +7,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER := 0
+# The test sessions share the trained digits preset (tests/conftest.py; keyed by a hash of its recipe).
+export OVIT_RAY_TEST_PRESETS := $(CURDIR)/.pytest_cache/presets
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: quickstart test ci lint typecheck layers test-fast test-rest bench clean chromium screenshots
