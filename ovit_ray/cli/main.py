@@ -102,23 +102,32 @@ def _write_crash_log(command: str) -> str:
         return f"(no log written: {error_lines(err, 200)[0]}; rerun with --debug)"
 
 
-def _show_library_logs() -> None:
+def _show_library_logs() -> logging.Handler:
     """The library logs progress and warnings under `ovit_ray.*`; the CLI shows INFO and up on stderr
     (stdout stays the command's result: tables, CSV), leaving Ray's and MLflow's loggers alone."""
     logger = logging.getLogger("ovit_ray")
-    for old in [h for h in logger.handlers if h.get_name() == "ovit-ray-cli"]:
-        logger.removeHandler(old)  # an earlier main() in this process: sys.stderr may have changed since
     handler = logging.StreamHandler(sys.stderr)
     handler.set_name("ovit-ray-cli")
     handler.setFormatter(logging.Formatter("ovit-ray: %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    return handler
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
-    _show_library_logs()
+    logger = logging.getLogger("ovit_ray")
+    level, handler = logger.level, _show_library_logs()
+    try:
+        return _run(args)
+    finally:  # the library's logs reach users only while a command runs (main() may run many times)
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command, with its outcome turned into an exit code and at most a few lines on stderr."""
     name = f"ovit-ray {args.command}"
     try:
         with StopSignals():
