@@ -22,6 +22,7 @@ from typing import NoReturn
 
 from ovit_ray import __version__
 from ovit_ray.orchestration.common.interrupts import Interrupted, StopSignals
+from ovit_ray.orchestration.common.logs import show_logs
 
 DESCRIPTION = (
     "Second-order (oViT) pruning of vision transformers on Ray: one-shot pruning, gradual runs, "
@@ -102,23 +103,12 @@ def _write_crash_log(command: str) -> str:
         return f"(no log written: {error_lines(err, 200)[0]}; rerun with --debug)"
 
 
-def _show_library_logs() -> logging.Handler:
-    """The library logs progress and warnings under `ovit_ray.*`; the CLI shows INFO and up on stderr
-    (stdout stays the command's result: tables, CSV), leaving Ray's and MLflow's loggers alone."""
-    logger = logging.getLogger("ovit_ray")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.set_name("ovit-ray-cli")
-    handler.setFormatter(logging.Formatter("ovit-ray: %(message)s"))
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    return handler
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
     logger = logging.getLogger("ovit_ray")
-    level, handler = logger.level, _show_library_logs()
+    # progress and warnings on stderr (stdout stays the result: tables, CSV)
+    level, handler = logger.level, show_logs("ovit-ray: ")
     try:
         return _run(args)
     finally:  # the library's logs reach users only while a command runs (main() may run many times)

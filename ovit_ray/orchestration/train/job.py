@@ -29,6 +29,7 @@ from ray.train.v2.api.callback import UserCallback
 
 from ovit_ray.orchestration.common.atomic import write_json_atomic
 from ovit_ray.orchestration.common.interrupts import init_ray
+from ovit_ray.orchestration.common.logs import show_logs
 from ovit_ray.orchestration.specs.run import GradualConfig
 from ovit_ray.orchestration.tracking.client import Tracker
 from ovit_ray.orchestration.tracking.kept_models import log_best_checkpoints
@@ -74,6 +75,7 @@ class DriverTracking(UserCallback):
 
 def train_loop(config: dict[str, Any]) -> dict[str, Any]:
     """`train_loop_per_worker`: runs on every Ray Train worker; rank 0's return value reaches the driver."""
+    show_logs()  # rank 0's per-epoch line, through the worker's stderr to the driver's console
     context = ray.train.get_context()
     schedule: Schedule = config["schedule"]
     reporter = RayReporter(
@@ -171,8 +173,10 @@ def run_training(
     tracking = TrackingTarget(str(out), config.experiment, config.mlflow_uri, run_id)
     ensure_ray(config.ray_address)
     use_gpu = config.gpus_per_worker > 0
+    # Ray's annotations are Train V1's: V2 returns rank 0's value (Result.return_value) and takes
+    # ray.train.v2 UserCallbacks, which the V1 types do not know.
     trainer = TorchTrainer(
-        train_loop,
+        train_loop,  # type: ignore[arg-type]
         train_loop_config={"spec": config, "schedule": schedule, "epoch_hook": epoch_hook},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(
@@ -186,7 +190,7 @@ def run_training(
         run_config=RunConfig(
             name=name,
             storage_path=str(out / "ray"),
-            callbacks=[DriverTracking(tracking)],
+            callbacks=[DriverTracking(tracking)],  # type: ignore[list-item]
             failure_config=FailureConfig(max_failures=config.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
         ),
@@ -201,7 +205,7 @@ def run_training(
         tracker.end_run(run_id, "FAILED")
         raise
     wall = time.perf_counter() - began
-    summary = dict(result.return_value)
+    summary = dict(result.return_value)  # type: ignore[attr-defined]
     summary.update(
         wall_seconds=wall,
         overhead_seconds=wall - summary["loop_seconds"],

@@ -44,11 +44,15 @@ class RayReporter:
 
     def report(self, metrics: Mapping[str, Any], checkpoint_dir: str | None) -> None:
         if self.world_rank == 0:
-            print(
-                f"epoch {metrics['epoch'] + 1}/{self._total_epochs}  sparsity {metrics['sparsity']:.4f}  "
-                f"test top-1 {metrics['top1']:.4f}  val top-1 {metrics['val_top1']:.4f}  "
-                f"val loss {metrics['loss']:.4f}  lr {metrics['lr']:.2e}",
-                flush=True,
+            log.info(
+                "epoch %d/%d  sparsity %.4f  test top-1 %.4f  val top-1 %.4f  val loss %.4f  lr %.2e",
+                metrics["epoch"] + 1,
+                self._total_epochs,
+                metrics["sparsity"],
+                metrics["top1"],
+                metrics["val_top1"],
+                metrics["loss"],
+                metrics["lr"],
             )
         checkpoint = None if checkpoint_dir is None else self._checkpoint_type.from_directory(checkpoint_dir)
         self._report(dict(metrics), checkpoint=checkpoint)

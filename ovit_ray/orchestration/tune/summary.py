@@ -74,7 +74,8 @@ def finish_sweep(
     best_config.json), plots; then mark it finished."""
     from ovit_ray.orchestration.results.report import write_report_files
 
-    totals = sweep_totals([(r.metrics or {}, r.error is not None) for r in grid])
+    # ResultGrid iterates through __getitem__/__len__, which its annotations do not declare
+    totals = sweep_totals([(r.metrics or {}, r.error is not None) for r in grid])  # type: ignore[attr-defined]
     for before in earlier:
         totals = {k: v + before.get(k, 0.0) for k, v in totals.items()}
     tracker.log_metrics(parent, totals, step=0)

@@ -43,15 +43,17 @@ from ovit_ray.orchestration.tune.preflight import check_sweep
 def _tune_domain(dist: Dist) -> Any:
     from ray import tune
 
-    if dist.kind == "loguniform":
+    if dist.loguniform is not None:
         return tune.loguniform(*dist.loguniform)
-    if dist.kind == "uniform":
+    if dist.uniform is not None:
         return tune.uniform(*dist.uniform)
-    if dist.kind == "randint":
+    if dist.randint is not None:
         return tune.randint(dist.randint[0], dist.randint[1] + 1)
-    if dist.kind == "choice":
+    if dist.choice is not None:
         return tune.choice(dist.choice)
-    return tune.grid_search(dist.grid)
+    if dist.grid is not None:
+        return tune.grid_search(dist.grid)
+    raise ValueError(f"a fixed value is not searched: {dist.fixed!r}")
 
 
 def _scheduler(sweep: SweepConfig) -> Any:
@@ -247,8 +249,11 @@ def _run(
             # The restored tuner holds the callback and searcher pickled with the folder it was started
             # in; these write here (a moved or copied folder resumes in place). Tune then loads the
             # saved search state into this searcher, which keeps its own storage and home.
-            tuner._local_tuner.get_run_config().callbacks = [callback]
-            tuner._local_tuner._tune_config.search_alg = searcher
+            restored = tuner._local_tuner  # None only through Ray Client, which sweeps do not use
+            if restored is None:
+                raise RuntimeError(f"{experiment}: Tune restored no local tuner (Ray Client?)")
+            restored.get_run_config().callbacks = [callback]
+            restored._tune_config.search_alg = searcher
         else:
             tuner = tune.Tuner(
                 trainable,
@@ -278,7 +283,7 @@ def _run(
             if signals.received is not None:  # Tune stopped gracefully and returned as if finished
                 raise Interrupted(signals.received)
             earlier = {k: v for k, v in state.get("totals", {}).items() if k != name}
-            own = sweep_totals([(r.metrics or {}, r.error is not None) for r in grid])
+            own = sweep_totals([(r.metrics or {}, r.error is not None) for r in grid])  # type: ignore[attr-defined]
             totals, best, plots = finish_sweep(tracker, parent, sweep, grid, out, earlier.values())
         except BaseException as error:  # a stop signal may also come while the sweep is being summed up
             status = "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"

@@ -22,6 +22,7 @@ from typing import Any
 from ray import tune
 from ray.tune import Checkpoint
 
+from ovit_ray.orchestration.common.logs import show_logs
 from ovit_ray.orchestration.specs.run import GradualConfig
 from ovit_ray.orchestration.specs.sweep import SweepConfig
 from ovit_ray.training.spec import Schedule
@@ -73,6 +74,7 @@ def _run_light(
     from ovit_ray.orchestration.train.reporter import RayReporter
     from ovit_ray.training.gradual import run_gradual
 
+    show_logs()  # the per-epoch line, through the trial's stderr to the driver's console
     reporter = RayReporter(
         partial(_marked_report, index, finished),
         tune.get_checkpoint,
@@ -96,8 +98,9 @@ def _run_train(
     from ovit_ray.orchestration.train.job import train_loop
 
     use_gpu = config.gpus_per_worker > 0
+    # Ray's annotations are Train V1's (see train/job.py): V2 returns rank 0's value, takes V2 callbacks.
     trainer = TorchTrainer(
-        train_loop,
+        train_loop,  # type: ignore[arg-type]
         train_loop_config={"spec": config, "schedule": schedule},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(
@@ -112,11 +115,11 @@ def _run_train(
         run_config=RunConfig(
             name=name,
             storage_path=storage,
-            callbacks=[TuneReportCallback()],
+            callbacks=[TuneReportCallback()],  # type: ignore[list-item]
             failure_config=FailureConfig(max_failures=config.max_failures),
         ),
     )
-    return dict(trainer.fit().return_value)
+    return dict(trainer.fit().return_value)  # type: ignore[attr-defined]
 
 
 def run_one(
