@@ -45,7 +45,8 @@ from ovit_ray.models import create_model
 from ovit_ray.pruning import DEFAULT_PATTERNS, MaskSet, Pruner, PruneSettings, select_prunable
 from ovit_ray.pruning import pruner as pruner_module
 from ovit_ray.pruning.gradients import FisherSums, collect_fisher
-from ovit_ray.pruning.settings import DTYPES
+from ovit_ray.pruning.names import DTYPE_NAMES
+from ovit_ray.pruning.settings import dtype_of
 from ovit_ray.tensor_math.chunking import elimination_rows
 from ovit_ray.tensor_math.elimination import default_panel, greedy_eliminate
 
@@ -83,7 +84,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--dtype",
         default="float64",
-        choices=list(DTYPES),
+        choices=list(DTYPE_NAMES),
         help="Fisher sums and elimination precision (default: float64; float32 halves memory)",
     )
     p.add_argument("--sparsity", type=float, default=0.5, help="sparsity for the apply step (default: 0.5)")
@@ -300,7 +301,7 @@ def grid_rows(args: argparse.Namespace) -> list[dict]:
         depth = len(create_model(MODELS[model_key]).blocks)
         weights = full_weights(model_key)
         for block in args.block_size:
-            need = weights * block * DTYPES[args.dtype].itemsize / GIB
+            need = weights * block * dtype_of(args.dtype).itemsize / GIB
             base = {"model": f"DeiT-{model_key.capitalize()}", "weights": weights, "B": block}
             if need > args.max_fisher_gib:
                 rows += [
@@ -454,7 +455,7 @@ def elimination_child(config: dict) -> dict:
     if config.get("threads"):
         torch.set_num_threads(config["threads"])
     torch.manual_seed(0)
-    dtype, (out_features, in_features) = DTYPES[config["dtype"]], config["layer"]
+    dtype, (out_features, in_features) = dtype_of(config["dtype"]), config["layer"]
     results = []
     for block in config["block_sizes"]:
         n = out_features * in_features // block

@@ -107,13 +107,7 @@ def _check_sparsities(values: list[float]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ovit_ray.data import num_samples
-    from ovit_ray.orchestration.results import RESULTS_FILE
-    from ovit_ray.orchestration.results.parquet import append_rows, print_table
-    from ovit_ray.orchestration.results.schemas import PRUNE_RESULTS
     from ovit_ray.pruning import PruneSettings
-    from ovit_ray.training.oneshot import oneshot_rows
-    from ovit_ray.training.setup import build_model_and_data
 
     pattern = parse_pattern(args.pattern) if args.pattern else None
     sparsities: list[float | None] = [None] if pattern else sorted(set(args.sparsity))
@@ -132,6 +126,14 @@ def run(args: argparse.Namespace) -> int:
         )
         for method in dict.fromkeys(args.method)
     ]
+    # Flags are checked: now torch, timm and the datasets (~0.8 GB, seconds), not for a bad value.
+    from ovit_ray.data import num_samples
+    from ovit_ray.orchestration.results import RESULTS_FILE
+    from ovit_ray.orchestration.results.parquet import append_rows, print_table
+    from ovit_ray.orchestration.results.schemas import PRUNE_RESULTS
+    from ovit_ray.training.oneshot import oneshot_rows
+    from ovit_ray.training.setup import build_model_and_data
+
     out = Path(args.out)
     results = out / RESULTS_FILE
     start = build_model_and_data(

@@ -162,12 +162,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    # The flags are valid: now Ray, torch and the datasets (~0.9 GB, seconds), not for a bad value.
     from ovit_ray.orchestration.results import RESULTS_FILE
     from ovit_ray.orchestration.results.parquet import append_rows, print_table
     from ovit_ray.orchestration.results.schemas import RUN_RESULTS
     from ovit_ray.orchestration.train.job import KEY_COLUMNS, run_training
 
-    config = config_from_args(args)
     schedule = config.schedule()
     print(
         f"gradual run ({config.strategy}): steps {list(schedule.steps)}, windows {list(schedule.windows)}, "

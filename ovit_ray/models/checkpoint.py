@@ -13,18 +13,18 @@ import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import platformdirs
-import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
-from torch import nn
+
+if TYPE_CHECKING:  # torch and safetensors are imported by the functions that read or write files:
+    import torch  # `ovit_ray.models` also answers light questions (preset names, the cache dir)
+    from torch import nn
 
 SUFFIXES = (".safetensors", ".pt")
 _META_KEY = "ovit_ray_meta"
 
-Checkpoint = tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any]]
+Checkpoint = tuple[dict[str, "torch.Tensor"], dict[str, "torch.Tensor"], dict[str, Any]]
 
 
 def cache_dir() -> Path:
@@ -51,6 +51,9 @@ def save_checkpoint(
     meta: dict[str, Any] | None = None,
 ) -> Path:
     """Write `model`'s weights, optional masks and JSON-serialisable meta atomically to `path`."""
+    import torch
+    from safetensors.torch import save_file
+
     path = Path(path)
     suffix = _suffix(path)
     state, mask_state = _cpu(model.state_dict()), _cpu(masks or {})
@@ -73,6 +76,8 @@ def save_checkpoint(
 
 
 def _read_safetensors(path: Path) -> Checkpoint:
+    from safetensors import safe_open
+
     state: dict[str, torch.Tensor] = {}
     masks: dict[str, torch.Tensor] = {}
     with safe_open(str(path), framework="pt", device="cpu") as f:
@@ -86,6 +91,8 @@ def _read_safetensors(path: Path) -> Checkpoint:
 
 
 def _read_pt(path: Path) -> Checkpoint:
+    import torch
+
     blob = torch.load(path, weights_only=True, map_location="cpu")
     if not isinstance(blob, dict) or "model" not in blob:
         raise ValueError("not an ovit-ray checkpoint (expected a dict with a 'model' entry)")

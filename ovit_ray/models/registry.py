@@ -9,13 +9,12 @@ from __future__ import annotations
 import difflib
 import os
 from dataclasses import dataclass, field
-from typing import Any
-
-import timm
-from timm.models.vision_transformer import VisionTransformer
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from .checkpoint import load_checkpoint
+
+if TYPE_CHECKING:  # timm and torch are imported where models are built: preset names come without them
+    from torch import nn
 
 
 class UnknownModelError(ValueError):
@@ -60,6 +59,8 @@ def timm_spec(name: str, *, num_classes: int, image_size: int) -> tuple[str, dic
 
 
 def _unknown(name: str) -> UnknownModelError:
+    import timm
+
     close = difflib.get_close_matches(name, [*PRESETS, *timm.list_models()], n=5)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     return UnknownModelError(
@@ -76,6 +77,9 @@ def create_model(
 ) -> nn.Module:
     """Build an untrained preset or timm model; with `checkpoint`, load its weights (masks are not applied
     here: they come back from `load_checkpoint`, and the saved weights are already zero where pruned)."""
+    import timm
+    from timm.models.vision_transformer import VisionTransformer
+
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     if name in PRESETS:

@@ -16,7 +16,7 @@ from torch import nn
 from ovit_ray.pruning.gradients import FisherSums, LossFn, collect_fisher
 from ovit_ray.pruning.masks import MaskSet
 from ovit_ray.pruning.methods import TensorPlan, get_method
-from ovit_ray.pruning.settings import DTYPES, PruneSettings
+from ovit_ray.pruning.settings import PruneSettings, dtype_of
 from ovit_ray.tensor_math.blocks import from_blocks, to_blocks, valid_mask
 from ovit_ray.tensor_math.chunking import elimination_rows
 from ovit_ray.tensor_math.elimination import default_panel
@@ -69,7 +69,7 @@ class Pruner:
                 num_grads=self.settings.num_grads,
                 block_size=self.settings.block_size,
                 loss_fn=loss_fn,
-                dtype=DTYPES[self.settings.fisher_dtype],
+                dtype=dtype_of(self.settings.fisher_dtype),
                 progress=progress,
             )
 

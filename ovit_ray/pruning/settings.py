@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from ovit_ray.pruning.methods import get_method
 from ovit_ray.pruning.names import DTYPE_NAMES, SCOPES, parse_pattern
 
-__all__ = ["DTYPES", "SCOPES", "PruneSettings", "parse_pattern"]
+if TYPE_CHECKING:
+    import torch
 
-DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in DTYPE_NAMES}
+__all__ = ["SCOPES", "PruneSettings", "dtype_of", "parse_pattern"]
+
+
+def dtype_of(name: str) -> torch.dtype:
+    """The torch dtype named `name` (one of `DTYPE_NAMES`). torch is imported here, not at module
+    level: checking settings (a sweep's `--dry-run`) must not import it."""
+    import torch
+
+    dtype: torch.dtype = getattr(torch, name)
+    return dtype
 
 
 @dataclass(frozen=True)
@@ -56,8 +65,10 @@ class PruneSettings:
         if self.scope not in SCOPES:
             raise ValueError(f"scope: must be one of {', '.join(SCOPES)}, got {self.scope!r}")
         for name in ("dtype", "fisher_dtype"):
-            if getattr(self, name) not in DTYPES:
-                raise ValueError(f"{name}: must be one of {', '.join(DTYPES)}, got {getattr(self, name)!r}")
+            if getattr(self, name) not in DTYPE_NAMES:
+                raise ValueError(
+                    f"{name}: must be one of {', '.join(DTYPE_NAMES)}, got {getattr(self, name)!r}"
+                )
         if self.pattern is not None:
             keep, group = self.pattern
             if not 0 < keep < group:
@@ -77,4 +88,4 @@ class PruneSettings:
 
     @property
     def torch_dtype(self) -> torch.dtype:
-        return DTYPES[self.dtype]
+        return dtype_of(self.dtype)

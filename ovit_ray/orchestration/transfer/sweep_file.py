@@ -15,18 +15,12 @@ from typing import Any, Literal
 from pydantic import Field
 
 from ovit_ray.orchestration.common.yaml_files import read_yaml_mapping
-from ovit_ray.orchestration.results.parquet import append_rows, read_rows
-from ovit_ray.orchestration.results.schemas import TRANSFER_SOURCES
 from ovit_ray.orchestration.specs.run import make_config
 from ovit_ray.orchestration.specs.validation import Strict, validate_file
-from ovit_ray.orchestration.transfer.grid import (
-    RESULTS_FILE,
-    dense_source,
-    find_sources,
-    run_transfers,
-    transfer_jobs,
-)
 from ovit_ray.training.spec import MethodName
+
+# `orchestration.transfer.grid` (torch, timm) and Parquet are imported by the functions that run the
+# sweep: `ovit-ray sweep` asks `is_transfer_file` of every sweep file, dry runs included.
 
 
 class Pair(Strict):
@@ -78,6 +72,9 @@ def load_transfer_sweep(path: str | Path) -> TransferSweep:
 
 def _make_sources(sweep: TransferSweep, model: str, out: Path) -> Path:
     """Gradual runs of every method x source seed for `model`; their per-target rows in one Parquet file."""
+    from ovit_ray.orchestration.results.parquet import append_rows, read_rows
+    from ovit_ray.orchestration.results.schemas import TRANSFER_SOURCES
+    from ovit_ray.orchestration.transfer.grid import RESULTS_FILE
     from ovit_ray.training.gradual import LocalReporter, run_gradual
 
     folder = out / "sources" / model
@@ -127,6 +124,8 @@ def run_transfer_sweep(
     path: str | Path, out: str | Path, *, mlflow_uri: str | None = None
 ) -> list[dict[str, Any]]:
     """Run (or resume) a transfer sweep file into `out`; returns the transfer rows."""
+    from ovit_ray.orchestration.transfer.grid import dense_source, find_sources, run_transfers, transfer_jobs
+
     sweep = load_transfer_sweep(path)
     out = Path(out)
     stage = sweep.transfer

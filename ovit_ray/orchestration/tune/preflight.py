@@ -23,15 +23,17 @@ def _values(sweep: SweepConfig, field: str, default: Any = None) -> list[Any]:
 
 
 def preflight_problems(sweep: SweepConfig) -> list[str]:
-    """One line per missing model, checkpoint, dataset or data folder."""
-    import timm
-
-    from ovit_ray.data.datasets import DATASET_NAMES
+    """One line per missing model, checkpoint, dataset or data folder (timm and the dataset table
+    import torch, ~0.8 GB: only when the sweep names a timm model or a dataset)."""
     from ovit_ray.models import PRESETS
 
     problems = []
     for model in _values(sweep, "model", "digits-vit"):
-        if model not in PRESETS and not timm.is_model(str(model)):
+        if model in PRESETS:
+            continue
+        import timm
+
+        if not timm.is_model(str(model)):
             problems.append(
                 f"model: unknown model {short_repr(model)} (not a preset: {', '.join(PRESETS)}; "
                 "not a timm architecture)"
@@ -40,7 +42,11 @@ def preflight_problems(sweep: SweepConfig) -> list[str]:
         if checkpoint is not None and not Path(str(checkpoint)).expanduser().is_file():
             problems.append(f"checkpoint: no such file {short_repr(checkpoint)}")
     for dataset in _values(sweep, "dataset"):
-        if dataset is not None and dataset not in DATASET_NAMES:
+        if dataset is None:
+            continue
+        from ovit_ray.data.datasets import DATASET_NAMES
+
+        if dataset not in DATASET_NAMES:
             problems.append(
                 f"dataset: unknown dataset {short_repr(dataset)}; valid: {', '.join(DATASET_NAMES)}"
             )
