@@ -98,7 +98,7 @@ CASES = [
     ),
     (dict(search__space="nope"), ["search.space", "nope"]),
     (dict(search__space="../etc"), ["search.space", "../etc"]),
-    (dict(strategy="both"), ["strategy", "optuna"]),
+    (dict(strategy="both"), ["grid (strategy)", "Optuna", "grid/random"]),
     (
         dict(search__algorithm="grid", search__num_samples=3, search__overrides={"damp": {"grid": [1e-7]}}),
         ["search.num_samples", "3"],
@@ -150,6 +150,35 @@ def test_fuzz_gives_one_clear_error(tmp_path: Path, text: str, capsys: pytest.Ca
     err = capsys.readouterr().err
     assert err.startswith("ovit-ray sweep: error: ") and "Traceback" not in err
     assert str(path) in err
+
+
+@pytest.mark.parametrize(
+    ("sweep", "space", "expected"),
+    [  # found by benchmarks/bench_fuzz.py: each input is one mutation of a shipped file
+        (  # `algorithm: grid` deleted from a `strategy: both` sweep with a seed grid
+            _merge(BASE, strategy="both", search__overrides={"seed": {"grid": [0, 1]}}),
+            None,
+            "search.space: Optuna samples, it cannot run a grid (seed, strategy)",
+        ),
+        (
+            BASE,
+            {"params": {"damp": {"loguniform": [[[]]]}}},
+            "params.damp.loguniform: needs 2 items, got [[[]]]",
+        ),
+        (
+            BASE,
+            {"params": {"damp": {"loguniform": [1e-9]}}},
+            "params.damp.loguniform: needs 2 items, got [1e-09]",
+        ),
+        (BASE, {"params": {"damp": {"uniform": []}}}, "params.damp.uniform: needs 2 items, got []"),
+    ],
+)
+def test_one_mutation_is_one_line(
+    tmp_path: Path, sweep: dict, space: dict | None, expected: str, capsys: pytest.CaptureFixture
+) -> None:
+    assert main(["sweep", str(_write(tmp_path, sweep, space)), "--dry-run"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert expected in line, line
 
 
 def test_missing_file_is_one_line(capsys: pytest.CaptureFixture) -> None:

@@ -17,10 +17,11 @@ class Strict(BaseModel):
 
 def _problems(err: ValidationError) -> list[str]:
     """One line per distinct location (a union reports once per member; keep the first); a required key
-    missing next to an unknown one is one misspelling, so one line."""
+    missing next to an unknown one is one misspelling, so one line; a tuple too short is one line."""
     seen: dict[str, str] = {}
     missing: dict[str, str] = {}  # parent path -> location of its missing key
     extra: dict[str, str] = {}  # parent path -> its first unknown key
+    short: dict[str, tuple[int, Any]] = {}  # tuple path -> (items it needs, the value given)
     for e in err.errors():
         loc = [str(x) for x in e["loc"] if not (isinstance(x, str) and ("[" in x or x in _TYPE_TAGS))]
         where = ".".join(loc) or "file"
@@ -29,7 +30,14 @@ def _problems(err: ValidationError) -> list[str]:
             message += f", got {short_repr(e['input'])}" if e["type"] != "missing" else ""
         if e["type"] in ("missing", "extra_forbidden"):
             (missing if e["type"] == "missing" else extra).setdefault(".".join(loc[:-1]), where)
+        if e["type"] == "missing" and isinstance(e["loc"][-1], int):  # the input is the whole tuple
+            needs = max(short.get(".".join(loc[:-1]), (0, None))[0], e["loc"][-1] + 1)
+            short[".".join(loc[:-1])] = (needs, e["input"])
         seen.setdefault(where, f"{where}: {message}")
+    for parent, (needs, value) in short.items():
+        for k in [k for k in seen if k.rsplit(".", 1)[0] == parent]:
+            seen.pop(k)
+        seen[parent] = f"{parent}: needs {needs} items, got {short_repr(value)}"
     for parent in {k.rsplit(".", 1)[0] for k in seen if "." in k}:  # several required keys of one value
         keys = [
             k for k, line in seen.items() if k.rsplit(".", 1)[0] == parent and line.endswith("Field required")
