@@ -18,7 +18,6 @@ from typing import Any
 
 import requests
 from filelock import FileLock
-from mlflow.exceptions import RestException
 
 from ovit_ray.orchestration.common.atomic import write_text_atomic
 
@@ -47,6 +46,8 @@ def outbox_target(out_dir: str | Path) -> dict[str, str] | None:
 
 def is_outage(exc: BaseException) -> bool:
     """The server could not be reached or is temporarily failing (not a rejected request)."""
+    from mlflow.exceptions import RestException  # here: `sweep --dry-run` imports this package, not MLflow
+
     if isinstance(exc, RestException):
         return exc.get_http_status_code() >= 500 or exc.get_http_status_code() == 429
     seen: BaseException | None = exc

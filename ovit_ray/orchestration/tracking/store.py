@@ -16,14 +16,11 @@ from pathlib import Path
 from typing import Any, Literal, overload
 from urllib.parse import quote, unquote
 
-from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
-from mlflow.exceptions import MlflowException
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
-from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
-
 from ovit_ray.orchestration.common.secrets import is_secret_key
 from ovit_ray.orchestration.tracking.outbox import http_limits
+
+# mlflow is imported where it is used: `sweep --dry-run` shows `default_tracking_uri` and must not
+# pay MLflow's import (~170 MB, seconds).
 
 RUN_KEY_TAG = "ovit.run_key"
 OFFLINE_PREFIX = "offline-"
@@ -81,6 +78,8 @@ def git_commit(path: str | Path | None = None) -> str | None:
 
 def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """MLflow param strings: nested dicts become dotted keys, lists JSON; credentials dropped."""
+    from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+
     flat: dict[str, str] = {}
     for key, value in params.items():
         name = f"{prefix}{key}"
@@ -98,12 +97,17 @@ class Store:
     """One experiment of one MLflow store, through ``MlflowClient`` with explicit ids only."""
 
     def __init__(self, uri: str, experiment_name: str, out_dir: Path, *, remote: bool) -> None:
+        from mlflow import MlflowClient
+
         self.uri, self.experiment_name, self.out_dir, self.remote = uri, experiment_name, out_dir, remote
         self.client = MlflowClient(uri)
         self._experiment_id: str | None = None
         self._ids: dict[str, str] = {}  # offline id -> real run id
 
     def execute(self, record: dict[str, Any]) -> Any:
+        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
         op = record["op"]
         if op == "create_run":
             return self.create_run(record)
@@ -133,6 +137,8 @@ class Store:
         return None
 
     def create_run(self, record: dict[str, Any]) -> str:
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
         tags = dict(record["tags"])
         existing = self.find_run({RUN_KEY_TAG: tags[RUN_KEY_TAG]})
         if existing is not None:
@@ -196,6 +202,8 @@ class Store:
     def experiment(self, *, create: Literal[False]) -> str | None: ...
 
     def experiment(self, *, create: bool) -> str | None:
+        from mlflow.exceptions import MlflowException
+
         if self._experiment_id is None:
             found = self.client.get_experiment_by_name(self.experiment_name)
             if found is not None:
