@@ -1,0 +1,19 @@
+"""Structured pruning of timm ViTs (issue 15): heads and MLP neurons scored by OPTIN's label-free trajectory
+importance, a mask search under a MAC budget, and the physical shrink that makes the model faster."""
+
+from .costs import VitCosts, Widths
+from .shrink import rebuild, shrink, shrunk_sizes
+from .units import ConstantBranch, UnitMasks, block_widths, check_vit, masked
+
+__all__ = [
+    "ConstantBranch",
+    "UnitMasks",
+    "VitCosts",
+    "Widths",
+    "block_widths",
+    "check_vit",
+    "masked",
+    "rebuild",
+    "shrink",
+    "shrunk_sizes",
+]
