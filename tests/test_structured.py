@@ -8,7 +8,16 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ovit_ray.models import create_model
-from ovit_ray.pruning.structured import UnitMasks, VitCosts, masked, rebuild, shrink, shrunk_sizes
+from ovit_ray.pruning.structured import (
+    OptinSettings,
+    UnitMasks,
+    VitCosts,
+    masked,
+    optin_scores,
+    rebuild,
+    shrink,
+    shrunk_sizes,
+)
 
 
 def _tiny_vit(**kwargs: object) -> nn.Module:
@@ -114,3 +123,63 @@ def test_deit_small_macs_match_the_literature() -> None:
     with torch.device("meta"):
         model = timm.create_model("deit_small_patch16_224", pretrained=False)
     assert 4.57e9 < VitCosts.of(model).macs() < 4.62e9
+
+
+def _reference_losses(
+    model: nn.Module, x: torch.Tensor, layer: int, kind: str, unit: int
+) -> tuple[float, float]:
+    """MD and KD of one masked unit from a full forward pass of the masked model (no cache, no batching),
+    with every token in the Gram matrices (the sum of squares does not depend on their order)."""
+    features: list[torch.Tensor] = []
+    hooks = [b.norm1.register_forward_hook(lambda _m, _i, out: features.append(out)) for b in model.blocks]
+    hooks.append(model.norm.register_forward_hook(lambda _m, _i, out: features.append(out)))
+    dense = UnitMasks.dense(model)
+    chosen = getattr(dense, kind)[layer].clone()
+    chosen[unit] = False
+    rows = tuple(chosen if i == layer else m for i, m in enumerate(getattr(dense, kind)))
+    masks = UnitMasks(rows, dense.neurons) if kind == "heads" else UnitMasks(dense.heads, rows)
+    with torch.no_grad():
+        teacher_logits = model(x)
+        teacher, features[:] = list(features), []
+        with masked(model, masks):
+            student_logits = model(x)
+    for hook in hooks:
+        hook.remove()
+
+    def gram(f: torch.Tensor) -> torch.Tensor:
+        flat = nn.functional.normalize(f.flatten(0, 1), dim=-1)
+        return flat @ flat.T
+
+    md = sum(
+        float(((gram(s) - gram(t)) ** 2).sum())
+        for s, t in list(zip(features, teacher, strict=True))[layer + 1 :]
+    )
+    p, q = teacher_logits.log_softmax(-1), student_logits.log_softmax(-1)
+    return md, float((p.exp() * (p - q)).sum()) * 16.0
+
+
+def test_optin_scores_batched_equal_one_per_pass_and_a_full_masked_pass() -> None:
+    model = _tiny_vit().double()
+    x = torch.randn(4, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    one = optin_scores(model, x, OptinSettings(candidates_per_pass=1))
+    many = optin_scores(model, x, OptinSettings(candidates_per_pass=5))
+    for kind in ("heads", "neurons"):
+        for a, b in zip(getattr(one, kind), getattr(many, kind), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-12)
+    assert one.kd_scale == many.kd_scale
+    for layer, kind, unit in [(0, "heads", 1), (1, "neurons", 7), (2, "heads", 3), (2, "neurons", 0)]:
+        md, kd = _reference_losses(model, x, layer, kind, unit)
+        assert abs(float(many.md[kind][layer][unit]) - md) <= 1e-7 * max(md, 1e-12)
+        assert abs(float(many.kd[kind][layer][unit]) - kd) <= 1e-7 * max(kd, 1e-12)
+    assert all(len(h) == 4 for h in many.heads) and all(len(n) == 64 for n in many.neurons)
+    assert float(many.neurons[-1].abs().max()) < 1e-3 * float(many.neurons[0].abs().max())  # last-layer decay
+
+
+def test_optin_scores_deterministic_for_a_seed() -> None:
+    model = _tiny_vit()
+    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    first, again = (optin_scores(model, x, OptinSettings(gram_tokens=20, seed=3)) for _ in range(2))
+    other = optin_scores(model, x, OptinSettings(gram_tokens=20, seed=4))
+    assert all(torch.equal(a, b) for a, b in zip(first.neurons, again.neurons, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(first.heads, again.heads, strict=True))
+    assert not torch.equal(first.md["neurons"][0], other.md["neurons"][0])

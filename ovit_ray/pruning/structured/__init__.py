@@ -2,17 +2,21 @@
 importance, a mask search under a MAC budget, and the physical shrink that makes the model faster."""
 
 from .costs import VitCosts, Widths
+from .scoring import OptinSettings, UnitScores, optin_scores
 from .shrink import rebuild, shrink, shrunk_sizes
 from .units import ConstantBranch, UnitMasks, block_widths, check_vit, masked
 
 __all__ = [
     "ConstantBranch",
+    "OptinSettings",
     "UnitMasks",
+    "UnitScores",
     "VitCosts",
     "Widths",
     "block_widths",
     "check_vit",
     "masked",
+    "optin_scores",
     "rebuild",
     "shrink",
     "shrunk_sizes",
