@@ -15,6 +15,7 @@ from ovit_ray.pruning.structured import (
     masked,
     optin_scores,
     rebuild,
+    search_flops,
     shrink,
     shrunk_sizes,
 )
@@ -183,3 +184,36 @@ def test_optin_scores_deterministic_for_a_seed() -> None:
     assert all(torch.equal(a, b) for a, b in zip(first.neurons, again.neurons, strict=True))
     assert all(torch.equal(a, b) for a, b in zip(first.heads, again.heads, strict=True))
     assert not torch.equal(first.md["neurons"][0], other.md["neurons"][0])
+
+
+def test_search_meets_the_flops_budget_within_one_unit() -> None:
+    model = _tiny_vit()
+    costs = VitCosts.of(model)
+    g = torch.Generator().manual_seed(5)
+    heads = [torch.rand(4, generator=g) for _ in range(3)]
+    neurons = [torch.rand(64, generator=g) * 0.05 for _ in range(3)]
+    for tokens in (None, (17, 12, 7)):
+        for ratio in (0.3, 0.5, 0.61, 0.7, 0.85, 0.97, 1.0):
+            result = search_flops(heads, neurons, costs, ratio, tokens)
+            unit = max(costs.head_macs(n) for n in result.widths.tokens)
+            assert result.achieved_macs <= result.requested_macs < result.achieved_macs + unit, (
+                tokens,
+                ratio,
+            )
+            assert abs(result.requested_ratio - ratio) < 1e-12
+            small = shrink(model, result.masks)
+            if tokens is None:  # what the shrunk model really costs
+                assert VitCosts.of(small).macs() == result.achieved_macs
+    full = search_flops(heads, neurons, costs, 1.0)
+    assert full.masks.kept() == ((4, 4, 4), (64, 64, 64))
+
+
+def test_search_prefers_the_more_important_units() -> None:
+    """Block 0's heads and block 2's neurons matter; the rest do not: they go first."""
+    costs = VitCosts.of(_tiny_vit())
+    heads = [torch.full((4,), 10.0), torch.zeros(4), torch.zeros(4)]
+    neurons = [torch.zeros(64), torch.zeros(64), torch.ones(64)]
+    result = search_flops(heads, neurons, costs, 0.5)
+    kept_heads, kept_neurons = result.masks.kept()
+    assert kept_heads[0] == 4 and kept_heads[1:] == (0, 0)
+    assert kept_neurons[2] == 64 and result.importance == 40.0 + 64.0

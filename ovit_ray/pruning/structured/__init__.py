@@ -3,12 +3,14 @@ importance, a mask search under a MAC budget, and the physical shrink that makes
 
 from .costs import VitCosts, Widths
 from .scoring import OptinSettings, UnitScores, optin_scores
+from .search import SearchResult, search_flops
 from .shrink import rebuild, shrink, shrunk_sizes
 from .units import ConstantBranch, UnitMasks, block_widths, check_vit, masked
 
 __all__ = [
     "ConstantBranch",
     "OptinSettings",
+    "SearchResult",
     "UnitMasks",
     "UnitScores",
     "VitCosts",
@@ -18,6 +20,7 @@ __all__ = [
     "masked",
     "optin_scores",
     "rebuild",
+    "search_flops",
     "shrink",
     "shrunk_sizes",
 ]
