@@ -2,7 +2,7 @@
 importance, a mask search under a MAC budget, and the physical shrink that makes the model faster."""
 
 from .costs import VitCosts, Widths
-from .scoring import OptinSettings, UnitScores, optin_scores
+from .scoring import OptinSettings, TrajectoryLosses, UnitScores, optin_scores
 from .search import SearchResult, search_flops
 from .shrink import rebuild, shrink, shrunk_sizes
 from .units import ConstantBranch, UnitMasks, block_widths, check_vit, masked
@@ -11,6 +11,7 @@ __all__ = [
     "ConstantBranch",
     "OptinSettings",
     "SearchResult",
+    "TrajectoryLosses",
     "UnitMasks",
     "UnitScores",
     "VitCosts",

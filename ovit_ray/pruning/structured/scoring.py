@@ -19,12 +19,11 @@ import math
 from dataclasses import dataclass
 
 import torch
-from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from .units import block_widths, check_vit, replica_masks
 
-__all__ = ["OptinSettings", "UnitScores", "optin_scores"]
+__all__ = ["OptinSettings", "TrajectoryLosses", "UnitScores", "optin_scores"]
 
 
 @dataclass(frozen=True)
@@ -55,11 +54,16 @@ class UnitScores:
     kd_scale: float
 
 
-class _Teacher:
-    """The dense model's cached block inputs, Gram matrices and log-probabilities on the calibration batch."""
+class TrajectoryLosses:
+    """The dense model's cached block inputs, Gram matrices and log-probabilities on the calibration batch;
+    `losses` scores any chunk of one block's units (what `optin_scores` loops over, and what a caller that
+    spreads the blocks over workers or times one chunk needs). Call it under `torch.no_grad()`, model in eval."""
 
-    def __init__(self, vit: VisionTransformer, images: torch.Tensor, settings: OptinSettings) -> None:
+    def __init__(self, model: nn.Module, images: torch.Tensor, settings: OptinSettings) -> None:
+        vit = check_vit(model)
         self.vit, self.settings = vit, settings
+        param = next(vit.parameters())
+        images = images.to(device=param.device, dtype=param.dtype)
         self.blocks = list(vit.blocks)
         self.norms = [block.get_submodule("norm1") for block in self.blocks]
         captured: list[torch.Tensor] = []
@@ -82,12 +86,19 @@ class _Teacher:
         self.subsets = [
             torch.randperm(tokens, generator=generator)[: settings.gram_tokens].to(x.device) for _ in features
         ]
-        self.grams = [self._gram(f[None], z)[0] for z, f in enumerate(features)]
+        self.teacher = [self._tokens(f[None], z)[0] for z, f in enumerate(features)]
+        self.reference = [
+            t @ t.T if self._direct(t) else (t.T @ t).square().sum() for t in self.teacher
+        ]  # the teacher's Gram matrix, or its squared norm for the d x d form of `_md`
 
-    def _gram(self, features: torch.Tensor, z: int) -> torch.Tensor:
-        """Cosine Gram matrices (R, K, K) of feature z's token subset, for R replicas (R, B, N, d)."""
-        flat = nn.functional.normalize(features.flatten(1, 2), dim=-1)[:, self.subsets[z]]
-        return flat @ flat.transpose(1, 2)
+    def _tokens(self, features: torch.Tensor, z: int) -> torch.Tensor:
+        """Feature z's token subset, L2-normalised per token, in float64 (R, K, d) for R replicas (R, B, N, d)."""
+        return nn.functional.normalize(features.flatten(1, 2)[:, self.subsets[z]].double(), dim=-1)
+
+    @staticmethod
+    def _direct(tokens: torch.Tensor) -> bool:
+        """Whether the K x K Gram matrices are smaller than the d x d ones (K <= d)."""
+        return tokens.shape[-2] <= tokens.shape[-1]
 
     def losses(
         self, layer: int, kind: str, units: torch.Tensor, width: int
@@ -98,7 +109,7 @@ class _Teacher:
         keep[torch.arange(replicas), units] = False
         x = self.inputs[layer].repeat(replicas, 1, 1)
         shape = (replicas, *self.inputs[layer].shape)
-        md = x.new_zeros(replicas)
+        md = x.new_zeros(replicas, dtype=torch.float64)
         handle = replica_masks(self.blocks[layer], kind, keep)
         try:
             for z in range(layer, len(self.blocks)):
@@ -111,10 +122,16 @@ class _Teacher:
         md += self._md(final, len(self.blocks), shape)
         logp = torch.log_softmax(self.vit.forward_head(final), dim=-1).reshape(replicas, *self.logp.shape)
         kd = (self.logp.exp() * (self.logp - logp)).sum(dim=(1, 2)) * self.settings.temperature**2
-        return md, kd
+        return md, kd.double()
 
     def _md(self, features: torch.Tensor, z: int, shape: tuple[int, ...]) -> torch.Tensor:
-        return ((self._gram(features.reshape(shape), z) - self.grams[z]) ** 2).sum(dim=(1, 2))
+        """Σ (G' - G)² per replica. With K > d the same sum comes from d x d products (float64 keeps the
+        cancellation harmless): ||A Aᵀ - B Bᵀ||² = ||Aᵀ A||² - 2 ||Bᵀ A||² + ||Bᵀ B||²."""
+        a, b = self._tokens(features.reshape(shape), z), self.teacher[z]
+        if self._direct(b):
+            return ((a @ a.transpose(1, 2) - self.reference[z]) ** 2).sum(dim=(1, 2))
+        cross = (b.T @ a).square().sum(dim=(1, 2))
+        return (a.transpose(1, 2) @ a).square().sum(dim=(1, 2)) - 2 * cross + self.reference[z]
 
 
 def _power_of_ten(md: torch.Tensor, kd: torch.Tensor, lam: float) -> float:
@@ -133,8 +150,8 @@ def optin_scores(model: nn.Module, images: torch.Tensor, settings: OptinSettings
     was_training = vit.training
     vit.eval()
     try:
+        teacher = TrajectoryLosses(vit, images, settings)
         param = next(vit.parameters())
-        teacher = _Teacher(vit, images.to(device=param.device, dtype=param.dtype), settings)
         widths = dict(zip(("heads", "neurons"), block_widths(vit), strict=True))
         md: dict[str, list[torch.Tensor]] = {"heads": [], "neurons": []}
         kd: dict[str, list[torch.Tensor]] = {"heads": [], "neurons": []}
