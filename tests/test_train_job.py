@@ -131,8 +131,8 @@ def test_embedded_ray_reports_loopback_even_when_a_script_imports_ray_itself(tmp
     import sys
 
     script = (
-        "from ovit_ray.orchestration.train.job import ensure_ray\nimport ray\nensure_ray()\n"
-        "print(sorted({n['NodeManagerAddress'] for n in ray.nodes()}))\nray.shutdown()\n"
+        "from ovit_ray.orchestration.common.ray_session import ray_session\nimport ray\n"
+        "with ray_session():\n    print(sorted({n['NodeManagerAddress'] for n in ray.nodes()}))\n"
     )
     env = {
         k: v for k, v in os.environ.items() if k not in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_ADDRESS")

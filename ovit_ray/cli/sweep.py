@@ -41,8 +41,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.address:
-        os.environ.setdefault("RAY_AUTH_MODE", "token")  # must be set before ray is imported
     from ovit_ray.orchestration.specs.sweep_file import load_sweep
     from ovit_ray.orchestration.transfer.sweep_file import is_transfer_file
     from ovit_ray.orchestration.tune.plan import describe, make_plan

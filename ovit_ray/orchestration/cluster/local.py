@@ -20,12 +20,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ovit_ray.orchestration.common.net import LOOPBACK, free_port, free_ports, port_in_use, wait_until
+from ovit_ray.orchestration.common.ray_session import ray_env
 
 OBJECT_STORE_BYTES = 200 * 1024**2  # per node; tests move little data and share /dev/shm
 
@@ -98,21 +99,9 @@ class LocalRayCluster:
             node.stop()
         self.nodes.clear()
 
-    @contextlib.contextmanager
-    def driver_env(self) -> Iterator[None]:
+    def driver_env(self) -> contextlib.AbstractContextManager[None]:
         """Environment for a driver process in this one (set before ``ray.init(address=...)``)."""
-        saved = {k: os.environ.get(k) for k in self.env}
-        os.environ.update(self.env)
-        _reload_ray_auth()
-        try:
-            yield
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
-            _reload_ray_auth()
+        return ray_env(self.env)
 
     def __enter__(self) -> LocalRayCluster:
         return self
@@ -192,20 +181,6 @@ def start_two_nodes(workdir: str | Path, num_cpus: int = 1) -> LocalRayCluster:
         cluster.stop()
         raise
     return cluster
-
-
-def _reload_ray_auth() -> None:
-    """Ray reads RAY_AUTH_MODE and the token once, at import; re-read them if it is imported
-    already (private hooks, the same ones ``ray.init`` uses when it turns token auth on)."""
-    if "ray" not in sys.modules:
-        return
-    from ray._raylet import (  # type: ignore[attr-defined]  # Cython module; its .pyi omits these two
-        AuthenticationTokenLoader,
-        Config,
-    )
-
-    Config.initialize("")
-    AuthenticationTokenLoader.instance().reset_cache()
 
 
 def _start_node(args: list[str], env: Mapping[str, str], log: Path) -> RayNodeProcess:

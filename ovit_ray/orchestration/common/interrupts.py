@@ -81,19 +81,6 @@ class StopSignals:
         raise Interrupted(signum)
 
 
-def init_ray(**kwargs: Any) -> None:
-    """`ray.init`, keeping the stop handlers: it installs its own SIGTERM handler (`sys.exit`), which
-    turned a SIGTERM during a sweep into an abort (exit -6) instead of a graceful stop (143)."""
-    import ray
-
-    on_main = threading.current_thread() is threading.main_thread()
-    saved = {s: signal.getsignal(s) for s in STOP_SIGNALS} if on_main else {}
-    ray.init(**kwargs)
-    for s, handler in saved.items():
-        if handler is not None:
-            signal.signal(s, handler)
-
-
 @contextmanager
 def tune_stop_on_signal(signals: StopSignals) -> Iterator[None]:
     """A graceful stop of `Tuner.fit`: Tune's own stop handler (SIGUSR1, installed when `fit` starts).

@@ -28,8 +28,8 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from ray.train.v2.api.callback import UserCallback
 
 from ovit_ray.orchestration.common.atomic import write_json_atomic
-from ovit_ray.orchestration.common.interrupts import init_ray
 from ovit_ray.orchestration.common.logs import show_logs
+from ovit_ray.orchestration.common.ray_session import ray_session
 from ovit_ray.orchestration.specs.run import GradualConfig
 from ovit_ray.orchestration.tracking.client import Tracker
 from ovit_ray.orchestration.tracking.kept_models import log_best_checkpoints
@@ -88,10 +88,43 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any]:
     return run_gradual(config["spec"], schedule, reporter, epoch_hook=config.get("epoch_hook"))
 
 
-def ensure_ray(address: str | None = None) -> None:
-    """Connect to `address`, or start a private local instance (127.0.0.1, no dashboard) if none is up."""
-    if not ray.is_initialized():
-        init_ray(address=address or "local", include_dashboard=False, log_to_driver=True)
+def build_trainer(
+    config: GradualConfig,
+    schedule: Schedule,
+    *,
+    name: str,
+    storage_path: str,
+    callbacks: list[Any],
+    custom: Mapping[str, float] | None = None,
+    keep_checkpoints: int | None = None,
+    epoch_hook: Callable[[int, int], None] | None = None,
+) -> TorchTrainer:
+    """The one `TorchTrainer` of a gradual run, for `ovit-ray train` (driver-side MLflow callback) and
+    for a multi-worker sweep trial (Tune report callback, the sweep's custom resources per worker).
+    Ray's annotations are Train V1's: V2 returns rank 0's value (Result.return_value) and takes
+    ray.train.v2 UserCallbacks, which the V1 types do not know."""
+    use_gpu = config.gpus_per_worker > 0
+    return TorchTrainer(
+        train_loop,  # type: ignore[arg-type]
+        train_loop_config={"spec": config, "schedule": schedule, "epoch_hook": epoch_hook},
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=config.workers,
+            use_gpu=use_gpu,
+            resources_per_worker={
+                "CPU": config.cpus_per_worker,
+                **({"GPU": config.gpus_per_worker} if use_gpu else {}),
+                **(custom or {}),
+            },
+        ),
+        run_config=RunConfig(
+            name=name,
+            storage_path=storage_path,
+            callbacks=callbacks,  # V2 callbacks
+            failure_config=FailureConfig(max_failures=config.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=keep_checkpoints),
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -171,40 +204,26 @@ def run_training(
         name, params, {"strategy": strategy, "ovit.device": device_type, **(tags or {})}, run_key=key
     )
     tracking = TrackingTarget(str(out), config.experiment, config.mlflow_uri, run_id)
-    ensure_ray(config.ray_address)
-    use_gpu = config.gpus_per_worker > 0
-    # Ray's annotations are Train V1's: V2 returns rank 0's value (Result.return_value) and takes
-    # ray.train.v2 UserCallbacks, which the V1 types do not know.
-    trainer = TorchTrainer(
-        train_loop,  # type: ignore[arg-type]
-        train_loop_config={"spec": config, "schedule": schedule, "epoch_hook": epoch_hook},
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        scaling_config=ScalingConfig(
-            num_workers=config.workers,
-            use_gpu=use_gpu,
-            resources_per_worker={
-                "CPU": config.cpus_per_worker,
-                **({"GPU": config.gpus_per_worker} if use_gpu else {}),
-            },
-        ),
-        run_config=RunConfig(
+    with ray_session(config.ray_address):
+        trainer = build_trainer(
+            config,
+            schedule,
             name=name,
             storage_path=str(out / "ray"),
-            callbacks=[DriverTracking(tracking)],  # type: ignore[list-item]
-            failure_config=FailureConfig(max_failures=config.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
-        ),
-    )
-    began = time.perf_counter()
-    try:
-        result = trainer.fit()
-    except KeyboardInterrupt:
-        tracker.end_run(run_id, "KILLED")
-        raise
-    except Exception:
-        tracker.end_run(run_id, "FAILED")
-        raise
-    wall = time.perf_counter() - began
+            callbacks=[DriverTracking(tracking)],
+            keep_checkpoints=2,
+            epoch_hook=epoch_hook,
+        )
+        began = time.perf_counter()
+        try:
+            result = trainer.fit()
+        except KeyboardInterrupt:
+            tracker.end_run(run_id, "KILLED")
+            raise
+        except Exception:
+            tracker.end_run(run_id, "FAILED")
+            raise
+        wall = time.perf_counter() - began
     summary = dict(result.return_value)  # type: ignore[attr-defined]
     summary.update(
         wall_seconds=wall,

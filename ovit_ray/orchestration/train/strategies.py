@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ovit_ray.orchestration.common.ray_session import ray_session
 from ovit_ray.orchestration.results import RESULTS_FILE
 from ovit_ray.orchestration.results.parquet import append_rows
 from ovit_ray.orchestration.results.schemas import RUN_RESULTS
@@ -38,12 +39,13 @@ def run_strategies(
             schedule = config.independent_schedule(index)
             plans.append(("independent", {"schedule": schedule, "tags": {"target": f"{target}"}}))
     results = []
-    for strategy, extra in plans:
-        result = run_training(config, strategy=strategy, **extra)
-        append_rows(Path(config.out) / RESULTS_FILE, result.rows, KEY_COLUMNS, RUN_RESULTS)
-        results.append(result)
-        if on_run is not None:
-            on_run(result)
+    with ray_session(config.ray_address):  # one Ray instance for all the runs
+        for strategy, extra in plans:
+            result = run_training(config, strategy=strategy, **extra)
+            append_rows(Path(config.out) / RESULTS_FILE, result.rows, KEY_COLUMNS, RUN_RESULTS)
+            results.append(result)
+            if on_run is not None:
+                on_run(result)
     return results
 
 

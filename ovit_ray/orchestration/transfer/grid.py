@@ -161,19 +161,18 @@ def _tune_trial(config: dict[str, Any]) -> None:
 def _run_tune(
     jobs: Sequence[dict[str, Any]], out: Path, cpus_per_trial: float, on_row: Callable[[dict[str, Any]], None]
 ) -> None:
-    import ray
     from ray import tune
 
-    from ovit_ray.orchestration.common.interrupts import init_ray
+    from ovit_ray.orchestration.common.ray_session import ray_session
 
-    if not ray.is_initialized():
-        init_ray(address="local", include_dashboard=False)
     tuner = tune.Tuner(
         tune.with_resources(_tune_trial, {"cpu": cpus_per_trial}),
         param_space={"job": tune.grid_search(list(jobs))},
         run_config=tune.RunConfig(name="transfer", storage_path=str((out / "ray").resolve()), verbose=0),
     )
-    for result in tuner.fit():  # type: ignore[attr-defined]  # ResultGrid iterates by __getitem__
+    with ray_session():
+        grid = tuner.fit()
+    for result in grid:  # type: ignore[attr-defined]  # ResultGrid iterates by __getitem__
         if result.error is None and result.metrics and "row_json" in result.metrics:
             on_row(json.loads(result.metrics["row_json"]))
 

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ovit_ray.orchestration.common.interrupts import Interrupted, StopSignals, init_ray, tune_stop_on_signal
+from ovit_ray.orchestration.common.interrupts import Interrupted, StopSignals, tune_stop_on_signal
+from ovit_ray.orchestration.common.ray_session import ray_session
 from ovit_ray.orchestration.common.secrets import drop_propagated_secrets
 from ovit_ray.orchestration.specs.search_space import Dist
 from ovit_ray.orchestration.specs.sweep import SweepConfig
@@ -70,13 +71,6 @@ def _scheduler(sweep: SweepConfig) -> Any:
         grace_period=s.grace_period,
         reduction_factor=s.reduction_factor,
     )
-
-
-def _init_ray(address: str | None) -> None:
-    import ray
-
-    if not ray.is_initialized():
-        init_ray(address=address or "local", include_dashboard=False, log_to_driver=True)
 
 
 def _warm_preset(sweep: SweepConfig) -> None:
@@ -211,8 +205,7 @@ def _run(
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     drop_propagated_secrets()
     _warm_preset(sweep)
-    _init_ray(address)
-    try:
+    with ray_session(address):
         cluster = ray.cluster_resources()
         plan = make_plan(sweep, cluster.get("CPU", 0), cluster.get("GPU", 0), strict=address is None)
         uri = mlflow_uri or sweep.mlflow.uri
@@ -290,8 +283,5 @@ def _run(
             callback.end_open_children(status)
             tracker.end_run(parent, status)
             raise
-    finally:
-        if address is None:
-            ray.shutdown()
     write_state(out, {**state, "finished": True, "totals": {**earlier, name: own}})
     return SweepOutcome(out, totals, best, plots, parent)

@@ -91,33 +91,12 @@ def _run_train(
     config: GradualConfig, schedule: Schedule, name: str, storage: str, custom: Mapping[str, float]
 ) -> dict[str, Any]:
     """Train V2 inside Tune: a TorchTrainer per run, rank-0 metrics forwarded by TuneReportCallback."""
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from ovit_ray.orchestration.train.job import train_loop
+    from ovit_ray.orchestration.train.job import build_trainer
 
-    use_gpu = config.gpus_per_worker > 0
-    # Ray's annotations are Train V1's (see train/job.py): V2 returns rank 0's value, takes V2 callbacks.
-    trainer = TorchTrainer(
-        train_loop,  # type: ignore[arg-type]
-        train_loop_config={"spec": config, "schedule": schedule},
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        scaling_config=ScalingConfig(
-            num_workers=config.workers,
-            use_gpu=use_gpu,
-            resources_per_worker={
-                "CPU": config.cpus_per_worker,
-                **({"GPU": config.gpus_per_worker} if use_gpu else {}),
-                **custom,
-            },
-        ),
-        run_config=RunConfig(
-            name=name,
-            storage_path=storage,
-            callbacks=[TuneReportCallback()],  # type: ignore[list-item]
-            failure_config=FailureConfig(max_failures=config.max_failures),
-        ),
+    trainer = build_trainer(
+        config, schedule, name=name, storage_path=storage, callbacks=[TuneReportCallback()], custom=custom
     )
     return dict(trainer.fit().return_value)  # type: ignore[attr-defined]
 

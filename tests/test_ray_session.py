@@ -1,0 +1,65 @@
+"""Our commands shut down only the Ray instance they started, and ask for token auth where Ray reads it.
+
+Real Ray, in this process: `ray` is imported before any command runs, as in a script or a notebook
+(where setting RAY_AUTH_MODE "before ray is imported" did nothing).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import ray
+import yaml
+
+from ovit_ray.cli.main import main
+from ovit_ray.orchestration.cluster.local import start_head
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.ray
+TINY = {"targets": [0.5], "window_epochs": 1, "num_grads": 16, "block_size": 32, "max_steps_per_epoch": 2}
+
+
+def _train_args(out: Path) -> list[str]:
+    args = ["train", "--out", str(out)]
+    for key, value in TINY.items():
+        flag = f"--{key.replace('_', '-')}"
+        args += [flag, *map(str, value)] if isinstance(value, list) else [flag, str(value)]
+    return args
+
+
+def test_train_shuts_down_the_ray_it_started(tmp_path: Path, digits_preset: Path) -> None:
+    assert not ray.is_initialized()
+    assert main(_train_args(tmp_path / "out")) == 0
+    assert not ray.is_initialized()  # was left running
+
+
+def test_sweep_leaves_a_ray_started_by_its_caller_running(
+    tmp_path: Path, digits_preset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ovit_ray.orchestration.tune.sweep import run_sweep
+
+    monkeypatch.setenv("OVIT_RAY_SEARCH_SPACES", str(ROOT / "search_spaces"))
+    sweep = tmp_path / "sweep.yaml"
+    search = {"space": "fixed", "algorithm": "grid", "overrides": {"seed": {"grid": [0]}}}
+    sweep.write_text(
+        yaml.safe_dump({"name": "t", "train": {"model": "digits-vit", **TINY}, "search": search})
+    )
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
+    try:
+        node = ray.get_runtime_context().get_node_id()
+        assert run_sweep(sweep, tmp_path / "out").totals["trials_finished"] == 1
+        assert ray.is_initialized() and ray.get_runtime_context().get_node_id() == node  # was shut down
+    finally:
+        ray.shutdown()
+
+
+def test_train_joins_a_token_cluster_with_only_the_token_path_set(
+    tmp_path: Path, digits_preset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    with start_head(tmp_path / "cluster", num_cpus=2) as cluster:
+        monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", cluster.env["RAY_AUTH_TOKEN_PATH"])
+        assert main([*_train_args(tmp_path / "out"), "--ray-address", cluster.address]) == 0
+    assert not ray.is_initialized() and "RAY_AUTH_MODE" not in os.environ
