@@ -7,6 +7,7 @@ Real Ray, in this process: `ray` is imported before any command runs, as in a sc
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,10 +16,20 @@ import yaml
 
 from ovit_ray.cli.main import main
 from ovit_ray.orchestration.cluster.local import start_head
+from ovit_ray.orchestration.common.ray_session import ray_session, reload_ray_auth
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.ray
 TINY = {"targets": [0.5], "window_epochs": 1, "num_grads": 16, "block_size": 32, "max_steps_per_epoch": 2}
+
+
+@pytest.fixture
+def env() -> Iterator[pytest.MonkeyPatch]:
+    """`monkeypatch` for Ray's auth variables: Ray caches them, so it re-reads them once they are back
+    (a later `ray.init` in this process would otherwise disagree with the instance it starts)."""
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+    reload_ray_auth()
 
 
 def _train_args(out: Path) -> list[str]:
@@ -56,10 +67,24 @@ def test_sweep_leaves_a_ray_started_by_its_caller_running(
 
 
 def test_train_joins_a_token_cluster_with_only_the_token_path_set(
-    tmp_path: Path, digits_preset: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, digits_preset: Path, env: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    env.delenv("RAY_AUTH_MODE", raising=False)
     with start_head(tmp_path / "cluster", num_cpus=2) as cluster:
-        monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", cluster.env["RAY_AUTH_TOKEN_PATH"])
+        env.setenv("RAY_AUTH_TOKEN_PATH", cluster.env["RAY_AUTH_TOKEN_PATH"])
         assert main([*_train_args(tmp_path / "out"), "--ray-address", cluster.address]) == 0
+    assert not ray.is_initialized() and "RAY_AUTH_MODE" not in os.environ
+
+
+def test_a_local_instance_we_start_runs_with_token_auth(env: pytest.MonkeyPatch) -> None:
+    from ray._raylet import AuthenticationMode, get_authentication_mode  # type: ignore[attr-defined]
+
+    env.delenv("RAY_AUTH_MODE", raising=False)
+    with ray_session(num_cpus=1) as started:
+        assert started and get_authentication_mode() == AuthenticationMode.TOKEN
+        node = ray.nodes()[0]
+        assert node["Alive"]
+        with ray_session() as nested:  # an inner session leaves Ray to the outer one
+            assert not nested
+        assert ray.is_initialized()
     assert not ray.is_initialized() and "RAY_AUTH_MODE" not in os.environ
