@@ -33,6 +33,10 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -q && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 
+# One torch thread per test process: on 2 shared cores, two threads per process made training the
+# digits preset ~7x slower (BENCHMARKS.md); Ray workers get one thread each anyway.
+test-fast test-rest layers: export OMP_NUM_THREADS := 1
+
 # Order matters (no -j): the cheap checks fail first. Each pytest step fails on "no tests ran" (exit 5).
 test: lint typecheck layers test-fast test-rest
 ci: test
