@@ -28,21 +28,21 @@ DESCRIPTION = (
     "Second-order (oViT) pruning of vision transformers on Ray: one-shot pruning, gradual runs, "
     "sweeps tracked in MLflow and Parquet. `ovit-ray COMMAND --help` describes each command."
 )
-# Each module defines `HELP` (its line in `ovit-ray --help`) and `register(subparsers)`, which adds its
-# parser and sets `func(args) -> int`.
-COMMAND_MODULES = (
-    "prune",
-    "sweep",
-    "report",
-    "cluster",
-    "mlflow-server",
-    "sync-mlflow",
-    "train",
-    "compare-strategies",
-    "transfer",
-    "export",
-    "evaluate",
-)
+# Command name -> its module under `ovit_ray.cli`. Each module defines `HELP` (its line in `ovit-ray
+# --help`) and `register(subparsers)`, which adds its parser and sets `func(args) -> int`.
+COMMAND_MODULES = {
+    "prune": "prune",
+    "sweep": "sweep",
+    "report": "report",
+    "cluster": "cluster",
+    "mlflow-server": "tracking.server",
+    "sync-mlflow": "tracking.sync",
+    "train": "train",
+    "compare-strategies": "compare_strategies",
+    "transfer": "transfer",
+    "export": "model_files.export",
+    "evaluate": "model_files.evaluate",
+}
 # Failures that mean the user asked for something impossible: a bad value, a missing, unreadable or
 # unwritable file (OSError covers permissions, a directory where a file belongs, a full disk).
 USER_ERRORS = (ValueError, OSError)
@@ -63,8 +63,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     chosen = None if argv is None else next((a for a in argv if not a.startswith("-")), "")
-    for name in COMMAND_MODULES:
-        module = importlib.import_module(f"ovit_ray.cli.{name.replace('-', '_')}")
+    for name, where in COMMAND_MODULES.items():
+        module = importlib.import_module(f"ovit_ray.cli.{where}")
         if chosen is None or name == chosen:
             module.register(subparsers)
         else:

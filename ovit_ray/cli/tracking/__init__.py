@@ -1,0 +1,1 @@
+"""Commands around MLflow: a local tracking server, and uploading a folder's queued runs."""
