@@ -51,8 +51,11 @@ def sweep_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         )
         ray_temp = tempfile.mkdtemp(prefix="ovk", dir="/tmp")  # short: Ray's socket paths have a length limit
         ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=ray_temp)
-        run_sweep(path, tmp / "out")  # shuts its embedded Ray down at the end
-        assert not ray.is_initialized()
+        try:
+            run_sweep(path, tmp / "out")
+            assert ray.is_initialized()  # the sweep leaves a Ray its caller started running ...
+        finally:
+            ray.shutdown()  # ... so the caller ends it: the session is gone before the checks below
         shutil.rmtree(ray_temp)  # only this test's own Ray temp folder
         yield path, tmp / "out"
 
