@@ -79,7 +79,7 @@ def test_shrunk_model_state_dict_round_trip(tmp_path) -> None:
     model = _tiny_vit()
     small = shrink(model, _random_masks(model, seed=2))
     torch.save({"sizes": shrunk_sizes(small), "state": small.state_dict()}, tmp_path / "shrunk.pt")
-    saved = torch.load(tmp_path / "shrunk.pt")
+    saved = torch.load(tmp_path / "shrunk.pt", weights_only=True)
     again = rebuild(_tiny_vit(), saved["sizes"])
     again.load_state_dict(saved["state"])  # strict: every key and shape matches
     x = torch.randn(3, 3, 16, 16)

@@ -135,10 +135,16 @@ def best_first(
     return metric, mode, rank_trials(entries, metric, mode)
 
 
+def knobs_that_vary(trials: Sequence[Row]) -> list[str]:
+    """Knobs with more than one value across `trials` (the searched ones, in effect), sorted; values are
+    compared by their repr, so list-valued knobs (patterns) count too."""
+    return sorted(k for k in KNOBS if len({repr(t.get(k)) for t in trials}) > 1)
+
+
 def trial_table(out: str | Path, results: Sequence[Row], trials: Sequence[Row] = ()) -> TrialTable:
     """The table for an output folder's rows (see the module docstring)."""
     metric, mode, ranked = best_first(out, results, trials)
-    varying = [k for k in KNOBS if len({str(t.get(k)) for t in ranked}) > 1]
+    varying = knobs_that_vary(ranked)
     knobs = [k for k in CORE if k in varying] + sorted(k for k in varying if k not in CORE)
     targets = sorted({s for t in ranked for s in t["targets"]})
     unit = "gpu" if any(t.get("trial_gpu_hours") for t in ranked) else "cpu"
