@@ -219,10 +219,11 @@ TRANSFER_SOURCES = _schema(
     ),
 )
 
-# benchmarks/bench_regime.py: one row per (method, B, seed, target, regime).
+# benchmarks/bench_regime.py: one row per (strategy, method, B, seed, target, regime).
 REGIME_BENCH = _schema(
     "regime_bench",
     _fields(
+        ("strategy", STR),
         ("method", STR),
         ("block_size", INT),
         ("seed", INT),
