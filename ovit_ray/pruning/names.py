@@ -6,6 +6,9 @@ Method names come from the registry, `ovit_ray.pruning.methods.method_names()`, 
 from __future__ import annotations
 
 SCOPES: tuple[str, ...] = ("global", "uniform")
+# Structured pruners (`ovit_ray.pruning.structured.scorers`): heads and MLP neurons under a cost budget.
+# `structured-magnitude` shares everything with `optin` but the score (the baseline of the OPTIN frontier).
+STRUCTURED_METHODS: tuple[str, ...] = ("optin", "structured-magnitude")
 DTYPE_NAMES: tuple[str, ...] = ("float64", "float32")
 # Every attention and MLP projection of every transformer block. timm fuses q, k and v into one
 # `qkv` Linear, so a pattern written for split `q`/`k`/`v` would silently select nothing.

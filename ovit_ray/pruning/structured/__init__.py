@@ -2,6 +2,7 @@
 importance, a mask search under a MAC budget, and the physical shrink that makes the model faster."""
 
 from .costs import VitCosts, Widths
+from .scorers import StructuredScorer, get_scorer
 from .scoring import OptinSettings, TrajectoryLosses, UnitScores, optin_scores
 from .search import SearchResult, search_flops
 from .shrink import rebuild, shrink, shrunk_sizes
@@ -11,6 +12,7 @@ __all__ = [
     "ConstantBranch",
     "OptinSettings",
     "SearchResult",
+    "StructuredScorer",
     "TrajectoryLosses",
     "UnitMasks",
     "UnitScores",
@@ -18,6 +20,7 @@ __all__ = [
     "Widths",
     "block_widths",
     "check_vit",
+    "get_scorer",
     "masked",
     "optin_scores",
     "rebuild",
