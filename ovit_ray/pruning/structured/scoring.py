@@ -107,17 +107,22 @@ class TrajectoryLosses:
         replicas = len(units)
         keep = torch.ones(replicas, width, dtype=torch.bool)
         keep[torch.arange(replicas), units] = False
+        handle = replica_masks(self.blocks[layer], kind, keep)
+        try:
+            return self.replay(layer, replicas)
+        finally:
+            handle.remove()
+
+    def replay(self, layer: int, replicas: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """MD and KD losses (R,) of R replicas of the batch run from block `layer` on, under whatever edit the
+        caller has put in place (masking hooks here; depth pruning's dropped or linearised sublayers)."""
         x = self.inputs[layer].repeat(replicas, 1, 1)
         shape = (replicas, *self.inputs[layer].shape)
         md = x.new_zeros(replicas, dtype=torch.float64)
-        handle = replica_masks(self.blocks[layer], kind, keep)
-        try:
-            for z in range(layer, len(self.blocks)):
-                if z > layer:
-                    md += self._md(self.norms[z](x), z, shape)
-                x = self.blocks[z](x)
-        finally:
-            handle.remove()
+        for z in range(layer, len(self.blocks)):
+            if z > layer:
+                md += self._md(self.norms[z](x), z, shape)
+            x = self.blocks[z](x)
         final = self.vit.norm(x)
         md += self._md(final, len(self.blocks), shape)
         logp = torch.log_softmax(self.vit.forward_head(final), dim=-1).reshape(replicas, *self.logp.shape)
