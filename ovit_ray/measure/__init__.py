@@ -1,4 +1,7 @@
-"""Resource measurement shared by the CLI and benchmarks (no torch, no I/O beyond /proc)."""
+"""Resource measurement shared by the CLI and benchmarks (no torch, no I/O beyond /proc).
+
+The torch timing of models lives in `ovit_ray.measure.speed`, imported only where it is used, so importing
+this package stays torch-free (the CLI's `--dry-run` must not load torch)."""
 
 from __future__ import annotations
 
