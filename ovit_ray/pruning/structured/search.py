@@ -6,6 +6,12 @@ importance. Layers may end with no heads or no neurons (`shrink` handles them).
 Costs come from `VitCosts` at the given per-block token counts, so a unit in a block that sees fewer tokens
 is cheaper. The result reports requested and achieved MACs: the search stops short of the budget by less
 than one unit (it never goes over).
+
+`select_units` is the enumeration on its own, for any cost given per block as the cumulative cost of keeping
+its first 0, 1, ... units (MACs here, a measured latency table in `latency`). With `round_to` > 1 a block's
+neurons are taken in groups of `round_to` (its most important ones first), so kept MLP widths are multiples
+of `round_to` (tensor cores want multiples of 8 or 32); a block whose width is no multiple keeps all of its
+neurons when it keeps its last, smaller group.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ import torch
 from .costs import VitCosts, Widths
 from .units import UnitMasks
 
-__all__ = ["SearchResult", "search_flops"]
+__all__ = ["ROUNDINGS", "SearchResult", "search_flops", "select_units"]
+
+ROUNDINGS = (1, 8, 32)  # the MLP width multiples a search may ask for
 
 
 @dataclass(frozen=True)
@@ -41,30 +49,78 @@ class SearchResult:
         return self.achieved_macs / self.dense_macs
 
 
-def _ranked(scores: Sequence[torch.Tensor], unit_macs: Sequence[int]) -> tuple[torch.Tensor, ...]:
-    """Units of all blocks in decreasing importance (ties: lower block, then lower index, first): their
-    block, index, and the cumulative MACs and importance of keeping the first 0, 1, ... of them."""
-    layer = torch.cat([torch.full((len(s),), i) for i, s in enumerate(scores)])
-    index = torch.cat([torch.arange(len(s)) for s in scores])
-    value = torch.cat([s.detach().double().cpu() for s in scores])
+def _ranked(
+    scores: Sequence[torch.Tensor], cumulative: Sequence[torch.Tensor], group: int
+) -> tuple[list[tuple[int, torch.Tensor]], torch.Tensor, torch.Tensor]:
+    """Groups of `group` units, each block's most important first, in decreasing summed importance over all
+    blocks (ties: lower block, then the block's earlier group, first): each group's block and unit indices,
+    and the cumulative cost and importance of keeping the first 0, 1, ... groups."""
+    groups: list[tuple[int, torch.Tensor]] = []
+    values, costs = [], []
+    for layer, (s, cost) in enumerate(zip(scores, cumulative, strict=True)):
+        value = s.detach().double().cpu()
+        order = torch.sort(-value, stable=True).indices
+        for start in range(0, len(order), group):
+            members = order[start : start + group]
+            groups.append((layer, members))
+            values.append(value[members].sum())
+            costs.append(cost[start + len(members)] - cost[start])
+    value = torch.stack(values) if values else torch.zeros(0, dtype=torch.float64)
+    cost = torch.stack(costs).double() if costs else torch.zeros(0, dtype=torch.float64)
     order = torch.sort(-value, stable=True).indices
-    macs = torch.tensor(unit_macs, dtype=torch.int64)[layer[order]]
     zero = torch.zeros(1, dtype=torch.float64)
     return (
-        layer[order],
-        index[order],
-        torch.cat([zero.long(), macs.cumsum(0)]),
+        [groups[i] for i in order.tolist()],
+        torch.cat([zero, cost[order].cumsum(0)]),
         torch.cat([zero, value[order].cumsum(0)]),
     )
 
 
-def _keep(
-    scores: Sequence[torch.Tensor], layer: torch.Tensor, index: torch.Tensor
-) -> tuple[torch.Tensor, ...]:
+def _keep(scores: Sequence[torch.Tensor], groups: list[tuple[int, torch.Tensor]]) -> tuple[torch.Tensor, ...]:
     rows = [torch.zeros(len(s), dtype=torch.bool) for s in scores]
-    for block, unit in zip(layer.tolist(), index.tolist(), strict=True):
-        rows[block][unit] = True
+    for block, members in groups:
+        rows[block][members] = True
     return tuple(rows)
+
+
+def select_units(
+    heads: Sequence[torch.Tensor],
+    neurons: Sequence[torch.Tensor],
+    head_costs: Sequence[torch.Tensor],
+    neuron_costs: Sequence[torch.Tensor],
+    spend: float,
+    round_to: int = 1,
+) -> tuple[UnitMasks, float]:
+    """The heads-then-neurons enumeration: the masks with the most summed importance whose cost, the sum over
+    blocks of `head_costs[l][kept heads] + neuron_costs[l][kept neurons]` (each table starts at 0 and
+    neuron tables never decrease), stays within `spend`; with that importance."""
+    if round_to not in ROUNDINGS:
+        raise ValueError(f"round_to must be one of {ROUNDINGS}, got {round_to}")
+    h_groups, h_cost, h_value = _ranked(heads, head_costs, 1)
+    n_groups, n_cost, n_value = _ranked(neurons, neuron_costs, round_to)
+    if bool((n_cost.diff() < 0).any()):
+        raise ValueError("a neuron cost table decreases")
+    left = spend - h_cost
+    kept_neurons = torch.searchsorted(n_cost, left.clamp(min=0), right=True) - 1
+    total = torch.where(
+        left >= 0, h_value + n_value[kept_neurons], torch.tensor(-torch.inf, dtype=torch.float64)
+    )
+    k = int(torch.argmax(total))  # the first k of the largest summed importance
+    n = int(kept_neurons[k])
+    if not bool(torch.isfinite(total[k])):
+        raise ValueError("not even the smallest model fits the budget")
+    return UnitMasks(_keep(heads, h_groups[:k]), _keep(neurons, n_groups[:n])), float(total[k])
+
+
+def _mac_tables(costs: VitCosts, widths: Widths) -> tuple[list[torch.Tensor], list[torch.Tensor], int]:
+    """Per block, the cumulative MACs of its first 0..H heads and 0..h neurons at `widths`' tokens (heads
+    and neurons are taken from `widths`), and the MACs of the model with no unit kept."""
+    head_tables, neuron_tables = [], []
+    for h, m, n in zip(widths.heads, widths.neurons, widths.tokens, strict=True):
+        head_tables.append(torch.arange(h + 1, dtype=torch.float64) * costs.head_macs(n))
+        neuron_tables.append(torch.arange(m + 1, dtype=torch.float64) * costs.neuron_macs(n))
+    empty = Widths((0,) * len(widths.heads), (0,) * len(widths.heads), widths.tokens)
+    return head_tables, neuron_tables, costs.macs(empty)
 
 
 def search_flops(
@@ -73,30 +129,21 @@ def search_flops(
     costs: VitCosts,
     flops_ratio: float,
     tokens: Sequence[int] | None = None,
+    round_to: int = 1,
 ) -> SearchResult:
     """Keep the heads and neurons (importance per block, higher = keep) that fit `flops_ratio` of the dense
-    MACs at `tokens` per block (the model's own counts when None) with the most summed importance."""
+    MACs at `tokens` per block (the model's own counts when None) with the most summed importance.
+    `round_to` (1, 8 or 32): kept MLP widths are multiples of it."""
     if not 0 < flops_ratio <= 1:
         raise ValueError(f"flops_ratio must be in (0, 1], got {flops_ratio}")
-    tokens = tuple(tokens) if tokens is not None else costs.widths.tokens
-    dense = costs.with_widths(tuple(map(len, heads)), tuple(map(len, neurons)), tokens)
+    widths = tuple(map(len, heads)), tuple(map(len, neurons))
+    dense = costs.with_widths(*widths, tokens)
     dense_macs = costs.macs(dense)
     requested = flops_ratio * dense_macs
-    spend = int(requested) - costs.fixed_macs  # MACs the blocks may use
+    head_tables, neuron_tables, empty = _mac_tables(costs, dense)
+    spend = int(requested) - empty  # MACs the heads and neurons may use
     if spend < 0:
-        raise ValueError(
-            f"flops_ratio {flops_ratio} leaves less than the patch embedding and classifier cost"
-        )
-    h_layer, h_index, h_macs, h_value = _ranked(heads, [costs.head_macs(n) for n in tokens])
-    n_layer, n_index, n_macs, n_value = _ranked(neurons, [costs.neuron_macs(n) for n in tokens])
-    left = spend - h_macs
-    feasible = left >= 0
-    kept_neurons = torch.searchsorted(n_macs, left.clamp(min=0), right=True) - 1
-    total = torch.where(
-        feasible, h_value + n_value[kept_neurons], torch.tensor(-torch.inf, dtype=torch.float64)
-    )
-    k = int(torch.argmax(total))  # the first k of the largest summed importance
-    n = int(kept_neurons[k])
-    masks = UnitMasks(_keep(heads, h_layer[:k], h_index[:k]), _keep(neurons, n_layer[:n], n_index[:n]))
-    widths = costs.with_widths(*masks.kept(), tokens)
-    return SearchResult(masks, widths, requested, costs.macs(widths), dense_macs, float(total[k]))
+        raise ValueError(f"flops_ratio {flops_ratio} leaves less than the cost of a model without units")
+    masks, importance = select_units(heads, neurons, head_tables, neuron_tables, spend, round_to)
+    kept = Widths(*masks.kept(), dense.tokens)
+    return SearchResult(masks, kept, requested, costs.macs(kept), dense_macs, importance)
