@@ -5,6 +5,11 @@ The convention of the ViT-pruning literature ("FLOPs" = multiply-adds), counted 
 the classifier. LayerNorm, softmax, GELU and biases are ignored. Unlike OPTIN's script (N = 196, no
 classifier), N counts every token a block really processes (prefix tokens too), so the model matches
 `torch.utils.flop_counter` on the shrunk model exactly (half its FLOPs); the budget search uses the same.
+
+Token merging (`tokens`): `Widths.tokens` are the tokens a block's attention sees and `Widths.merged` the
+merges it makes before its MLP, which then sees `tokens - merged`. A merging block also pays for matching:
+|A|·|B| MACs per dimension of its keys (dh; d in a block without heads), A and B the two halves of its
+unprotected tokens.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from .tokens import merge_schedule, merged_tokens
 from .units import attention_of, block_widths, check_vit, mlp_of
 
 __all__ = ["VitCosts", "Widths"]
@@ -21,15 +27,17 @@ __all__ = ["VitCosts", "Widths"]
 
 @dataclass(frozen=True)
 class Widths:
-    """Kept heads, MLP neurons and block-input tokens, one entry per block."""
+    """Kept heads, MLP neurons, block-input tokens and tokens merged before the MLP (none when empty), one
+    entry per block."""
 
     heads: tuple[int, ...]
     neurons: tuple[int, ...]
     tokens: tuple[int, ...]
+    merged: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        if not len(self.heads) == len(self.neurons) == len(self.tokens):
-            raise ValueError("heads, neurons and tokens need one entry per block each")
+        if not len(self.heads) == len(self.neurons) == len(self.tokens) == len(self.merged or self.heads):
+            raise ValueError("heads, neurons, tokens and merges need one entry per block each")
 
 
 def _numel(module: nn.Module) -> int:
@@ -50,6 +58,7 @@ class VitCosts:
     attn_params: tuple[int, ...]  # per block, attention parameters besides the heads' (proj bias, q/k norms)
     mlp_params: tuple[int, ...]  # per block, the fc2 bias
     attn_bias: tuple[int, ...]  # per block, what a zero-head branch keeps (the proj bias)
+    prefix_tokens: int  # cls, dist and register tokens: never merged
 
     @classmethod
     def of(cls, model: nn.Module) -> VitCosts:
@@ -77,11 +86,12 @@ class VitCosts:
         patch_macs = int(grid[0] * grid[1]) * conv.weight.numel() if isinstance(conv, nn.Conv2d) else 0
         head = vit.head
         classifier_macs = head.weight.numel() if isinstance(head, nn.Linear) else 0
-        tokens = int(grid[0] * grid[1]) + int(vit.num_prefix_tokens)
+        prefix = int(vit.num_prefix_tokens)
+        counts, merged = merged_tokens(int(grid[0] * grid[1]) + prefix, prefix, merge_schedule(vit))
         return cls(
             embed_dim=d,
             head_dim=dh,
-            widths=Widths(heads, neurons, (tokens,) * len(heads)),
+            widths=Widths(heads, neurons, counts, merged if any(merged) else ()),
             fixed_macs=patch_macs + classifier_macs,
             fixed_params=_numel(vit) - branches,
             head_params=head_params,
@@ -89,6 +99,7 @@ class VitCosts:
             attn_params=attn_params,
             mlp_params=mlp_params,
             attn_bias=attn_bias,
+            prefix_tokens=prefix,
         )
 
     def head_macs(self, tokens: int) -> int:
@@ -99,12 +110,27 @@ class VitCosts:
     def neuron_macs(self, tokens: int) -> int:
         return 2 * tokens * self.embed_dim
 
+    def merge_macs(self, tokens: int, merged: int, heads: int) -> int:
+        """MACs of matching the tokens of a block that merges `merged` of its `tokens` (none when 0)."""
+        unprotected = tokens - self.prefix_tokens
+        width = self.head_dim if heads else self.embed_dim
+        return (unprotected + 1) // 2 * (unprotected // 2) * width if merged else 0
+
+    def block_macs(self, heads: int, neurons: int, tokens: int, merged: int = 0) -> int:
+        """MACs of one block with these kept units that takes `tokens` tokens and merges `merged` of them."""
+        return (
+            heads * self.head_macs(tokens)
+            + neurons * self.neuron_macs(tokens - merged)
+            + self.merge_macs(tokens, merged, heads)
+        )
+
     def macs(self, widths: Widths | None = None) -> int:
         """MACs of one image through the model at `widths` (its own widths when None)."""
         w = widths or self.widths
+        merged = w.merged or (0,) * len(w.heads)
         blocks = sum(
-            h * self.head_macs(n) + m * self.neuron_macs(n)
-            for h, m, n in zip(w.heads, w.neurons, w.tokens, strict=True)
+            self.block_macs(h, m, n, r)
+            for h, m, n, r in zip(w.heads, w.neurons, w.tokens, merged, strict=True)
         )
         return self.fixed_macs + blocks
 
@@ -121,10 +147,17 @@ class VitCosts:
     def with_widths(
         self, heads: Sequence[int], neurons: Sequence[int], tokens: Sequence[int] | None = None
     ) -> Widths:
-        """`Widths` for these kept heads and neurons, at the model's own token counts unless given."""
-        return Widths(
-            tuple(heads), tuple(neurons), tuple(tokens) if tokens is not None else self.widths.tokens
-        )
+        """`Widths` for these kept heads and neurons, at the given tokens per block (none merged), or at the
+        model's own token counts and merges."""
+        if tokens is not None:
+            return Widths(tuple(heads), tuple(neurons), tuple(tokens))
+        return Widths(tuple(heads), tuple(neurons), self.widths.tokens, self.widths.merged)
+
+    def merged_widths(self, heads: Sequence[int], neurons: Sequence[int], r: Sequence[int]) -> Widths:
+        """`Widths` for these kept units when the model merges tokens with schedule `r` (capped as
+        `merging` caps it) from the tokens its first block takes."""
+        counts, merged = merged_tokens(self.widths.tokens[0], self.prefix_tokens, r)
+        return Widths(tuple(heads), tuple(neurons), counts, merged)
 
 
 def _numel_bias(linear: nn.Linear) -> int:

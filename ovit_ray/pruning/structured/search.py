@@ -24,14 +24,16 @@ import torch
 from .costs import VitCosts, Widths
 from .units import UnitMasks
 
-__all__ = ["ROUNDINGS", "SearchResult", "search_flops", "select_units"]
+__all__ = ["MAX_TOKEN_SHARE", "ROUNDINGS", "SearchResult", "search_flops", "select_units"]
 
 ROUNDINGS = (1, 8, 32)  # the MLP width multiples a search may ask for
+MAX_TOKEN_SHARE = 0.85  # OPTIN's τ configuration takes 70-85% of the reduction from tokens
 
 
 @dataclass(frozen=True)
 class SearchResult:
-    """The kept units, their widths and what they cost against what was asked."""
+    """The kept units, their widths (with the token schedule, `widths.merged`) and what they cost against
+    what was asked; `token_saving` is the part of the MAC reduction that merging tokens makes at dense widths."""
 
     masks: UnitMasks
     widths: Widths
@@ -39,6 +41,7 @@ class SearchResult:
     achieved_macs: int
     dense_macs: int
     importance: float  # summed importance of the kept heads and neurons
+    token_saving: int = 0
 
     @property
     def requested_ratio(self) -> float:
@@ -47,6 +50,12 @@ class SearchResult:
     @property
     def achieved_ratio(self) -> float:
         return self.achieved_macs / self.dense_macs
+
+    @property
+    def token_share(self) -> float:
+        """The share of the achieved MAC reduction that merging tokens makes (0 when nothing was saved)."""
+        saved = self.dense_macs - self.achieved_macs
+        return self.token_saving / saved if saved > 0 else 0.0
 
 
 def _ranked(
@@ -113,14 +122,29 @@ def select_units(
 
 
 def _mac_tables(costs: VitCosts, widths: Widths) -> tuple[list[torch.Tensor], list[torch.Tensor], int]:
-    """Per block, the cumulative MACs of its first 0..H heads and 0..h neurons at `widths`' tokens (heads
-    and neurons are taken from `widths`), and the MACs of the model with no unit kept."""
+    """Per block, the cumulative MACs of its first 0..H heads and 0..h neurons at `widths`' tokens and merges
+    (heads and neurons are taken from `widths`), and the MACs of the model with no unit kept."""
     head_tables, neuron_tables = [], []
-    for h, m, n in zip(widths.heads, widths.neurons, widths.tokens, strict=True):
-        head_tables.append(torch.arange(h + 1, dtype=torch.float64) * costs.head_macs(n))
-        neuron_tables.append(torch.arange(m + 1, dtype=torch.float64) * costs.neuron_macs(n))
-    empty = Widths((0,) * len(widths.heads), (0,) * len(widths.heads), widths.tokens)
+    merged = widths.merged or (0,) * len(widths.heads)
+    for h, m, n, r in zip(widths.heads, widths.neurons, widths.tokens, merged, strict=True):
+        heads = [costs.block_macs(k, 0, n, r) for k in range(h + 1)]  # a block without heads matches on d
+        head_tables.append(torch.tensor(heads, dtype=torch.float64) - heads[0])
+        neuron_tables.append(torch.arange(m + 1, dtype=torch.float64) * costs.neuron_macs(n - r))
+    empty = Widths((0,) * len(widths.heads), (0,) * len(widths.heads), widths.tokens, widths.merged)
     return head_tables, neuron_tables, costs.macs(empty)
+
+
+def _token_schedule(costs: VitCosts, dense: Widths, saving: float) -> tuple[int, ...]:
+    """The constant merge r per block (capped by `merged_tokens`) whose MAC saving on the dense widths is the
+    largest that does not exceed `saving` (ties: the smaller r); all zeros when none saves anything."""
+    dense_macs = costs.macs(dense)
+    best, best_saving = 0, 0
+    for r in range(1, (dense.tokens[0] - costs.prefix_tokens) // 2 + 1):
+        merged = costs.merged_widths(dense.heads, dense.neurons, (r,) * len(dense.heads))
+        gain = dense_macs - costs.macs(merged)
+        if best_saving < gain <= saving:
+            best, best_saving = r, gain
+    return (best,) * len(dense.heads)
 
 
 def search_flops(
@@ -130,20 +154,33 @@ def search_flops(
     flops_ratio: float,
     tokens: Sequence[int] | None = None,
     round_to: int = 1,
+    token_share: float = 0.0,
 ) -> SearchResult:
     """Keep the heads and neurons (importance per block, higher = keep) that fit `flops_ratio` of the dense
     MACs at `tokens` per block (the model's own counts when None) with the most summed importance.
-    `round_to` (1, 8 or 32): kept MLP widths are multiples of it."""
+
+    `round_to` (1, 8 or 32): kept MLP widths are multiples of it. `token_share` (0 to 0.85): about that share
+    of the MAC reduction comes from merging tokens (`tokens.merge_tokens`), through one r for every block (the
+    largest whose saving on the dense widths stays within the share, so token counts never increase); the
+    rest comes from heads and neurons, costed at the merged token counts. The schedule is `widths.merged`."""
     if not 0 < flops_ratio <= 1:
         raise ValueError(f"flops_ratio must be in (0, 1], got {flops_ratio}")
+    if not 0 <= token_share <= MAX_TOKEN_SHARE:
+        raise ValueError(f"token_share must be in [0, {MAX_TOKEN_SHARE}], got {token_share}")
+    if token_share and tokens is not None:
+        raise ValueError("token_share merges from the model's own token counts: leave tokens out")
     widths = tuple(map(len, heads)), tuple(map(len, neurons))
     dense = costs.with_widths(*widths, tokens)
     dense_macs = costs.macs(dense)
     requested = flops_ratio * dense_macs
+    if token_share:
+        schedule = _token_schedule(costs, dense, token_share * (dense_macs - requested))
+        dense = costs.merged_widths(*widths, schedule)
     head_tables, neuron_tables, empty = _mac_tables(costs, dense)
     spend = int(requested) - empty  # MACs the heads and neurons may use
     if spend < 0:
         raise ValueError(f"flops_ratio {flops_ratio} leaves less than the cost of a model without units")
     masks, importance = select_units(heads, neurons, head_tables, neuron_tables, spend, round_to)
-    kept = Widths(*masks.kept(), dense.tokens)
-    return SearchResult(masks, kept, requested, costs.macs(kept), dense_macs, importance)
+    kept = Widths(*masks.kept(), dense.tokens, dense.merged)
+    saving = dense_macs - costs.macs(dense)
+    return SearchResult(masks, kept, requested, costs.macs(kept), dense_macs, importance, saving)
