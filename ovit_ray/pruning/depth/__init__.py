@@ -15,13 +15,17 @@ from .edits import (
     merge_mlp,
     set_activation_mix,
 )
+from .scores import DepthScores, DepthScoreSettings, depth_scores
 from .structure import depth_structure, rebuild_depth
 
 __all__ = [
     "AnnealedActivation",
     "DepthCosts",
+    "DepthScoreSettings",
+    "DepthScores",
     "anneal_activation",
     "annealed_activations",
+    "depth_scores",
     "depth_structure",
     "drop_attention",
     "is_linearised",
