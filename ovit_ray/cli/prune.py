@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ovit_ray.cli import prune_structured
 from ovit_ray.pruning.methods import method_names
-from ovit_ray.pruning.names import DEFAULT_PATTERNS, DTYPE_NAMES, SCOPES, parse_pattern
+from ovit_ray.pruning.names import DEFAULT_PATTERNS, DTYPE_NAMES, SCOPES, STRUCTURED_METHODS, parse_pattern
 
 # A row is the same result when all of these match; such rows are kept, never recomputed or duplicated.
 KEY_COLUMNS = [
@@ -49,9 +50,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--method",
         nargs="+",
         default=list(method_names()),
-        choices=method_names(),
+        choices=method_names() + STRUCTURED_METHODS,
         metavar="METHOD",
-        help=f"one or more of {', '.join(method_names())} (default: all)",
+        help=f"one or more unstructured methods of {', '.join(method_names())} (default: all of them), "
+        f"or structured ones of {', '.join(STRUCTURED_METHODS)} (with --flops-ratio)",
     )
     p.add_argument(
         "--sparsity",
@@ -94,9 +96,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of gradient sampling, int >= 0 (default: 0)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument(
-        "--out", default="runs/prune", help="output directory for results.parquet (default: runs/prune)"
+        "--out",
+        help="output directory for results.parquet (default: runs/prune, runs/prune-structured for "
+        "structured methods)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    prune_structured.add_flags(p)
     p.set_defaults(func=run)
 
 
@@ -108,6 +113,20 @@ def _check_sparsities(values: list[float]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ovit_ray.pruning import PruneSettings
+
+    structured = [m for m in args.method if m in STRUCTURED_METHODS]
+    if args.then and not structured:
+        raise ValueError(
+            f"--then: follows a structured --method ({', '.join(STRUCTURED_METHODS)}), got {args.method}"
+        )
+    if structured or args.flops_ratio:
+        unstructured = [m for m in args.method if m not in STRUCTURED_METHODS]
+        if not structured:
+            raise ValueError(f"--flops-ratio: needs a structured --method ({', '.join(STRUCTURED_METHODS)})")
+        prune_structured.check(args, structured, unstructured)
+        if args.then and not args.pattern:
+            _check_sparsities(args.sparsity)
+        return prune_structured.run(args, structured)
 
     pattern = parse_pattern(args.pattern) if args.pattern else None
     sparsities: list[float | None] = [None] if pattern else sorted(set(args.sparsity))
@@ -134,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     from ovit_ray.training.oneshot import oneshot_rows
     from ovit_ray.training.setup import build_model_and_data
 
-    out = Path(args.out)
+    out = Path(args.out or "runs/prune")
     results = out / RESULTS_FILE
     start = build_model_and_data(
         args.model,

@@ -38,6 +38,14 @@ def job_data(
     return load_dataset(dataset, root=data_root, image_size=image_size, seed=split_seed, augment=augment)
 
 
+def with_structure(model: nn.Module, meta: dict[str, Any]) -> nn.Module:
+    """The model shrunk to the heads and neurons per block a structured checkpoint records (its `structure`
+    meta), so that checkpoint's weights fit; the model itself when there is none."""
+    from ovit_ray.pruning.structured import rebuild
+
+    return rebuild(model, meta["structure"]) if meta.get("structure") else model
+
+
 def load_weights(model: nn.Module, state: dict[str, torch.Tensor], what: str, target: str) -> None:
     """`load_state_dict(strict=True)`, a mismatch (another head size, another architecture) as one line."""
     try:
@@ -71,8 +79,8 @@ def build_model_and_data(
     masks: dict[str, torch.Tensor] = {}
     timm_args: dict[str, Any] = {} if preset else {"img_size": data.image_size}
     if checkpoint is not None:
-        state, masks, _ = load_checkpoint(checkpoint)  # fails clearly on a missing or corrupt file
-        model = create_model(model_name, num_classes=data.num_classes, **timm_args)
+        state, masks, meta = load_checkpoint(checkpoint)  # fails clearly on a missing or corrupt file
+        model = with_structure(create_model(model_name, num_classes=data.num_classes, **timm_args), meta)
         load_weights(model, state, f"checkpoint {checkpoint}", f"{model_name} on {dataset}")
         source = f"checkpoint {checkpoint}"
     elif preset is not None and dataset == preset.dataset:

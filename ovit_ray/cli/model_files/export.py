@@ -25,13 +25,18 @@ def run(args: argparse.Namespace) -> int:
     from ovit_ray.orchestration.train.export import card_path, export_model
 
     card = export_model(args.source, args.out, trial=args.trial, target=args.target)
+    at = "" if card["target_sparsity"] is None else f" at target {card['target_sparsity']:g}"
     print(
-        f"exported trial {card['source']['trial']} at target {card['target_sparsity']:g} "
-        f"(sparsity {card['achieved_sparsity']:.4f}, recorded top-1 {card['top1']:.4f}) -> {args.out}; "
-        f"card {card_path(args.out)}"
+        f"exported {card['source']['trial']}{at} (sparsity {card['achieved_sparsity']:.4f}, recorded "
+        f"top-1 {card['top1']:.4f}) -> {args.out}; card {card_path(args.out)}"
+    )
+    shrink = (
+        ""
+        if card["structure"] is None
+        else " + ovit_ray.pruning.structured.rebuild(model, card['structure'])"
     )
     print(
-        f"load with: timm.create_model({card['timm_model']!r}, **card['timm_kwargs']) + "
+        f"load with: timm.create_model({card['timm_model']!r}, **card['timm_kwargs']){shrink} + "
         "load_state_dict(safetensors.torch.load_file(FILE))"
     )
     return 0

@@ -117,6 +117,54 @@ PRUNE_RESULTS = _schema(
     ),
 )
 
+# `ovit-ray prune --method optin|structured-magnitude` and structured sweeps: one row per (model, budget,
+# seed, follow-up). GMACs per image (analytic: heads, neurons, tokens, patch embedding, classifier); speed
+# is measured (dense and pruned interleaved in one loop), never inferred.
+STRUCTURED_RESULTS = _schema(
+    "structured_results",
+    _fields(
+        ("run_key", STR),
+        ("model", STR),
+        ("method", STR),
+        ("flops_ratio", FLOAT),
+        ("achieved_flops_ratio", FLOAT),
+        ("heads_kept", pa.list_(INT)),
+        ("neurons_kept", pa.list_(INT)),
+        ("then_method", STR),
+        ("then_pattern", STR),
+        ("then_sparsity", FLOAT),
+        ("achieved_sparsity", FLOAT),
+        ("gmacs", FLOAT),
+        ("gmacs_dense", FLOAT),
+        ("gmacs_sparse", FLOAT),
+        ("params", INT),
+        ("params_dense", INT),
+        ("params_nonzero", INT),
+        ("calib_size", INT),
+        ("seed", INT),
+        ("score_seconds", FLOAT),
+        ("scores_cached", pa.bool_()),
+        ("top1", FLOAT),
+        ("val_top1", FLOAT),
+        ("top1_masked", FLOAT),
+        ("top1_dense", FLOAT),
+        ("val_top1_dense", FLOAT),
+        ("latency_ms", FLOAT),
+        ("latency_p90_ms", FLOAT),
+        ("latency_dense_ms", FLOAT),
+        ("throughput_ips", FLOAT),
+        ("throughput_dense_ips", FLOAT),
+        ("speedup_latency", FLOAT),
+        ("speedup_throughput", FLOAT),
+        ("speed_batch", INT),
+        ("speed_threads", INT),
+        ("speed_device", STR),
+        ("torch_version", STR),
+        ("model_source", STR),
+        ("checkpoint", STR),
+    ),
+)
+
 # `ovit-ray train` and `compare-strategies`: one row per (run, target).
 RUN_RESULTS = _schema(
     "run_results",
@@ -242,6 +290,7 @@ SCHEMAS = {
     s.metadata[KIND_KEY].decode(): s
     for s in (
         PRUNE_RESULTS,
+        STRUCTURED_RESULTS,
         RUN_RESULTS,
         SWEEP_RESULTS,
         SWEEP_TRIALS,

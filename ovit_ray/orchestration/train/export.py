@@ -36,7 +36,7 @@ def card_path(path: str | os.PathLike) -> Path:
 
 
 def _run_id(row: Mapping[str, Any]) -> str:
-    return str(row.get("trial_id") or row.get("run_name"))
+    return str(row.get("trial_id") or row.get("run_name") or row.get("run_key"))
 
 
 def select_row(source: Path, trial: str = "best", target: float | None = None) -> dict[str, Any]:
@@ -53,7 +53,7 @@ def select_row(source: Path, trial: str = "best", target: float | None = None) -
         known = sorted({_run_id(r) for r in rows})
         raise ValueError(f"--trial: {trial!r} is not in {source / RESULTS_FILE} (known: {', '.join(known)})")
     if target is None:
-        return max(own, key=lambda r: r["target_sparsity"])
+        return max(own, key=lambda r: r.get("target_sparsity") or 0.0)  # structured rows have none
     row = next((r for r in own if abs(r["target_sparsity"] - target) < 1e-9), None)
     if row is None:
         targets = ", ".join(f"{r['target_sparsity']:g}" for r in own)
@@ -89,7 +89,7 @@ def export_model(
     row = select_row(source, trial, target)
     location = row.get("best_checkpoint") or row.get("checkpoint")
     if not location:
-        raise ValueError(f"trial {_run_id(row)} target {row['target_sparsity']:g} has no best checkpoint")
+        raise ValueError(f"trial {_run_id(row)} target {row.get('target_sparsity')} has no best checkpoint")
     with local_copy(location) as local:
         state, masks, meta = load_checkpoint(local)
     for name, mask in masks.items():
@@ -101,13 +101,16 @@ def export_model(
     card = {
         "timm_model": name,
         "timm_kwargs": kwargs,
+        # heads and neurons per block of a structured model: `ovit_ray.pruning.structured.rebuild(model,
+        # structure)` after `timm.create_model` gives the module these weights fit (None: the timm model)
+        "structure": meta.get("structure"),
         "model": model,
         "preset": model if name != model else None,
         "dataset": meta.get("dataset") or row.get("dataset"),
         "split_seed": meta.get("split_seed", 0),
         "method": meta.get("method") or row.get("method"),
-        "target_sparsity": row["target_sparsity"],
-        "achieved_sparsity": row["achieved_sparsity"],
+        "target_sparsity": row.get("target_sparsity"),
+        "achieved_sparsity": row.get("achieved_sparsity"),
         "mask_sparsity": pruned / total if total else 0.0,
         "prunable_params": list(masks),
         "top1": row["top1"],
@@ -143,7 +146,7 @@ def evaluate_exported(
 
     from ovit_ray.data import num_samples
     from ovit_ray.training.loop import evaluate, make_loader
-    from ovit_ray.training.setup import job_data, load_weights
+    from ovit_ray.training.setup import job_data, load_weights, with_structure
 
     path = Path(path)
     card_file = card_path(path)
@@ -155,7 +158,9 @@ def evaluate_exported(
         )
     card = json.loads(card_file.read_text())
     state, _, _ = load_checkpoint(path)
-    model = timm.create_model(card["timm_model"], pretrained=False, **card["timm_kwargs"])
+    model = with_structure(
+        timm.create_model(card["timm_model"], pretrained=False, **card["timm_kwargs"]), card
+    )
     load_weights(model, state, str(path), f"{card['timm_model']} {card['timm_kwargs']}")
     data = job_data(
         card["model"],

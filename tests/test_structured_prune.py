@@ -1,0 +1,101 @@
+"""`ovit-ray prune --method optin|structured-magnitude --flops-ratio`: scores cached and reused, the shrunk
+model equal to the masked one and kept on disk, measured speed columns, composition with oViT, export and
+evaluate of a shrunk model, and the refusals on bad input."""
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from ovit_ray.cli.main import main
+
+SMALL_SPEED = ["--latency-runs", "3", "--speed-batch", "8", "--calib-size", "8", "--no-progress"]
+
+
+def _rows(out):
+    return pq.read_table(out / "results.parquet").to_pylist()
+
+
+def test_optin_rows_shrunk_equals_masked_scores_cached_and_kept(tmp_path, digits_preset):
+    out = tmp_path / "structured"
+    args = ["prune", "--method", "optin", "--flops-ratio", "0.8", "0.6", "--out", str(out), *SMALL_SPEED]
+    assert main(args) == 0
+    rows = {r["flops_ratio"]: r for r in _rows(out)}
+    assert sorted(rows) == [0.6, 0.8]
+    for ratio, row in rows.items():
+        assert row["achieved_flops_ratio"] <= ratio + 1e-9
+        assert row["top1"] == row["top1_masked"]  # the physical shrink gives the masked model's predictions
+        assert row["gmacs"] < row["gmacs_dense"] and row["params"] < row["params_dense"]
+        assert row["latency_ms"] > 0 and row["throughput_ips"] > 0 and row["speed_batch"] == 8
+        assert row["speedup_throughput"] == pytest.approx(row["throughput_ips"] / row["throughput_dense_ips"])
+        assert (tmp_path / row["checkpoint"]).is_file()
+    # The first budget scored the model; the second reused the scores (budget-independent, cached on disk).
+    assert sorted(r["scores_cached"] for r in rows.values()) == [False, True]
+
+    # A second call with a new budget keeps the finished rows and scores nothing.
+    assert main([*args[:4], "0.8", "0.7", *args[6:]]) == 0
+    again = {r["flops_ratio"]: r for r in _rows(out)}
+    assert sorted(again) == [0.6, 0.7, 0.8] and again[0.7]["scores_cached"]
+    assert again[0.8] == rows[0.8]
+
+    # The kept shrunk model exports with its structure and evaluates to the recorded test top-1.
+    exported = tmp_path / "small.safetensors"
+    assert main(["export", str(out), "--trial", rows[0.6]["run_key"], "--out", str(exported)]) == 0
+    card = json.loads(exported.with_suffix(".json").read_text())
+    assert card["structure"]["heads"] == rows[0.6]["heads_kept"]
+    from ovit_ray.orchestration.train.export import evaluate_exported
+
+    result = evaluate_exported(exported)
+    assert result["top1"] == pytest.approx(rows[0.6]["top1"]) and result["recorded_top1"] == rows[0.6]["top1"]
+
+
+def test_magnitude_then_ovit_reports_dense_and_sparse_macs(tmp_path, digits_preset):
+    out = tmp_path / "composed"
+    args = ["prune", "--method", "structured-magnitude", "--flops-ratio", "0.7", "--then", "ovit"]
+    assert (
+        main(
+            [
+                *args,
+                "--sparsity",
+                "0.5",
+                "--num-grads",
+                "16",
+                "--no-speed",
+                "--out",
+                str(out),
+                *SMALL_SPEED[-3:],
+            ]
+        )
+        == 0
+    )
+    (row,) = _rows(out)
+    assert row["then_method"] == "ovit" and row["then_sparsity"] == 0.5
+    assert row["achieved_sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert row["gmacs_sparse"] < row["gmacs"] < row["gmacs_dense"]
+    assert row["params_nonzero"] < row["params"]
+    assert row["latency_ms"] is None  # --no-speed: nothing measured, nothing inferred
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--method", "optin"], "--flops-ratio: required"),
+        (["--method", "optin", "--flops-ratio", "1.5"], "--flops-ratio: must be in (0, 1], got 1.5"),
+        (["--method", "optin", "ovit", "--flops-ratio", "0.5"], "run them separately"),
+        (["--method", "ovit", "--flops-ratio", "0.5"], "--flops-ratio: needs a structured --method"),
+        (["--method", "ovit", "--then", "ovit"], "--then: follows a structured --method"),
+        (
+            ["--method", "optin", "--flops-ratio", "0.5", "--calib-size", "0"],
+            "--calib-size: must be an int > 0",
+        ),
+    ],
+)
+def test_bad_structured_input_exits_2_and_writes_nothing(tmp_path, args, message, capsys):
+    out = tmp_path / "bad"
+    try:
+        code = main(["prune", "--out", str(out), *args])
+    except SystemExit as stop:  # argparse's own refusals exit
+        code = int(stop.code or 0)
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
