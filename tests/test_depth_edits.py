@@ -167,3 +167,29 @@ def test_analytic_costs_of_plans_match_the_edited_models() -> None:
             assert after.macs() == costs.macs(drops, linears)
             assert after.params() == costs.params(drops, linears, keep_bias)
             assert costs.speedup(drops, linears) == costs.macs() / after.macs() > 1.0
+
+
+def test_width_pruning_after_depth_pruning_then_merging_keeps_the_function() -> None:
+    """BoundaryDPT+'s order: drop attention and linearise, shrink heads and neurons, then merge. (Masking a
+    block that has no head left is not supported by `structured.masked`, so the reference is the shrunk
+    model before the merge, with the same heads and neurons zeroed by hand in the depth-pruned one.)"""
+    model = tiny_vit()
+    drop_attention(model.blocks[1])
+    _linearised(model)
+    masks = UnitMasks.first(model, (3, 0, 1), (40, 8, 33))
+    small = shrink(model, masks)
+    assert depth_structure(small)["attention"] == ["kept", "bias", "kept"]
+    assert depth_structure(small)["mlp"] == ["annealed"] * 3
+    x = _images()
+    with torch.no_grad():
+        for block, heads, neurons in zip(model.blocks, (3, 0, 1), (40, 8, 33), strict=True):
+            if heads:
+                block.attn.proj.weight[:, heads * 8 :] = 0
+            block.mlp.fc2.weight[:, neurons:] = 0
+    expected = _logits(model, x)
+    torch.testing.assert_close(_logits(small, x), expected, rtol=1e-5, atol=1e-5)
+    assert [merge_mlp(block) for block in small.blocks] == [True, False, True]
+    torch.testing.assert_close(_logits(small, x), expected, rtol=1e-5, atol=1e-5)
+    again = rebuild_depth(tiny_vit(), depth_structure(small))
+    again.load_state_dict(small.state_dict())
+    assert torch.equal(_logits(again, x), _logits(small, x))
