@@ -19,7 +19,7 @@ from ovit_ray.pruning.depth import (
     rebuild_depth,
     set_activation_mix,
 )
-from ovit_ray.pruning.structured import UnitMasks, masked, shrink
+from ovit_ray.pruning.structured import UnitMasks, masked, merge_tokens, shrink
 
 
 def tiny_vit(**kwargs: object) -> nn.Module:
@@ -193,3 +193,16 @@ def test_width_pruning_after_depth_pruning_then_merging_keeps_the_function() -> 
     again = rebuild_depth(tiny_vit(), depth_structure(small))
     again.load_state_dict(small.state_dict())
     assert torch.equal(_logits(again, x), _logits(small, x))
+
+
+def test_analytic_costs_with_token_merging_match_the_flop_counter() -> None:
+    """A ToMe model: a merged MLP costs d x d per token that reaches it (after that block's merges)."""
+    x = _images(1)
+    model = merge_tokens(tiny_vit(), (4, 2, 0))
+    costs = DepthCosts.of(model)
+    _linearised(model)
+    drop_attention(model.blocks[1])
+    merge_mlp(model.blocks[0]), merge_mlp(model.blocks[2])
+    assert costs.macs({1}, {0, 2}) * 2 == _flops(model, x) and DepthCosts.of(model).macs() == costs.macs(
+        {1}, {0, 2}
+    )

@@ -3,7 +3,7 @@
 Built on `structured.VitCosts` (same convention: multiply-adds per image, LayerNorm, softmax, activations and
 biases ignored, so the count matches half of `torch.utils.flop_counter`'s FLOPs): a dropped attention is a
 zero-head branch (it costs nothing; its parameters are the kept `proj.bias`, if any), a merged MLP costs
-N·d·d MACs and d·d + d parameters, and a linearised MLP kept as two thin GEMMs (h < d/2) costs what it did.
+N·d·d MACs (N: the tokens that reach the MLP, after any ToMe merges) and d·d + d parameters, and a linearised MLP kept as two thin GEMMs (h < d/2) costs what it did.
 Linearising also folds `norm2`'s affine away (its 2·d parameters).
 """
 
@@ -60,7 +60,10 @@ class DepthCosts:
         """MACs of one image after dropping the attention of `drop_attention` and linearising the MLPs of
         `linearise` (block indices; already applied edits count as they are)."""
         heads, neurons = self._plan(drop_attention, linearise)
-        d, tokens = self.base.embed_dim, self.base.widths.tokens
+        d, w = self.base.embed_dim, self.base.widths
+        tokens = [
+            n - r for n, r in zip(w.tokens, w.merged or (0,) * len(w.tokens), strict=True)
+        ]  # at the MLP
         merged = sum(
             tokens[b] * d * d
             for b in range(len(heads))
