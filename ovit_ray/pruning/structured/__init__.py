@@ -1,12 +1,13 @@
 """Structured pruning of timm ViTs (issue 15): heads and MLP neurons scored by OPTIN's label-free trajectory
 importance, a mask search under a MAC budget (widths optionally rounded, part of the saving optionally from
-merged tokens), the physical shrink that makes the model faster, and ToMe-style token merging."""
+merged tokens) or a latency budget from measured tables, the physical shrink that makes the model faster, and ToMe-style token merging."""
 
 from .costs import VitCosts, Widths
+from .latency import LatencyResult, LatencyTable, PiecewiseLinear, measure_latency, search_latency
 from .scorers import StructuredScorer, get_scorer
 from .scoring import OptinSettings, TrajectoryLosses, UnitScores, optin_scores
 from .search import MAX_TOKEN_SHARE, ROUNDINGS, SearchResult, search_flops, select_units
-from .shrink import rebuild, shrink, shrunk_sizes
+from .shrink import rebuild, shrink, shrink_block, shrunk_sizes
 from .tokens import merge_schedule, merge_tokens, merged_tokens, merging, unmerge_tokens
 from .units import ConstantBranch, UnitMasks, block_widths, check_vit, masked
 
@@ -14,7 +15,10 @@ __all__ = [
     "MAX_TOKEN_SHARE",
     "ROUNDINGS",
     "ConstantBranch",
+    "LatencyResult",
+    "LatencyTable",
     "OptinSettings",
+    "PiecewiseLinear",
     "SearchResult",
     "StructuredScorer",
     "TrajectoryLosses",
@@ -26,6 +30,7 @@ __all__ = [
     "check_vit",
     "get_scorer",
     "masked",
+    "measure_latency",
     "merge_schedule",
     "merge_tokens",
     "merged_tokens",
@@ -33,8 +38,10 @@ __all__ = [
     "optin_scores",
     "rebuild",
     "search_flops",
+    "search_latency",
     "select_units",
     "shrink",
+    "shrink_block",
     "shrunk_sizes",
     "unmerge_tokens",
 ]

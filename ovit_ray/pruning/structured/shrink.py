@@ -17,7 +17,7 @@ from torch import nn
 
 from .units import ConstantBranch, UnitMasks, attention_of, block_widths, check_vit, mlp_of
 
-__all__ = ["rebuild", "shrink", "shrunk_sizes"]
+__all__ = ["rebuild", "shrink", "shrink_block", "shrunk_sizes"]
 
 
 def _linear(source: nn.Linear, rows: torch.Tensor | None, cols: torch.Tensor | None) -> nn.Linear:
@@ -76,9 +76,14 @@ def shrink(model: nn.Module, masks: UnitMasks) -> nn.Module:
         raise ValueError(f"masks for {heads} heads / {neurons} neurons per block do not fit this model")
     out = copy.deepcopy(vit)
     for block, keep_heads, keep_neurons in zip(out.blocks, masks.heads, masks.neurons, strict=True):
-        _shrink_attention(block, keep_heads)
-        _shrink_mlp(block, keep_neurons)
+        shrink_block(block, keep_heads, keep_neurons)
     return out
+
+
+def shrink_block(block: nn.Module, keep_heads: torch.Tensor, keep_neurons: torch.Tensor) -> None:
+    """Shrink one block in place to the heads and neurons marked True (what latency tables time)."""
+    _shrink_attention(block, keep_heads)
+    _shrink_mlp(block, keep_neurons)
 
 
 def shrunk_sizes(model: nn.Module) -> dict[str, list[int]]:
