@@ -51,8 +51,12 @@ def test_measured_table_on_a_tiny_vit_and_the_search_respects_it() -> None:
     g = torch.Generator().manual_seed(0)
     heads = [torch.rand(3, generator=g) for _ in range(2)]
     neurons = [torch.rand(768, generator=g) for _ in range(2)]
-    for ratio in (0.5, 0.8, 1.0):
-        result = search_latency(heads, neurons, table, ratio)
+    floor = table.fixed / table.dense_seconds()  # what no pruning of heads and neurons removes
+    if floor > 0:
+        with pytest.raises(ValueError, match="fixed"):
+            search_latency(heads, neurons, table, floor * 0.99)
+    for part in (0.3, 0.7, 1.0):
+        result = search_latency(heads, neurons, table, min(1.0, floor + part * (1 - floor)))
         assert result.achieved_seconds <= result.requested_seconds + 1e-15
         assert result.dense_seconds == table.dense_seconds()
         assert result.achieved_seconds == table.seconds(*result.masks.kept())

@@ -223,6 +223,10 @@ def search_latency(
         raise ValueError(f"scores for other widths than the table's {table.heads} / {table.neurons}")
     dense = table.dense_seconds()
     requested = latency_ratio * dense
+    if requested < table.fixed:
+        raise ValueError(
+            f"latency_ratio {latency_ratio} is below the fixed share {table.fixed / dense:.3f} of the time"
+        )
     masks, importance = select_units(
         heads,
         neurons,
