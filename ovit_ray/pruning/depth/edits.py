@@ -25,6 +25,7 @@ __all__ = [
     "affine_free_norm2",
     "anneal_activation",
     "annealed_activations",
+    "attention_constant",
     "drop_attention",
     "is_linearised",
     "merge_mlp",
@@ -59,11 +60,18 @@ class AnnealedActivation(nn.Module):
         return f"a={self.a}"
 
 
+def attention_constant(block: nn.Module, keep_bias: bool = True) -> ConstantBranch:
+    """What the block's attention becomes when dropped: its `proj.bias` (keep_bias) or nothing, as a branch."""
+    attn = attention_of(block)
+    if attn is None:
+        raise ValueError("this block's attention is already a constant branch")
+    return ConstantBranch(attn.proj.bias if keep_bias else None, attn.proj.out_features)
+
+
 def drop_attention(block: nn.Module, keep_bias: bool = True) -> None:
     """Replace the block's attention by its constant `ls1`-input: `proj.bias` (keep_bias) or nothing."""
-    attn = attention_of(block)
-    if attn is not None:
-        block.attn = ConstantBranch(attn.proj.bias if keep_bias else None, attn.proj.out_features)
+    if attention_of(block) is not None:
+        block.attn = attention_constant(block, keep_bias)
     elif not keep_bias and isinstance(current := block.get_submodule("attn"), ConstantBranch):
         block.attn = ConstantBranch(None, current.width)  # already constant: now without its bias
 

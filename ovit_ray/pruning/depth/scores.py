@@ -35,9 +35,9 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from ovit_ray.pruning.structured.scoring import OptinSettings, TrajectoryLosses, _power_of_ten
-from ovit_ray.pruning.structured.units import ConstantBranch, attention_of, check_vit, mlp_of
+from ovit_ray.pruning.structured.units import attention_of, check_vit, mlp_of
 
-from .edits import is_linearised
+from .edits import attention_constant, is_linearised
 from .structure import vit_blocks
 
 __all__ = ["KINDS", "DepthScoreSettings", "DepthScores", "candidates", "depth_scores", "removed"]
@@ -75,19 +75,13 @@ def candidates(model: nn.Module, kind: str) -> list[bool]:
     return [mlp_of(b) is not None and not is_linearised(b) for b in blocks]
 
 
-def _constant(block: nn.Module, keep_bias: bool) -> ConstantBranch:
-    attn = attention_of(block)
-    assert attn is not None
-    return ConstantBranch(attn.proj.bias if keep_bias else None, attn.proj.out_features)
-
-
 @contextmanager
-def removed(block: nn.Module, kind: str, keep_bias: bool) -> Iterator[None]:
+def removed(block: nn.Module, kind: str, keep_bias: bool = True) -> Iterator[None]:
     """The block with its attention (as a constant branch) or its activation (as the identity) removed for the
-    duration of the `with` block."""
+    duration of the `with` block (`keep_bias`: whether the constant branch adds `proj.bias`)."""
     owner, name = (block, "attn") if kind == "attention" else (block.get_submodule("mlp"), "act")
     original = owner.get_submodule(name)
-    setattr(owner, name, _constant(block, keep_bias) if kind == "attention" else nn.Identity())
+    setattr(owner, name, attention_constant(block, keep_bias) if kind == "attention" else nn.Identity())
     try:
         yield
     finally:
@@ -110,9 +104,7 @@ def _plus_branch(block: nn.Module, branch: str, x: torch.Tensor) -> torch.Tensor
     return x + h
 
 
-def _cosine(
-    vit: nn.Module, inputs: list[torch.Tensor], settings: DepthScoreSettings
-) -> dict[str, torch.Tensor]:
+def _cosine(vit: nn.Module, inputs: list[torch.Tensor]) -> dict[str, torch.Tensor]:
     """The `cosine` scores of every candidate, from each block's cached input."""
     scores = {kind: torch.full((len(inputs),), torch.inf, dtype=torch.float64) for kind in KINDS}
     attn_ok, act_ok = candidates(vit, "attention"), candidates(vit, "activation")
@@ -122,7 +114,7 @@ def _cosine(
             scores["attention"][layer] = _distance(x, y)
         if act_ok[layer]:
             out = _plus_branch(block, "mlp", y)
-            with removed(block, "activation", settings.keep_bias):
+            with removed(block, "activation"):
                 linear = _plus_branch(block, "mlp", y)
             scores["activation"][layer] = _distance(linear, out)
     return scores
@@ -167,7 +159,7 @@ def _gate_hooks(vit: nn.Module, gates: torch.Tensor, keep_bias: bool) -> list[Re
             index = row * len(blocks) + layer
             if ok and kind == "attention":
                 attn = block.get_submodule("attn")
-                handles.append(attn.register_forward_hook(mixer(index, _constant(block, keep_bias))))
+                handles.append(attn.register_forward_hook(mixer(index, attention_constant(block, keep_bias))))
             elif ok:
                 act = block.get_submodule("mlp").get_submodule("act")
                 handles.append(act.register_forward_hook(mixer(index, nn.Identity())))
@@ -208,7 +200,7 @@ def depth_scores(
     try:
         with torch.no_grad():
             teacher = TrajectoryLosses(vit, images, settings.optin)
-            cosine = _cosine(vit, teacher.inputs, settings)
+            cosine = _cosine(vit, teacher.inputs)
             scores = {
                 kind: {"cosine": cosine[kind], **values}
                 for kind, values in _distill(teacher, vit, settings).items()
