@@ -1,9 +1,10 @@
 """Structured pruning of timm ViTs (issue 15): heads and MLP neurons scored by OPTIN's label-free trajectory
 importance, a mask search under a MAC budget (widths optionally rounded, part of the saving optionally from
-merged tokens) or a latency budget from measured tables, the physical shrink that makes the model faster, and ToMe-style token merging."""
+merged tokens) or a latency budget from measured tables, the physical shrink that makes the model faster, PTF-style least-squares rescaling, and ToMe-style token merging."""
 
 from .costs import VitCosts, Widths
 from .latency import LatencyResult, LatencyTable, PiecewiseLinear, measure_latency, search_latency
+from .recovery import RecoveryReport, lsq_rescale
 from .scorers import StructuredScorer, get_scorer
 from .scoring import OptinSettings, TrajectoryLosses, UnitScores, optin_scores
 from .search import MAX_TOKEN_SHARE, ROUNDINGS, SearchResult, search_flops, select_units
@@ -19,6 +20,7 @@ __all__ = [
     "LatencyTable",
     "OptinSettings",
     "PiecewiseLinear",
+    "RecoveryReport",
     "SearchResult",
     "StructuredScorer",
     "TrajectoryLosses",
@@ -29,6 +31,7 @@ __all__ = [
     "block_widths",
     "check_vit",
     "get_scorer",
+    "lsq_rescale",
     "masked",
     "measure_latency",
     "merge_schedule",
