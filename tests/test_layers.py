@@ -31,7 +31,9 @@ RANKS: dict[str, int] = {
     "orchestration.cluster": 13,
     "orchestration.train": 14,
     "orchestration.tune": 15,
-    "orchestration.transfer": 15,  # transfer grids and transfer sweep files: a driver beside tune
+    # drivers built on tune's grid runner: transfer grids and sweep files, structured-pruning frontiers
+    "orchestration.transfer": 16,
+    "orchestration.structured": 16,
     "cli": 20,
 }
 

@@ -49,6 +49,23 @@ def test_optin_rows_shrunk_equals_masked_scores_cached_and_kept(tmp_path, digits
     assert result["top1"] == pytest.approx(rows[0.6]["top1"]) and result["recorded_top1"] == rows[0.6]["top1"]
 
 
+def test_token_share_merges_tokens_and_the_kept_model_reloads_merging(tmp_path, digits_preset):
+    out = tmp_path / "tokens"
+    args = ["prune", "--method", "optin", "--flops-ratio", "0.6", "--token-share", "0.5", "--round-to", "8"]
+    assert main([*args, "--no-speed", "--out", str(out), *SMALL_SPEED[-3:]]) == 0
+    (row,) = _rows(out)
+    assert any(row["merge_r"]) and 0 < row["achieved_token_share"] <= 0.85
+    assert all(n % 8 == 0 for n in row["neurons_kept"]) and row["achieved_flops_ratio"] <= 0.6
+    assert row["top1"] == row["top1_masked"]  # shrunk + merging equals masked + merging
+
+    from ovit_ray.training.setup import build_model_and_data
+
+    start = build_model_and_data("digits-vit", checkpoint=row["checkpoint"], progress=False)
+    from ovit_ray.pruning.structured import merge_schedule
+
+    assert list(merge_schedule(start.model)) == row["merge_r"]
+
+
 def test_magnitude_then_ovit_reports_dense_and_sparse_macs(tmp_path, digits_preset):
     out = tmp_path / "composed"
     args = ["prune", "--method", "structured-magnitude", "--flops-ratio", "0.7", "--then", "ovit"]
@@ -81,6 +98,7 @@ def test_magnitude_then_ovit_reports_dense_and_sparse_macs(tmp_path, digits_pres
     [
         (["--method", "optin"], "--flops-ratio: required"),
         (["--method", "optin", "--flops-ratio", "1.5"], "--flops-ratio: must be in (0, 1], got 1.5"),
+        (["--method", "optin", "--flops-ratio", "0.5", "--token-share", "0.9"], "--token-share: must be in"),
         (["--method", "optin", "ovit", "--flops-ratio", "0.5"], "run them separately"),
         (["--method", "ovit", "--flops-ratio", "0.5"], "--flops-ratio: needs a structured --method"),
         (["--method", "ovit", "--then", "ovit"], "--then: follows a structured --method"),

@@ -40,6 +40,19 @@ def add_flags(p: argparse.ArgumentParser) -> None:
         help="budgets as a share of the dense model's MACs, each in (0, 1]; needed by the structured methods",
     )
     g.add_argument(
+        "--token-share",
+        type=float,
+        default=0.0,
+        help="share of the MAC reduction taken by merging tokens (ToMe-style), in [0, 0.85] (default: 0)",
+    )
+    g.add_argument(
+        "--round-to",
+        type=int,
+        default=1,
+        choices=(1, 8, 32),
+        help="kept MLP widths are multiples of this: 1, 8 or 32 (default: 1)",
+    )
+    g.add_argument(
         "--calib-size", type=int, default=32, help="calibration images for the score, int > 0 (default: 32)"
     )
     g.add_argument(
@@ -70,6 +83,8 @@ def check(args: argparse.Namespace, structured: list[str], unstructured: list[st
     for ratio in args.flops_ratio:
         if not 0 < ratio <= 1:
             raise ValueError(f"--flops-ratio: must be in (0, 1], got {ratio}")
+    if not 0 <= args.token_share <= 0.85:
+        raise ValueError(f"--token-share: must be in [0, 0.85], got {args.token_share}")
     for flag in ("calib_size", "speed_batch", "latency_runs"):
         if getattr(args, flag) < 1:
             raise ValueError(f"--{flag.replace('_', '-')}: must be an int > 0, got {getattr(args, flag)}")
@@ -100,6 +115,8 @@ def run(args: argparse.Namespace, structured: list[str]) -> int:
         StructuredJob(
             method=method,
             flops_ratio=ratio,
+            token_share=args.token_share,
+            round_to=args.round_to,
             calib_size=args.calib_size,
             seed=args.seed,
             then=then,

@@ -40,10 +40,14 @@ def job_data(
 
 def with_structure(model: nn.Module, meta: dict[str, Any]) -> nn.Module:
     """The model shrunk to the heads and neurons per block a structured checkpoint records (its `structure`
-    meta), so that checkpoint's weights fit; the model itself when there is none."""
-    from ovit_ray.pruning.structured import rebuild
+    meta), merging tokens as it records, so that checkpoint's weights fit and behave; else the model itself."""
+    from ovit_ray.pruning.structured import merge_tokens, rebuild
 
-    return rebuild(model, meta["structure"]) if meta.get("structure") else model
+    structure = meta.get("structure")
+    if not structure:
+        return model
+    small = rebuild(model, structure)
+    return merge_tokens(small, structure["merge_r"]) if any(structure.get("merge_r") or ()) else small
 
 
 def load_weights(model: nn.Module, state: dict[str, torch.Tensor], what: str, target: str) -> None:

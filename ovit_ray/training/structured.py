@@ -33,10 +33,14 @@ from ovit_ray.pruning import (
 )
 from ovit_ray.pruning.structured import (
     OptinSettings,
+    SearchResult,
+    UnitMasks,
     UnitScores,
     VitCosts,
     get_scorer,
     masked,
+    merge_tokens,
+    merging,
     search_flops,
     shrink,
     shrunk_sizes,
@@ -63,8 +67,10 @@ class SpeedSettings:
 class StructuredJob:
     """One structured prune: the scorer, the budget (a ratio of the dense MACs) and what follows it."""
 
-    method: str
+    method: str  # a structured method, or "none": only the `then` step (unstructured on the same axes)
     flops_ratio: float
+    token_share: float = 0.0  # part of the MAC reduction taken by merging tokens (ToMe-style)
+    round_to: int = 1  # kept MLP widths are multiples of it
     calib_size: int = 32
     seed: int = 0  # draws the calibration images and OPTIN's Gram token subsets
     optin: OptinSettings = field(default_factory=OptinSettings)
@@ -80,7 +86,10 @@ class StructuredJob:
             after = f"-{self.then.method}{amount:.2f}" + (
                 f"p{self.then.pattern[0]}of{self.then.pattern[1]}" if self.then.pattern else ""
             )
-        return f"{self.method}-f{self.flops_ratio:.3f}-seed{self.seed}{after}"
+        shape = (f"-t{self.token_share:.2f}" if self.token_share else "") + (
+            f"-r{self.round_to}" if self.round_to > 1 else ""
+        )
+        return f"{self.method}-f{self.flops_ratio:.3f}{shape}-seed{self.seed}{after}"
 
 
 def calibration_images(data: DatasetSplits, size: int, seed: int) -> torch.Tensor:
@@ -159,6 +168,33 @@ def _speed_columns(dense: nn.Module, pruned: nn.Module, start: JobStart, speed: 
     }
 
 
+def _search(
+    dense: nn.Module,
+    data: DatasetSplits,
+    job: StructuredJob,
+    costs: VitCosts,
+    device: str,
+    cache: Path | None,
+) -> tuple[SearchResult, bool, float]:
+    """The job's kept units (all of them for method "none"), whether the scores were cached, scoring seconds."""
+    if job.method == "none":
+        full = UnitMasks.dense(dense)
+        macs = costs.macs()
+        return SearchResult(full, costs.widths, float(macs), macs, macs, 0.0), False, 0.0
+    images = calibration_images(data, job.calib_size, job.seed).to(device)
+    settings = OptinSettings(**{**asdict(job.optin), "seed": job.seed})
+    scores, cached, seconds = cached_scores(dense, images, job.method, settings, cache)
+    found = search_flops(
+        scores.heads,
+        scores.neurons,
+        costs,
+        job.flops_ratio,
+        round_to=job.round_to,
+        token_share=job.token_share,
+    )
+    return found, cached, seconds
+
+
 def _prune_further(
     small: nn.Module, data: DatasetSplits, job: StructuredJob, device: str
 ) -> tuple[MaskSet, Accounting]:
@@ -204,19 +240,23 @@ def structured_rows(
     costs = VitCosts.of(dense)
     rows: list[Row] = []
     for job in jobs:
-        images = calibration_images(start.data, job.calib_size, job.seed).to(device)
-        settings = OptinSettings(**{**asdict(job.optin), "seed": job.seed})
-        scores, cached, score_seconds = cached_scores(dense, images, job.method, settings, cache)
-        found = search_flops(scores.heads, scores.neurons, costs, job.flops_ratio)
-        with masked(dense, found.masks):
+        found, cached, score_seconds = _search(dense, start.data, job, costs, device, cache)
+        merges = found.widths.merged or (0,) * len(found.widths.heads)
+        with masked(dense, found.masks), merging(dense, merges):
             masked_top1 = top1(dense)[0]
         small = shrink(dense, found.masks).eval()
+        if any(merges):
+            merge_tokens(small, merges)
         row: Row = {
             "run_key": job.run_key,
             "model": model_name,
             "method": job.method,
             "flops_ratio": job.flops_ratio,
             "achieved_flops_ratio": found.achieved_ratio,
+            "token_share": job.token_share,
+            "achieved_token_share": found.token_share,
+            "merge_r": list(merges),
+            "round_to": job.round_to,
             "heads_kept": list(found.widths.heads),
             "neurons_kept": list(found.widths.neurons),
             "gmacs": found.achieved_macs / 1e9,
@@ -257,7 +297,7 @@ def structured_rows(
             "model": model_name,
             "method": job.method,
             "run_key": job.run_key,
-            "structure": shrunk_sizes(small),
+            "structure": {**shrunk_sizes(small), "merge_r": list(merges)},
             "num_classes": start.data.num_classes,
             "image_size": start.data.image_size,
         }

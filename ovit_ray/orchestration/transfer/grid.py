@@ -11,7 +11,6 @@ is one MLflow child run under the transfer's parent run and one Parquet row.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +18,9 @@ from typing import Any
 
 from ovit_ray.models import SUFFIXES, load_checkpoint
 from ovit_ray.orchestration.results import RESULTS_FILE
-from ovit_ray.orchestration.results.parquet import append_rows, read_rows
+from ovit_ray.orchestration.results.parquet import read_rows
 from ovit_ray.orchestration.results.schemas import TRANSFER_RESULTS
-from ovit_ray.orchestration.tracking.client import Tracker
+from ovit_ray.orchestration.tune.grid import GridKind, run_grid
 from ovit_ray.training.transfer import TransferSpec, run_transfer
 
 KEY_COLUMNS = ["source", "dataset", "mode", "seed"]
@@ -152,31 +151,6 @@ def run_job(job: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _tune_trial(config: dict[str, Any]) -> None:
-    from ray import tune
-
-    tune.report({"row_json": json.dumps(run_job(config["job"]))})
-
-
-def _run_tune(
-    jobs: Sequence[dict[str, Any]], out: Path, cpus_per_trial: float, on_row: Callable[[dict[str, Any]], None]
-) -> None:
-    from ray import tune
-
-    from ovit_ray.orchestration.common.ray_session import ray_session
-
-    tuner = tune.Tuner(
-        tune.with_resources(_tune_trial, {"cpu": cpus_per_trial}),
-        param_space={"job": tune.grid_search(list(jobs))},
-        run_config=tune.RunConfig(name="transfer", storage_path=str((out / "ray").resolve()), verbose=0),
-    )
-    with ray_session():
-        grid = tuner.fit()
-    for result in grid:  # type: ignore[attr-defined]  # ResultGrid iterates by __getitem__
-        if result.error is None and result.metrics and "row_json" in result.metrics:
-            on_row(json.loads(result.metrics["row_json"]))
-
-
 def run_transfers(
     jobs: Sequence[dict[str, Any]],
     out: str | Path,
@@ -189,40 +163,16 @@ def run_transfers(
 ) -> list[dict[str, Any]]:
     """Run the jobs not yet in `<out>/results.parquet`; each finished one becomes an MLflow child run
     and a Parquet row. Returns all rows of the file."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    results = out / RESULTS_FILE
-    done = {tuple(r[k] for k in KEY_COLUMNS) for r in read_rows(results)} if results.exists() else set()
-    todo = [j for j in jobs if job_key(j) not in done]
-    tracker = Tracker(out, experiment, mlflow_uri)
-    parent = tracker.start_run(
-        "transfer", {"jobs": len(jobs)}, {"ovit.kind": "transfer"}, run_key=f"transfer-{out.resolve()}"
+    return run_grid(
+        TRANSFER,
+        jobs,
+        out,
+        light=light,
+        experiment=experiment,
+        mlflow_uri=mlflow_uri,
+        cpus_per_trial=cpus_per_trial,
+        progress=progress,
     )
-
-    def finish(row: dict[str, Any]) -> None:
-        key = "/".join(str(row[k]) for k in KEY_COLUMNS)
-        run = tracker.start_run(
-            key,
-            {k: v for k, v in row.items() if k not in METRICS},
-            {"ovit.kind": "transfer"},
-            parent_run_id=parent,
-            run_key=f"transfer-{out.resolve()}-{key}",
-        )
-        tracker.log_metrics(
-            run, {k: float(row[k]) for k in METRICS if row.get(k) is not None}, step=row["epochs"]
-        )
-        tracker.end_run(run)
-        append_rows(results, [row], KEY_COLUMNS, TRANSFER_RESULTS)
-        if progress is not None:
-            progress(row)
-
-    if light:
-        for job in todo:
-            finish(run_job(job))
-    elif todo:
-        _run_tune(todo, out, cpus_per_trial, finish)
-    tracker.end_run(parent)
-    return read_rows(results) if results.exists() else []
 
 
 METRICS = (
@@ -234,4 +184,14 @@ METRICS = (
     "cpu_hours",
     "gpu_hours",
     "seconds",
+)
+
+TRANSFER = GridKind(
+    name="transfer",
+    run_job=run_job,
+    job_key=job_key,
+    key_columns=KEY_COLUMNS,
+    schema=TRANSFER_RESULTS,
+    metrics=METRICS,
+    step_column="epochs",
 )
