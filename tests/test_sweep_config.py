@@ -10,6 +10,7 @@ import yaml
 
 from ovit_ray.cli.main import main
 from ovit_ray.orchestration.specs.sweep_file import load_sweep
+from ovit_ray.orchestration.structured.sweep_file import is_structured_file, load_structured_sweep
 from ovit_ray.orchestration.transfer.sweep_file import is_transfer_file, load_transfer_sweep
 from ovit_ray.orchestration.tune.plan import make_plan
 
@@ -24,8 +25,11 @@ BASE = {
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: Path(p).name)
 def test_shipped_sweeps_validate(path: str) -> None:
-    if is_transfer_file(path):  # the other file kind (`transfer:` section)
+    if is_transfer_file(path):  # the other file kinds (`transfer:` and `structured:` sections)
         assert load_transfer_sweep(path).transfer.pairs
+        return
+    if is_structured_file(path):
+        assert load_structured_sweep(path).points
         return
     sweep = load_sweep(path)
     assert sweep.max_trials >= 1

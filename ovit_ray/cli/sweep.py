@@ -46,8 +46,12 @@ def run(args: argparse.Namespace) -> int:
     from ovit_ray.orchestration.tune.plan import describe, make_plan
     from ovit_ray.orchestration.tune.sweep import run_sweep
 
+    from ovit_ray.orchestration.structured.sweep_file import is_structured_file
+
     if is_transfer_file(args.file):
         return _run_transfer(args)
+    if is_structured_file(args.file):
+        return _run_structured(args)
     sweep = load_sweep(args.file)
     out = Path(args.out or f"runs/sweeps/{sweep.name}")
     if args.dry_run:  # every check that needs no Ray; reads only
@@ -106,4 +110,28 @@ def _run_transfer(args: argparse.Namespace) -> int:
         rows, [c for c in TABLE_COLUMNS if rows and c in rows[0]], title=f"transfer sweep {sweep.name}"
     )
     print(f"results: {out / 'results.parquet'}")
+    return 0
+
+
+def _run_structured(args: argparse.Namespace) -> int:
+    """A file with a `structured:` section: score once, then every budget x method x seed as a Tune trial."""
+    from ovit_ray.orchestration.structured.sweep_file import load_structured_sweep
+
+    sweep = load_structured_sweep(args.file)
+    out = Path(args.out or f"runs/sweeps/{sweep.name}")
+    grid = sweep.structured
+    unstructured = len(grid.unstructured.sparsities) if grid.unstructured else 0
+    points = (len(grid.methods) * len(sweep.points) + unstructured) * len(grid.seeds)
+    if args.dry_run:
+        print(
+            f"structured sweep {sweep.name}: {grid.model}, methods {grid.methods} x {len(sweep.points)} budget "
+            f"point(s) x seeds {grid.seeds}, plus {unstructured} unstructured point(s) per seed: {points} trials "
+            f"({grid.max_concurrent_trials} at a time) -> {out}"
+        )
+        return 0
+    from ovit_ray.orchestration.structured.grid import run_structured_sweep
+
+    rows = run_structured_sweep(args.file, out, mlflow_uri=args.mlflow_uri)
+    print(f"structured sweep {sweep.name}: {len(rows)} row(s) -> {out / 'results.parquet'}")
+    print(f"frontier plot: {out / 'plots' / 'frontier.png'}; `ovit-ray report {out}` prints the table")
     return 0

@@ -8,6 +8,8 @@ seed table (mean ± std per searched knob and target) is returned and written as
 
 from __future__ import annotations
 
+import csv
+import io
 import statistics
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -19,9 +21,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
 
 from ovit_ray.orchestration.results import RESULTS_FILE
+from ovit_ray.orchestration.results.frontier import frontier_rows, method_differences, plot_frontier  # noqa: E402
 from ovit_ray.orchestration.results.parquet import read_rows  # noqa: E402
+from ovit_ray.orchestration.results.schemas import file_kind  # noqa: E402
 from ovit_ray.orchestration.results.stats import pairwise_table  # noqa: E402
 from ovit_ray.orchestration.results.table import (  # noqa: E402
     as_trial_rows,
@@ -216,6 +221,10 @@ def report(out_dir: str | Path, *, fmt: str = "text", width: int | None = 80) ->
         raise FileNotFoundError(f"output directory not found: {out_dir}")
     if fmt not in FORMATS:
         raise ValueError(f"format: one of {', '.join(FORMATS)}, got {fmt!r}")
+    if (out_dir / RESULTS_FILE).is_file() and file_kind(
+        pq.read_schema(out_dir / RESULTS_FILE)
+    ) == "structured_results":
+        return _structured_report(out_dir, fmt)
     rows = as_trial_rows(read_rows(out_dir / RESULTS_FILE))
     trials = read_rows(out_dir / TRIALS_FILE) if (out_dir / TRIALS_FILE).exists() else []
     if not rows:
@@ -235,3 +244,24 @@ def report(out_dir: str | Path, *, fmt: str = "text", width: int | None = 80) ->
                     ("test top-1 differences a - b (pp), Welch 95% CI, * = excludes 0", differences)
                 )
     return Report(text, tables, write_report_files(rows, out_dir / "plots"))
+
+
+def _structured_report(out_dir: Path, fmt: str) -> Report:
+    """Structured pruning results: per method and budget over seeds, the method differences, the frontier."""
+    rows = read_rows(out_dir / RESULTS_FILE)
+    if not rows:
+        raise ValueError(f"{out_dir / RESULTS_FILE}: no rows yet")
+    summary, differences = frontier_rows(rows), method_differences(rows)
+    plots = [plot_frontier(rows, out_dir / "plots" / "frontier.png")]
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(summary[0]))
+        writer.writeheader()
+        writer.writerows(summary)
+        return Report(buffer.getvalue(), [], plots)
+    if fmt == "markdown":
+        return Report("\n".join(_markdown(summary)) + "\n", [], plots)
+    tables = [("test top-1 and measured speed-up, mean ± std over seeds", summary)]
+    if differences:
+        tables.append(("test top-1 differences a - b (pp), Welch 95% CI, * = excludes 0", differences))
+    return Report(f"{out_dir.name}: {len(rows)} structured-pruning row(s)\n", tables, plots)

@@ -81,8 +81,10 @@ def run_grid(
     max_concurrent: int | None = None,
     parent_params: Mapping[str, Any] | None = None,
     progress: Callable[[Row], None] | None = None,
+    plots: Callable[[list[Row]], list[Path]] | None = None,
 ) -> list[Row]:
-    """Run the jobs not yet in `<out>/results.parquet`; returns all rows of the file."""
+    """Run the jobs not yet in `<out>/results.parquet`; returns all rows of the file. `plots` makes files
+    from all rows at the end, logged as artifacts of the parent run."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results = out / RESULTS_FILE
@@ -121,5 +123,8 @@ def run_grid(
             finish(kind.run_job(job))
     elif todo:
         _run_tune(kind, todo, out, cpus_per_trial, max_concurrent, finish)
+    rows = read_rows(results) if results.exists() else []
+    for path in plots(rows) if plots and rows else []:
+        tracker.log_artifact(parent, path, "plots")
     tracker.end_run(parent)
-    return read_rows(results) if results.exists() else []
+    return rows
