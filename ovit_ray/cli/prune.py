@@ -119,10 +119,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(
             f"--then: follows a structured --method ({', '.join(STRUCTURED_METHODS)}), got {args.method}"
         )
-    if structured or args.flops_ratio:
+    if structured or args.flops_ratio or args.latency_ratio:
         unstructured = [m for m in args.method if m not in STRUCTURED_METHODS]
         if not structured:
-            raise ValueError(f"--flops-ratio: needs a structured --method ({', '.join(STRUCTURED_METHODS)})")
+            flag = "--flops-ratio" if args.flops_ratio else "--latency-ratio"
+            raise ValueError(f"{flag}: needs a structured --method ({', '.join(STRUCTURED_METHODS)})")
         prune_structured.check(args, structured, unstructured)
         if args.then and not args.pattern:
             _check_sparsities(args.sparsity)

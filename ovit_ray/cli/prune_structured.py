@@ -23,6 +23,9 @@ def _display(row: dict) -> dict[str, str]:
     return {
         "method": f"{row['method']}{then}",
         "MACs": f"{row['achieved_flops_ratio']:.2f}",
+        "budget": "lat " + f"{row['latency_ratio']:.2f}"
+        if row.get("latency_ratio")
+        else f"{row['flops_ratio']:.2f}",
         "top-1": f"{100 * row['top1']:.2f}",
         "dense": f"{100 * row['top1_dense']:.2f}",
         "x lat b1": speed("speedup_latency"),
@@ -38,6 +41,21 @@ def add_flags(p: argparse.ArgumentParser) -> None:
         type=float,
         metavar="R",
         help="budgets as a share of the dense model's MACs, each in (0, 1]; needed by the structured methods",
+    )
+    g.add_argument(
+        "--latency-ratio",
+        nargs="+",
+        type=float,
+        metavar="R",
+        help="budgets as a share of the dense batch-1 latency, each in (0, 1], from per-layer latency tables "
+        "measured on --device (instead of --flops-ratio)",
+    )
+    g.add_argument(
+        "--recover",
+        default="none",
+        choices=("none", "lsq"),
+        help="none (one-shot) or lsq: least-squares rescaling of the kept heads and neurons on the "
+        "calibration images, folded into the weights (default: none)",
     )
     g.add_argument(
         "--token-share",
@@ -78,11 +96,20 @@ def check(args: argparse.Namespace, structured: list[str], unstructured: list[st
             f"--method: {structured} are structured and {unstructured} unstructured; run them separately "
             "or compose them with --then"
         )
-    if not args.flops_ratio:
-        raise ValueError(f"--flops-ratio: required by the structured method(s) {structured}, got none")
-    for ratio in args.flops_ratio:
-        if not 0 < ratio <= 1:
-            raise ValueError(f"--flops-ratio: must be in (0, 1], got {ratio}")
+    if bool(args.flops_ratio) == bool(args.latency_ratio):
+        raise ValueError(
+            f"--flops-ratio: give it or --latency-ratio (one of them) for the structured method(s) {structured}"
+        )
+    for flag, ratios in (("--flops-ratio", args.flops_ratio), ("--latency-ratio", args.latency_ratio)):
+        for ratio in ratios or ():
+            if not 0 < ratio <= 1:
+                raise ValueError(f"{flag}: must be in (0, 1], got {ratio}")
+    if args.latency_ratio and args.token_share:
+        raise ValueError(f"--token-share: works with --flops-ratio budgets only, got {args.token_share}")
+    if args.recover == "lsq" and args.token_share:
+        raise ValueError(
+            f"--recover: lsq does not rescale token-merging models, got --token-share {args.token_share}"
+        )
     if not 0 <= args.token_share <= 0.85:
         raise ValueError(f"--token-share: must be in [0, 0.85], got {args.token_share}")
     for flag in ("calib_size", "speed_batch", "latency_runs"):
@@ -114,7 +141,9 @@ def run(args: argparse.Namespace, structured: list[str]) -> int:
     jobs = [
         StructuredJob(
             method=method,
-            flops_ratio=ratio,
+            flops_ratio=1.0 if args.latency_ratio else ratio,
+            latency_ratio=ratio if args.latency_ratio else None,
+            recover=args.recover,
             token_share=args.token_share,
             round_to=args.round_to,
             calib_size=args.calib_size,
@@ -123,7 +152,7 @@ def run(args: argparse.Namespace, structured: list[str]) -> int:
             then_sparsity=None if then is None or args.pattern else args.sparsity[0],
         )
         for method in dict.fromkeys(structured)
-        for ratio in sorted(set(args.flops_ratio), reverse=True)
+        for ratio in sorted(set(args.flops_ratio or args.latency_ratio), reverse=True)
     ]
     out = Path(args.out or "runs/prune-structured")
     results = out / RESULTS_FILE
@@ -149,7 +178,7 @@ def run(args: argparse.Namespace, structured: list[str]) -> int:
     def keep(row: dict) -> None:  # one row at a time: a later failure keeps what finished
         append_rows(results, [row], KEY_COLUMNS, STRUCTURED_RESULTS)
         print(
-            f"  {row['method']:<20} flops {row['achieved_flops_ratio']:.3f} test top-1 {row['top1']:.4f}"
+            f"  {row['method']:<20} MACs {row['achieved_flops_ratio']:.3f} test top-1 {row['top1']:.4f}"
             + (f" speed-up {row['speedup_throughput']:.2f}x" if "speedup_throughput" in row else "")
         )
 

@@ -42,11 +42,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ovit_ray.orchestration.specs.sweep_file import load_sweep
+    from ovit_ray.orchestration.structured.sweep_file import is_structured_file
     from ovit_ray.orchestration.transfer.sweep_file import is_transfer_file
     from ovit_ray.orchestration.tune.plan import describe, make_plan
     from ovit_ray.orchestration.tune.sweep import run_sweep
-
-    from ovit_ray.orchestration.structured.sweep_file import is_structured_file
 
     if is_transfer_file(args.file):
         return _run_transfer(args)

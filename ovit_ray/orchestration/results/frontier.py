@@ -29,16 +29,26 @@ def label(row: Row) -> str:
     """What produced the row: 'optin', 'optin +ovit', or 'ovit' for unstructured pruning alone."""
     if row["method"] == "none":
         return str(row["then_method"])
-    return str(row["method"]) + (f" +{row['then_method']}" if row.get("then_method") else "")
+    latency = " (latency budget)" if row.get("latency_ratio") is not None else ""
+    recover = "" if row.get("recover") in (None, "none") else f" +{row['recover']}"
+    return (
+        str(row["method"]) + recover + (f" +{row['then_method']}" if row.get("then_method") else "") + latency
+    )
+
+
+def _budget(row: Row) -> float:
+    """The requested ratio: of the dense MACs, or of the dense latency for a latency budget."""
+    return float(row["flops_ratio"] if row.get("flops_ratio") is not None else row["latency_ratio"])
 
 
 def _point(row: Row) -> tuple[float, float]:
-    """The budget of a row: its MACs ratio and, for unstructured rows, the sparsity."""
-    return float(row["flops_ratio"]), float(row.get("then_sparsity") or 0.0)
+    """The budget of a row and, for unstructured rows, the sparsity."""
+    return _budget(row), float(row.get("then_sparsity") or 0.0)
 
 
 def frontier_rows(rows: Sequence[Row]) -> list[dict[str, Any]]:
-    """Mean ± std over seeds of test top-1 (%), MACs ratio and measured speed-ups per (label, budget)."""
+    """Mean ± std over seeds of test top-1 (%) and measured speed-ups per (label, budget: the requested ratio
+    of MACs, or of latency for latency budgets)."""
     groups: dict[tuple[str, float, float, float], list[Row]] = defaultdict(list)
     for r in rows:
         ratio, sparsity = _point(r)
@@ -53,7 +63,7 @@ def frontier_rows(rows: Sequence[Row]) -> list[dict[str, Any]]:
         table.append(
             {
                 "method": name,
-                "MACs ratio": f"{ratio:.2f}" + (f" s={sparsity:.2f}" if sparsity else ""),
+                "budget": f"{ratio:.2f}" + (f" s={sparsity:.2f}" if sparsity else ""),
                 "tokens": f"{tokens:.2f}",
                 "n": len(members),
                 "test top-1 (%)": stat("top1", 100),
@@ -68,7 +78,7 @@ def method_differences(rows: Sequence[Row]) -> list[dict[str, Any]]:
     """Every two methods at each budget (same MACs ratio and token share): test top-1 a - b with its
     Welch 95% interval, `*` when it excludes 0."""
     keyed = [
-        {**r, "label": label(r), "budget": f"{r['flops_ratio']:.2f}/t{r.get('token_share') or 0:.2f}"}
+        {**r, "label": label(r), "budget": f"{_budget(r):.2f}/t{r.get('token_share') or 0:.2f}"}
         for r in rows
         if r["method"] != "none"
     ]

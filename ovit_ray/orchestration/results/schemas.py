@@ -127,7 +127,10 @@ STRUCTURED_RESULTS = _schema(
         ("model", STR),
         ("method", STR),
         ("flops_ratio", FLOAT),
+        ("latency_ratio", FLOAT),
+        ("estimated_latency_ratio", FLOAT),  # the pruned latency the measured per-layer table predicts
         ("achieved_flops_ratio", FLOAT),
+        ("recover", STR),
         ("token_share", FLOAT),
         ("achieved_token_share", FLOAT),
         ("merge_r", pa.list_(INT)),

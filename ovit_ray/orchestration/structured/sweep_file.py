@@ -30,6 +30,7 @@ class Knobs(Strict):
     flops_ratio: float = Field(gt=0, le=1)
     token_share: float = Field(0.0, ge=0, le=0.85)
     round_to: Literal[1, 8, 32] = 1
+    recover: Literal["none", "lsq"] = "none"
     calib_size: int = Field(32, gt=0, le=4096)
     lam: float = Field(100.0, gt=0)
     temperature: float = Field(4.0, gt=0)

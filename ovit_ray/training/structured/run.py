@@ -2,15 +2,11 @@
 the test split and time the shrunk model against the dense one; optionally prune the shrunk model further
 with an unstructured method (oViT, 2:4) and keep every model a row reports.
 
-Scores depend on the weights, the calibration batch and the scorer's settings only, never on the budget,
-so they are computed once and cached on disk (`<cache>/structured-scores/<hash>.pt`); every budget and
-every later job on the same model reuses them.
+Scores come from `cache` (computed once per model, calibration batch and settings).
 """
 
 from __future__ import annotations
 
-import hashlib
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,7 +17,7 @@ from torch import nn
 
 from ovit_ray.data import DatasetSplits
 from ovit_ray.measure.speed import SpeedComparison, compare_models
-from ovit_ray.models import cache_dir, save_checkpoint
+from ovit_ray.models import save_checkpoint
 from ovit_ray.pruning import (
     DEFAULT_PATTERNS,
     Accounting,
@@ -32,21 +28,24 @@ from ovit_ray.pruning import (
     select_prunable,
 )
 from ovit_ray.pruning.structured import (
+    LatencyTable,
     OptinSettings,
-    SearchResult,
     UnitMasks,
-    UnitScores,
     VitCosts,
-    get_scorer,
+    Widths,
+    lsq_rescale,
     masked,
+    measure_latency,
     merge_tokens,
     merging,
     search_flops,
+    search_latency,
     shrink,
     shrunk_sizes,
 )
 from ovit_ray.training.loop import evaluate, make_loader
 from ovit_ray.training.setup import JobStart
+from ovit_ray.training.structured.cache import cached_scores, calibration_images
 
 Row = dict[str, Any]
 
@@ -69,6 +68,9 @@ class StructuredJob:
 
     method: str  # a structured method, or "none": only the `then` step (unstructured on the same axes)
     flops_ratio: float
+    # Budget as a share of the dense batch-1 latency instead, from per-layer tables measured on the device.
+    latency_ratio: float | None = None
+    recover: str = "none"  # or "lsq": PTF-style least-squares rescaling of the kept units, folded in
     token_share: float = 0.0  # part of the MAC reduction taken by merging tokens (ToMe-style)
     round_to: int = 1  # kept MLP widths are multiples of it
     calib_size: int = 32
@@ -89,49 +91,11 @@ class StructuredJob:
         shape = (f"-t{self.token_share:.2f}" if self.token_share else "") + (
             f"-r{self.round_to}" if self.round_to > 1 else ""
         )
-        return f"{self.method}-f{self.flops_ratio:.3f}{shape}-seed{self.seed}{after}"
-
-
-def calibration_images(data: DatasetSplits, size: int, seed: int) -> torch.Tensor:
-    """`size` training images drawn with `seed` (label-free: only the images are used)."""
-    generator = torch.Generator().manual_seed(seed)
-    picks = torch.randperm(len(data.train), generator=generator)[:size]  # type: ignore[arg-type]
-    return torch.stack([data.train[int(i)][0] for i in picks])
-
-
-def _fingerprint(model: nn.Module, images: torch.Tensor, method: str, settings: OptinSettings) -> str:
-    digest = hashlib.sha256(f"{method}|{settings}".encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    digest.update(images.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:20]
-
-
-def cached_scores(
-    model: nn.Module, images: torch.Tensor, method: str, settings: OptinSettings, cache: Path | None = None
-) -> tuple[UnitScores, bool, float]:
-    """(scores, whether they came from the cache, seconds spent scoring now)."""
-    path = (
-        (cache or cache_dir()) / "structured-scores" / f"{_fingerprint(model, images, method, settings)}.pt"
-    )
-    if path.is_file():
-        blob = torch.load(path, weights_only=True)
-        return (
-            UnitScores(tuple(blob["heads"]), tuple(blob["neurons"]), {}, {}, float(blob["kd_scale"])),
-            True,
-            0.0,
+        budget = (
+            f"l{self.latency_ratio:.3f}" if self.latency_ratio is not None else f"f{self.flops_ratio:.3f}"
         )
-    began = time.perf_counter()
-    scores = get_scorer(method).score(model, images, settings)
-    seconds = time.perf_counter() - began
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{time.monotonic_ns()}.tmp")
-    torch.save(
-        {"heads": list(scores.heads), "neurons": list(scores.neurons), "kd_scale": scores.kd_scale}, tmp
-    )
-    tmp.replace(path)
-    return scores, False, seconds
+        recover = "" if self.recover == "none" else f"-{self.recover}"
+        return f"{self.method}-{budget}{shape}{recover}-seed{self.seed}{after}"
 
 
 def _speed_columns(dense: nn.Module, pruned: nn.Module, start: JobStart, speed: SpeedSettings) -> Row:
@@ -168,31 +132,50 @@ def _speed_columns(dense: nn.Module, pruned: nn.Module, start: JobStart, speed: 
     }
 
 
-def _search(
+@dataclass(frozen=True)
+class _Plan:
+    masks: UnitMasks
+    widths: Widths
+    merges: tuple[int, ...]
+    columns: Row  # what the budget asked and got
+    scores_cached: bool = False
+    score_seconds: float = 0.0
+
+
+def _plan(
     dense: nn.Module,
-    data: DatasetSplits,
+    images: torch.Tensor,
     job: StructuredJob,
     costs: VitCosts,
-    device: str,
+    latency_table: Callable[[], LatencyTable],
     cache: Path | None,
-) -> tuple[SearchResult, bool, float]:
-    """The job's kept units (all of them for method "none"), whether the scores were cached, scoring seconds."""
+) -> _Plan:
+    """The job's kept units (all of them for method "none") under its MACs or latency budget."""
     if job.method == "none":
-        full = UnitMasks.dense(dense)
-        macs = costs.macs()
-        return SearchResult(full, costs.widths, float(macs), macs, macs, 0.0), False, 0.0
-    images = calibration_images(data, job.calib_size, job.seed).to(device)
+        return _Plan(
+            UnitMasks.dense(dense), costs.widths, (0,) * len(costs.widths.heads), {"flops_ratio": 1.0}
+        )
     settings = OptinSettings(**{**asdict(job.optin), "seed": job.seed})
     scores, cached, seconds = cached_scores(dense, images, job.method, settings, cache)
-    found = search_flops(
-        scores.heads,
-        scores.neurons,
-        costs,
-        job.flops_ratio,
-        round_to=job.round_to,
-        token_share=job.token_share,
-    )
-    return found, cached, seconds
+    if job.latency_ratio is not None:
+        by_time = search_latency(
+            scores.heads, scores.neurons, latency_table(), job.latency_ratio, job.round_to
+        )
+        columns: Row = {"latency_ratio": job.latency_ratio, "estimated_latency_ratio": by_time.achieved_ratio}
+        masks, widths = by_time.masks, by_time.widths
+    else:
+        found = search_flops(
+            scores.heads,
+            scores.neurons,
+            costs,
+            job.flops_ratio,
+            round_to=job.round_to,
+            token_share=job.token_share,
+        )
+        columns = {"flops_ratio": job.flops_ratio, "achieved_token_share": found.token_share}
+        masks, widths = found.masks, found.widths
+    merges = widths.merged or (0,) * len(widths.heads)
+    return _Plan(masks, widths, merges, columns, cached, seconds)
 
 
 def _prune_further(
@@ -238,38 +221,49 @@ def structured_rows(
 
     dense_top1, dense_val = top1(dense)
     costs = VitCosts.of(dense)
+    tables: list[LatencyTable] = []  # measured on first use, shared by every latency budget
+
+    def latency_table() -> LatencyTable:
+        if not tables:
+            tables.append(measure_latency(dense, batch_size=1, device=device))
+        return tables[0]
+
     rows: list[Row] = []
     for job in jobs:
-        found, cached, score_seconds = _search(dense, start.data, job, costs, device, cache)
-        merges = found.widths.merged or (0,) * len(found.widths.heads)
-        with masked(dense, found.masks), merging(dense, merges):
+        images = calibration_images(start.data, job.calib_size, job.seed).to(device)
+        plan = _plan(dense, images, job, costs, latency_table, cache)
+        with masked(dense, plan.masks), merging(dense, plan.merges):
             masked_top1 = top1(dense)[0]
-        small = shrink(dense, found.masks).eval()
-        if any(merges):
-            merge_tokens(small, merges)
+        small = shrink(dense, plan.masks).eval()
+        if job.recover == "lsq":
+            lsq_rescale(dense, small, images)
+        if any(plan.merges):
+            merge_tokens(small, plan.merges)
+        macs, dense_macs = costs.macs(plan.widths), costs.macs()
         row: Row = {
             "run_key": job.run_key,
             "model": model_name,
             "method": job.method,
-            "flops_ratio": job.flops_ratio,
-            "achieved_flops_ratio": found.achieved_ratio,
+            "flops_ratio": None,
+            **plan.columns,
+            "achieved_flops_ratio": macs / dense_macs,
             "token_share": job.token_share,
-            "achieved_token_share": found.token_share,
-            "merge_r": list(merges),
+            "merge_r": list(plan.merges),
             "round_to": job.round_to,
-            "heads_kept": list(found.widths.heads),
-            "neurons_kept": list(found.widths.neurons),
-            "gmacs": found.achieved_macs / 1e9,
-            "gmacs_dense": found.dense_macs / 1e9,
-            "gmacs_sparse": found.achieved_macs / 1e9,
-            "params": costs.params(found.widths),
+            "recover": job.recover,
+            "heads_kept": list(plan.widths.heads),
+            "neurons_kept": list(plan.widths.neurons),
+            "gmacs": macs / 1e9,
+            "gmacs_dense": dense_macs / 1e9,
+            "gmacs_sparse": macs / 1e9,
+            "params": costs.params(plan.widths),
             "params_dense": costs.params(),
-            "params_nonzero": costs.params(found.widths),
+            "params_nonzero": costs.params(plan.widths),
             "achieved_sparsity": 0.0,
             "calib_size": job.calib_size,
             "seed": job.seed,
-            "score_seconds": score_seconds,
-            "scores_cached": cached,
+            "score_seconds": plan.score_seconds,
+            "scores_cached": plan.scores_cached,
             "top1_masked": masked_top1,
             "top1_dense": dense_top1,
             "val_top1_dense": dense_val,
@@ -286,7 +280,7 @@ def structured_rows(
                 achieved_sparsity=found_masks.sparsity(),
                 params_nonzero=counts.params_nonzero,
                 # the analytic MACs less the multiply-adds of the pruned weights (2 FLOPs each per token)
-                gmacs_sparse=(found.achieved_macs - (counts.flops_dense - counts.flops_nonzero) / 2) / 1e9,
+                gmacs_sparse=(macs - (counts.flops_dense - counts.flops_nonzero) / 2) / 1e9,
             )
         row["top1"], row["val_top1"] = top1(small)
         if speed is not None:
@@ -297,7 +291,7 @@ def structured_rows(
             "model": model_name,
             "method": job.method,
             "run_key": job.run_key,
-            "structure": {**shrunk_sizes(small), "merge_r": list(merges)},
+            "structure": {**shrunk_sizes(small), "merge_r": list(plan.merges)},
             "num_classes": start.data.num_classes,
             "image_size": start.data.image_size,
         }

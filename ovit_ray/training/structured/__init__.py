@@ -1,0 +1,6 @@
+"""Structured pruning jobs (heads, neurons, tokens): cached scores, then search, shrink, evaluate, time."""
+
+from .cache import cached_scores, calibration_images
+from .run import SpeedSettings, StructuredJob, structured_rows
+
+__all__ = ["SpeedSettings", "StructuredJob", "cached_scores", "calibration_images", "structured_rows"]
