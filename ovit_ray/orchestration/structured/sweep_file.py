@@ -12,7 +12,7 @@ import itertools
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from ovit_ray.orchestration.common.yaml_files import read_yaml_mapping
 from ovit_ray.orchestration.specs.search_space import Dist, spaces_dir
@@ -35,6 +35,14 @@ class Knobs(Strict):
     lam: float = Field(100.0, gt=0)
     temperature: float = Field(4.0, gt=0)
     gram_tokens: int = Field(768, ge=2)
+
+    @model_validator(mode="after")
+    def _lsq_without_tokens(self) -> Knobs:
+        if self.recover == "lsq" and self.token_share:
+            raise ValueError(
+                f"recover lsq does not rescale token-merging models, got token_share {self.token_share}"
+            )
+        return self
 
 
 class StructuredSpace(Strict):
