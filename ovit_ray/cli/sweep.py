@@ -130,7 +130,14 @@ def _run_structured(args: argparse.Namespace) -> int:
         return 0
     from ovit_ray.orchestration.structured.grid import run_structured_sweep
 
-    rows = run_structured_sweep(args.file, out, mlflow_uri=args.mlflow_uri)
+    def show(row: dict) -> None:
+        print(
+            f"  {row['run_key']}: test top-1 {100 * row['top1']:.2f}%, MACs {row['achieved_flops_ratio']:.2f}, "
+            f"throughput x{row.get('speedup_throughput') or float('nan'):.2f}",
+            flush=True,
+        )
+
+    rows = run_structured_sweep(args.file, out, mlflow_uri=args.mlflow_uri, progress=show)
     print(f"structured sweep {sweep.name}: {len(rows)} row(s) -> {out / 'results.parquet'}")
     print(f"frontier plot: {out / 'plots' / 'frontier.png'}; `ovit-ray report {out}` prints the table")
     return 0

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+from ray.tune import Callback
 
 from ovit_ray.orchestration.results import RESULTS_FILE
 from ovit_ray.orchestration.results.parquet import append_rows, read_rows
@@ -43,6 +44,22 @@ def _trial(config: dict[str, Any], run_job: Callable[[Mapping[str, Any]], Row]) 
     tune.report({"row_json": json.dumps(run_job(config["job"]))})
 
 
+class _RowsAsTheyCome(Callback):
+    """Keeps each row the moment its trial reports it, so an interrupted grid loses no finished job. Tune
+    pickles its callbacks with the experiment state: the row sink (MLflow client, locks) is left out of
+    the pickle and stays in this process."""
+
+    def __init__(self, sink: Callable[[Row], None]) -> None:
+        self.sink: Callable[[Row], None] | None = sink
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if self.sink is not None and "row_json" in result:
+            self.sink(json.loads(result["row_json"]))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"sink": None}
+
+
 def _run_tune(
     kind: GridKind,
     jobs: Sequence[dict[str, Any]],
@@ -60,13 +77,15 @@ def _run_tune(
         tune.with_resources(trainable, {"cpu": cpus_per_trial}),
         param_space={"job": tune.grid_search(list(jobs))},
         tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent),
-        run_config=tune.RunConfig(name=kind.name, storage_path=str((out / "ray").resolve()), verbose=0),
+        run_config=tune.RunConfig(
+            name=kind.name,
+            storage_path=str((out / "ray").resolve()),
+            verbose=0,
+            callbacks=[_RowsAsTheyCome(on_row)],
+        ),
     )
     with ray_session():
-        grid = tuner.fit()
-    for result in grid:  # type: ignore[attr-defined]  # ResultGrid iterates by __getitem__
-        if result.error is None and result.metrics and "row_json" in result.metrics:
-            on_row(json.loads(result.metrics["row_json"]))
+        tuner.fit()
 
 
 def run_grid(
