@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import copy
 
-import timm
 import torch
+from tiny_vits import tiny_vit
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -20,21 +20,6 @@ from ovit_ray.pruning.depth import (
     set_activation_mix,
 )
 from ovit_ray.pruning.structured import UnitMasks, masked, merge_tokens, shrink
-
-
-def tiny_vit(**kwargs: object) -> nn.Module:
-    """3 blocks of 4 heads of 8 and 64 neurons over 16 + 1 tokens, with random biases and norm affines
-    (timm starts them at 0 and 1, which would hide a lost bias or an unfolded gamma)."""
-    torch.manual_seed(0)
-    arch = dict(img_size=16, patch_size=4, embed_dim=32, depth=3, num_heads=4, mlp_ratio=2.0, num_classes=7)
-    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, **{**arch, **kwargs}).eval()
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith("bias"):
-                param.normal_(0, 0.1)
-            elif "norm" in name or "ls" in name:
-                param.uniform_(0.5, 1.5)
-    return model
 
 
 def _images(n: int = 3, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -52,7 +37,11 @@ def _half_masks(model: nn.Module) -> UnitMasks:
 
 
 def test_dropping_attention_equals_masking_all_its_heads() -> None:
-    for model in (tiny_vit(), tiny_vit(init_values=0.5), shrink(tiny_vit(), _half_masks(tiny_vit()))):
+    for model in (
+        tiny_vit(random_norms=True),
+        tiny_vit(random_norms=True, init_values=0.5),
+        shrink(tiny_vit(random_norms=True), _half_masks(tiny_vit(random_norms=True))),
+    ):
         x = _images()
         dense = UnitMasks.dense(model)
         heads = tuple(torch.zeros_like(m) if i == 1 else m for i, m in enumerate(dense.heads))
@@ -73,7 +62,7 @@ def test_dropping_attention_equals_masking_all_its_heads() -> None:
 
 
 def test_annealed_activation_is_the_original_at_one_and_exactly_linear_at_zero() -> None:
-    model = tiny_vit()
+    model = tiny_vit(random_norms=True)
     mlp = model.blocks[0].mlp
     h = torch.randn(2, 17, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -95,7 +84,7 @@ def _linearised(model: nn.Module) -> nn.Module:
 
 def test_merged_mlps_equal_the_linearised_model_and_save_parameters() -> None:
     for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 1e-5)):
-        base = tiny_vit(init_values=0.5).to(dtype)
+        base = tiny_vit(random_norms=True, init_values=0.5).to(dtype)
         model = _linearised(shrink(base, _half_masks(base)))  # block 1 keeps 8 < d/2 neurons
         x = _images(dtype=dtype)
         expected = _logits(model, x)
@@ -111,7 +100,7 @@ def test_merged_mlps_equal_the_linearised_model_and_save_parameters() -> None:
 
 
 def test_depth_pruned_model_state_dict_round_trip(tmp_path) -> None:
-    model = shrink(tiny_vit(), _half_masks(tiny_vit()))
+    model = shrink(tiny_vit(random_norms=True), _half_masks(tiny_vit(random_norms=True)))
     drop_attention(model.blocks[0])
     drop_attention(model.blocks[2], keep_bias=False)
     anneal_activation(model.blocks[0], 0.0)
@@ -127,7 +116,7 @@ def test_depth_pruned_model_state_dict_round_trip(tmp_path) -> None:
         "attention": ["bias", "kept", "none"],
         "mlp": ["merged", "identity", "annealed"],
     }
-    again = rebuild_depth(tiny_vit(), saved["depth"])
+    again = rebuild_depth(tiny_vit(random_norms=True), saved["depth"])
     again.load_state_dict(saved["state"])  # strict: every key and shape matches
     assert again.blocks[2].mlp.act.a == 0.4
     x = _images()
@@ -145,7 +134,10 @@ def _flops(model: nn.Module, x: torch.Tensor) -> int:
 
 def test_analytic_costs_of_plans_match_the_edited_models() -> None:
     x = _images(1)
-    for base in (tiny_vit(), shrink(tiny_vit(), _half_masks(tiny_vit()))):
+    for base in (
+        tiny_vit(random_norms=True),
+        shrink(tiny_vit(random_norms=True), _half_masks(tiny_vit(random_norms=True))),
+    ):
         costs = DepthCosts.of(base)
         assert costs.macs() * 2 == _flops(base, x)
         for drops, linears, keep_bias in (
@@ -173,7 +165,7 @@ def test_width_pruning_after_depth_pruning_then_merging_keeps_the_function() -> 
     """BoundaryDPT+'s order: drop attention and linearise, shrink heads and neurons, then merge. (Masking a
     block that has no head left is not supported by `structured.masked`, so the reference is the shrunk
     model before the merge, with the same heads and neurons zeroed by hand in the depth-pruned one.)"""
-    model = tiny_vit()
+    model = tiny_vit(random_norms=True)
     drop_attention(model.blocks[1])
     _linearised(model)
     masks = UnitMasks.first(model, (3, 0, 1), (40, 8, 33))
@@ -190,7 +182,7 @@ def test_width_pruning_after_depth_pruning_then_merging_keeps_the_function() -> 
     torch.testing.assert_close(_logits(small, x), expected, rtol=1e-5, atol=1e-5)
     assert [merge_mlp(block) for block in small.blocks] == [True, False, True]
     torch.testing.assert_close(_logits(small, x), expected, rtol=1e-5, atol=1e-5)
-    again = rebuild_depth(tiny_vit(), depth_structure(small))
+    again = rebuild_depth(tiny_vit(random_norms=True), depth_structure(small))
     again.load_state_dict(small.state_dict())
     assert torch.equal(_logits(again, x), _logits(small, x))
 
@@ -198,7 +190,7 @@ def test_width_pruning_after_depth_pruning_then_merging_keeps_the_function() -> 
 def test_analytic_costs_with_token_merging_match_the_flop_counter() -> None:
     """A ToMe model: a merged MLP costs d x d per token that reaches it (after that block's merges)."""
     x = _images(1)
-    model = merge_tokens(tiny_vit(), (4, 2, 0))
+    model = merge_tokens(tiny_vit(random_norms=True), (4, 2, 0))
     costs = DepthCosts.of(model)
     _linearised(model)
     drop_attention(model.blocks[1])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 
 import torch
-from test_depth_edits import tiny_vit
+from tiny_vits import tiny_vit
 from torch import nn
 
 from ovit_ray.pruning.depth import (
@@ -24,7 +24,7 @@ def _images(n: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
 
 
 def test_scores_have_one_entry_per_block_and_are_deterministic_for_a_seed() -> None:
-    model = tiny_vit()
+    model = tiny_vit(random_norms=True)
     x = _images(4)
     settings = DepthScoreSettings(optin=OptinSettings(gram_tokens=20, seed=3), taylor=True)
     first, again = (depth_scores(model, x, settings) for _ in range(2))
@@ -40,7 +40,7 @@ def test_scores_have_one_entry_per_block_and_are_deterministic_for_a_seed() -> N
 
 
 def test_removed_candidates_score_infinite_and_a_zeroed_attention_scores_zero() -> None:
-    model = tiny_vit()
+    model = tiny_vit(random_norms=True)
     drop_attention(model.blocks[0])
     anneal_activation(model.blocks[2], 0.0)
     with torch.no_grad():  # block 1's attention adds nothing: removing it changes nothing
@@ -92,7 +92,7 @@ def _reference(
 
 
 def test_distill_and_cosine_equal_full_passes_of_the_edited_model() -> None:
-    model = tiny_vit().double()
+    model = tiny_vit(random_norms=True).double()
     x = _images(2, torch.float64)
     scores = depth_scores(model, x)
     for kind, layer in (("attention", 1), ("activation", 0), ("activation", 1)):
@@ -112,7 +112,7 @@ def test_distill_and_cosine_equal_full_passes_of_the_edited_model() -> None:
 
 def test_taylor_equals_the_derivative_along_the_annealing_path() -> None:
     """For one image, |dL/da| at a = 1 of the annealed activation is the activation's Taylor score."""
-    model = tiny_vit().double()
+    model = tiny_vit(random_norms=True).double()
     x = _images(1, torch.float64)
     score = depth_scores(model, x, DepthScoreSettings(taylor=True)).activation["taylor"]
     with torch.no_grad():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import timm
 import torch
+from tiny_vits import tiny_vit
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -20,18 +21,6 @@ from ovit_ray.pruning.structured import (
     shrink,
     shrunk_sizes,
 )
-
-
-def _tiny_vit(**kwargs: object) -> nn.Module:
-    """An untrained timm ViT small enough for tests: 3 blocks, 4 heads of 8, 64 neurons, 16 + 1 tokens."""
-    torch.manual_seed(0)
-    arch = dict(img_size=16, patch_size=4, embed_dim=32, depth=3, num_heads=4, mlp_ratio=2.0, num_classes=7)
-    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, **{**arch, **kwargs}).eval()
-    with torch.no_grad():  # timm starts biases at zero, which would hide a lost bias
-        for name, param in model.named_parameters():
-            if name.endswith("bias"):
-                param.normal_(0, 0.1)
-    return model
 
 
 def _random_masks(model: nn.Module, seed: int) -> UnitMasks:
@@ -56,8 +45,8 @@ def _flop_count(model: nn.Module, run: object) -> int:
 
 def test_shrunk_model_equals_masked_model_with_empty_layers() -> None:
     for model in (
-        _tiny_vit(),
-        _tiny_vit(global_pool="avg", qkv_bias=False),
+        tiny_vit(),
+        tiny_vit(global_pool="avg", qkv_bias=False),
         create_model("digits-vit").eval(),
     ):
         masks = _random_masks(model, seed=1)
@@ -76,11 +65,11 @@ def test_shrunk_model_equals_masked_model_with_empty_layers() -> None:
 
 
 def test_shrunk_model_state_dict_round_trip(tmp_path) -> None:
-    model = _tiny_vit()
+    model = tiny_vit()
     small = shrink(model, _random_masks(model, seed=2))
     torch.save({"sizes": shrunk_sizes(small), "state": small.state_dict()}, tmp_path / "shrunk.pt")
     saved = torch.load(tmp_path / "shrunk.pt", weights_only=True)
-    again = rebuild(_tiny_vit(), saved["sizes"])
+    again = rebuild(tiny_vit(), saved["sizes"])
     again.load_state_dict(saved["state"])  # strict: every key and shape matches
     x = torch.randn(3, 3, 16, 16)
     with torch.no_grad():
@@ -88,7 +77,7 @@ def test_shrunk_model_state_dict_round_trip(tmp_path) -> None:
 
 
 def test_analytic_costs_match_flop_counter_and_parameter_count() -> None:
-    model = _tiny_vit()
+    model = tiny_vit()
     costs = VitCosts.of(model)
     x = torch.randn(1, 3, 16, 16)
     assert costs.macs() * 2 == _flop_count(model, lambda: model(x))
@@ -103,7 +92,7 @@ def test_analytic_costs_match_flop_counter_and_parameter_count() -> None:
 
 def test_analytic_costs_with_fewer_tokens_per_block() -> None:
     """Token counts per block (what token pruning will change), against flop_counter on each block."""
-    model = _tiny_vit()
+    model = tiny_vit()
     small = shrink(model, _random_masks(model, seed=4))
     costs = VitCosts.of(small)
     tokens = (17, 11, 6)
@@ -162,7 +151,7 @@ def _reference_losses(
 
 @pytest.mark.parametrize("width", [32, 96])  # 68 tokens in the Gram: its d x d form, then its K x K form
 def test_optin_scores_batched_equal_one_per_pass_and_a_full_masked_pass(width: int) -> None:
-    model = _tiny_vit(embed_dim=width, mlp_ratio=64 / width).double()  # 64 neurons per block
+    model = tiny_vit(embed_dim=width, mlp_ratio=64 / width).double()  # 64 neurons per block
     x = torch.randn(4, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     one = optin_scores(model, x, OptinSettings(candidates_per_pass=1))
     many = optin_scores(model, x, OptinSettings(candidates_per_pass=5))
@@ -179,7 +168,7 @@ def test_optin_scores_batched_equal_one_per_pass_and_a_full_masked_pass(width: i
 
 
 def test_optin_scores_deterministic_for_a_seed() -> None:
-    model = _tiny_vit()
+    model = tiny_vit()
     x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     first, again = (optin_scores(model, x, OptinSettings(gram_tokens=20, seed=3)) for _ in range(2))
     other = optin_scores(model, x, OptinSettings(gram_tokens=20, seed=4))
@@ -189,7 +178,7 @@ def test_optin_scores_deterministic_for_a_seed() -> None:
 
 
 def test_search_meets_the_flops_budget_within_one_unit() -> None:
-    model = _tiny_vit()
+    model = tiny_vit()
     costs = VitCosts.of(model)
     g = torch.Generator().manual_seed(5)
     heads = [torch.rand(4, generator=g) for _ in range(3)]
@@ -216,7 +205,7 @@ def test_search_meets_the_flops_budget_within_one_unit() -> None:
 
 def test_search_prefers_the_more_important_units() -> None:
     """Block 0's heads and block 2's neurons matter; the rest do not: they go first."""
-    costs = VitCosts.of(_tiny_vit())
+    costs = VitCosts.of(tiny_vit())
     heads = [torch.full((4,), 10.0), torch.zeros(4), torch.zeros(4)]
     neurons = [torch.zeros(64), torch.zeros(64), torch.ones(64)]
     result = search_flops(heads, neurons, costs, 0.5)

@@ -5,32 +5,11 @@ from __future__ import annotations
 import copy
 
 import pytest
-import timm
 import torch
+from tiny_vits import tiny_vit, units_removed
 from torch import nn
 
 from ovit_ray.pruning.structured import UnitMasks, lsq_rescale, masked, merge_tokens, shrink
-
-
-def _tiny_vit() -> nn.Module:
-    torch.manual_seed(0)
-    arch = dict(img_size=16, patch_size=4, embed_dim=32, depth=3, num_heads=4, mlp_ratio=2.0, num_classes=7)
-    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, **arch).eval()
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith("bias"):
-                param.normal_(0, 0.1)
-    return model
-
-
-def _masks(model: nn.Module) -> UnitMasks:
-    """About half the heads and neurons kept; block 1 loses every head, block 2 every neuron."""
-    g = torch.Generator().manual_seed(2)
-    dense = UnitMasks.dense(model)
-    heads = [torch.rand(len(m), generator=g) < 0.6 for m in dense.heads]
-    neurons = [torch.rand(len(m), generator=g) < 0.5 for m in dense.neurons]
-    heads[0][:2], heads[1][:], neurons[2][:] = True, False, False
-    return UnitMasks(tuple(heads), tuple(neurons))
 
 
 def _errors(
@@ -68,9 +47,9 @@ def _errors(
 
 @torch.no_grad()
 def test_rescaled_shrunk_model_reconstructs_every_sublayer_at_least_as_well() -> None:
-    dense = _tiny_vit()
+    dense = tiny_vit()
     x = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(3))
-    small = shrink(dense, _masks(dense))
+    small = shrink(dense, units_removed(dense, seed=2, first_heads=2))
     unscaled = copy.deepcopy(small)
     report = lsq_rescale(dense, small, x)
     assert report.scaled["attn"] == (True, False, True) and report.scaled["mlp"] == (True, True, False)
@@ -90,7 +69,7 @@ def test_rescaled_shrunk_model_reconstructs_every_sublayer_at_least_as_well() ->
 def test_rescaled_logits_are_closer_to_the_dense_logits(seed: int) -> None:
     """Half the neurons and 40% of the heads gone at random (with an empty attention and MLP for odd seeds):
     the calibration batch's logits come closer to the dense model's (not a guarantee, what we see)."""
-    dense = _tiny_vit()
+    dense = tiny_vit()
     g = torch.Generator().manual_seed(seed)
     full = UnitMasks.dense(dense)
     heads = [torch.rand(len(m), generator=g) < 0.6 for m in full.heads]
@@ -109,8 +88,8 @@ def test_rescaled_logits_are_closer_to_the_dense_logits(seed: int) -> None:
 
 @torch.no_grad()
 def test_rescaling_the_masked_model_equals_rescaling_the_shrunk_model() -> None:
-    dense = _tiny_vit()
-    masks = _masks(dense)
+    dense = tiny_vit()
+    masks = units_removed(dense, seed=2, first_heads=2)
     x = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(4))
     small = shrink(dense, masks)
     lsq_rescale(dense, small, x)
@@ -128,8 +107,8 @@ def test_rescaling_the_masked_model_equals_rescaling_the_shrunk_model() -> None:
 
 @torch.no_grad()
 def test_out_of_range_scales_leave_the_layer_alone_and_merging_models_are_refused() -> None:
-    dense = _tiny_vit()
-    small = shrink(dense, _masks(dense))
+    dense = tiny_vit()
+    small = shrink(dense, units_removed(dense, seed=2, first_heads=2))
     for block in small.blocks[:2]:  # outputs 1000x too small: the scales would need to be ~1000
         block.mlp.fc2.weight /= 1000
         block.mlp.fc2.bias.zero_()

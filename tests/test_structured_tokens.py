@@ -9,11 +9,11 @@ import pickle
 import pytest
 import timm
 import torch
+from tiny_vits import tiny_vit, units_removed
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ovit_ray.pruning.structured import (
-    UnitMasks,
     VitCosts,
     masked,
     merge_schedule,
@@ -24,28 +24,6 @@ from ovit_ray.pruning.structured import (
     shrink,
     unmerge_tokens,
 )
-
-
-def _tiny_vit(**kwargs: object) -> nn.Module:
-    """An untrained timm ViT: 3 blocks, 4 heads of 8, 64 neurons, 16 patches + prefix tokens."""
-    torch.manual_seed(0)
-    arch = dict(img_size=16, patch_size=4, embed_dim=32, depth=3, num_heads=4, mlp_ratio=2.0, num_classes=7)
-    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, **{**arch, **kwargs}).eval()
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith("bias"):
-                param.normal_(0, 0.1)
-    return model
-
-
-def _pruned_masks(model: nn.Module) -> UnitMasks:
-    """Some heads and neurons gone, block 1 without heads and block 2 without neurons."""
-    g = torch.Generator().manual_seed(3)
-    dense = UnitMasks.dense(model)
-    heads = [torch.rand(len(m), generator=g) < 0.6 for m in dense.heads]
-    neurons = [torch.rand(len(m), generator=g) < 0.5 for m in dense.neurons]
-    heads[0][0], heads[1][:], neurons[2][:] = True, False, False
-    return UnitMasks(tuple(heads), tuple(neurons))
 
 
 def _images(n: int = 4) -> torch.Tensor:
@@ -66,7 +44,7 @@ def _block_inputs(model: nn.Module, x: torch.Tensor) -> list[int]:
 
 @pytest.mark.parametrize("pool", ["token", "avg"])
 def test_no_merges_is_the_plain_model_and_removal_restores_it(pool: str) -> None:
-    model = _tiny_vit(global_pool=pool)
+    model = tiny_vit(global_pool=pool)
     x = _images()
     with torch.no_grad():
         plain = model(x)
@@ -81,7 +59,7 @@ def test_no_merges_is_the_plain_model_and_removal_restores_it(pool: str) -> None
 
 @pytest.mark.parametrize("pool, registers", [("token", 0), ("avg", 2)])
 def test_merged_model_is_finite_deterministic_and_merges_as_scheduled(pool: str, registers: int) -> None:
-    model = _tiny_vit(global_pool=pool, reg_tokens=registers)
+    model = tiny_vit(global_pool=pool, reg_tokens=registers)
     prefix = model.num_prefix_tokens
     x = _images()
     merge_tokens(model, [4, 9, 3])  # 9 is capped at half of the 12 unprotected tokens left
@@ -105,7 +83,7 @@ def test_merged_model_is_finite_deterministic_and_merges_as_scheduled(pool: str,
 
 def test_prefix_tokens_survive_even_when_they_match_best() -> None:
     """The cls and register tokens equal to a patch token (the best possible match) stay as they are."""
-    model = _tiny_vit(reg_tokens=1, depth=1)
+    model = tiny_vit(reg_tokens=1, depth=1)
     block = model.blocks[0]
     merge_tokens(model, [8])
     x = torch.randn(2, 18, 32, generator=torch.Generator().manual_seed(2))
@@ -131,9 +109,11 @@ def _flops(model: nn.Module, x: torch.Tensor) -> int:
 
 @pytest.mark.parametrize("pool", ["token", "avg"])
 def test_merged_macs_equal_flop_counter_dense_and_shrunk(pool: str) -> None:
-    model = _tiny_vit(global_pool=pool)
+    model = tiny_vit(global_pool=pool)
     x = _images(1)
-    small = shrink(model, _pruned_masks(model))  # block 1 has no heads: it matches on its norm1 output
+    small = shrink(
+        model, units_removed(model, seed=3)
+    )  # block 1 has no heads: it matches on its norm1 output
     for net in (model, small):
         merge_tokens(net, [5, 3, 2])
         costs = VitCosts.of(net)
@@ -146,9 +126,9 @@ def test_merged_macs_equal_flop_counter_dense_and_shrunk(pool: str) -> None:
 
 
 def test_masked_model_merges_too() -> None:
-    model = _tiny_vit()
+    model = tiny_vit()
     x = _images()
-    with torch.no_grad(), merging(model, [2, 2, 2]), masked(model, _pruned_masks(model)):
+    with torch.no_grad(), merging(model, [2, 2, 2]), masked(model, units_removed(model, seed=3)):
         assert torch.isfinite(model(x)).all()
 
 
@@ -161,7 +141,7 @@ def _scores(seed: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
 
 @pytest.mark.parametrize("share", [0.3, 0.5, 0.85])
 def test_token_share_schedule_is_monotone_and_the_budget_is_met(share: float) -> None:
-    model = _tiny_vit(img_size=32)  # 64 patches + cls
+    model = tiny_vit(img_size=32)  # 64 patches + cls
     costs = VitCosts.of(model)
     heads, neurons = _scores(4)
     for ratio in (0.5, 0.7, 0.9):
@@ -183,7 +163,7 @@ def test_token_share_schedule_is_monotone_and_the_budget_is_met(share: float) ->
 
 
 def test_token_share_zero_is_the_plain_search_and_bounds_are_checked() -> None:
-    costs = VitCosts.of(_tiny_vit())
+    costs = VitCosts.of(tiny_vit())
     heads, neurons = _scores(5)
     plain = search_flops(heads, neurons, costs, 0.6)
     assert plain.widths.merged == () and plain.token_saving == 0 and plain.token_share == 0.0
