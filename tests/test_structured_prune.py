@@ -134,3 +134,47 @@ def test_bad_structured_input_exits_2_and_writes_nothing(tmp_path, args, message
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_kd_fine_tune_of_a_shrunk_model_from_the_dense_teacher(tmp_path, digits_preset):
+    """Recovery by a short KD fine-tune: the gradual loop trains the shrunk checkpoint (no pruning steps)
+    against the dense preset as teacher, and its best checkpoint keeps the structure and reloads."""
+    from ovit_ray.orchestration.specs.run import make_config
+    from ovit_ray.training.gradual import LocalReporter, run_gradual
+    from ovit_ray.training.setup import build_model_and_data
+
+    out = tmp_path / "shrunk"
+    assert (
+        main(
+            [
+                "prune",
+                "--method",
+                "optin",
+                "--flops-ratio",
+                "0.5",
+                "--no-speed",
+                "--out",
+                str(out),
+                *SMALL_SPEED[-3:],
+            ]
+        )
+        == 0
+    )
+    (row,) = _rows(out)
+    config = make_config(
+        {
+            "model": "digits-vit",
+            "checkpoint": row["checkpoint"],
+            "final_sparsity": 0.0,
+            "end_epoch": 0,
+            "window_epochs": 1,
+            "max_steps_per_epoch": 4,
+            "distill_weight": 0.5,
+            "distill_teacher": "model",
+        }
+    )
+    assert config.schedule().steps == ()  # nothing pruned: a fine-tune
+    (target,) = run_gradual(config, config.schedule(), LocalReporter(tmp_path / "kd"))["targets"]
+    tuned = build_model_and_data("digits-vit", checkpoint=target["checkpoint"], progress=False)
+    assert tuned.structure is not None and tuned.structure["heads"] == row["heads_kept"]
+    assert sum(p.numel() for p in tuned.model.parameters()) == row["params"]

@@ -64,6 +64,8 @@ FIELD_HELP = {
     "augment": "training augmentation",
     "distill_weight": "weight of distillation from the dense model (0: off)",
     "distill_temperature": "distillation temperature",
+    "distill_teacher": "teacher: start (the starting weights), model (the model's dense weights, e.g. the trained "
+    "preset, for a pruned or shrunk --checkpoint) or a checkpoint path",
     "seed": "seed of initialisation, sampling and pruning",
     "workers": "Ray Train workers (DDP)",
     "cpus_per_worker": "CPUs each worker holds",

@@ -19,6 +19,7 @@ class JobStart:
     data: DatasetSplits
     masks: dict[str, torch.Tensor]  # from the checkpoint, empty for a dense start
     source: str  # human-readable: which weights were loaded
+    structure: dict[str, Any] | None = None  # a structured checkpoint's shape: later checkpoints carry it on
 
 
 def job_data(
@@ -81,6 +82,7 @@ def build_model_and_data(
     dataset = dataset or (preset.dataset if preset else "digits")
     data = job_data(model_name, dataset=dataset, data_root=data_root, split_seed=split_seed, augment=augment)
     masks: dict[str, torch.Tensor] = {}
+    meta: dict[str, Any] = {}
     timm_args: dict[str, Any] = {} if preset else {"img_size": data.image_size}
     if checkpoint is not None:
         state, masks, meta = load_checkpoint(checkpoint)  # fails clearly on a missing or corrupt file
@@ -93,4 +95,4 @@ def build_model_and_data(
     else:
         model = create_model(model_name, num_classes=data.num_classes, **timm_args)
         source = f"{model_name} with random initial weights (no checkpoint given)"
-    return JobStart(model=model, data=data, masks=masks, source=source)
+    return JobStart(model=model, data=data, masks=masks, source=source, structure=meta.get("structure"))

@@ -131,6 +131,9 @@ class RunSpec(BaseModel):
     augment: Literal["none", "light", "deit"] = "light"
     distill_weight: float = Field(0.0, ge=0, le=1)
     distill_temperature: float = Field(2.0, gt=0, allow_inf_nan=False)
+    # The teacher: "start" (the starting weights, frozen), "model" (`model`'s own dense weights, e.g. the trained
+    # preset, when training a pruned or shrunk `checkpoint`), or a checkpoint path.
+    distill_teacher: str = Field("start", min_length=1, max_length=4096)
     seed: int = Field(0, ge=0, le=MAX_SEED)
     # resources: what each worker holds (GPU-hours are measured seconds x these)
     workers: int = Field(1, gt=0, le=MAX_WORKERS)

@@ -65,6 +65,7 @@ GRADUAL_KNOBS = _fields(
     ("augment", STR),
     ("distill_weight", FLOAT),
     ("distill_temperature", FLOAT),
+    ("distill_teacher", STR),
     ("seed", INT),
     ("workers", INT),
     ("cpus_per_worker", FLOAT),

@@ -23,6 +23,7 @@ SHORT = {
     "label_smoothing": "ls",
     "distill_weight": "kd",
     "distill_temperature": "kdT",
+    "distill_teacher": "teacher",
     "window_epochs": "win",
     "steps_per_target": "steps",
     "update_frequency": "freq",

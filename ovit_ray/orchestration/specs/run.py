@@ -45,14 +45,14 @@ class GradualConfig(RunSpec):
         """What this run computes with: fields that are set and that its settings read (MLflow params).
 
         Left out: placement, None, the single-run schedule under `targets` (and the reverse), lr_min of a
-        constant schedule, the distillation temperature without distillation, the Fisher knobs of magnitude.
+        constant schedule, the distillation temperature and teacher without distillation, the Fisher knobs of magnitude.
         """
         unused = set(PLACEMENT_FIELDS)
         unused |= {"final_sparsity", "end_epoch"} if self.targets else {"steps_per_target"}
         if self.lr_schedule == "constant":
             unused.add("lr_min")
         if self.distill_weight == 0:
-            unused.add("distill_temperature")
+            unused |= {"distill_temperature", "distill_teacher"}
         if not self.prune_settings().uses_fisher:
             unused |= {"num_grads", "damp", "grad_batch_size", "fisher_dtype"}
         return {k: v for k, v in self.model_dump(mode="json", exclude=unused).items() if v is not None}

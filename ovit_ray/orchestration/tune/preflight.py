@@ -41,6 +41,9 @@ def preflight_problems(sweep: SweepConfig) -> list[str]:
     for checkpoint in _values(sweep, "checkpoint"):
         if checkpoint is not None and not Path(str(checkpoint)).expanduser().is_file():
             problems.append(f"checkpoint: no such file {short_repr(checkpoint)}")
+    for teacher in _values(sweep, "distill_teacher"):
+        if teacher not in (None, "start", "model") and not Path(str(teacher)).expanduser().is_file():
+            problems.append(f"distill_teacher: not start, model nor a file: {short_repr(teacher)}")
     for dataset in _values(sweep, "dataset"):
         if dataset is None:
             continue

@@ -57,12 +57,11 @@ class GradualRun:
         torch.manual_seed(spec.seed * 1000 + self.rank)  # different augmentation noise per worker
         self.model = start.model.to(self.device)
         self.data = start.data
+        self.structure = start.structure
         self.params = select_prunable(self.model, spec.patterns)
         self.masks = MaskSet(start.masks) if start.masks else MaskSet.dense(self.params)
         self.masks.apply(self.model)
-        self.teacher = (
-            copy.deepcopy(self.model).eval().requires_grad_(False) if spec.distill_weight > 0 else None
-        )
+        self.teacher = self._teacher() if spec.distill_weight > 0 else None
         self.loaders = worker_loaders(self.data, spec, self.rank, self.world)
         self.ddp: nn.Module = self.model
         if self.world > 1:
@@ -244,7 +243,25 @@ class GradualRun:
             "num_classes": self.data.num_classes,
             "image_size": self.data.image_size,
         }
+        if self.structure is not None:  # a structured model stays loadable: its shape goes with it
+            meta["structure"] = self.structure
         save_checkpoint(path, self.model, self.masks.state_dict(), meta)
+
+    def _teacher(self) -> nn.Module:
+        """The frozen distillation teacher `spec.distill_teacher` names (see `RunSpec`)."""
+        spec = self.spec
+        if spec.distill_teacher == "start":
+            teacher = copy.deepcopy(self.model)
+        else:
+            teacher = build_model_and_data(
+                spec.model,
+                checkpoint=None if spec.distill_teacher == "model" else spec.distill_teacher,
+                dataset=spec.dataset,
+                data_root=spec.data_root,
+                split_seed=spec.split_seed,
+                progress=False,
+            ).model.to(self.device)
+        return teacher.eval().requires_grad_(False)
 
     def summary(self) -> dict[str, Any]:
         """What the run returns; identical on every rank except the digests, which are gathered, and
