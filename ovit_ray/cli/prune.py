@@ -82,9 +82,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--dtype",
-        default="float64",
+        default="float32",
         choices=DTYPE_NAMES,
-        help="precision of the Fisher and the elimination; float32 halves memory (default: float64)",
+        help="precision of the greedy elimination; the Fisher sums and their inverse stay float64, which gives "
+        "the float64 masks (>= 99.998%% agreement measured, BENCHMARKS.md) (default: float32)",
     )
     p.add_argument(
         "--params",
