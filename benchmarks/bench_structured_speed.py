@@ -14,16 +14,21 @@ Timing (`ovit_ray.measure.speed.compare_models`): for each dtype and batch size,
 in a rotating order, so the speed-ups are ratios measured in one run under the same machine noise. Batch 1
 is latency (`--warmup` then `--latency-runs`), `--batch-sizes` are throughput (`--throughput-warmup` then
 `--throughput-runs`); median and p90 per batch, images/s from the median; torch, timm, threads and dtype are
-recorded. bf16 is a model cast. With `--device cuda` the default dtypes are fp32 and bf16, and the shrunk
-model's block Linears are also pruned 2:4 (magnitude, per 4 inputs) and converted with
-`torch.sparse.to_sparse_semi_structured` where the shapes allow (layers it refuses stay dense and are
-counted); on CPU 2:4 is reported as not applicable. The speed part imports torch, timm and ovit_ray's
-pruning and measure layers only (no Ray, MLflow or Optuna); the preset part also needs the data stack.
+recorded. bf16 is a model cast. The masked models' hooks move their mask to the device on every call (a
+small copy that counts on CUDA): the masked model is a reference, the shrunk one is what is deployed.
 
-    .venv/bin/python benchmarks/bench_structured_speed.py --models digits-vit --threads 2
-    .venv/bin/python benchmarks/bench_structured_speed.py --models deit-small --threads 2 --ratios 0.9 0.7 0.5 \\
-        --skip-masked --warmup 3 --latency-runs 30 --batch-sizes 64 --throughput-warmup 1 --throughput-runs 3
-    .venv/bin/python benchmarks/bench_structured_speed.py --device cuda          # fp32 + bf16 + 2:4, full
+With `--device cuda` the default dtypes are fp32 and bf16, and each shrunk model's block Linears are also
+pruned 2:4 (magnitude, 2 of every 4 inputs) and converted with `torch.sparse.to_sparse_semi_structured`
+where the shapes allow (layers it refuses stay dense and are listed); on CPU 2:4 is reported as not
+applicable. `--models deit-small` imports torch, timm and ovit_ray's pruning and measure layers only (no
+Ray, MLflow or Optuna; the JSON records that); the preset also needs the data stack (scikit-learn digits).
+
+    # CPU, as run for BENCHMARKS.md (2 shared cores: one thread is the steadier clock)
+    .venv/bin/python benchmarks/bench_structured_speed.py --models digits-vit --threads 1
+    .venv/bin/python benchmarks/bench_structured_speed.py --models deit-small --threads 1 --skip-masked \\
+        --warmup 3 --latency-runs 30 --batch-sizes 64 --throughput-warmup 1 --throughput-runs 3
+    # GPU: fp32 + bf16 + 2:4, full settings (>= 200 latency runs), both models
+    .venv/bin/python benchmarks/bench_structured_speed.py --device cuda
 """
 
 from __future__ import annotations
@@ -82,9 +87,20 @@ def _two_four(model: nn.Module) -> tuple[nn.Module, int, list[str]]:
             sparse = to_sparse_semi_structured(weight * keep.reshape(weight.shape))
             module.weight = nn.Parameter(sparse, requires_grad=False)
             converted += 1
-        except (RuntimeError, ValueError) as error:
+        except (RuntimeError, ValueError, TypeError) as error:
             refused.append(f"{name}: {str(error).splitlines()[0][:120]}")
     return out, converted, refused
+
+
+@torch.inference_mode()
+def _fails(model: nn.Module, image_size: int) -> str | None:
+    """Why a forward pass of the 2:4 model fails (then it is not timed), or None when it runs."""
+    param = next(model.parameters())
+    try:
+        model(torch.randn(2, 3, image_size, image_size, device=param.device, dtype=param.dtype))
+    except (RuntimeError, ValueError, TypeError) as error:
+        return str(error).splitlines()[0][:200]
+    return None
 
 
 @torch.no_grad()
@@ -134,8 +150,9 @@ def _timings(
         for ratio in args.ratios if args.device == "cuda" else []:
             cast = copy.deepcopy(variants[f"shrunk@{ratio}"]).to("cuda", DTYPES[dtype_name])
             sparse, converted, refused = _two_four(cast)
-            two_four[f"{dtype_name}@{ratio}"] = {"converted": converted, "refused": refused}
-            if converted:
+            failed = _fails(sparse, image_size) if converted else "no layer converted"
+            two_four[f"{dtype_name}@{ratio}"] = {"converted": converted, "refused": refused, "failed": failed}
+            if failed is None:
                 timed[f"shrunk+2:4@{ratio}"] = sparse
         for batch in [1, *args.batch_sizes]:
             latency = batch == 1
