@@ -6,7 +6,8 @@ Masks: heads and MLP neurons scored once, then `search_flops` at each FLOPs (MAC
   training images drawn with `--seed` (as bench_optin_scoring.py). Also the test-split top-1 of the dense,
   masked and shrunk model at every ratio (CPU, fp32), and whether masked and shrunk agree.
 - `deit-small`: timm `deit_small_patch16_224` with RANDOM weights (nothing is downloaded) and masks from
-  the cheap `structured-magnitude` scorer: speed only, its accuracy means nothing. It shows the speed-up of
+  seeded RANDOM scores, a head's scaled by its MACs over a neuron's (so heads and neurons are cut in about
+  equal MAC shares): speed only, its accuracy means nothing. It shows the speed-up of
   real ViT widths (384 wide, 6 heads, 1536 neurons, 197 tokens) that the tiny preset cannot.
 
 Timing (`ovit_ray.measure.speed.compare_models`): for each dtype and batch size, ALL variants of a model
@@ -46,27 +47,34 @@ import torch
 from torch import nn
 
 from ovit_ray.measure.speed import compare_models
-from ovit_ray.pruning.structured import OptinSettings, VitCosts, get_scorer, masked, search_flops, shrink
+from ovit_ray.pruning.structured import OptinSettings, VitCosts, masked, optin_scores, search_flops, shrink
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def _preset(seed: int) -> tuple[nn.Module, torch.Tensor, str]:
-    """The trained preset and its OPTIN calibration batch (the data stack is imported only here)."""
+def _preset(seed: int) -> tuple[nn.Module, tuple, tuple, str]:
+    """The trained preset and its OPTIN scores on a calibration batch (the data stack is imported only here)."""
     from bench_optin_scoring import _calibration
 
     from ovit_ray.training.preset import load_preset_model
 
-    return load_preset_model("digits-vit", progress=False), _calibration(32, seed), "optin"
+    model = load_preset_model("digits-vit", progress=False)
+    scores = optin_scores(model, _calibration(32, seed), OptinSettings(seed=seed))
+    return model, scores.heads, scores.neurons, "optin (trained preset)"
 
 
-def _deit_small() -> tuple[nn.Module, torch.Tensor, str]:
+def _deit_small(seed: int) -> tuple[nn.Module, tuple, tuple, str]:
+    """Random weights and seeded random scores, a head's scaled by its MACs over a neuron's: per MAC both
+    kinds then score alike, so the search cuts heads and neurons in about equal shares, as a real mask
+    would (magnitude scores of random weights are near-uniform and made it drop every head first)."""
     torch.manual_seed(0)
-    return (
-        timm.create_model("deit_small_patch16_224", pretrained=False),
-        torch.empty(0),
-        "structured-magnitude",
-    )
+    model = timm.create_model("deit_small_patch16_224", pretrained=False)
+    costs, generator = VitCosts.of(model), torch.Generator().manual_seed(seed)
+    tokens = costs.widths.tokens[0]
+    scale = costs.head_macs(tokens) / costs.neuron_macs(tokens)
+    heads = tuple(scale * torch.rand(h, generator=generator) for h in costs.widths.heads)
+    neurons = tuple(torch.rand(n, generator=generator) for n in costs.widths.neurons)
+    return model, heads, neurons, "random, per-MAC balanced (random weights: speed only)"
 
 
 def _two_four(model: nn.Module) -> tuple[nn.Module, int, list[str]]:
@@ -191,17 +199,16 @@ def _params(model: nn.Module) -> int:
 
 def run(name: str, args: argparse.Namespace) -> dict:
     """Score, search every ratio, build the masked and shrunk variants, then accuracy (preset) and timings."""
-    model, images, scorer = _preset(args.seed) if name == "digits-vit" else _deit_small()
-    model.eval()
     began = time.perf_counter()
-    scores = get_scorer(scorer).score(model, images, OptinSettings(seed=args.seed))
+    model, heads, neurons, scores = _preset(args.seed) if name == "digits-vit" else _deit_small(args.seed)
     score_s = time.perf_counter() - began
+    model.eval()
     costs = VitCosts.of(model)
     variants: dict[str, nn.Module] = {"dense": model}
     searches = {}
     with contextlib.ExitStack() as stack:
         for ratio in args.ratios:
-            searches[ratio] = search_flops(scores.heads, scores.neurons, costs, ratio)
+            searches[ratio] = search_flops(heads, neurons, costs, ratio)
             if not args.skip_masked:
                 copied = copy.deepcopy(model)
                 variants[f"masked@{ratio}"] = stack.enter_context(masked(copied, searches[ratio].masks))
@@ -210,8 +217,8 @@ def run(name: str, args: argparse.Namespace) -> dict:
         rows, two_four = _timings(name, variants, searches, costs, args)
     return {
         "model": name,
-        "scores": f"{scorer} ({'trained preset' if name == 'digits-vit' else 'random weights: speed only'})",
-        "score_seconds": score_s,
+        "scores": scores,
+        "load_and_score_seconds": score_s,
         "widths": {r: {"heads": f.widths.heads, "neurons": f.widths.neurons} for r, f in searches.items()},
         "two_four": two_four if args.device == "cuda" else "not applicable on CPU",
         "accuracy": accuracy_rows,
