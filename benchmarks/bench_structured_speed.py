@@ -24,10 +24,11 @@ where the shapes allow (layers it refuses stay dense and are listed); on CPU 2:4
 applicable. `--models deit-small` imports torch, timm and ovit_ray's pruning and measure layers only (no
 Ray, MLflow or Optuna; the JSON records that); the preset also needs the data stack (scikit-learn digits).
 
-    # CPU, as run for BENCHMARKS.md (2 shared cores: one thread is the steadier clock)
+    # CPU, as run for BENCHMARKS.md (2 shared cores: one thread is the steadier clock; a DeiT-S batch of 64
+    # takes ~10 s on one core, hence no masked models and fewer throughput runs there)
     .venv/bin/python benchmarks/bench_structured_speed.py --models digits-vit --threads 1
     .venv/bin/python benchmarks/bench_structured_speed.py --models deit-small --threads 1 --skip-masked \\
-        --warmup 3 --latency-runs 30 --batch-sizes 64 --throughput-warmup 1 --throughput-runs 3
+        --warmup 10 --batch-sizes 64 --throughput-warmup 1 --throughput-runs 5
     # GPU: fp32 + bf16 + 2:4, full settings (>= 200 latency runs), both models
     .venv/bin/python benchmarks/bench_structured_speed.py --device cuda
 """
