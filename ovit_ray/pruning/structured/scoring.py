@@ -162,9 +162,10 @@ def optin_scores(model: nn.Module, images: torch.Tensor, settings: OptinSettings
         kd: dict[str, list[torch.Tensor]] = {"heads": [], "neurons": []}
         for kind in ("heads", "neurons"):
             for layer, width in enumerate(widths[kind]):
-                parts = [
+                parts = [  # none for a block without units of this kind (e.g. its attention dropped)
                     teacher.losses(layer, kind, units, width)
                     for units in torch.arange(width).split(settings.candidates_per_pass)
+                    if len(units)
                 ]
                 md[kind].append(torch.cat([p[0] for p in parts]) if parts else param.new_zeros(0))
                 kd[kind].append(torch.cat([p[1] for p in parts]) if parts else param.new_zeros(0))
