@@ -74,11 +74,13 @@ def train_one_epoch(
     teacher: nn.Module | None = None,
     distill_weight: float = 0.0,
     distill_temperature: float = 1.0,
+    on_step: Callable[[], None] | None = None,
 ) -> dict[str, float]:
     """Train for one pass over `loader`; returns mean loss, training top-1 and the number of steps.
 
     `masks.apply(model)` runs after every optimizer step so pruned weights stay exactly zero;
-    `scheduler` is stepped per optimizer step (per-step LR schedules).
+    `scheduler` is stepped per optimizer step (per-step LR schedules), then `on_step()` runs (per-step
+    schedules of the model itself, e.g. depth pruning's activation annealing).
     """
     model.train()
     if teacher is not None:
@@ -106,6 +108,8 @@ def train_one_epoch(
             masks.apply(model)
         if scheduler is not None:
             scheduler.step()
+        if on_step is not None:
+            on_step()
         total_loss += loss.item() * len(y)
         correct += (logits.argmax(-1) == y).sum().item()
         seen += len(y)

@@ -8,9 +8,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from ovit_ray.training.loop import make_loader
+from ovit_ray.training.gradual.comm import Comm
+from ovit_ray.training.loop import evaluate, make_loader
 from ovit_ray.training.spec import RunSpec
 
 
@@ -73,3 +76,15 @@ def worker_loaders(data: Any, spec: RunSpec, rank: int, world: int) -> WorkerLoa
         val_count=len(val_share),
         test_count=len(test_share),
     )
+
+
+def shared_top1(
+    model: nn.Module, loaders: WorkerLoaders, comm: Comm, device: torch.device
+) -> tuple[float, float]:
+    """(test top-1, val top-1) of the model over every worker's share of the two splits."""
+    test = evaluate(model, loaders.test, device=device)["top1"]
+    val = evaluate(model, loaders.val, device=device)["top1"]
+    a, n, b, m = comm.sum(
+        [test * loaders.test_count, loaders.test_count, val * loaders.val_count, loaders.val_count]
+    )
+    return a / n, b / m

@@ -98,7 +98,7 @@ class StructuredJob:
         return f"{self.method}-{budget}{shape}{recover}-seed{self.seed}{after}"
 
 
-def _speed_columns(dense: nn.Module, pruned: nn.Module, start: JobStart, speed: SpeedSettings) -> Row:
+def speed_columns(dense: nn.Module, pruned: nn.Module, start: JobStart, speed: SpeedSettings) -> Row:
     """Batch-1 latency and batch-N throughput of both models, each measured in one interleaved loop."""
     models = {"dense": dense, "pruned": pruned}
 
@@ -284,7 +284,7 @@ def structured_rows(
             )
         row["top1"], row["val_top1"] = top1(small)
         if speed is not None:
-            row.update(_speed_columns(dense, small, start, speed))
+            row.update(speed_columns(dense, small, start, speed))
         path = out / "models" / f"{job.run_key}.safetensors"
         meta = {
             **(identity or {}),
