@@ -31,6 +31,7 @@ RANKS: dict[str, int] = {
     "orchestration.cluster": 13,
     "orchestration.train": 14,
     "orchestration.tune": 15,
+    "orchestration.depth": 15,  # BoundaryDPT runs on Ray Train; the structured sweep's depth points use it
     # drivers built on tune's grid runner: transfer grids and sweep files, structured-pruning frontiers
     "orchestration.transfer": 16,
     "orchestration.structured": 16,

@@ -41,9 +41,14 @@ def job_data(
 
 def with_structure(model: nn.Module, meta: dict[str, Any]) -> nn.Module:
     """The model shrunk to the heads and neurons per block a structured checkpoint records (its `structure`
-    meta), merging tokens as it records, so that checkpoint's weights fit and behave; else the model itself."""
+    meta), merging tokens as it records, or given the depth edits a depth-pruned one records (its
+    `depth_structure`: dropped attention, merged MLPs), so that checkpoint's weights fit and behave; else the
+    model itself."""
+    from ovit_ray.pruning.depth import rebuild_depth
     from ovit_ray.pruning.structured import merge_tokens, rebuild
 
+    if meta.get("depth_structure"):
+        return rebuild_depth(model, meta["depth_structure"])
     structure = meta.get("structure")
     if not structure:
         return model

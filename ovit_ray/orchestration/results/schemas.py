@@ -170,6 +170,22 @@ STRUCTURED_RESULTS = _schema(
         ("torch_version", STR),
         ("model_source", STR),
         ("checkpoint", STR),
+        # BoundaryDPT depth pruning (training.depth): what was removed, the stages, recovery and compute
+        ("depth_scorer", STR),
+        ("attn_dropped", INT),
+        ("act_linearised", INT),
+        ("mlps_merged", INT),
+        ("stage_order", STR),
+        ("width_ratio", FLOAT),
+        ("stage1_epochs", INT),
+        ("stage2_epochs", INT),
+        ("final_epochs", INT),
+        ("epochs", INT),
+        ("best_epoch", INT),
+        ("top1_after_removal", FLOAT),  # every depth edit at once, before any fine-tune
+        ("top1_linearised", FLOAT),  # the model right before its MLPs were merged
+        ("cpu_hours", FLOAT),
+        ("gpu_hours", FLOAT),
     ),
 )
 

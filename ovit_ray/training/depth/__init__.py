@@ -1,0 +1,9 @@
+"""BoundaryDPT training (issue 16): the two-stage depth-pruning run (drop attention sublayers, then anneal
+and merge MLP activations, or the other order), optional BoundaryDPT+ width pruning, with KD from the dense
+teacher; per-epoch checkpoints and resume through the gradual run's hosts; the result row with measured speed.
+"""
+
+from ovit_ray.training.depth.run import DepthRun, run_depth
+from ovit_ray.training.depth.spec import DepthSpec
+
+__all__ = ["DepthRun", "DepthSpec", "run_depth"]

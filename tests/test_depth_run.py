@@ -1,0 +1,114 @@
+"""BoundaryDPT's two-stage run (issue 16): the structure it reaches, annealing that ends exactly linear, the
+merge that keeps top-1, the kept model that loads back, resume without repeating an epoch (in process and
+through Ray Train with a killed worker), and the sweep's `depth:` points writing Parquet + MLflow rows."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ovit_ray.pruning.depth import drop_attention
+from ovit_ray.pruning.structured import optin_scores
+from ovit_ray.training.depth import DepthSpec, run_depth
+from ovit_ray.training.depth.result import depth_row
+from ovit_ray.training.depth.stages import anneal_mix
+from ovit_ray.training.gradual import LocalReporter
+from ovit_ray.training.gradual.hosts import load_state
+from ovit_ray.training.setup import build_model_and_data
+
+TINY = dict(max_steps_per_epoch=2, calib_size=16)
+
+
+class Crash(Exception):
+    pass
+
+
+def test_anneal_mix_is_linear_and_exactly_zero_at_the_end() -> None:
+    assert [anneal_mix(k, 4) for k in range(6)] == [1.0, 0.75, 0.5, 0.25, 0.0, 0.0]
+
+
+def test_optin_scores_a_block_whose_attention_was_dropped(digits_preset) -> None:
+    """A zero-head block has no head to score (it used to be asked to mask one): BoundaryDPT+'s width step."""
+    model = build_model_and_data(checkpoint=str(digits_preset)).model.eval()
+    drop_attention(model.blocks[1])
+    scores = optin_scores(model, torch.randn(8, 3, 16, 16))
+    assert [len(h) for h in scores.heads] == [2, 0, 2, 2]
+
+
+def test_two_stage_run_reaches_the_structure_and_merges_exactly(digits_preset, tmp_path: Path) -> None:
+    spec = DepthSpec(
+        attention=1, activation=2, stage_order="activation-first", stage1_epochs=1, stage2_epochs=1, **TINY
+    )
+    reporter = LocalReporter(tmp_path / "run")
+    summary = run_depth(spec, reporter)
+    # stage 2 (first here) ends exactly linear: its checkpoint holds the annealed MLPs at a = 0, unmerged
+    first = load_state(sorted((tmp_path / "run").glob("checkpoint_*"))[0])
+    assert first["meta"]["structure"]["mlp"].count("annealed") == 2
+    mixes = [v["a"] for k, v in first["model"].items() if k.endswith("_extra_state")]
+    assert mixes == [0.0, 0.0]
+    structure = summary["structure"]
+    assert structure["attention"].count("bias") == 1 and structure["attention"].count("kept") == 3
+    assert structure["mlp"].count("merged") == 2 and structure["mlp"].count("act") == 2
+    merge = summary["notes"]["merge_check"]
+    assert merge["top1_merged"] == merge["top1_linearised"]
+    assert [h["phase"] for h in reporter.history] == ["activation", "attention"]
+    # the kept model (merged, best on val) loads back through `with_structure` and scores what was reported
+    row = depth_row(spec, summary, speed=None)
+    assert row["top1"] == summary["best"]["top1"] and row["best_epoch"] == 1
+    assert row["attn_dropped"] == 1 and row["act_linearised"] == 2 and row["mlps_merged"] == 2
+    assert row["achieved_flops_ratio"] < 1 and row["params"] < row["params_dense"]
+
+
+def test_width_step_and_resume_do_not_repeat_an_epoch(digits_preset, tmp_path: Path) -> None:
+    spec = DepthSpec(attention=1, activation=1, stage1_epochs=1, stage2_epochs=1, width_ratio=0.7, **TINY)
+    whole = run_depth(spec, LocalReporter(tmp_path / "whole"))
+
+    def crash_at_2(epoch: int, rank: int) -> None:
+        if epoch == 2:
+            raise Crash
+
+    with pytest.raises(Crash):
+        run_depth(spec, LocalReporter(tmp_path / "crashed"), epoch_hook=crash_at_2)
+    again = LocalReporter(tmp_path / "crashed")
+    resumed = run_depth(spec, again)
+    assert resumed["resumed_from_epoch"] == 2 and [h["epoch"] for h in again.history] == [2]
+    assert resumed["weight_digests"] == whole["weight_digests"]
+    assert resumed["best"]["top1"] == whole["best"]["top1"]
+    kept = whole["structure"]
+    assert any(n < 256 for n, m in zip(kept["neurons"], kept["mlp"], strict=True) if m == "act")  # width step
+    assert [p[0] for p in whole["phases"]] == ["attention", "activation", "width"]
+
+
+def _kill_rank1_once(marker_dir: str):
+    def hook(epoch: int, rank: int) -> None:
+        with open(Path(marker_dir) / "starts.log", "a") as log:
+            log.write(f"{rank} {epoch}\n")
+        marker = Path(marker_dir) / "crashed"
+        if rank == 1 and epoch == 1 and not marker.exists():
+            marker.touch()
+            time.sleep(10)  # mid-epoch: a checkpoint counts once the Train controller has polled it
+            os._exit(1)  # a hard worker death, not an exception
+
+    return hook
+
+
+@pytest.mark.ray
+def test_ray_train_run_survives_a_killed_worker(digits_preset, ray_local, tmp_path: Path) -> None:
+    from ovit_ray.orchestration.depth.train import run_depth_training
+
+    spec = DepthSpec(attention=1, activation=1, stage1_epochs=1, stage2_epochs=1, workers=2, **TINY)
+    summary = run_depth_training(spec, tmp_path, epoch_hook=_kill_rank1_once(str(tmp_path)))
+    assert (tmp_path / "crashed").exists()
+    starts = (tmp_path / "starts.log").read_text().split("\n")[:-1]
+    for rank in (0, 1):
+        epochs = [int(line.split()[1]) for line in starts if line.startswith(f"{rank} ")]
+        assert epochs.count(0) == 1 and epochs[-1] == 1  # the finished epoch was not repeated
+    assert summary["resumed_from_epoch"] == 1 and summary["total_epochs"] == 2
+    assert summary["world_size"] == 2 and len(set(summary["weight_digests"])) == 1
+    assert summary["structure"]["attention"].count("bias") == 1
+    assert summary["structure"]["mlp"].count("merged") == 1
+    assert Path(summary["best"]["checkpoint"]).is_file()
