@@ -13,8 +13,9 @@ import torch
 
 from ovit_ray.pruning.depth import drop_attention
 from ovit_ray.pruning.structured import optin_scores
-from ovit_ray.training.depth import DepthSpec, run_depth
+from ovit_ray.training.depth import DepthSpec
 from ovit_ray.training.depth.result import depth_row
+from ovit_ray.training.depth.run import run_depth
 from ovit_ray.training.depth.stages import anneal_mix
 from ovit_ray.training.gradual import LocalReporter
 from ovit_ray.training.gradual.hosts import load_state
@@ -112,3 +113,73 @@ def test_ray_train_run_survives_a_killed_worker(digits_preset, ray_local, tmp_pa
     assert summary["structure"]["attention"].count("bias") == 1
     assert summary["structure"]["mlp"].count("merged") == 1
     assert Path(summary["best"]["checkpoint"]).is_file()
+
+
+def test_frontier_labels_and_groups_depth_rows_apart() -> None:
+    from ovit_ray.orchestration.results.frontier import frontier_rows, label
+
+    def row(**knobs):
+        base = {
+            "method": "boundarydpt",
+            "attn_dropped": 1,
+            "act_linearised": 1,
+            "width_ratio": None,
+            "top1": 0.9,
+        }
+        return {**base, "speedup_throughput": 1.2, "flops_ratio": None, **knobs}
+
+    rows = [
+        row(),
+        row(seed=1),
+        row(attn_dropped=2),
+        row(width_ratio=0.7),
+        row(stage_order="activation-first"),
+    ]
+    assert [label(r) for r in rows[2:]] == ["boundarydpt", "boundarydpt+", "boundarydpt (activation-first)"]
+    table = frontier_rows([*rows, {"method": "optin", "flops_ratio": 0.7, "top1": 0.8}])
+    assert [(t["method"], t["budget"], t["n"]) for t in table] == [
+        ("boundarydpt", "1.00 a1v1", 2),
+        ("boundarydpt", "1.00 a2v1", 1),
+        ("boundarydpt (activation-first)", "1.00 a1v1", 1),
+        ("boundarydpt+", "0.70 a1v1", 1),
+        ("optin", "0.70", 1),
+    ]
+
+
+@pytest.mark.ray
+def test_ci_sweep_writes_depth_rows_beside_optin(digits_preset, ray_local, tmp_path: Path) -> None:
+    import shutil
+
+    import mlflow
+
+    from ovit_ray.cli.main import main
+    from ovit_ray.orchestration.results.parquet import read_rows
+
+    root = Path(__file__).resolve().parents[1]
+    shutil.copytree(root / "search_spaces", tmp_path / "search_spaces")
+    (tmp_path / "sweeps").mkdir()
+    sweep_file = tmp_path / "sweeps" / "boundarydpt_frontier_digits.yaml"
+    shutil.copy(root / "sweeps" / "ci" / sweep_file.name, sweep_file)
+    out = tmp_path / "out"
+    assert main(["sweep", str(sweep_file), "--out", str(out)]) == 0
+    rows = read_rows(out / "results.parquet")
+    assert sorted((r["method"], r["width_ratio"] or 0.0) for r in rows) == [
+        ("boundarydpt", 0.0),
+        ("boundarydpt", 0.7),
+        ("optin", 0.0),
+    ]
+    for r in (r for r in rows if r["method"] == "boundarydpt"):
+        assert (
+            r["attn_dropped"] == 1
+            and r["act_linearised"] == 1
+            and r["epochs"] == 2 + (r["width_ratio"] is not None)
+        )
+        assert (
+            r["speedup_throughput"] > 0 and r["gmacs"] < r["gmacs_dense"] and Path(r["checkpoint"]).is_file()
+        )
+        assert r["top1_after_removal"] is not None and r["cpu_hours"] > 0
+    mlflow.set_tracking_uri(f"sqlite:///{out / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["ovit-ray-structured-ci"], output_format="list")
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 3 and (out / "plots" / "frontier.png").stat().st_size > 0
+    assert main(["report", str(out)]) == 0

@@ -15,7 +15,8 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from ovit_ray.orchestration.common.logs import show_logs
 from ovit_ray.orchestration.common.ray_session import ray_session
 from ovit_ray.orchestration.train.reporter import RayReporter
-from ovit_ray.training.depth import DepthSpec, run_depth
+from ovit_ray.training.depth import DepthSpec
+from ovit_ray.training.depth.run import run_depth
 
 
 def depth_train_loop(config: dict[str, Any]) -> dict[str, Any]:

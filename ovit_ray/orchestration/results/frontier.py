@@ -26,9 +26,13 @@ SPEEDUP = "speedup_throughput"
 
 
 def label(row: Row) -> str:
-    """What produced the row: 'optin', 'optin +ovit', or 'ovit' for unstructured pruning alone."""
+    """What produced the row: 'optin', 'optin +ovit', 'ovit' for unstructured pruning alone, 'boundarydpt'
+    (depth pruning) or 'boundarydpt+' (then width pruning), marked when its activation stage ran first."""
     if row["method"] == "none":
         return str(row["then_method"])
+    if row["method"] == "boundarydpt":
+        order = " (activation-first)" if row.get("stage_order") == "activation-first" else ""
+        return "boundarydpt" + ("+" if row.get("width_ratio") is not None else "") + order
     latency = " (latency budget)" if row.get("latency_ratio") is not None else ""
     recover = "" if row.get("recover") in (None, "none") else f" +{row['recover']}"
     return (
@@ -37,24 +41,32 @@ def label(row: Row) -> str:
 
 
 def _budget(row: Row) -> float:
-    """The requested ratio: of the dense MACs, or of the dense latency for a latency budget."""
+    """The requested ratio: of the dense MACs, or of the dense latency for a latency budget; a depth row's
+    width ratio (1 without width pruning)."""
+    if row["method"] == "boundarydpt":
+        return float(row.get("width_ratio") or 1.0)
     return float(row["flops_ratio"] if row.get("flops_ratio") is not None else row["latency_ratio"])
 
 
-def _point(row: Row) -> tuple[float, float]:
-    """The budget of a row and, for unstructured rows, the sparsity."""
-    return _budget(row), float(row.get("then_sparsity") or 0.0)
+def _point(row: Row) -> tuple[float, float, int, int]:
+    """The budget of a row, the sparsity of unstructured rows, a depth row's attention and activation counts."""
+    depth = int(row.get("attn_dropped") or 0), int(row.get("act_linearised") or 0)
+    return _budget(row), float(row.get("then_sparsity") or 0.0), *depth
+
+
+def _budget_text(ratio: float, sparsity: float, attention: int, activation: int) -> str:
+    depth = f" a{attention}v{activation}" if attention or activation else ""
+    return f"{ratio:.2f}" + (f" s={sparsity:.2f}" if sparsity else "") + depth
 
 
 def frontier_rows(rows: Sequence[Row]) -> list[dict[str, Any]]:
     """Mean ± std over seeds of test top-1 (%) and measured speed-ups per (label, budget: the requested ratio
     of MACs, or of latency for latency budgets)."""
-    groups: dict[tuple[str, float, float, float], list[Row]] = defaultdict(list)
+    groups: dict[tuple[str, tuple[float, float, int, int], float], list[Row]] = defaultdict(list)
     for r in rows:
-        ratio, sparsity = _point(r)
-        groups[(label(r), ratio, sparsity, float(r.get("token_share") or 0.0))].append(r)
+        groups[(label(r), _point(r), float(r.get("token_share") or 0.0))].append(r)
     table = []
-    for (name, ratio, sparsity, tokens), members in sorted(groups.items()):
+    for (name, point, tokens), members in sorted(groups.items()):
 
         def stat(key: str, scale: float = 1.0, rows: list[Row] = members) -> str:
             values = [float(m[key]) for m in rows if m.get(key) is not None]
@@ -63,7 +75,7 @@ def frontier_rows(rows: Sequence[Row]) -> list[dict[str, Any]]:
         table.append(
             {
                 "method": name,
-                "budget": f"{ratio:.2f}" + (f" s={sparsity:.2f}" if sparsity else ""),
+                "budget": _budget_text(*point),
                 "tokens": f"{tokens:.2f}",
                 "n": len(members),
                 "test top-1 (%)": stat("top1", 100),
@@ -78,7 +90,7 @@ def method_differences(rows: Sequence[Row]) -> list[dict[str, Any]]:
     """Every two methods at each budget (same MACs ratio and token share): test top-1 a - b with its
     Welch 95% interval, `*` when it excludes 0."""
     keyed = [
-        {**r, "label": label(r), "budget": f"{_budget(r):.2f}/t{r.get('token_share') or 0:.2f}"}
+        {**r, "label": label(r), "budget": f"{_budget_text(*_point(r))}/t{r.get('token_share') or 0:.2f}"}
         for r in rows
         if r["method"] != "none"
     ]
@@ -88,7 +100,7 @@ def method_differences(rows: Sequence[Row]) -> list[dict[str, Any]]:
 def plot_frontier(rows: Sequence[Row], path: Path) -> Path:
     """Test top-1 vs measured throughput speed-up, mean and std over seeds, one line per method."""
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    curves: dict[str, dict[tuple[float, float], list[Row]]] = defaultdict(lambda: defaultdict(list))
+    curves: dict[str, dict[tuple[float, float, int, int], list[Row]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
         if r.get(SPEEDUP) is not None:
             curves[label(r)][_point(r)].append(r)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ovit_ray.orchestration.depth.points import depth_job_key, depth_jobs, run_depth_job
 from ovit_ray.orchestration.results.frontier import plot_frontier
 from ovit_ray.orchestration.results.schemas import STRUCTURED_RESULTS
 from ovit_ray.orchestration.structured.sweep_file import StructuredSweep, load_structured_sweep
@@ -32,6 +33,7 @@ METRICS = (
     "speedup_latency",
     "speedup_throughput",
     "score_seconds",
+    "top1_after_removal",
 )
 KEY_COLUMNS = ["run_key", "model"]
 
@@ -61,6 +63,9 @@ def structured_jobs(sweep: StructuredSweep, out: Path) -> list[dict[str, Any]]:
             for seed in grid.seeds:
                 job = {"method": "none", "flops_ratio": 1.0, "seed": seed, "then_sparsity": sparsity}
                 jobs.append({**where, "job": job, "then": then})
+    if grid.depth is not None:
+        places = {k: where[k] for k in ("model", "checkpoint", "dataset", "data_root")}
+        jobs += depth_jobs(grid.depth, grid.seeds, places, {k: where[k] for k in ("out", "speed")})
     return jobs
 
 
@@ -74,11 +79,15 @@ def _structured_job(job: Mapping[str, Any]) -> Any:
 
 
 def job_key(job: Mapping[str, Any]) -> tuple[Any, ...]:
+    if "depth" in job:
+        return depth_job_key(job)
     return _structured_job(job).run_key, job["model"]
 
 
 def run_job(job: Mapping[str, Any]) -> dict[str, Any]:
     """One point: the model from its preset or checkpoint, pruned, evaluated, timed, kept under `out`."""
+    if "depth" in job:
+        return run_depth_job(job)
     from ovit_ray.models import PRESETS
     from ovit_ray.training.setup import build_model_and_data
     from ovit_ray.training.structured import SpeedSettings, structured_rows
@@ -121,6 +130,8 @@ def score_once(jobs: list[dict[str, Any]]) -> None:
 
     wanted = {}
     for job in jobs:
+        if "depth" in job:  # scored inside its run, on its own calibration batch
+            continue
         spec = _structured_job(job)
         if spec.method != "none":
             settings = OptinSettings(**{**dataclasses.asdict(spec.optin), "seed": spec.seed})
@@ -162,7 +173,11 @@ def run_structured_sweep(
         mlflow_uri=uri,
         cpus_per_trial=grid.cpus_per_trial,
         max_concurrent=grid.max_concurrent_trials,
-        parent_params={"sweep": sweep.name, "model": grid.model, "methods": ",".join(grid.methods)},
+        parent_params={
+            "sweep": sweep.name,
+            "model": grid.model,
+            "methods": ",".join(grid.methods + (["boundarydpt"] if grid.depth else [])),
+        },
         progress=progress,
         plots=lambda rows: [plot_frontier(rows, out / "plots" / "frontier.png")],
     )

@@ -2,7 +2,8 @@
 
 A structured sweep is a grid, not a search: every method x point of the space x seed is one structured prune
 of the same model (scored once per method and seed, see `training.structured`), plus optional unstructured
-points (`unstructured:`) timed the same way so the frontier shows both. Values are checked here, before
+points (`unstructured:`) and BoundaryDPT depth-pruning points (`depth:`, trained) timed the same way so the
+frontier shows them all. Values are checked here, before
 anything runs; errors name the key and the value.
 """
 
@@ -15,6 +16,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from ovit_ray.orchestration.common.yaml_files import read_yaml_mapping
+from ovit_ray.orchestration.depth.points import DepthGrid
 from ovit_ray.orchestration.specs.search_space import Dist, spaces_dir
 from ovit_ray.orchestration.specs.validation import Strict, validate_file
 from ovit_ray.pruning.names import STRUCTURED_METHODS
@@ -97,6 +99,7 @@ class StructuredGrid(Strict):
     methods: list[StructuredMethod] = Field(min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     unstructured: Unstructured | None = None
+    depth: DepthGrid | None = None  # BoundaryDPT points (two-stage training runs) on the same axes
     speed: Speed = Field(default_factory=Speed)
     light: bool = False  # run the points in the driver process instead of Tune trials
     # One point at a time by default: two trials timing models at once on one machine slow each other.
