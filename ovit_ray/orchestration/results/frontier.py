@@ -26,18 +26,19 @@ SPEEDUP = "speedup_throughput"
 
 
 def label(row: Row) -> str:
-    """What produced the row: 'optin', 'optin +ovit', 'ovit' for unstructured pruning alone, 'boundarydpt'
-    (depth pruning) or 'boundarydpt+' (then width pruning), marked when its activation stage ran first."""
+    """What produced the row, one frontier curve each: 'optin', 'optin +ToMe 0.50' (a token share),
+    'optin +ovit', 'ovit' for unstructured pruning alone, 'boundarydpt' (depth pruning) or 'boundarydpt+'
+    (then width pruning), marked when its activation stage ran first."""
     if row["method"] == "none":
         return str(row["then_method"])
     if row["method"] == "boundarydpt":
         order = " (activation-first)" if row.get("stage_order") == "activation-first" else ""
         return "boundarydpt" + ("+" if row.get("width_ratio") is not None else "") + order
     latency = " (latency budget)" if row.get("latency_ratio") is not None else ""
+    tokens = f" +ToMe {row['token_share']:.2f}" if row.get("token_share") else ""
     recover = "" if row.get("recover") in (None, "none") else f" +{row['recover']}"
-    return (
-        str(row["method"]) + recover + (f" +{row['then_method']}" if row.get("then_method") else "") + latency
-    )
+    then = f" +{row['then_method']}" if row.get("then_method") else ""
+    return str(row["method"]) + tokens + recover + then + latency
 
 
 def _budget(row: Row) -> float:
