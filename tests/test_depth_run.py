@@ -147,7 +147,9 @@ def test_frontier_labels_and_groups_depth_rows_apart() -> None:
 
 
 @pytest.mark.ray
-def test_ci_sweep_writes_depth_rows_beside_optin(digits_preset, ray_local, tmp_path: Path) -> None:
+def test_ci_sweep_writes_depth_rows_beside_optin(
+    digits_preset, ray_local, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import shutil
 
     import mlflow
@@ -183,3 +185,11 @@ def test_ci_sweep_writes_depth_rows_beside_optin(digits_preset, ray_local, tmp_p
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(children) == 3 and (out / "plots" / "frontier.png").stat().st_size > 0
     assert main(["report", str(out)]) == 0
+    plus = next(r for r in rows if r["method"] == "boundarydpt" and r["width_ratio"])
+    exported = tmp_path / "plus.safetensors"
+    assert main(["export", str(out), "--trial", plus["run_key"], "--out", str(exported)]) == 0
+    assert main(["evaluate", str(exported)]) == 0  # rebuilt from the card's depth_structure
+    assert (
+        f"test top-1 {plus['top1']:.4f} on 359 images (recorded {plus['top1']:.4f})"
+        in capsys.readouterr().out
+    )

@@ -104,6 +104,8 @@ def export_model(
         # heads and neurons per block of a structured model: `ovit_ray.pruning.structured.rebuild(model,
         # structure)` after `timm.create_model` gives the module these weights fit (None: the timm model)
         "structure": meta.get("structure"),
+        # a depth-pruned (BoundaryDPT) model's dropped attentions and merged MLPs: `rebuild_depth` fits them
+        "depth_structure": meta.get("depth_structure"),
         "model": model,
         "preset": model if name != model else None,
         "dataset": meta.get("dataset") or row.get("dataset"),
