@@ -115,6 +115,31 @@ def test_ray_train_run_survives_a_killed_worker(digits_preset, ray_local, tmp_pa
     assert Path(summary["best"]["checkpoint"]).is_file()
 
 
+@pytest.mark.parametrize(
+    ("depth", "message"),
+    [
+        ({"attention": [1], "activation": [1], "train": {"workers": 2}}, "train.workers"),
+        ({"attention": [1], "activation": [1], "train": {"lr_maxx": 1.0}}, "lr_maxx"),
+        ({"attention": [1], "activation": [1], "width_ratios": [1.5]}, "width_ratio"),
+        ({"attention": [1], "activation": [1], "stage_orders": ["sideways"]}, "stage_orders"),
+    ],
+)
+def test_bad_depth_blocks_name_the_problem(tmp_path: Path, depth: dict, message: str) -> None:
+    import yaml
+
+    from ovit_ray.orchestration.structured.sweep_file import load_structured_sweep
+
+    (tmp_path / "search_spaces").mkdir()
+    (tmp_path / "search_spaces" / "s.yaml").write_text(yaml.safe_dump({"params": {"flops_ratio": 0.7}}))
+    path = tmp_path / "sweeps" / "f.yaml"
+    path.parent.mkdir()
+    grid = {"space": "s", "methods": ["optin"], "depth": depth}
+    path.write_text(yaml.safe_dump({"name": "f", "structured": grid}))
+    with pytest.raises(ValueError, match=None) as err:
+        load_structured_sweep(path)
+    assert message in str(err.value)
+
+
 def test_frontier_labels_and_groups_depth_rows_apart() -> None:
     from ovit_ray.orchestration.results.frontier import frontier_rows, label
 

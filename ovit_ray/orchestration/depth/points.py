@@ -47,6 +47,11 @@ class DepthGrid(Strict):
 
     @model_validator(mode="after")
     def _points_are_specs(self) -> DepthGrid:
+        if self.train.get("workers", 1) != 1:
+            raise ValueError(
+                "train.workers: a sweep's depth points run one worker inside their trial; "
+                "multi-worker runs go through orchestration.depth.train.run_depth_training"
+            )
         for knobs in self.knobs(0):
             DepthSpec(**knobs)  # a bad knob or count fails here, naming itself
         return self
