@@ -218,3 +218,25 @@ def test_ci_sweep_writes_depth_rows_beside_optin(
         f"test top-1 {plus['top1']:.4f} on 359 images (recorded {plus['top1']:.4f})"
         in capsys.readouterr().out
     )
+
+
+def test_resume_mid_annealing_continues_the_schedule(digits_preset, tmp_path: Path) -> None:
+    """Killed after the first of two annealing epochs: the mix (saved with the weights) and the step count go on
+    from where they were, so the resumed run ends where an uninterrupted one does."""
+    spec = DepthSpec(
+        attention=0, activation=1, stage_order="activation-first", stage1_epochs=0, stage2_epochs=2, **TINY
+    )
+    whole = run_depth(spec, LocalReporter(tmp_path / "whole"))
+
+    def crash_at_1(epoch: int, rank: int) -> None:
+        if epoch == 1:
+            raise Crash
+
+    with pytest.raises(Crash):
+        run_depth(spec, LocalReporter(tmp_path / "crashed"), epoch_hook=crash_at_1)
+    (half,) = sorted((tmp_path / "crashed").glob("checkpoint_*"))
+    assert [v["a"] for k, v in load_state(half)["model"].items() if k.endswith("_extra_state")] == [0.5]
+    again = LocalReporter(tmp_path / "crashed")
+    resumed = run_depth(spec, again)
+    assert [h["epoch"] for h in again.history] == [1] and resumed["weight_digests"] == whole["weight_digests"]
+    assert resumed["structure"]["mlp"].count("merged") == 1
