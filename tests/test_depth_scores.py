@@ -123,3 +123,22 @@ def test_taylor_equals_the_derivative_along_the_annealing_path() -> None:
         act.a = 1.0 - eps
         loss.append(nn.functional.cross_entropy(model(x), target))
     assert abs(float(score[1]) - abs(float(loss[0] - loss[1])) / eps) <= 1e-4 * float(score[1])
+
+
+def test_depth_scores_are_cached_per_weights_images_and_settings(tmp_path) -> None:
+    from ovit_ray.pruning.depth import DepthScoreSettings
+    from ovit_ray.training.depth.stages import cached_depth_scores
+
+    model, images = tiny_vit(random_norms=True), torch.randn(4, 3, 16, 16)
+    settings = DepthScoreSettings()
+    first = cached_depth_scores(model, images, settings, tmp_path)
+    (saved,) = (tmp_path / "depth-scores").iterdir()
+    again = cached_depth_scores(model, images, settings, tmp_path)  # read back, not recomputed
+    assert saved.stat().st_mtime_ns == next((tmp_path / "depth-scores").iterdir()).stat().st_mtime_ns
+    for kind in ("attention", "activation"):
+        assert first.of(kind).keys() == again.of(kind).keys()
+        assert all(torch.equal(first.of(kind)[k], again.of(kind)[k]) for k in first.of(kind))
+    with torch.no_grad():
+        model.head.weight.add_(1.0)  # other weights: another entry
+    cached_depth_scores(model, images, settings, tmp_path)
+    assert len(list((tmp_path / "depth-scores").iterdir())) == 2

@@ -14,9 +14,10 @@ import torch
 from torch import nn
 
 from ovit_ray.data import DatasetSplits
-from ovit_ray.models import save_checkpoint
+from ovit_ray.models import cache_dir, save_checkpoint
 from ovit_ray.pruning.depth import (
     DepthPlan,
+    DepthScores,
     DepthScoreSettings,
     anneal_activation,
     annealed_activations,
@@ -29,6 +30,7 @@ from ovit_ray.pruning.depth import (
 from ovit_ray.pruning.depth.structure import depth_structure, vit_blocks
 from ovit_ray.pruning.structured import OptinSettings, UnitMasks, VitCosts, get_scorer, search_flops
 from ovit_ray.training.structured import calibration_images
+from ovit_ray.training.structured.cache import cached_blob, fingerprint
 
 
 def calibration(data: DatasetSplits, size: int, seed: int, device: torch.device) -> torch.Tensor:
@@ -45,7 +47,22 @@ def depth_plan(
     """Which blocks lose their attention and which activations go: each type ranked on its own `scorer`
     scores of the calibration `images` (BoundaryDPT's gradient disparity: never one list for both)."""
     settings = DepthScoreSettings(optin=OptinSettings(seed=seed), taylor=scorer == "taylor")
-    return select(depth_scores(model, images, settings), scorer, attention, activation)
+    return select(cached_depth_scores(model, images, settings), scorer, attention, activation)
+
+
+def cached_depth_scores(
+    model: nn.Module, images: torch.Tensor, settings: DepthScoreSettings, cache: Path | None = None
+) -> DepthScores:
+    """`depth_scores`, computed once per (weights, calibration images, settings) and kept on disk beside the
+    structured scores (`<cache>/depth-scores/<hash>.pt`): every budget of a sweep reuses them."""
+    key = fingerprint(model, images, f"depth|{settings}")
+
+    def compute() -> dict[str, Any]:
+        scores = depth_scores(model, images, settings)
+        return {"attention": scores.attention, "activation": scores.activation}
+
+    blob = cached_blob((cache or cache_dir()) / "depth-scores" / f"{key}.pt", compute)[0]
+    return DepthScores(attention=dict(blob["attention"]), activation=dict(blob["activation"]))
 
 
 def enter_attention(model: nn.Module, plan: DepthPlan) -> None:

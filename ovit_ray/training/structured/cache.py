@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -23,8 +25,9 @@ def calibration_images(data: DatasetSplits, size: int, seed: int) -> torch.Tenso
     return torch.stack([data.train[int(i)][0] for i in picks])
 
 
-def _fingerprint(model: nn.Module, images: torch.Tensor, method: str, settings: OptinSettings) -> str:
-    digest = hashlib.sha256(f"{method}|{settings}".encode())
+def fingerprint(model: nn.Module, images: torch.Tensor, what: str) -> str:
+    """Hash of the weights, the calibration images and `what` (the scorer and its settings)."""
+    digest = hashlib.sha256(what.encode())
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
@@ -32,27 +35,38 @@ def _fingerprint(model: nn.Module, images: torch.Tensor, method: str, settings: 
     return digest.hexdigest()[:20]
 
 
+def cached_blob(path: Path, compute: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], bool, float]:
+    """The tensors saved at `path`, else `compute()`d and saved atomically: (blob, from the cache, seconds
+    spent computing now). Loaded with `weights_only=True`: a blob holds tensors, lists and dicts only."""
+    if path.is_file():
+        return torch.load(path, weights_only=True), True, 0.0
+    began = time.perf_counter()
+    blob = compute()
+    seconds = time.perf_counter() - began
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{time.monotonic_ns()}.tmp")
+    torch.save(blob, tmp)
+    tmp.replace(path)
+    return blob, False, seconds
+
+
 def cached_scores(
     model: nn.Module, images: torch.Tensor, method: str, settings: OptinSettings, cache: Path | None = None
 ) -> tuple[UnitScores, bool, float]:
     """(scores, whether they came from the cache, seconds spent scoring now)."""
     path = (
-        (cache or cache_dir()) / "structured-scores" / f"{_fingerprint(model, images, method, settings)}.pt"
+        (cache or cache_dir())
+        / "structured-scores"
+        / f"{fingerprint(model, images, f'{method}|{settings}')}.pt"
     )
-    if path.is_file():
-        blob = torch.load(path, weights_only=True)
-        return (
-            UnitScores(tuple(blob["heads"]), tuple(blob["neurons"]), {}, {}, float(blob["kd_scale"])),
-            True,
-            0.0,
-        )
-    began = time.perf_counter()
-    scores = get_scorer(method).score(model, images, settings)
-    seconds = time.perf_counter() - began
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{time.monotonic_ns()}.tmp")
-    torch.save(
-        {"heads": list(scores.heads), "neurons": list(scores.neurons), "kd_scale": scores.kd_scale}, tmp
+
+    def compute() -> dict[str, Any]:
+        scores = get_scorer(method).score(model, images, settings)
+        return {"heads": list(scores.heads), "neurons": list(scores.neurons), "kd_scale": scores.kd_scale}
+
+    blob, cached, seconds = cached_blob(path, compute)
+    return (
+        UnitScores(tuple(blob["heads"]), tuple(blob["neurons"]), {}, {}, float(blob["kd_scale"])),
+        cached,
+        seconds,
     )
-    tmp.replace(path)
-    return scores, False, seconds
