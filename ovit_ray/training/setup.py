@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +12,7 @@ from torch import nn
 from ovit_ray.data import DatasetSplits, load_dataset
 from ovit_ray.models import PRESETS, create_model, load_checkpoint
 from ovit_ray.training.preset import load_preset_model, preset_dataset
+from ovit_ray.training.spec import RunSpec
 
 
 @dataclass
@@ -101,3 +103,21 @@ def build_model_and_data(
         model = create_model(model_name, num_classes=data.num_classes, **timm_args)
         source = f"{model_name} with random initial weights (no checkpoint given)"
     return JobStart(model=model, data=data, masks=masks, source=source, structure=meta.get("structure"))
+
+
+def distillation_teacher(spec: RunSpec, model: nn.Module) -> nn.Module:
+    """The frozen teacher `spec.distill_teacher` names: a copy of the starting `model` ("start"), the dense
+    weights of `spec.model` ("model": a preset's trained weights, for a pruned or shrunk checkpoint), or a
+    checkpoint file."""
+    if spec.distill_teacher == "start":
+        teacher = copy.deepcopy(model)
+    else:
+        teacher = build_model_and_data(
+            spec.model,
+            checkpoint=None if spec.distill_teacher == "model" else spec.distill_teacher,
+            dataset=spec.dataset,
+            data_root=spec.data_root,
+            split_seed=spec.split_seed,
+            progress=False,
+        ).model
+    return teacher.eval().requires_grad_(False)

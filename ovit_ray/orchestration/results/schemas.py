@@ -20,6 +20,11 @@ def _fields(*pairs: tuple[str, pa.DataType]) -> list[pa.Field]:
     return [pa.field(name, kind) for name, kind in pairs]
 
 
+def _same(kind: pa.DataType, *names: str) -> list[pa.Field]:
+    """Fields of one type, in order: a long schema reads as groups."""
+    return [pa.field(name, kind) for name in names]
+
+
 def _schema(kind: str, *groups: list[pa.Field]) -> pa.Schema:
     return pa.schema([f for group in groups for f in group], metadata={KIND_KEY: kind.encode()})
 
@@ -123,70 +128,35 @@ PRUNE_RESULTS = _schema(
 # is measured (dense and pruned interleaved in one loop), never inferred.
 STRUCTURED_RESULTS = _schema(
     "structured_results",
-    _fields(
-        ("run_key", STR),
-        ("model", STR),
-        ("method", STR),
-        ("flops_ratio", FLOAT),
-        ("latency_ratio", FLOAT),
-        ("estimated_latency_ratio", FLOAT),  # the pruned latency the measured per-layer table predicts
-        ("achieved_flops_ratio", FLOAT),
-        ("recover", STR),
-        ("token_share", FLOAT),
-        ("achieved_token_share", FLOAT),
-        ("merge_r", pa.list_(INT)),
-        ("round_to", INT),
-        ("heads_kept", pa.list_(INT)),
-        ("neurons_kept", pa.list_(INT)),
-        ("then_method", STR),
-        ("then_pattern", STR),
-        ("then_sparsity", FLOAT),
-        ("achieved_sparsity", FLOAT),
-        ("gmacs", FLOAT),
-        ("gmacs_dense", FLOAT),
-        ("gmacs_sparse", FLOAT),
-        ("params", INT),
-        ("params_dense", INT),
-        ("params_nonzero", INT),
-        ("calib_size", INT),
-        ("seed", INT),
-        ("score_seconds", FLOAT),
-        ("scores_cached", pa.bool_()),
-        ("top1", FLOAT),
-        ("val_top1", FLOAT),
-        ("top1_masked", FLOAT),
-        ("top1_dense", FLOAT),
-        ("val_top1_dense", FLOAT),
-        ("latency_ms", FLOAT),
-        ("latency_p90_ms", FLOAT),
-        ("latency_dense_ms", FLOAT),
-        ("throughput_ips", FLOAT),
-        ("throughput_dense_ips", FLOAT),
-        ("speedup_latency", FLOAT),
-        ("speedup_throughput", FLOAT),
-        ("speed_batch", INT),
-        ("speed_threads", INT),
-        ("speed_device", STR),
-        ("torch_version", STR),
-        ("model_source", STR),
-        ("checkpoint", STR),
-        # BoundaryDPT depth pruning (training.depth): what was removed, the stages, recovery and compute
-        ("depth_scorer", STR),
-        ("attn_dropped", INT),
-        ("act_linearised", INT),
-        ("mlps_merged", INT),
-        ("stage_order", STR),
-        ("width_ratio", FLOAT),
-        ("stage1_epochs", INT),
-        ("stage2_epochs", INT),
-        ("final_epochs", INT),
-        ("epochs", INT),
-        ("best_epoch", INT),
-        ("top1_after_removal", FLOAT),  # every depth edit at once, before any fine-tune
-        ("top1_linearised", FLOAT),  # the model right before its MLPs were merged
-        ("cpu_hours", FLOAT),
-        ("gpu_hours", FLOAT),
+    _same(STR, "run_key", "model", "method"),
+    # estimated_latency_ratio: the pruned latency the measured per-layer table predicts (latency budgets)
+    _same(FLOAT, "flops_ratio", "latency_ratio", "estimated_latency_ratio", "achieved_flops_ratio"),
+    _same(STR, "recover"),
+    _same(FLOAT, "token_share", "achieved_token_share"),
+    _same(pa.list_(INT), "merge_r"),
+    _same(INT, "round_to"),
+    _same(pa.list_(INT), "heads_kept", "neurons_kept"),
+    _same(STR, "then_method", "then_pattern"),
+    _same(FLOAT, "then_sparsity", "achieved_sparsity", "gmacs", "gmacs_dense", "gmacs_sparse"),
+    _same(INT, "params", "params_dense", "params_nonzero", "calib_size", "seed"),
+    _same(FLOAT, "score_seconds"),
+    _same(pa.bool_(), "scores_cached"),
+    _same(FLOAT, "top1", "val_top1", "top1_masked", "top1_dense", "val_top1_dense"),
+    _same(
+        FLOAT, "latency_ms", "latency_p90_ms", "latency_dense_ms", "throughput_ips", "throughput_dense_ips"
     ),
+    _same(FLOAT, "speedup_latency", "speedup_throughput"),
+    _same(INT, "speed_batch", "speed_threads"),
+    _same(STR, "speed_device", "torch_version", "model_source", "checkpoint"),
+    # BoundaryDPT depth pruning (training.depth): what was removed, the stages, recovery and compute;
+    # top1_after_removal: every depth edit at once, before any fine-tune; top1_linearised: the model right
+    # before its MLPs were merged
+    _same(STR, "depth_scorer"),
+    _same(INT, "attn_dropped", "act_linearised", "mlps_merged"),
+    _same(STR, "stage_order"),
+    _same(FLOAT, "width_ratio"),
+    _same(INT, "stage1_epochs", "stage2_epochs", "final_epochs", "epochs", "best_epoch"),
+    _same(FLOAT, "top1_after_removal", "top1_linearised", "cpu_hours", "gpu_hours"),
 )
 
 # `ovit-ray train` and `compare-strategies`: one row per (run, target).

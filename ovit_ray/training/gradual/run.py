@@ -8,7 +8,6 @@ top-1) and a resumable checkpoint.
 
 from __future__ import annotations
 
-import copy
 import shutil
 import tempfile
 import time
@@ -30,7 +29,7 @@ from ovit_ray.training.gradual.worker_data import worker_loaders
 from ovit_ray.training.kept import BEST_FOLDER
 from ovit_ray.training.loop import evaluate, train_one_epoch
 from ovit_ray.training.schedules import build_lr_schedule
-from ovit_ray.training.setup import build_model_and_data
+from ovit_ray.training.setup import build_model_and_data, distillation_teacher
 from ovit_ray.training.spec import RunSpec, Schedule, Window
 
 
@@ -61,7 +60,9 @@ class GradualRun:
         self.params = select_prunable(self.model, spec.patterns)
         self.masks = MaskSet(start.masks) if start.masks else MaskSet.dense(self.params)
         self.masks.apply(self.model)
-        self.teacher = self._teacher() if spec.distill_weight > 0 else None
+        self.teacher = (
+            distillation_teacher(spec, self.model).to(self.device) if spec.distill_weight > 0 else None
+        )
         self.loaders = worker_loaders(self.data, spec, self.rank, self.world)
         self.ddp: nn.Module = self.model
         if self.world > 1:
@@ -246,22 +247,6 @@ class GradualRun:
         if self.structure is not None:  # a structured model stays loadable: its shape goes with it
             meta["structure"] = self.structure
         save_checkpoint(path, self.model, self.masks.state_dict(), meta)
-
-    def _teacher(self) -> nn.Module:
-        """The frozen distillation teacher `spec.distill_teacher` names (see `RunSpec`)."""
-        spec = self.spec
-        if spec.distill_teacher == "start":
-            teacher = copy.deepcopy(self.model)
-        else:
-            teacher = build_model_and_data(
-                spec.model,
-                checkpoint=None if spec.distill_teacher == "model" else spec.distill_teacher,
-                dataset=spec.dataset,
-                data_root=spec.data_root,
-                split_seed=spec.split_seed,
-                progress=False,
-            ).model.to(self.device)
-        return teacher.eval().requires_grad_(False)
 
     def summary(self) -> dict[str, Any]:
         """What the run returns; identical on every rank except the digests, which are gathered, and

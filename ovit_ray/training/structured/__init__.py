@@ -1,7 +1,8 @@
 """Structured pruning jobs (heads, neurons, tokens): cached scores, then search, shrink, evaluate, time."""
 
 from .cache import cached_scores, calibration_images
-from .run import SpeedSettings, StructuredJob, speed_columns, structured_rows
+from .run import StructuredJob, structured_rows
+from .speed import SpeedSettings, speed_columns
 
 __all__ = [
     "SpeedSettings",

@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 from ovit_ray.data import DatasetSplits
-from ovit_ray.measure.speed import SpeedComparison, compare_models
 from ovit_ray.models import save_checkpoint
 from ovit_ray.pruning import (
     DEFAULT_PATTERNS,
@@ -46,20 +45,9 @@ from ovit_ray.pruning.structured import (
 from ovit_ray.training.loop import evaluate, make_loader
 from ovit_ray.training.setup import JobStart
 from ovit_ray.training.structured.cache import cached_scores, calibration_images
+from ovit_ray.training.structured.speed import DEFAULT_SPEED, SpeedSettings, speed_columns
 
 Row = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class SpeedSettings:
-    """How the dense and the pruned model are timed against each other (interleaved, one loop)."""
-
-    throughput_batch: int = 256
-    latency_runs: int = 200
-    throughput_runs: int = 20
-    warmup: int = 5
-    threads: int | None = None
-    device: str = "cpu"
 
 
 @dataclass(frozen=True)
@@ -96,40 +84,6 @@ class StructuredJob:
         )
         recover = "" if self.recover == "none" else f"-{self.recover}"
         return f"{self.method}-{budget}{shape}{recover}-seed{self.seed}{after}"
-
-
-def speed_columns(dense: nn.Module, pruned: nn.Module, start: JobStart, speed: SpeedSettings) -> Row:
-    """Batch-1 latency and batch-N throughput of both models, each measured in one interleaved loop."""
-    models = {"dense": dense, "pruned": pruned}
-
-    def timed(batch_size: int, warmup: int, runs: int) -> SpeedComparison:
-        return compare_models(
-            models,
-            batch_size=batch_size,
-            image_size=start.data.image_size,
-            in_chans=start.data.in_chans,
-            device=speed.device,
-            warmup=warmup,
-            runs=runs,
-            threads=speed.threads,
-        )
-
-    latency = timed(1, speed.warmup, speed.latency_runs)
-    throughput = timed(speed.throughput_batch, min(speed.warmup, 2), speed.throughput_runs)
-    env = throughput.stats["pruned"].env
-    return {
-        "latency_ms": 1e3 * latency.stats["pruned"].median_s,
-        "latency_p90_ms": 1e3 * latency.stats["pruned"].p90_s,
-        "latency_dense_ms": 1e3 * latency.stats["dense"].median_s,
-        "throughput_ips": throughput.stats["pruned"].images_per_s,
-        "throughput_dense_ips": throughput.stats["dense"].images_per_s,
-        "speedup_latency": latency.speedups["pruned"],
-        "speedup_throughput": throughput.speedups["pruned"],
-        "speed_batch": speed.throughput_batch,
-        "speed_threads": int(env["threads"]),  # type: ignore[call-overload]
-        "speed_device": str(env["device_name"]),
-        "torch_version": str(env["torch"]),
-    }
 
 
 @dataclass(frozen=True)
@@ -200,7 +154,7 @@ def structured_rows(
     *,
     model_name: str,
     identity: dict[str, Any] | None = None,
-    speed: SpeedSettings | None = SpeedSettings(),
+    speed: SpeedSettings | None = DEFAULT_SPEED,
     eval_batch_size: int = 256,
     cache: Path | None = None,
     on_row: Callable[[Row], None] | None = None,
