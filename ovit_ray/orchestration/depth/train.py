@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import ray.train
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-from ray.train.torch import TorchConfig, TorchTrainer
 
 from ovit_ray.orchestration.common.logs import show_logs
 from ovit_ray.orchestration.common.ray_session import ray_session
+from ovit_ray.orchestration.train.job import torch_trainer
 from ovit_ray.orchestration.train.reporter import RayReporter
 from ovit_ray.training.depth import DepthSpec
 from ovit_ray.training.depth.run import run_depth
@@ -44,25 +43,14 @@ def run_depth_training(
 ) -> dict[str, Any]:
     """Run (or continue, by `spec.run_key`) the depth run on `spec.workers` Ray Train workers; returns rank
     0's summary (its best checkpoint in `<out>/ray/<run_key>/.../best/`) with the run's Ray path."""
-    use_gpu = spec.gpus_per_worker > 0
-    trainer = TorchTrainer(
-        depth_train_loop,  # type: ignore[arg-type]  # Train V2 passes the config and returns rank 0's value
-        train_loop_config={"spec": spec, "epoch_hook": epoch_hook},
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        scaling_config=ScalingConfig(
-            num_workers=spec.workers,
-            use_gpu=use_gpu,
-            resources_per_worker={
-                "CPU": spec.cpus_per_worker,
-                **({"GPU": spec.gpus_per_worker} if use_gpu else {}),
-            },
-        ),
-        run_config=RunConfig(
-            name=spec.run_key,
-            storage_path=str((Path(out) / "ray").resolve()),
-            failure_config=FailureConfig(max_failures=max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
-        ),
+    trainer = torch_trainer(
+        depth_train_loop,
+        {"spec": spec, "epoch_hook": epoch_hook},
+        spec,
+        name=spec.run_key,
+        storage_path=str((Path(out) / "ray").resolve()),
+        max_failures=max_failures,
+        keep_checkpoints=2,
     )
     with ray_session(ray_address):
         result = trainer.fit()

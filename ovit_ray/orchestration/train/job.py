@@ -35,7 +35,7 @@ from ovit_ray.orchestration.tracking.client import Tracker
 from ovit_ray.orchestration.tracking.kept_models import log_best_checkpoints
 from ovit_ray.orchestration.train.reporter import RayReporter
 from ovit_ray.training.gradual import run_gradual
-from ovit_ray.training.spec import Schedule
+from ovit_ray.training.spec import RunSpec, Schedule
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,45 @@ def train_loop(config: dict[str, Any]) -> dict[str, Any]:
     return run_gradual(config["spec"], schedule, reporter, epoch_hook=config.get("epoch_hook"))
 
 
+def torch_trainer(
+    loop: Callable[[dict[str, Any]], Any],
+    loop_config: dict[str, Any],
+    spec: RunSpec,
+    *,
+    name: str,
+    storage_path: str,
+    max_failures: int,
+    callbacks: list[Any] | None = None,
+    custom: Mapping[str, float] | None = None,
+    keep_checkpoints: int | None = None,
+) -> TorchTrainer:
+    """A `TorchTrainer` placed as `spec` says (workers, CPUs and GPUs each): the one
+    construction of gradual and depth runs. Ray's annotations are Train V1's: V2 returns rank 0's value
+    (Result.return_value) and takes ray.train.v2 UserCallbacks, which the V1 types do not know."""
+    use_gpu = spec.gpus_per_worker > 0
+    return TorchTrainer(
+        loop,
+        train_loop_config=loop_config,
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=spec.workers,
+            use_gpu=use_gpu,
+            resources_per_worker={
+                "CPU": spec.cpus_per_worker,
+                **({"GPU": spec.gpus_per_worker} if use_gpu else {}),
+                **(custom or {}),
+            },
+        ),
+        run_config=RunConfig(
+            name=name,
+            storage_path=storage_path,
+            callbacks=callbacks or [],  # V2 callbacks
+            failure_config=FailureConfig(max_failures=max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=keep_checkpoints),
+        ),
+    )
+
+
 def build_trainer(
     config: GradualConfig,
     schedule: Schedule,
@@ -100,30 +139,17 @@ def build_trainer(
     epoch_hook: Callable[[int, int], None] | None = None,
 ) -> TorchTrainer:
     """The one `TorchTrainer` of a gradual run, for `ovit-ray train` (driver-side MLflow callback) and
-    for a multi-worker sweep trial (Tune report callback, the sweep's custom resources per worker).
-    Ray's annotations are Train V1's: V2 returns rank 0's value (Result.return_value) and takes
-    ray.train.v2 UserCallbacks, which the V1 types do not know."""
-    use_gpu = config.gpus_per_worker > 0
-    return TorchTrainer(
-        train_loop,  # type: ignore[arg-type]
-        train_loop_config={"spec": config, "schedule": schedule, "epoch_hook": epoch_hook},
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        scaling_config=ScalingConfig(
-            num_workers=config.workers,
-            use_gpu=use_gpu,
-            resources_per_worker={
-                "CPU": config.cpus_per_worker,
-                **({"GPU": config.gpus_per_worker} if use_gpu else {}),
-                **(custom or {}),
-            },
-        ),
-        run_config=RunConfig(
-            name=name,
-            storage_path=storage_path,
-            callbacks=callbacks,  # V2 callbacks
-            failure_config=FailureConfig(max_failures=config.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=keep_checkpoints),
-        ),
+    for a multi-worker sweep trial (Tune report callback, the sweep's custom resources per worker)."""
+    return torch_trainer(
+        train_loop,
+        {"spec": config, "schedule": schedule, "epoch_hook": epoch_hook},
+        config,
+        name=name,
+        storage_path=storage_path,
+        max_failures=config.max_failures,
+        callbacks=callbacks,
+        custom=custom,
+        keep_checkpoints=keep_checkpoints,
     )
 
 
