@@ -33,6 +33,7 @@ def quadratic_pruner(
     seed=0,
     cache=2**29,
     dtype="float64",
+    chunk_bytes=None,
 ):
     """A pruner whose Fisher comes from correlated synthetic gradients (the quadratic-model check)."""
     gen = torch.Generator().manual_seed(seed)
@@ -41,7 +42,14 @@ def quadratic_pruner(
         layer.weight.data = torch.randn(layer.weight.shape, generator=gen)
     params = select_prunable(model, [r"layers\.\d+\.weight"])
     settings = PruneSettings(
-        method=method, block_size=block, num_grads=m, damp=1e-2, pattern=pattern, scope=scope, dtype=dtype
+        method=method,
+        block_size=block,
+        num_grads=m,
+        damp=1e-2,
+        pattern=pattern,
+        scope=scope,
+        dtype=dtype,
+        chunk_bytes=chunk_bytes,
     )
     sums = FisherSums(
         {n: p.numel() for n, p in params.items()}, block, buffer_grads=64, device=torch.device("cpu")
@@ -288,3 +296,24 @@ def test_default_float32_elimination_on_float64_fisher_gives_the_float64_masks()
         pruner = quadratic_pruner("ovit", m=64, dtype=dtype)
         masks[dtype] = [pruner.apply(s) for s in (0.5, 0.9)]
     assert all(a.equals(b) for a, b in zip(masks["float64"], masks["float32"], strict=True))
+
+
+@pytest.mark.parametrize("method", ["ovit", "woodfisher"])
+def test_plan_on_several_threads_equals_one_thread(method):
+    """Chunks run on worker threads (`pruning.threads`) give the sequential masks and weights, and torch's
+    thread setting is restored."""
+    threads, results = torch.get_num_threads(), []
+    small_chunks = 5 * 32 * 32 * 8  # 5 blocks per chunk: 64 + 47 blocks give 13 + 10 chunks
+    for workers in (1, 3):
+        torch.set_num_threads(workers)
+        try:
+            pruner = quadratic_pruner(method, shapes=((32, 64), (30, 50)), chunk_bytes=small_chunks)
+            assert torch.get_num_threads() == workers
+            masks = pruner.apply(0.6)
+            results.append((masks, {n: p.detach().clone() for n, p in pruner.params.items()}))
+        finally:
+            torch.set_num_threads(threads)
+    (one_masks, one_weights), (many_masks, many_weights) = results
+    assert one_masks.equals(many_masks)
+    for name, weight in one_weights.items():
+        torch.testing.assert_close(many_weights[name], weight, rtol=1e-10, atol=1e-12)

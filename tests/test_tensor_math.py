@@ -4,9 +4,10 @@ import itertools
 
 import pytest
 import torch
-from reference_elimination import reference_greedy_eliminate
+from reference_elimination import reference_greedy_eliminate, reference_invert_spd
 
 from ovit_ray.tensor_math.blocks import from_blocks, to_blocks, valid_mask
+from ovit_ray.tensor_math.chunking import even_chunks
 from ovit_ray.tensor_math.elimination import (
     greedy_eliminate,
     obs_loss,
@@ -158,6 +159,7 @@ RESTRUCTURED = [  # (blocks, B, N:M group size and quota, masked start)
     (10, 16, 4, 2, False),
     (9, 32, 4, 2, True),
     (7, 24, 8, 5, True),
+    (4, 64, None, None, True),  # panel corrections both term by term (j * B <= 384) and as one product
 ]
 
 
@@ -212,3 +214,37 @@ def test_float32_elimination_follows_float64_reference():
     result = greedy_eliminate(weights.float(), inverse.float())
     assert (result.order == expected.order).float().mean() > 0.97
     torch.testing.assert_close(result.losses[:, -1].double(), expected.losses[:, -1], rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("block", [8, 33, 64, 100])
+def test_schur_inverse_equals_cholesky_inverse(block):
+    """The recursive Schur-complement inverse (odd halves included) equals LAPACK's Cholesky inverse."""
+    _, _, fisher, inverse = random_problem(n=5, block=block, m=2 * block, seed=block)
+    reference = reference_invert_spd(fisher)
+    assert float((inverse - reference).norm() / reference.norm()) < 1e-10
+    assert float((inverse - inverse.mT).abs().max() / inverse.abs().max()) < 1e-13
+
+
+def test_inverse_names_the_block_that_is_not_positive_definite():
+    """A block whose leading half is positive definite but whose Schur complement is not is still caught."""
+    fisher = torch.eye(64, **F64).repeat(3, 1, 1)
+    fisher[2, 60, 60] = -1.0
+    with pytest.raises(ValueError, match="Fisher block 2 is not positive definite"):
+        invert_spd(fisher)
+
+
+@pytest.mark.parametrize(
+    ("total", "rows", "workers", "sizes"),
+    [
+        (10, 4, 1, [4, 3, 3]),
+        (10, 4, 2, [3, 3, 2, 2]),
+        (3, 100, 2, [2, 1]),
+        (1, 100, 4, [1]),
+        (0, 4, 2, []),
+        (2304, 682, 2, [576] * 4),
+    ],
+)
+def test_even_chunks_cover_everything_in_a_multiple_of_the_workers(total, rows, workers, sizes):
+    chunks = even_chunks(total, rows, workers)
+    assert [c.stop - c.start for c in chunks] == sizes
+    assert [c.start for c in chunks] == [sum(sizes[:i]) for i in range(len(sizes))]

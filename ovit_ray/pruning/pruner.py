@@ -8,7 +8,8 @@ round(s * d).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -17,8 +18,9 @@ from ovit_ray.pruning.gradients import FisherSums, LossFn, collect_fisher
 from ovit_ray.pruning.masks import MaskSet
 from ovit_ray.pruning.methods import TensorPlan, get_method
 from ovit_ray.pruning.settings import PruneSettings, dtype_of
+from ovit_ray.pruning.threads import chunk_workers, map_chunks
 from ovit_ray.tensor_math.blocks import from_blocks, to_blocks, valid_mask
-from ovit_ray.tensor_math.chunking import elimination_rows
+from ovit_ray.tensor_math.chunking import elimination_rows, even_chunks
 from ovit_ray.tensor_math.elimination import default_panel
 from ovit_ray.tensor_math.fisher import fisher_from_sums, invert_spd
 from ovit_ray.tensor_math.selection import (
@@ -27,6 +29,8 @@ from ovit_ray.tensor_math.selection import (
     select_smallest,
     target_count,
 )
+
+T = TypeVar("T")
 
 
 class Pruner:
@@ -79,21 +83,23 @@ class Pruner:
         return self.fisher
 
     # -- what methods build on ------------------------------------------------------------------
-    def inverse_chunks(self, name: str) -> Iterator[tuple[slice, torch.Tensor]]:
-        """Inverse dampened Fisher blocks of one tensor in elimination-sized chunks, in the compute dtype.
+    def map_inverse_chunks(self, name: str, fn: Callable[[slice, torch.Tensor], T]) -> list[T]:
+        """fn(chunk, inverse) for the inverse dampened Fisher blocks of one tensor, in elimination-sized chunks
+        (in order; on the CPU several chunks at once, `pruning.threads`), in the compute dtype.
 
         The inverse is formed in the sums' precision when that is higher (float64 sums, float32 elimination):
         1/lambda ~ 1e7..1e8 makes the factorisation the precision-critical step, not the elimination.
         """
         fisher = self.fisher_sums()
-        sums, dtype = fisher.sums[name], self.settings.torch_dtype
-        rows = self.chunk_rows(sums.device)
-        for start in range(0, sums.shape[0], rows):
-            chunk = slice(start, start + rows)
-            block_fisher = fisher_from_sums(
-                sums[chunk], fisher.count, self.settings.damp, self._work_dtype(sums)
-            )
-            yield chunk, invert_spd(block_fisher).to(dtype)
+        sums, dtype, damp = fisher.sums[name], self.settings.torch_dtype, self.settings.damp
+        work_dtype = self._work_dtype(sums)
+
+        def run(chunk: slice) -> T:
+            block_fisher = fisher_from_sums(sums[chunk], fisher.count, damp, work_dtype)
+            return fn(chunk, invert_spd(block_fisher).to(dtype))
+
+        workers = chunk_workers(sums.device)
+        return map_chunks(run, even_chunks(sums.shape[0], self.chunk_rows(sums.device), workers), workers)
 
     def _work_dtype(self, sums: torch.Tensor) -> torch.dtype:
         dtype = self.settings.torch_dtype

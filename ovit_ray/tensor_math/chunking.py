@@ -41,3 +41,18 @@ def elimination_rows(block: int, dtype: torch.dtype, device: torch.device, panel
         return max(1, _DEVICE_CHUNK_BYTES // (block * block * itemsize))
     budget = last_level_cache_bytes() // _CACHE_SHARE
     return max(1, budget // (block * (panel + _VECTORS_PER_BLOCK) * itemsize))
+
+
+def even_chunks(total: int, rows: int, workers: int = 1) -> list[slice]:
+    """Slices covering range(total) with at most `rows` each, as equal as possible, in a multiple of `workers`
+    pieces (when there are enough rows) so that parallel workers finish together."""
+    if total <= 0:
+        return []
+    pieces = -(-total // max(1, rows))
+    if workers > 1:
+        pieces = min(total, -(-pieces // workers) * workers)
+    size, extra = divmod(total, pieces)
+    bounds = [0]
+    for i in range(pieces):
+        bounds.append(bounds[-1] + size + (i < extra))
+    return [slice(a, b) for a, b in zip(bounds, bounds[1:], strict=False)]

@@ -28,7 +28,7 @@ class OViT(PruningMethod):
     def plan(self, pruner: Pruner, name: str) -> TensorPlan:
         import torch
 
-        from ovit_ray.tensor_math.elimination import greedy_eliminate
+        from ovit_ray.tensor_math.elimination import Elimination, greedy_eliminate
         from ovit_ray.tensor_math.selection import order_layout_to_positions
 
         weights, pattern = pruner.blocks(name), pruner.settings.pattern
@@ -40,19 +40,20 @@ class OViT(PruningMethod):
         downdates = None
         if self.update_weights and pruner.reserve_cache(n * steps * block * weights.dtype.itemsize):
             downdates = weights.new_empty(n, steps, block)
-        orders, losses, coeffs = [], [], []  # coeffs come with downdates
-        for chunk, inverse in pruner.inverse_chunks(name):
-            result = greedy_eliminate(
+
+        def eliminate(chunk: slice, inverse: torch.Tensor) -> Elimination:
+            return greedy_eliminate(
                 weights[chunk],
                 inverse,
                 update_weights=True,
                 downdates=None if downdates is None else downdates[chunk],
                 **group_args,
             )
-            orders.append(result.order)
-            losses.append(result.losses)
-            if result.coeffs is not None:
-                coeffs.append(result.coeffs)
+
+        results = pruner.map_inverse_chunks(name, eliminate)
+        orders = [r.order for r in results]
+        losses = [r.losses for r in results]
+        coeffs = [r.coeffs for r in results if r.coeffs is not None]
         order, costs = torch.cat(orders), torch.cat(losses)
         pruned_before = pruner.already_pruned(name)
         costs = costs.masked_fill(pruned_before.gather(1, order), float("-inf"))

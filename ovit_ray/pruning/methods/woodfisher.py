@@ -29,7 +29,7 @@ class WoodFisher(PruningMethod):
 
         weights = pruner.blocks(name)
         saliency = torch.cat(
-            [woodfisher_saliency(weights[c], inverse) for c, inverse in pruner.inverse_chunks(name)]
+            pruner.map_inverse_chunks(name, lambda c, inverse: woodfisher_saliency(weights[c], inverse))
         )
         return pruner.plan_by_position(name, saliency)
 
@@ -40,5 +40,7 @@ class WoodFisher(PruningMethod):
 
         weights = pruner.blocks(name)
         return torch.cat(
-            [woodfisher_update(weights[c], inverse, pruned[c]) for c, inverse in pruner.inverse_chunks(name)]
+            pruner.map_inverse_chunks(
+                name, lambda c, inverse: woodfisher_update(weights[c], inverse, pruned[c])
+            )
         )
