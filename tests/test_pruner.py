@@ -317,3 +317,17 @@ def test_plan_on_several_threads_equals_one_thread(method):
     assert one_masks.equals(many_masks)
     for name, weight in one_weights.items():
         torch.testing.assert_close(many_weights[name], weight, rtol=1e-10, atol=1e-12)
+
+
+def test_fisher_sums_finish_frees_the_buffer_and_later_gradients_still_count():
+    grads = torch.randn(7, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    sums = FisherSums({"w": 40}, 16, buffer_grads=3, device=torch.device("cpu"))
+    for g in grads[:5]:
+        sums.add({"w": g})
+    sums.finish()
+    assert not sums._buffer and sums.count == 5  # nothing buffered is held while planning
+    for g in grads[5:]:
+        sums.add({"w": g})
+    sums.finish()
+    blocks = to_blocks(grads, 16)  # (7, 3, 16)
+    torch.testing.assert_close(sums.sums["w"], torch.einsum("kni,knj->nij", blocks, blocks))

@@ -23,7 +23,8 @@ class FisherSums:
     """Un-normalised block sums S = sum_k g_k g_k^T per tensor, fed a few gradients at a time.
 
     Gradients wait in a small buffer of `buffer_grads` rows and are folded in with one batched matrix
-    product per flush, so the m gradients never sit in memory together.
+    product per flush, so the m gradients never sit in memory together. `finish()` frees the buffer once
+    the sums are complete: planning needs that memory (1 GiB of DeiT-Small's peak at B=192).
     """
 
     def __init__(
@@ -42,16 +43,24 @@ class FisherSums:
             )
             for name, numel in shapes.items()
         }
-        self._buffer = {
-            name: torch.empty(buffer_grads, numel, device=device, dtype=dtype)
-            for name, numel in shapes.items()
-        }
+        self._shapes, self._buffer_grads, self._device, self._dtype = (
+            dict(shapes),
+            buffer_grads,
+            device,
+            dtype,
+        )
+        self._buffer: dict[str, torch.Tensor] = {}
         self._filled = 0
 
     def add(
         self, grads: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor | None] | None = None
     ) -> None:
         """Append one gradient per tensor; times `masks` (flat, in the sums' dtype; None = all kept) if given."""
+        if not self._buffer:
+            self._buffer = {
+                name: torch.empty(self._buffer_grads, numel, device=self._device, dtype=self._dtype)
+                for name, numel in self._shapes.items()
+            }
         for name, grad in grads.items():
             row = self._buffer[name][self._filled]
             row.copy_(
@@ -62,14 +71,14 @@ class FisherSums:
                 row.mul_(mask)
         self._filled += 1
         self.count += 1
-        if self._filled == next(iter(self._buffer.values())).shape[0]:
+        if self._filled == self._buffer_grads:
             self.flush()
 
     def reduce(
         self, sum_tensor_: Callable[[torch.Tensor], None], sum_values: Callable[[list[float]], list[float]]
     ) -> None:
         """Turn each worker's sums of its share of the gradients into the sums over all workers."""
-        self.flush()
+        self.finish()
         for sums in self.sums.values():
             sum_tensor_(sums)
         self.count = int(sum_values([self.count])[0])
@@ -79,6 +88,11 @@ class FisherSums:
             for name, buffer in self._buffer.items():
                 accumulate_outer(self.sums[name], to_blocks(buffer[: self._filled], self.block_size))
             self._filled = 0
+
+    def finish(self) -> None:
+        """Fold what is buffered and free the buffer (a later `add` allocates it again)."""
+        self.flush()
+        self._buffer = {}
 
 
 def endless(batches: Iterable) -> Iterator:
@@ -143,7 +157,7 @@ def collect_fisher(
                 raise ValueError(f"no gradient reaches {sorted(params.keys() - grads.keys())[:3]}")
             sums.add(grads, flat_masks)
             bar.advance(task)
-    sums.flush()
+    sums.finish()
     model.zero_grad(set_to_none=True)
     model.train(was_training)
     return sums

@@ -98,8 +98,12 @@ class Pruner:
             block_fisher = fisher_from_sums(sums[chunk], fisher.count, damp, work_dtype)
             return fn(chunk, invert_spd(block_fisher).to(dtype))
 
-        workers = chunk_workers(sums.device)
-        return map_chunks(run, even_chunks(sums.shape[0], self.chunk_rows(sums.device), workers), workers)
+        return self.map_block_chunks(sums.shape[0], sums.device, run)
+
+    def map_block_chunks(self, count: int, device: torch.device, fn: Callable[[slice], T]) -> list[T]:
+        """fn(chunk) over `count` Fisher blocks in elimination-sized chunks, several at once on the CPU."""
+        workers = chunk_workers(device)
+        return map_chunks(fn, even_chunks(count, self.chunk_rows(device), workers), workers)
 
     def _work_dtype(self, sums: torch.Tensor) -> torch.dtype:
         dtype = self.settings.torch_dtype

@@ -71,7 +71,11 @@ def greedy_eliminate(
     h = inv_fisher.contiguous()
     h_rows = h.view(n * block, block)  # row rows*B + p of this view is column p of block `rows` (H symmetric)
     diag = h.diagonal(dim1=1, dim2=2).clone()
-    blocked = torch.zeros_like(w)  # +inf where a weight may no longer be chosen
+    w_flat, diag_flat = w.view(-1), diag.view(-1)
+    # An eliminated weight is set to +inf, so its score is +inf whatever its diagonal: it is never chosen
+    # again, with no mask to add per step. Only N:M quotas need a mask for survivors (`blocked`).
+    blocked = None if group_size is None else torch.zeros_like(w)
+    scores = torch.empty_like(w)
     nm = (  # (group size, quota, weights eliminated so far in each group)
         None
         if group_size is None or group_quota is None
@@ -89,7 +93,9 @@ def greedy_eliminate(
         first = start if keep else 0
         j = t - start  # downdates in the current panel not yet folded into H
         u_panel = u_all[:, first : first + j]
-        scores = w.square().div_(diag.clamp_min_(_TINY)).add_(blocked)
+        torch.mul(w, w, out=scores).div_(diag.clamp_min_(_TINY))
+        if blocked is not None:
+            scores.add_(blocked)
         # Scores are >= 0 (or +inf), whose IEEE bit patterns order like integers; the integer argmin is
         # about twice as fast as the float one and breaks ties the same way (first position).
         p = scores.view(as_int).argmin(dim=1)
@@ -104,17 +110,15 @@ def greedy_eliminate(
                     col.addcmul_(u_panel[:, i], u_p[:, :, i], value=-1)
             else:
                 col.unsqueeze(1).baddbmm_(u_p, u_panel, alpha=-1)
-        inv_sqrt = diag.view(-1).index_select(0, flat).rsqrt_()
+        inv_sqrt = diag_flat.index_select(0, flat).rsqrt_()
         u = u_all[:, first + j]
         torch.mul(col, inv_sqrt.unsqueeze(1), out=u)
-        c = torch.mul(w.view(-1).index_select(0, flat), inv_sqrt, out=coeffs[t])
+        c = torch.mul(w_flat.index_select(0, flat), inv_sqrt, out=coeffs[t])
         if update_weights:
             w.addcmul_(u, c.unsqueeze(1), value=-1)
         diag.addcmul_(u, u, value=-1)
-        w.view(-1).index_fill_(0, flat, 0)
-        diag.view(-1).index_fill_(0, flat, 1)  # any positive value: the +inf in `blocked` already rules p out
-        blocked.view(-1).index_fill_(0, flat, float("inf"))
-        if nm is not None:
+        w_flat.index_fill_(0, flat, float("inf"))
+        if nm is not None and blocked is not None:
             size, quota, groups = nm
             g = p // size
             count = groups.view(-1).index_add_(0, base // size + g, torch.ones_like(g))
@@ -128,7 +132,7 @@ def greedy_eliminate(
     return Elimination(
         order=order_t,
         losses=picked.cumsum(dim=0).div_(2).t().contiguous(),
-        weights=w.scatter_(1, order_t, 0),  # survivors blocked by an N:M quota keep their weights
+        weights=w.scatter_(1, order_t, 0),  # the +inf of eliminated weights become 0; survivors stay
         downdates=downdates,
         coeffs=coeffs.t().contiguous() if keep else None,
     )

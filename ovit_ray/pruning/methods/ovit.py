@@ -96,7 +96,11 @@ class OViT(PruningMethod):
             ).masked_fill_(gone, 0)
         rows, fisher_sums = solve.nonzero().squeeze(1), pruner.fisher_sums()
         sums, settings = fisher_sums.sums[name], pruner.settings
-        for part in rows.split(pruner.chunk_rows(sums.device)) if len(rows) else ():
+
+        def solve_chunk(chunk: slice) -> None:
+            part = rows[chunk]
             fisher = fisher_from_sums(sums[part], fisher_sums.count, settings.damp, settings.torch_dtype)
-            out[part] = obs_update(weights[part], fisher, pruned[part])
+            out[part] = obs_update(weights[part], fisher, pruned[part])  # chunks write disjoint rows
+
+        pruner.map_block_chunks(len(rows), sums.device, solve_chunk)
         return out
