@@ -81,12 +81,13 @@ def greedy_eliminate(
         if group_size is None or group_quota is None
         else (group_size, group_quota, torch.zeros(n, block // group_size, dtype=torch.long, device=device))
     )
-    order = torch.empty(steps, n, dtype=torch.long, device=device)  # step-major: each step writes one row
-    picked = torch.empty(steps, n, dtype=dtype, device=device)
-    coeffs = torch.empty(steps, n, dtype=dtype, device=device)
+    scores_flat, score_bits = scores.view(-1), scores.view(_SAME_ORDER_INT[dtype])
+    # per step: the position eliminated, its score (its loss increment x 2) and its coefficient w_p / sqrt(H_pp)
+    orders: list[torch.Tensor] = []
+    picked: list[torch.Tensor] = []
+    coeffs: list[torch.Tensor] = []
     keep = downdates is not None
     u_all = downdates if downdates is not None else torch.empty(n, panel, block, dtype=dtype, device=device)
-    as_int = _SAME_ORDER_INT[dtype]
     per_term = device.type == "cpu"
     start = 0  # first step of the current panel
     for t in range(steps):
@@ -98,10 +99,10 @@ def greedy_eliminate(
             scores.add_(blocked)
         # Scores are >= 0 (or +inf), whose IEEE bit patterns order like integers; the integer argmin is
         # about twice as fast as the float one and breaks ties the same way (first position).
-        p = scores.view(as_int).argmin(dim=1)
+        p = score_bits.argmin(dim=1)
         flat = base + p
-        order[t] = p
-        torch.index_select(scores.view(-1), 0, flat, out=picked[t])
+        orders.append(p)
+        picked.append(scores_flat.index_select(0, flat))
         col = h_rows.index_select(0, flat)
         if j:
             u_p = u_panel.gather(2, p.view(n, 1, 1).expand(n, j, 1)).transpose(1, 2)  # (n, 1, j)
@@ -110,12 +111,13 @@ def greedy_eliminate(
                     col.addcmul_(u_panel[:, i], u_p[:, :, i], value=-1)
             else:
                 col.unsqueeze(1).baddbmm_(u_p, u_panel, alpha=-1)
-        inv_sqrt = diag_flat.index_select(0, flat).rsqrt_()
+        inv_sqrt = diag_flat.index_select(0, flat).rsqrt_().unsqueeze_(1)
         u = u_all[:, first + j]
-        torch.mul(col, inv_sqrt.unsqueeze(1), out=u)
-        c = torch.mul(w_flat.index_select(0, flat), inv_sqrt, out=coeffs[t])
+        torch.mul(col, inv_sqrt, out=u)
+        c = w_flat.index_select(0, flat).unsqueeze_(1).mul_(inv_sqrt)
+        coeffs.append(c)
         if update_weights:
-            w.addcmul_(u, c.unsqueeze(1), value=-1)
+            w.addcmul_(u, c, value=-1)
         diag.addcmul_(u, u, value=-1)
         w_flat.index_fill_(0, flat, float("inf"))
         if nm is not None and blocked is not None:
@@ -128,21 +130,28 @@ def greedy_eliminate(
             u_done = u_all[:, first : first + panel]
             h.baddbmm_(u_done.transpose(1, 2), u_done, alpha=-1)
             start = t + 1
-    order_t = order.t().contiguous()
+    order = _by_block(orders, base)
     return Elimination(
-        order=order_t,
-        losses=picked.cumsum(dim=0).div_(2).t().contiguous(),
-        weights=w.scatter_(1, order_t, 0),  # the +inf of eliminated weights become 0; survivors stay
+        order=order,
+        losses=_by_block(picked, w).cumsum_(dim=1).div_(2),
+        weights=w.scatter_(1, order, 0),  # the +inf of eliminated weights become 0; survivors stay
         downdates=downdates,
-        coeffs=coeffs.t().contiguous() if keep else None,
+        coeffs=_by_block(coeffs, w) if keep else None,
     )
 
 
+def _by_block(per_step: list[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+    """(n, steps) from one (n,) or (n, 1) tensor per step (of `like`'s dtype and device)."""
+    if not per_step:
+        return like.new_empty(like.shape[0], 0)
+    return torch.stack([v.view(-1) for v in per_step], dim=1)
+
+
 def default_panel(block: int) -> int:
-    """Panel width of the delayed downdate: 16 (measured for B in {64, 128, 192, 256}, benchmarks/
-    bench_pruner_speed.py --elimination: wider panels make the per-step column correction dearer, narrower
-    ones the panel's matrix product less efficient)."""
-    return min(block, 16)
+    """Panel width of the delayed downdate: B/8, at least 16 (on a quiet 2-core EPYC, one thread: 16 was best
+    or within noise for B <= 192, 32 ran B=256 1.2-1.3x faster than 16; wider panels make the per-step column
+    correction dearer, narrower ones the panel's matrix product less efficient)."""
+    return min(block, max(16, block // 8))
 
 
 def prefix_weights(
