@@ -55,10 +55,7 @@ from ovit_ray.tensor_math.chunking import elimination_rows, even_chunks
 from ovit_ray.tensor_math.elimination import default_panel, greedy_eliminate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from reference_elimination import (  # noqa: E402  (the pre-issue-14 elimination and inverse)
-    reference_greedy_eliminate,
-    reference_invert_spd,
-)
+from reference_elimination import reference_greedy_eliminate  # noqa: E402  (the pre-issue-14 elimination)
 
 OLD_CHUNK_BYTES = 4 * 2**20  # the fixed chunk size before issue 14
 
@@ -226,7 +223,7 @@ def plan_and_apply(
 
 @contextlib.contextmanager
 def old_path() -> Iterator[None]:
-    """The pre-issue-14 plan: eager elimination, LAPACK Cholesky inverse, one chunk at a time (the caller
+    """The pre-issue-14 plan: eager elimination, one chunk at a time (the caller
     also sets 4 MiB chunks and no downdate cache, so apply solves again). The library looks these names up
     at call time, so swapping the module attributes swaps the path; the check below proves it did."""
     calls = []
@@ -235,14 +232,13 @@ def old_path() -> Iterator[None]:
         calls.append(1)
         return reference_greedy_eliminate(w, h, **kw)
 
-    saved = (elimination_module.greedy_eliminate, pruner_module.invert_spd, pruner_module.chunk_workers)
+    saved = (elimination_module.greedy_eliminate, pruner_module.chunk_workers)
     elimination_module.greedy_eliminate = eager
-    pruner_module.invert_spd = reference_invert_spd
     pruner_module.chunk_workers = lambda device: 1
     try:
         yield
     finally:
-        elimination_module.greedy_eliminate, pruner_module.invert_spd, pruner_module.chunk_workers = saved
+        elimination_module.greedy_eliminate, pruner_module.chunk_workers = saved
     if not calls:
         raise RuntimeError("the old path was not taken: the pre-issue-14 elimination never ran")
 

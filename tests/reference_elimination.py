@@ -64,11 +64,3 @@ def reference_greedy_eliminate(
             full = groups[rows, g] >= group_quota
             blocked.view(n, -1, group_size)[rows[full], g[full]] = float("inf")
     return Elimination(order=order, losses=losses, weights=w.masked_fill_(blocked.isinf(), 0))
-
-
-def reference_invert_spd(matrices: torch.Tensor) -> torch.Tensor:
-    """The inverse before issue 14: LAPACK's batched Cholesky and Cholesky inverse (one call per block)."""
-    chol, info = torch.linalg.cholesky_ex(matrices)
-    if bool((info > 0).any()):
-        raise ValueError(f"Fisher block {int((info > 0).nonzero()[0])} is not positive definite")
-    return torch.cholesky_inverse(chol)
