@@ -5,7 +5,7 @@ import threading
 import pytest
 import torch
 
-from ovit_ray.pruning.threads import chunk_workers, map_chunks
+from ovit_ray.pruning.threads import MAX_CHUNK_WORKERS, chunk_workers, map_chunks
 
 
 def test_map_chunks_keeps_order_runs_on_workers_and_restores_threads():
@@ -41,3 +41,14 @@ def test_one_worker_or_one_chunk_runs_in_the_calling_thread():
     map_chunks(lambda c: names.append(threading.current_thread().name), [slice(0, 1), slice(1, 2)], workers=1)
     assert names == [threading.current_thread().name] * 3
     assert chunk_workers(torch.device("meta")) == 1
+
+
+def test_cpu_workers_follow_torch_threads_up_to_the_cap():
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        assert chunk_workers(torch.device("cpu")) == 3
+        torch.set_num_threads(MAX_CHUNK_WORKERS + 4)
+        assert chunk_workers(torch.device("cpu")) == MAX_CHUNK_WORKERS
+    finally:
+        torch.set_num_threads(before)

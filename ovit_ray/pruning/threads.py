@@ -1,9 +1,11 @@
 """Independent chunks of Fisher blocks on the CPU's cores, one chunk per thread.
 
-Torch's intra-op threads do not help the elimination: its per-step operations are too small to split
-(2 threads ran it no faster than 1, bench_pruner_speed.py). Whole chunks on separate Python threads do
-(torch releases the GIL inside each operation), so on the CPU the chunks run `torch.get_num_threads()` at
-a time with one intra-op thread each; accelerators take the chunks one after another.
+LAPACK's batched Cholesky (the inverse, apply's fallback solve) is a loop of small per-block calls that
+torch's intra-op threads do not split; whole chunks on separate Python threads run them in parallel (torch
+releases the GIL inside each operation). For the elimination's small per-step operations both kinds of
+threads gain little on 2 cores (1.0-1.2x, bench_pruner_speed.py --elimination --threads 2). So on the CPU the
+chunks run `torch.get_num_threads()` (at most `MAX_CHUNK_WORKERS`) at a time with one intra-op thread each;
+accelerators take the chunks one after another.
 """
 
 from __future__ import annotations
@@ -16,12 +18,17 @@ import torch
 
 T = TypeVar("T")
 
-__all__ = ["chunk_workers", "map_chunks"]
+__all__ = ["MAX_CHUNK_WORKERS", "chunk_workers", "map_chunks"]
+
+
+# Each chunk in flight holds its Fisher blocks and their inverse (about 130 MiB at B=192 in float64), so large
+# CPU nodes run at most this many at once.
+MAX_CHUNK_WORKERS = 8
 
 
 def chunk_workers(device: torch.device) -> int:
-    """How many chunks run at once on `device`."""
-    return torch.get_num_threads() if device.type == "cpu" else 1
+    """How many chunks run at once on `device`: torch's thread count on the CPU (capped), else one."""
+    return min(torch.get_num_threads(), MAX_CHUNK_WORKERS) if device.type == "cpu" else 1
 
 
 def map_chunks(fn: Callable[[slice], T], chunks: Sequence[slice], workers: int) -> list[T]:
