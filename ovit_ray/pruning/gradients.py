@@ -43,13 +43,8 @@ class FisherSums:
             )
             for name, numel in shapes.items()
         }
-        self._shapes, self._buffer_grads, self._device, self._dtype = (
-            dict(shapes),
-            buffer_grads,
-            device,
-            dtype,
-        )
-        self._buffer: dict[str, torch.Tensor] = {}
+        self._numels, self._buffer_grads = dict(shapes), buffer_grads
+        self._buffer: dict[str, torch.Tensor] = {}  # allocated by the first `add`, freed by `finish`
         self._filled = 0
 
     def add(
@@ -58,8 +53,8 @@ class FisherSums:
         """Append one gradient per tensor; times `masks` (flat, in the sums' dtype; None = all kept) if given."""
         if not self._buffer:
             self._buffer = {
-                name: torch.empty(self._buffer_grads, numel, device=self._device, dtype=self._dtype)
-                for name, numel in self._shapes.items()
+                name: self.sums[name].new_empty(self._buffer_grads, numel)
+                for name, numel in self._numels.items()
             }
         for name, grad in grads.items():
             row = self._buffer[name][self._filled]

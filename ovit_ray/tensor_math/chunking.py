@@ -11,6 +11,7 @@ smaller ones keep the per-step passes in cache. The 1/8 share was measured (benc
 from __future__ import annotations
 
 import functools
+import itertools
 from pathlib import Path
 
 import torch
@@ -52,7 +53,5 @@ def even_chunks(total: int, rows: int, workers: int = 1) -> list[slice]:
     if workers > 1:
         pieces = min(total, -(-pieces // workers) * workers)
     size, extra = divmod(total, pieces)
-    bounds = [0]
-    for i in range(pieces):
-        bounds.append(bounds[-1] + size + (i < extra))
-    return [slice(a, b) for a, b in zip(bounds, bounds[1:], strict=False)]
+    bounds = itertools.accumulate((size + (i < extra) for i in range(pieces)), initial=0)
+    return [slice(a, b) for a, b in itertools.pairwise(bounds)]

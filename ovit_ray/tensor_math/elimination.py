@@ -73,14 +73,13 @@ def greedy_eliminate(
     diag = h.diagonal(dim1=1, dim2=2).clone()
     w_flat, diag_flat = w.view(-1), diag.view(-1)
     # An eliminated weight is set to +inf, so its score is +inf whatever its diagonal: it is never chosen
-    # again, with no mask to add per step. Only N:M quotas need a mask for survivors (`blocked`).
-    blocked = None if group_size is None else torch.zeros_like(w)
-    scores = torch.empty_like(w)
-    nm = (  # (group size, quota, weights eliminated so far in each group)
+    # again, with no mask to add per step. Only N:M quotas need a mask, for survivors of full groups.
+    quota = (
         None
         if group_size is None or group_quota is None
-        else (group_size, group_quota, torch.zeros(n, block // group_size, dtype=torch.long, device=device))
+        else _Quota(group_size, group_quota, base.new_zeros(n, block // group_size), torch.zeros_like(w))
     )
+    scores = torch.empty_like(w)
     scores_flat, score_bits = scores.view(-1), scores.view(_SAME_ORDER_INT[dtype])
     # per step: the position eliminated, its score (its loss increment x 2) and its coefficient w_p / sqrt(H_pp)
     orders: list[torch.Tensor] = []
@@ -95,8 +94,8 @@ def greedy_eliminate(
         j = t - start  # downdates in the current panel not yet folded into H
         u_panel = u_all[:, first : first + j]
         torch.mul(w, w, out=scores).div_(diag.clamp_min_(_TINY))
-        if blocked is not None:
-            scores.add_(blocked)
+        if quota is not None:
+            scores.add_(quota.blocked)
         # Scores are >= 0 (or +inf), whose IEEE bit patterns order like integers; the integer argmin is
         # about twice as fast as the float one and breaks ties the same way (first position).
         p = score_bits.argmin(dim=1)
@@ -120,12 +119,8 @@ def greedy_eliminate(
             w.addcmul_(u, c, value=-1)
         diag.addcmul_(u, u, value=-1)
         w_flat.index_fill_(0, flat, float("inf"))
-        if nm is not None and blocked is not None:
-            size, quota, groups = nm
-            g = p // size
-            count = groups.view(-1).index_add_(0, base // size + g, torch.ones_like(g))
-            full = count.view(-1).index_select(0, base // size + g) >= quota
-            blocked.view(n, -1, size)[full.nonzero().squeeze(1), g[full]] = float("inf")
+        if quota is not None:
+            quota.count(p, base)
         if j + 1 == panel and t + 1 < steps:
             u_done = u_all[:, first : first + panel]
             h.baddbmm_(u_done.transpose(1, 2), u_done, alpha=-1)
@@ -138,6 +133,26 @@ def greedy_eliminate(
         downdates=downdates,
         coeffs=_by_block(coeffs, w) if keep else None,
     )
+
+
+@dataclass(frozen=True)
+class _Quota:
+    """N:M state of an elimination: at most `limit` eliminations in each group of `size` positions."""
+
+    size: int
+    limit: int
+    counts: torch.Tensor  # (n, B / size): eliminations so far per group
+    blocked: torch.Tensor  # (n, B): +inf on the survivors of full groups
+
+    def count(self, picked: torch.Tensor, base: torch.Tensor) -> None:
+        """Count this step's picks (one position per block) and block the rest of every group that is full."""
+        group = picked // self.size
+        flat = base // self.size + group
+        full = (
+            self.counts.view(-1).index_add_(0, flat, torch.ones_like(group)).index_select(0, flat)
+            >= self.limit
+        )
+        self.blocked.view(len(picked), -1, self.size)[full.nonzero().squeeze(1), group[full]] = float("inf")
 
 
 def _by_block(per_step: list[torch.Tensor], like: torch.Tensor) -> torch.Tensor:

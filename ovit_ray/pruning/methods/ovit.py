@@ -97,10 +97,11 @@ class OViT(PruningMethod):
         rows, fisher_sums = solve.nonzero().squeeze(1), pruner.fisher_sums()
         sums, settings = fisher_sums.sums[name], pruner.settings
 
-        def solve_chunk(chunk: slice) -> None:
+        def solve_chunk(chunk: slice) -> torch.Tensor:
             part = rows[chunk]
             fisher = fisher_from_sums(sums[part], fisher_sums.count, settings.damp, settings.torch_dtype)
-            out[part] = obs_update(weights[part], fisher, pruned[part])  # chunks write disjoint rows
+            return obs_update(weights[part], fisher, pruned[part])
 
-        pruner.map_block_chunks(len(rows), sums.device, solve_chunk)
+        if len(rows):
+            out[rows] = torch.cat(pruner.map_block_chunks(len(rows), sums.device, solve_chunk))
         return out
