@@ -164,10 +164,11 @@ RESTRUCTURED = [  # (blocks, B, N:M group size and quota, masked start)
 
 
 @pytest.mark.parametrize(("n", "block", "group", "quota", "masked"), RESTRUCTURED)
-@pytest.mark.parametrize("panel", [1, 3, 8, 64])
+@pytest.mark.parametrize("panel", [1, 3, 8, 64, "compiled"])
 @pytest.mark.parametrize("keep", [False, True])
 def test_restructured_elimination_matches_reference(n, block, group, quota, masked, panel, keep):
-    """Every panel width (1 = eager rank-1, >= steps = fully lazy) gives the reference's order, losses, weights."""
+    """The compiled per-block loop (the CPU default) and every panel width of the batched form (1 = eager
+    rank-1, >= steps = fully lazy) give the reference's order, losses and weights."""
     weights, _, _, inverse = random_problem(n=n, block=block, m=3 * block, seed=block)
     if masked:
         weights[:, [1, 5]] = 0
@@ -175,7 +176,8 @@ def test_restructured_elimination_matches_reference(n, block, group, quota, mask
     expected = reference_greedy_eliminate(weights, inverse.clone(), **nm)
     steps = expected.order.shape[1]
     buffer = torch.empty(n, steps, block, **F64) if keep else None
-    result = greedy_eliminate(weights, inverse.clone(), panel=panel, downdates=buffer, **nm)
+    form = {"compiled": True} if panel == "compiled" else {"compiled": False, "panel": panel}
+    result = greedy_eliminate(weights, inverse.clone(), downdates=buffer, **form, **nm)
     assert torch.equal(result.order, expected.order)
     torch.testing.assert_close(result.losses, expected.losses, rtol=1e-9, atol=1e-12)
     pruned = torch.zeros_like(weights, dtype=torch.bool).scatter_(1, result.order, True)

@@ -46,6 +46,7 @@ def greedy_eliminate(
     group_quota: int | None = None,
     panel: int | None = None,
     downdates: torch.Tensor | None = None,
+    compiled: bool | None = None,
 ) -> Elimination:
     """oViT elimination: repeatedly remove the weight of least OBS loss and update the rest jointly.
 
@@ -58,12 +59,19 @@ def greedy_eliminate(
     (n, steps, B) buffer, keeps every u_t for `prefix_weights` (the panel then lives in it). With
     `group_size`/`group_quota` (N:M patterns) at most `group_quota` weights are eliminated in each group of
     `group_size` consecutive positions.
+
+    `compiled` (default: on the CPU) runs the same steps as one compiled loop per block over the survivors
+    only (`_elimination_kernel`); the batched panel form below is the accelerator path.
     """
     n, block = weights.shape
     if (group_size is None) != (group_quota is None):
         raise ValueError("group_size and group_quota come together (an N:M pattern) or not at all")
     if steps is None:
         steps = block if group_size is None or group_quota is None else block // group_size * group_quota
+    if weights.device.type == "cpu" if compiled is None else compiled:
+        return _compiled_eliminate(
+            weights, inv_fisher, steps, update_weights, group_size or 1, group_quota or 0, downdates
+        )
     panel = default_panel(block) if panel is None else max(1, min(panel, steps))
     device, dtype = weights.device, weights.dtype
     base = torch.arange(n, device=device) * block  # flat index of each block's first position
@@ -132,6 +140,45 @@ def greedy_eliminate(
         weights=w.scatter_(1, order, 0),  # the +inf of eliminated weights become 0; survivors stay
         downdates=downdates,
         coeffs=_by_block(coeffs, w) if keep else None,
+    )
+
+
+def _compiled_eliminate(
+    weights: torch.Tensor,
+    inv_fisher: torch.Tensor,
+    steps: int,
+    update_weights: bool,
+    group_size: int,
+    group_quota: int,
+    downdates: torch.Tensor | None,
+) -> Elimination:
+    """greedy_eliminate through the compiled per-block loop (CPU tensors; numba is imported on first use)."""
+    from ovit_ray.tensor_math._elimination_kernel import eliminate_blocks
+
+    n, block = weights.shape
+    out = torch.empty_like(weights)
+    order = torch.empty(n, steps, dtype=torch.int64)
+    scores, coeffs = weights.new_empty(n, steps), weights.new_empty(n, steps)
+    kept = downdates if downdates is not None else weights.new_empty(0, steps, block)
+    eliminate_blocks(
+        weights.detach().contiguous().numpy(),
+        inv_fisher.detach().contiguous().numpy(),
+        steps,
+        update_weights,
+        group_size,
+        group_quota,
+        out.numpy(),
+        order.numpy(),
+        scores.numpy(),
+        coeffs.numpy(),
+        kept.detach().numpy(),
+    )
+    return Elimination(
+        order=order,
+        losses=scores.cumsum_(dim=1).div_(2),
+        weights=out,
+        downdates=downdates,
+        coeffs=coeffs if downdates is not None else None,
     )
 
 

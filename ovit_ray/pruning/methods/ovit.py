@@ -32,11 +32,9 @@ class OViT(PruningMethod):
         from ovit_ray.tensor_math.selection import order_layout_to_positions
 
         weights, pattern = pruner.blocks(name), pruner.settings.pattern
-        group_args = (
-            {} if pattern is None else {"group_size": pattern[1], "group_quota": pattern[1] - pattern[0]}
-        )
+        group_size, group_quota = (None, None) if pattern is None else (pattern[1], pattern[1] - pattern[0])
         n, block = weights.shape
-        steps = block if pattern is None else block // pattern[1] * group_args["group_quota"]
+        steps = block if group_size is None or group_quota is None else block // group_size * group_quota
         downdates = None
         if self.update_weights and pruner.reserve_cache(n * steps * block * weights.dtype.itemsize):
             downdates = weights.new_empty(n, steps, block)
@@ -47,7 +45,8 @@ class OViT(PruningMethod):
                 inverse,
                 update_weights=True,
                 downdates=None if downdates is None else downdates[chunk],
-                **group_args,
+                group_size=group_size,
+                group_quota=group_quota,
             )
 
         results = pruner.map_inverse_chunks(name, eliminate)
