@@ -47,7 +47,7 @@ from torch import nn
 from ovit_ray.models import create_model
 from ovit_ray.pruning import DEFAULT_PATTERNS, MaskSet, Pruner, PruneSettings, select_prunable
 from ovit_ray.pruning import pruner as pruner_module
-from ovit_ray.pruning.gradients import FisherSums, collect_fisher
+from ovit_ray.pruning.gradients import FisherSums, collect_fisher, grads_per_flush
 from ovit_ray.pruning.names import DTYPE_NAMES
 from ovit_ray.pruning.settings import dtype_of
 from ovit_ray.pruning.threads import map_chunks
@@ -168,11 +168,6 @@ def prunable(config: Mapping) -> tuple[nn.Module, dict[str, nn.Parameter]]:
     return model, params
 
 
-def buffer_grads(total_weights: int, max_m: int, dtype: torch.dtype) -> int:
-    """Gradients per flush, sized like `collect_fisher` does for this many weights."""
-    return max(1, min(max_m, BUFFER_BYTES // (dtype.itemsize * total_weights)))
-
-
 def accumulate(
     params: Mapping[str, nn.Parameter],
     block: int,
@@ -182,7 +177,7 @@ def accumulate(
 ) -> tuple[FisherSums, dict[int, float]]:
     """Fold max(grad_ms) pooled gradients into fresh sums; returns the sums and the elapsed seconds at each m."""
     shapes = {n: p.numel() for n, p in params.items()}
-    buffer = buffer_grads(sum(shapes.values()), max(grad_ms), dtype)
+    buffer = grads_per_flush(sum(shapes.values()), max(grad_ms), dtype, BUFFER_BYTES)
     device = next(iter(params.values())).device
     sums = FisherSums(shapes, block, buffer, device, dtype)
     marks, elapsed = set(grad_ms), {}

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ovit_ray.pruning import MaskSet, Pruner, PruneSettings, select_prunable
-from ovit_ray.pruning.gradients import FisherSums, collect_fisher
+from ovit_ray.pruning.gradients import MAX_GRADS_PER_FLUSH, FisherSums, collect_fisher, grads_per_flush
 from ovit_ray.tensor_math.blocks import to_blocks
 from ovit_ray.tensor_math.fisher import fisher_from_sums
 from ovit_ray.tensor_math.selection import is_nm_valid
@@ -317,6 +317,19 @@ def test_plan_on_several_threads_equals_one_thread(method):
     assert one_masks.equals(many_masks)
     for name, weight in one_weights.items():
         torch.testing.assert_close(many_weights[name], weight, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("weights", "num_grads", "buffer_bytes", "expected"),
+    [
+        (1000, 256, 2**30, MAX_GRADS_PER_FLUSH),  # small model: capped, more rows only fault in pages
+        (1000, 10, 2**30, 10),  # never more rows than gradients
+        (22_000_000, 256, 2**30, 6),  # DeiT-Small in float64: as many as the bytes allow
+        (10**9, 256, 2**30, 1),  # at least one
+    ],
+)
+def test_grads_per_flush(weights, num_grads, buffer_bytes, expected):
+    assert grads_per_flush(weights, num_grads, torch.float64, buffer_bytes) == expected
 
 
 def test_fisher_sums_finish_frees_the_buffer_and_later_gradients_still_count():

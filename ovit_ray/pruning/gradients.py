@@ -17,6 +17,17 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # Below this many parameters a forward/backward is a chain of tiny ops: intra-op threads gain little, and on a
 # shared or oversubscribed machine they cost 10-20x (measured on the digits preset, BENCHMARKS.md, issue 14).
 SMALL_MODEL_PARAMS = 2_000_000
+# A flush of 64 gradients already runs the batched product near GEMM speed; a larger buffer only adds fresh
+# pages to fault in (384x384 layer, m=256, float32, 2 threads: 256 per flush 0.142 / 0.198 s at B=64 / 192,
+# 64 per flush 0.096 / 0.161 s; BENCHMARKS.md, issue 14).
+MAX_GRADS_PER_FLUSH = 64
+
+
+def grads_per_flush(total_weights: int, num_grads: int, dtype: torch.dtype, buffer_bytes: int) -> int:
+    """Gradients the buffer holds: as many as `buffer_bytes` allows (each flush is a pass over all sums), at
+    most MAX_GRADS_PER_FLUSH and num_grads, at least one."""
+    fit = buffer_bytes // (dtype.itemsize * max(1, total_weights))
+    return max(1, min(num_grads, MAX_GRADS_PER_FLUSH, fit))
 
 
 class FisherSums:
@@ -120,14 +131,15 @@ def collect_fisher(
     gradients are cleared afterwards. Masking the gradient decouples pruned weights from the rest.
     The sums are kept in `dtype`: float64 keeps lambda meaningful next to large gradient products, float32
     halves the memory (d * B * 4 bytes) for large models. Every flush of the gradient buffer is one pass
-    over all sums, so the buffer (`buffer_bytes`) should hold as many gradients as memory allows.
+    over all sums, so the buffer (`buffer_bytes`) holds as many gradients as memory allows, up to
+    MAX_GRADS_PER_FLUSH.
     Per batch only what the Fisher needs is done: weight gradients of `params` alone (other parameters are
     frozen for the duration), the mask multiplied in place in the buffer (skipped where nothing is pruned), masks moved to the
     device once; small models run with one intra-op thread (SMALL_MODEL_PARAMS). All of it is restored.
     """
     device = next(iter(params.values())).device
     total = sum(p.numel() for p in params.values())
-    buffer_grads = max(1, min(num_grads, buffer_bytes // (dtype.itemsize * total)))
+    buffer_grads = grads_per_flush(total, num_grads, dtype, buffer_bytes)
     sums = FisherSums({n: p.numel() for n, p in params.items()}, block_size, buffer_grads, device, dtype)
     # moved and converted once, not per batch; a fully kept tensor needs no multiply at all
     flat_masks = {n: None if bool(masks[n].all()) else masks[n].to(device, dtype).reshape(-1) for n in params}

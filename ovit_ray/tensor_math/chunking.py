@@ -5,7 +5,9 @@ and a handful of length-B vectors per block (weights, diagonal, scores, the form
 streamed only once per panel by a batched matrix product. A chunk is sized so that per-step working set
 fills a share of the last-level cache: larger chunks amortise the fixed cost of each batched operation,
 smaller ones keep the per-step passes in cache. The 1/8 share was measured (benchmarks/bench_pruner_speed.py
---elimination) on a 2-core AMD EPYC with a 32 MiB L3 shared with other processes.
+--elimination) on a 2-core AMD EPYC with a 32 MiB L3 shared with other processes. The CPU's compiled
+elimination works one block at a time, so there the chunk only batches the Cholesky inverse and splits the
+work between threads; the same size serves.
 """
 
 from __future__ import annotations

@@ -76,7 +76,7 @@ def greedy_eliminate(
     device, dtype = weights.device, weights.dtype
     base = torch.arange(n, device=device) * block  # flat index of each block's first position
     w = weights.clone()
-    h = inv_fisher.contiguous()
+    h = _row_major(inv_fisher)
     h_rows = h.view(n * block, block)  # row rows*B + p of this view is column p of block `rows` (H symmetric)
     diag = h.diagonal(dim1=1, dim2=2).clone()
     w_flat, diag_flat = w.view(-1), diag.view(-1)
@@ -162,7 +162,7 @@ def _compiled_eliminate(
     kept = downdates if downdates is not None else weights.new_empty(0, steps, block)
     eliminate_blocks(
         weights.detach().contiguous().numpy(),
-        inv_fisher.detach().contiguous().numpy(),
+        _row_major(inv_fisher.detach()).numpy(),
         steps,
         update_weights,
         group_size,
@@ -180,6 +180,13 @@ def _compiled_eliminate(
         downdates=downdates,
         coeffs=coeffs if downdates is not None else None,
     )
+
+
+def _row_major(symmetric: torch.Tensor) -> torch.Tensor:
+    """The batch of symmetric matrices as a C-contiguous tensor without a copy where possible: LAPACK's
+    inverse comes back column-major, and the transpose of a symmetric matrix is itself."""
+    flipped = symmetric.transpose(1, 2)
+    return flipped if flipped.is_contiguous() and not symmetric.is_contiguous() else symmetric.contiguous()
 
 
 @dataclass(frozen=True)
