@@ -287,6 +287,7 @@ def child(config: dict) -> dict:
         result.update({k: statistics.median(v) for k, v in parts.items()}, runs=parts)
     else:
         sums, elapsed = accumulate(params, block, grad_ms, pool, settings.torch_dtype)
+        pool.clear()  # the stand-ins for backward passes are gone before planning, as collect_fisher's are
         # masks saved for comparing devices (the random draws are made on the CPU, so inputs are identical)
         plan_s, apply_s = plan_and_apply(
             model, params, settings, sums, config["sparsity"], save_masks=config.get("save_masks")

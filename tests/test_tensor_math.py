@@ -209,6 +209,20 @@ def test_restructured_elimination_matches_reference(n, block, group, quota, mask
             torch.testing.assert_close(got[b], want, rtol=1e-7, atol=1e-9)
 
 
+@pytest.mark.parametrize("compiled", [True, False])
+def test_elimination_uses_lapacks_column_major_inverse_in_place(compiled):
+    """invert_spd returns column-major blocks; the elimination reads them as their (equal) transposes, no copy."""
+    weights, _, _, inverse = random_problem(n=5, block=16, m=48, seed=3)
+    assert not inverse.is_contiguous()
+    scratch = inverse.clone()
+    form = {"compiled": compiled, "panel": 4}  # the panel (batched form only) folds into H every 4 steps
+    result = greedy_eliminate(weights, scratch, **form)
+    expected = greedy_eliminate(weights, inverse.contiguous(), **form)
+    assert torch.equal(result.order, expected.order)
+    torch.testing.assert_close(result.losses, expected.losses, rtol=1e-12, atol=0)
+    assert not torch.equal(scratch, inverse)  # the scratch itself was worked on
+
+
 def test_float32_elimination_follows_float64_reference():
     """The fast path in float32 picks the float64 reference's order on a well-conditioned problem."""
     weights, _, _, inverse = random_problem(n=30, block=32, m=96, seed=7)
