@@ -19,7 +19,7 @@ measured once per (model, B).
     .venv/bin/python benchmarks/bench_pruner_speed.py --elimination         # issue 14: old vs new vs ceiling
 
 Issue 14 ("old" = the pre-issue-14 path, run in the same process on the same inputs): --layer times the old
-plan/apply (eager rank-1 elimination kept in tests/reference_elimination.py, 4 MiB chunks, apply by a second
+plan/apply (LAPACK inverse, eager rank-1 elimination kept in tests/reference_elimination.py, 4 MiB chunks, apply by a second
 Cholesky solve) next to the new one; --elimination times the bare elimination of a 384x384 layer for each B,
 old vs new (the compiled per-block loop) and the batched torch form at panel widths 1 (eager), B/8 (the
 accelerator default) and B (fully lazy), against this machine's in-cache rank-1 update speed measured in the
@@ -54,6 +54,7 @@ from ovit_ray.pruning.threads import map_chunks
 from ovit_ray.tensor_math import elimination as elimination_module
 from ovit_ray.tensor_math.chunking import elimination_rows, even_chunks
 from ovit_ray.tensor_math.elimination import default_panel, greedy_eliminate
+from ovit_ray.tensor_math.fisher import invert_spd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from reference_elimination import reference_greedy_eliminate  # noqa: E402  (the pre-issue-14 elimination)
@@ -224,7 +225,7 @@ def compile_elimination(block: int, dtype: torch.dtype) -> None:
 
 @contextlib.contextmanager
 def old_path() -> Iterator[None]:
-    """The pre-issue-14 plan: eager elimination, one chunk at a time (the caller
+    """The pre-issue-14 plan: LAPACK's inverse, eager elimination, one chunk at a time (the caller
     also sets 4 MiB chunks and no downdate cache, so apply solves again). The library looks these names up
     at call time, so swapping the module attributes swaps the path; the check below proves it did."""
     calls = []
@@ -233,13 +234,17 @@ def old_path() -> Iterator[None]:
         calls.append(1)
         return reference_greedy_eliminate(w, h, **kw)
 
-    saved = (elimination_module.greedy_eliminate, pruner_module.chunk_workers)
+    def lapack_inverse(matrices: torch.Tensor) -> torch.Tensor:
+        return invert_spd(matrices, compiled=False)
+
+    saved = (elimination_module.greedy_eliminate, pruner_module.chunk_workers, pruner_module.invert_spd)
     elimination_module.greedy_eliminate = eager
     pruner_module.chunk_workers = lambda device: 1
+    pruner_module.invert_spd = lapack_inverse
     try:
         yield
     finally:
-        elimination_module.greedy_eliminate, pruner_module.chunk_workers = saved
+        elimination_module.greedy_eliminate, pruner_module.chunk_workers, pruner_module.invert_spd = saved
     if not calls:
         raise RuntimeError("the old path was not taken: the pre-issue-14 elimination never ran")
 

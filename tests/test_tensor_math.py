@@ -38,11 +38,33 @@ def random_problem(n=6, block=8, m=40, seed=0):
     return weights, grads, fisher, invert_spd(fisher)
 
 
-def test_batched_fisher_inverse_equals_sherman_morrison():
-    _, grads, fisher, inverse = random_problem()
+@pytest.mark.parametrize("compiled", [True, False])  # the per-block kernel (the CPU default) and LAPACK's
+def test_batched_fisher_inverse_equals_sherman_morrison(compiled):
+    _, grads, fisher, _ = random_problem()
     reference = sherman_morrison_inverse(grads, damp=1e-3)
+    inverse = invert_spd(fisher, compiled=compiled)
     torch.testing.assert_close(inverse, reference, rtol=1e-8, atol=1e-8)
     torch.testing.assert_close(fisher @ inverse, torch.eye(8, **F64).expand_as(fisher), rtol=0, atol=1e-8)
+
+
+@pytest.mark.parametrize("block", [1, 7, 64])
+def test_compiled_inverse_is_as_accurate_as_lapack(block):
+    """Norm-wise error against float64 LAPACK: float64 on ill-conditioned blocks (rank m < B, lambda 1e-6, so
+    condition numbers ~1e7), float32 on the default problem, no worse than LAPACK's own float32 error."""
+    _, _, fisher, _ = random_problem(n=4, block=block, m=block // 2 + 1, seed=block)
+
+    def error(inverse: torch.Tensor, truth: torch.Tensor) -> float:
+        return float((inverse.double() - truth).norm() / truth.norm())
+
+    ill = fisher.clone()
+    ill.diagonal(dim1=1, dim2=2).sub_(1e-3 - 1e-6)
+    kernel = invert_spd(ill, compiled=True)
+    assert kernel.is_contiguous() and torch.equal(kernel, kernel.transpose(1, 2))
+    assert error(kernel, invert_spd(ill, compiled=False)) < 1e-6
+    single = fisher.float()
+    truth = invert_spd(single.double(), compiled=False)
+    lapack_error = error(invert_spd(single, compiled=False), truth)
+    assert error(invert_spd(single, compiled=True), truth) <= 4 * lapack_error + 1e-6
 
 
 def test_accumulating_in_groups_equals_all_at_once():
@@ -211,8 +233,9 @@ def test_restructured_elimination_matches_reference(n, block, group, quota, mask
 
 @pytest.mark.parametrize("compiled", [True, False])
 def test_elimination_uses_lapacks_column_major_inverse_in_place(compiled):
-    """invert_spd returns column-major blocks; the elimination reads them as their (equal) transposes, no copy."""
-    weights, _, _, inverse = random_problem(n=5, block=16, m=48, seed=3)
+    """LAPACK's inverse comes back column-major; the elimination reads it as its (equal) transpose, no copy."""
+    weights, _, fisher, _ = random_problem(n=5, block=16, m=48, seed=3)
+    inverse = invert_spd(fisher, compiled=False)
     assert not inverse.is_contiguous()
     scratch = inverse.clone()
     form = {"compiled": compiled, "panel": 4}  # the panel (batched form only) folds into H every 4 steps
@@ -232,12 +255,14 @@ def test_float32_elimination_follows_float64_reference():
     torch.testing.assert_close(result.losses[:, -1].double(), expected.losses[:, -1], rtol=1e-3, atol=1e-6)
 
 
-def test_inverse_names_the_block_that_is_not_positive_definite():
+@pytest.mark.parametrize("compiled", [True, False])
+def test_inverse_names_the_block_that_is_not_positive_definite(compiled):
     """The error names the first block that Cholesky cannot factor."""
-    fisher = torch.eye(64, **F64).repeat(3, 1, 1)
+    fisher = torch.eye(64, **F64).repeat(4, 1, 1)
     fisher[2, 60, 60] = -1.0
+    fisher[3, 5, 5] = float("nan")
     with pytest.raises(ValueError, match="Fisher block 2 is not positive definite"):
-        invert_spd(fisher)
+        invert_spd(fisher, compiled=compiled)
 
 
 @pytest.mark.parametrize(

@@ -26,21 +26,31 @@ def fisher_from_sums(sums: torch.Tensor, count: int, damp: float, dtype: torch.d
     return fisher
 
 
-def invert_spd(matrices: torch.Tensor) -> torch.Tensor:
+def invert_spd(matrices: torch.Tensor, *, compiled: bool | None = None) -> torch.Tensor:
     """Batched inverse of symmetric positive-definite blocks through Cholesky (stable, ~3x cheaper than LU).
 
-    A recursive Schur-complement inverse built on batched matrix products ran 1.2-1.9x faster here but is
-    not kept: forming S = D - C A^-1 C^T from an explicit A^-1 lost positive definiteness on real float32
-    Fisher blocks at lambda = 1e-8 that Cholesky factors (benchmarks/bench_precision.py, BENCHMARKS.md).
+    `compiled` (default: on the CPU) factorises and inverts each block in one compiled loop
+    (`_inverse_kernel`); otherwise LAPACK's batched Cholesky inverse. A recursive Schur-complement inverse
+    built on batched matrix products ran 1.2-1.9x faster than LAPACK here but is not kept: forming
+    S = D - C A^-1 C^T from an explicit A^-1 lost positive definiteness on real float32 Fisher blocks at
+    lambda = 1e-8 that Cholesky factors (benchmarks/bench_precision.py, BENCHMARKS.md).
     """
-    chol, info = torch.linalg.cholesky_ex(matrices)
-    if bool((info > 0).any()):
-        bad = int((info > 0).nonzero()[0])
+    if matrices.device.type == "cpu" if compiled is None else compiled:
+        from ovit_ray.tensor_math._inverse_kernel import invert_spd_blocks
+
+        inverse = torch.empty(matrices.shape, dtype=matrices.dtype)
+        bad = invert_spd_blocks(matrices.detach().contiguous().numpy(), inverse.numpy())
+    else:
+        chol, info = torch.linalg.cholesky_ex(matrices)
+        failed = (info > 0).nonzero()
+        bad = int(failed[0]) if len(failed) else -1
+        inverse = torch.cholesky_inverse(chol)
+    if bad >= 0:
         raise ValueError(
             f"Fisher block {bad} is not positive definite at this precision; increase the dampening "
             f"lambda (damp) or compute in float64"
         )
-    return torch.cholesky_inverse(chol)
+    return inverse
 
 
 def sherman_morrison_inverse(grads: torch.Tensor, damp: float) -> torch.Tensor:
