@@ -5,7 +5,9 @@ Why a kernel: LAPACK's batched Cholesky inverse is one library call per block, a
 set-up and blocking cost more than its flops. Here a block is factorised and inverted in one scratch copy
 that stays in L1/L2: Cholesky row by row (F = L L^T, dot products of row prefixes), X = L^-1 row by row,
 then H = X^T X. These are LAPACK's unblocked algorithms (potrf, trtri, lauum), so the result is as
-accurate; measured 1.2-2.2x faster than `torch.cholesky_inverse` at B = 32..256 (BENCHMARKS.md, issue 14).
+accurate. On bare blocks, one thread, it ran 1.1-1.8x faster than `torch.cholesky_inverse` at B = 64..256;
+as the Pruner runs it, 1.2-1.3x at B <= 128 and level above (BENCHMARKS.md, issue 14), so `invert_spd` uses
+it up to B = 128. Dot-product forms of the inverse and the product (contiguous rows only) ran 2-4x slower.
 Compiled with numba on first use (cached on disk); `nogil` lets `pruning.threads` run chunks at once.
 """
 

@@ -26,16 +26,23 @@ def fisher_from_sums(sums: torch.Tensor, count: int, damp: float, dtype: torch.d
     return fisher
 
 
+_COMPILED_INVERSE_MAX_BLOCK = 128
+
+
 def invert_spd(matrices: torch.Tensor, *, compiled: bool | None = None) -> torch.Tensor:
     """Batched inverse of symmetric positive-definite blocks through Cholesky (stable, ~3x cheaper than LU).
 
-    `compiled` (default: on the CPU) factorises and inverts each block in one compiled loop
-    (`_inverse_kernel`); otherwise LAPACK's batched Cholesky inverse. A recursive Schur-complement inverse
+    `compiled` (default: on the CPU for B <= 128) factorises and inverts each block in one compiled loop
+    (`_inverse_kernel`); otherwise LAPACK's batched Cholesky inverse. As the Pruner runs it (chunks on two
+    threads), the loop was 1.2-1.3x faster at B = 64 and 128 and level with LAPACK at B = 192 and 256
+    (benchmarks/bench_inverse.py, BENCHMARKS.md), hence the default. A recursive Schur-complement inverse
     built on batched matrix products ran 1.2-1.9x faster than LAPACK here but is not kept: forming
     S = D - C A^-1 C^T from an explicit A^-1 lost positive definiteness on real float32 Fisher blocks at
     lambda = 1e-8 that Cholesky factors (benchmarks/bench_precision.py, BENCHMARKS.md).
     """
-    if matrices.device.type == "cpu" if compiled is None else compiled:
+    if compiled is None:
+        compiled = matrices.device.type == "cpu" and matrices.shape[-1] <= _COMPILED_INVERSE_MAX_BLOCK
+    if compiled:
         from ovit_ray.tensor_math._inverse_kernel import invert_spd_blocks
 
         inverse = torch.empty(matrices.shape, dtype=matrices.dtype)
