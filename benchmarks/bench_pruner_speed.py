@@ -218,9 +218,10 @@ def plan_and_apply(
         return planned - began, time.perf_counter() - planned
 
 
-def compile_elimination(block: int, dtype: torch.dtype) -> None:
-    """Compile (or load from numba's disk cache) the CPU elimination kernel before any clock starts."""
-    greedy_eliminate(torch.ones(1, block, dtype=dtype), torch.eye(block, dtype=dtype).unsqueeze(0))
+def compile_kernels(block: int, dtype: torch.dtype) -> None:
+    """Compile (or load from numba's disk cache) the CPU kernels that plan uses at this B before any clock starts."""
+    identity = torch.eye(block, dtype=dtype).unsqueeze(0)
+    greedy_eliminate(torch.ones(1, block, dtype=dtype), invert_spd(identity))
 
 
 @contextlib.contextmanager
@@ -272,7 +273,7 @@ def child(config: dict) -> dict:
         fisher_dtype=config["dtype"],
     )
     result = {"weights": sum(p.numel() for p in params.values())}
-    compile_elimination(block, settings.torch_dtype)
+    compile_kernels(block, settings.torch_dtype)
     if config.get("layer"):
         parts = {
             f"{k}{tag}": [] for tag in ("", "_old") for k in ("fisher_s", "plan_s", "apply_s", "total_s")
@@ -510,7 +511,7 @@ def elimination_child(config: dict) -> dict:
                 elimination_rows(block, dtype, torch.device("cpu"), panel),
                 lambda w, h, panel=panel: greedy_eliminate(w, h, panel=panel, compiled=False),
             )
-        compile_elimination(block, dtype)
+        compile_kernels(block, dtype)
         threaded = f"new, {torch.get_num_threads()} chunks at once"
         if torch.get_num_threads() > 1:  # what Pruner.plan runs on this many threads (`pruning.threads`)
             variants[threaded] = variants["new"]

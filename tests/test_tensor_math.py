@@ -181,7 +181,7 @@ RESTRUCTURED = [  # (blocks, B, N:M group size and quota, masked start)
     (10, 16, 4, 2, False),
     (9, 32, 4, 2, True),
     (7, 24, 8, 5, True),
-    (4, 64, None, None, True),  # panel corrections both term by term (j * B <= 384) and as one product
+    (4, 64, None, None, True),  # B=64 with a masked start
 ]
 
 

@@ -12,10 +12,6 @@ import torch
 
 _TINY = 1e-30  # floor for diagonal entries that round-off pushes to <= 0 after many downdates
 _SAME_ORDER_INT = {torch.float32: torch.int32, torch.float64: torch.int64}
-# On the CPU a batched (1 x j) @ (j x B) product with j * B <= 384 took 0.3-0.8 ms for 170-682 blocks, 3-10x
-# a loop of j multiply-adds (bench_pruner_speed.py --elimination, torch 2.14 with MKL, 1 thread): below this
-# size the column correction is done term by term.
-_SMALL_GEMV = 384
 
 
 @dataclass(frozen=True)
@@ -67,7 +63,7 @@ def greedy_eliminate(
     if (group_size is None) != (group_quota is None):
         raise ValueError("group_size and group_quota come together (an N:M pattern) or not at all")
     if steps is None:
-        steps = block if group_size is None or group_quota is None else block // group_size * group_quota
+        steps = elimination_steps(block, group_size, group_quota)
     if weights.device.type == "cpu" if compiled is None else compiled:
         return _compiled_eliminate(
             weights, inv_fisher, steps, update_weights, group_size or 1, group_quota or 0, downdates
@@ -95,7 +91,6 @@ def greedy_eliminate(
     coeffs: list[torch.Tensor] = []
     keep = downdates is not None
     u_all = downdates if downdates is not None else torch.empty(n, panel, block, dtype=dtype, device=device)
-    per_term = device.type == "cpu"
     start = 0  # first step of the current panel
     for t in range(steps):
         first = start if keep else 0
@@ -113,11 +108,7 @@ def greedy_eliminate(
         col = h_rows.index_select(0, flat)
         if j:
             u_p = u_panel.gather(2, p.view(n, 1, 1).expand(n, j, 1)).transpose(1, 2)  # (n, 1, j)
-            if per_term and j * block <= _SMALL_GEMV:
-                for i in range(j):
-                    col.addcmul_(u_panel[:, i], u_p[:, :, i], value=-1)
-            else:
-                col.unsqueeze(1).baddbmm_(u_p, u_panel, alpha=-1)
+            col.unsqueeze(1).baddbmm_(u_p, u_panel, alpha=-1)
         inv_sqrt = diag_flat.index_select(0, flat).rsqrt_().unsqueeze_(1)
         u = u_all[:, first + j]
         torch.mul(col, inv_sqrt, out=u)
@@ -214,6 +205,11 @@ def _by_block(per_step: list[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
     if not per_step:
         return like.new_empty(like.shape[0], 0)
     return torch.stack([v.view(-1) for v in per_step], dim=1)
+
+
+def elimination_steps(block: int, group_size: int | None, group_quota: int | None) -> int:
+    """Steps a full elimination takes: every position, or with an N:M quota the quota of every group."""
+    return block if group_size is None or group_quota is None else block // group_size * group_quota
 
 
 def default_panel(block: int) -> int:

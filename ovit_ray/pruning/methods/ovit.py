@@ -28,13 +28,13 @@ class OViT(PruningMethod):
     def plan(self, pruner: Pruner, name: str) -> TensorPlan:
         import torch
 
-        from ovit_ray.tensor_math.elimination import Elimination, greedy_eliminate
+        from ovit_ray.tensor_math.elimination import Elimination, elimination_steps, greedy_eliminate
         from ovit_ray.tensor_math.selection import order_layout_to_positions
 
         weights, pattern = pruner.blocks(name), pruner.settings.pattern
         group_size, group_quota = (None, None) if pattern is None else (pattern[1], pattern[1] - pattern[0])
         n, block = weights.shape
-        steps = block if group_size is None or group_quota is None else block // group_size * group_quota
+        steps = elimination_steps(block, group_size, group_quota)
         downdates = None
         if self.update_weights and pruner.reserve_cache(n * steps * block * weights.dtype.itemsize):
             downdates = weights.new_empty(n, steps, block)
