@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import inspect
 import json
 import resource
@@ -54,7 +55,7 @@ from ovit_ray.pruning.threads import map_chunks
 from ovit_ray.tensor_math import elimination as elimination_module
 from ovit_ray.tensor_math.chunking import elimination_rows, even_chunks
 from ovit_ray.tensor_math.elimination import default_panel, greedy_eliminate
-from ovit_ray.tensor_math.fisher import invert_spd
+from ovit_ray.tensor_math.fisher import inverse_fisher
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from reference_elimination import reference_greedy_eliminate  # noqa: E402  (the pre-issue-14 elimination)
@@ -221,7 +222,7 @@ def plan_and_apply(
 def compile_kernels(block: int, dtype: torch.dtype) -> None:
     """Compile (or load from numba's disk cache) the CPU kernels that plan uses at this B before any clock starts."""
     identity = torch.eye(block, dtype=dtype).unsqueeze(0)
-    greedy_eliminate(torch.ones(1, block, dtype=dtype), invert_spd(identity))
+    greedy_eliminate(torch.ones(1, block, dtype=dtype), inverse_fisher(identity, 1, 0.0, dtype))
 
 
 @contextlib.contextmanager
@@ -235,17 +236,14 @@ def old_path() -> Iterator[None]:
         calls.append(1)
         return reference_greedy_eliminate(w, h, **kw)
 
-    def lapack_inverse(matrices: torch.Tensor) -> torch.Tensor:
-        return invert_spd(matrices, compiled=False)
-
-    saved = (elimination_module.greedy_eliminate, pruner_module.chunk_workers, pruner_module.invert_spd)
+    saved = (elimination_module.greedy_eliminate, pruner_module.chunk_workers, pruner_module.inverse_fisher)
     elimination_module.greedy_eliminate = eager
     pruner_module.chunk_workers = lambda device: 1
-    pruner_module.invert_spd = lapack_inverse
+    pruner_module.inverse_fisher = functools.partial(inverse_fisher, compiled=False)
     try:
         yield
     finally:
-        elimination_module.greedy_eliminate, pruner_module.chunk_workers, pruner_module.invert_spd = saved
+        elimination_module.greedy_eliminate, pruner_module.chunk_workers, pruner_module.inverse_fisher = saved
     if not calls:
         raise RuntimeError("the old path was not taken: the pre-issue-14 elimination never ran")
 

@@ -18,6 +18,7 @@ from ovit_ray.tensor_math.elimination import (
 from ovit_ray.tensor_math.fisher import (
     accumulate_outer,
     fisher_from_sums,
+    inverse_fisher,
     invert_spd,
     sherman_morrison_inverse,
 )
@@ -65,6 +66,25 @@ def test_compiled_inverse_is_as_accurate_as_lapack(block):
     truth = invert_spd(single.double(), compiled=False)
     lapack_error = error(invert_spd(single, compiled=False), truth)
     assert error(invert_spd(single, compiled=True), truth) <= 4 * lapack_error + 1e-6
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_compiled_dampening_equals_fisher_from_sums(dtype):
+    """The compiled inverse folds lambda * I + sums / count into its copy of each block (float64 sums here,
+    so a float32 result also checks the cast); LAPACK inverts `fisher_from_sums`' blocks."""
+    _, grads, _, _ = random_problem(n=3, block=16, m=40)
+    sums = torch.zeros(3, 16, 16, **F64)
+    accumulate_outer(sums, grads)
+    folded = inverse_fisher(sums, 40, 1e-2, dtype, compiled=True)
+    assert folded.dtype == dtype and torch.equal(folded, folded.transpose(1, 2))
+    truth = inverse_fisher(sums, 40, 1e-2, torch.float64, compiled=False)
+
+    def error(inverse: torch.Tensor) -> float:
+        return float((inverse.double() - truth).norm() / truth.norm())
+
+    assert error(folded) <= 4 * error(inverse_fisher(sums, 40, 1e-2, dtype, compiled=False)) + 1e-12
+    with pytest.raises(ValueError, match="num_grads must be > 0"):
+        inverse_fisher(sums, 0, 1e-2, dtype)
 
 
 def test_accumulating_in_groups_equals_all_at_once():
@@ -263,6 +283,9 @@ def test_inverse_names_the_block_that_is_not_positive_definite(compiled):
     fisher[3, 5, 5] = float("nan")
     with pytest.raises(ValueError, match="Fisher block 2 is not positive definite"):
         invert_spd(fisher, compiled=compiled)
+    fisher[2] = torch.eye(64, **F64)
+    with pytest.raises(ValueError, match="Fisher block 3 is not positive definite"):
+        invert_spd(fisher, compiled=compiled)  # a NaN alone
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ from ovit_ray.pruning.threads import chunk_workers, map_chunks
 from ovit_ray.tensor_math.blocks import from_blocks, to_blocks, valid_mask
 from ovit_ray.tensor_math.chunking import elimination_rows, even_chunks
 from ovit_ray.tensor_math.elimination import default_panel
-from ovit_ray.tensor_math.fisher import fisher_from_sums, invert_spd
+from ovit_ray.tensor_math.fisher import inverse_fisher
 from ovit_ray.tensor_math.selection import (
     nm_prune_mask,
     order_layout_to_positions,
@@ -95,8 +95,7 @@ class Pruner:
         work_dtype = self._work_dtype(sums)
 
         def run(chunk: slice) -> T:
-            block_fisher = fisher_from_sums(sums[chunk], fisher.count, damp, work_dtype)
-            return fn(chunk, invert_spd(block_fisher).to(dtype))
+            return fn(chunk, inverse_fisher(sums[chunk], fisher.count, damp, work_dtype).to(dtype))
 
         return self.map_block_chunks(sums.shape[0], sums.device, run)
 

@@ -1,64 +1,75 @@
-"""Inverse of symmetric positive-definite Fisher blocks as one compiled loop per block (CPU), for
-`fisher.invert_spd`.
+"""Inverse of symmetric positive-definite Fisher blocks: LAPACK's Cholesky inverse (potrf, then potri) from
+SciPy's OpenBLAS, called once per block inside one compiled loop (CPU), for `fisher.invert_spd`.
 
-Why a kernel: LAPACK's batched Cholesky inverse is one library call per block, and at B <= 256 each call's
-set-up and blocking cost more than its flops. Here a block is factorised and inverted in one scratch copy
-that stays in L1/L2: Cholesky row by row (F = L L^T, dot products of row prefixes), X = L^-1 row by row,
-then H = X^T X. These are LAPACK's unblocked algorithms (potrf, trtri, lauum), so the result is as
-accurate. On bare blocks, one thread, it ran 1.1-1.8x faster than `torch.cholesky_inverse` at B = 64..256;
-as the Pruner runs it, 1.2-1.3x at B <= 128 and level above (BENCHMARKS.md, issue 14), so `invert_spd` uses
-it up to B = 128. Dot-product forms of the inverse and the product (contiguous rows only) ran 2-4x slower.
-Compiled with numba on first use (cached on disk); `nogil` lets `pruning.threads` run chunks at once.
+Why not torch's batched call: torch's CPU LAPACK is MKL, which on this AMD machine ran potrf + potri 1.3-2.2x
+slower per block than OpenBLAS on one thread, and 1.1-1.6x slower as the Pruner runs them
+(benchmarks/bench_inverse.py, BENCHMARKS.md, issue 14). Why a compiled loop: it calls LAPACK through SciPy's
+exported function pointers without the GIL and without a Python call per block, so `pruning.threads` runs
+chunks at once. Why not our own loops: an earlier hand-written Cholesky, triangular inverse and X^T X (the
+unblocked algorithms) matched OpenBLAS at B <= 128 and was 1.3-1.4x slower at B = 192 and 256.
+
+Blocks are row-major, so a row-major lower triangle is LAPACK's column-major upper one ("U"). Compiled with
+numba on first use (cached on disk). Loading this module sets OpenBLAS (SciPy's and NumPy's) to one thread per
+caller; torch's own threads are untouched.
 """
 
 from __future__ import annotations
 
-import math
+from typing import Any
 
+import llvmlite.binding
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import get_cython_function_address
+from threadpoolctl import ThreadpoolController
 
 __all__ = ["invert_spd_blocks"]
 
 
-@njit(nogil=True, cache=True, fastmath={"contract", "reassoc", "nsz"})
-def invert_spd_blocks(fisher: np.ndarray, out: np.ndarray) -> int:
-    """out[b] = fisher[b]^-1 for every block (only fisher's lower triangle is read). Returns -1, or the first
-    block whose Cholesky factorisation meets a pivot that is not positive (that block's out is undefined)."""
-    n, block = fisher.shape[0], fisher.shape[1]
-    a = np.empty((block, block), fisher.dtype)  # L, then X = L^-1, lower triangle
-    row = np.empty(block, fisher.dtype)
+def _lapack(name: str) -> Any:  # a numba ExternalFunction, callable from compiled code only
+    """SciPy's LAPACK routine `name` (Fortran convention: every argument by pointer), linked by symbol name
+    rather than held as a pointer, so numba can cache the compiled loop on disk."""
+    symbol = f"ovit_ray_{name}"
+    llvmlite.binding.add_symbol(symbol, get_cython_function_address("scipy.linalg.cython_lapack", name))
+    return types.ExternalFunction(symbol, types.void(*[types.voidptr] * 5))
+
+
+_spotrf, _spotri = _lapack("spotrf"), _lapack("spotri")
+_dpotrf, _dpotri = _lapack("dpotrf"), _lapack("dpotri")
+# The Pruner runs chunks on its own threads (`pruning.threads`); OpenBLAS's thread pool, entered from two
+# chunk threads at once, made this inverse 2-3x slower than one OpenBLAS thread per caller (bench_inverse.py).
+ThreadpoolController().select(internal_api="openblas").limit(limits=1)
+_UPPER = np.array([ord("U")], np.uint8)  # column-major upper = row-major lower
+
+
+@njit(nogil=True, cache=True)
+def invert_spd_blocks(sums: np.ndarray, scale: float, damp: float, out: np.ndarray) -> int:
+    """out[b] = (scale * sums[b] + damp * I)^-1 for every block, in out's dtype (only sums' lower triangle is
+    read). Dampening while copying into `out` saves the separate pass and buffer of `fisher_from_sums`.
+    Returns -1, or the first block whose Cholesky factorisation meets a pivot that is not positive (that
+    block's out is undefined)."""
+    n, block = sums.shape[0], sums.shape[1]
+    size = np.array([block], np.int32)
+    info = np.zeros(1, np.int32)
     for b in range(n):
+        inverse = out[b]
         for i in range(block):
             for j in range(i + 1):
-                s = fisher[b, i, j]
-                for k in range(j):
-                    s -= a[i, k] * a[j, k]
-                if i > j:
-                    a[i, j] = s / a[j, j]
-                elif s > 0:
-                    a[i, i] = math.sqrt(s)
-                else:
-                    return b
-        for i in range(block):  # row i of X: -(L[i, :i] @ X[:i, :i]) / L[i, i], from rows already inverted
-            row[:i] = 0
-            for k in range(i):
-                l_ik = a[i, k]
-                for j in range(k + 1):
-                    row[j] += l_ik * a[k, j]
-            inv_diag = 1 / a[i, i]
+                inverse[i, j] = sums[b, i, j] * scale
+            inverse[i, i] += damp
+        if out.itemsize == 4:
+            _spotrf(_UPPER.ctypes, size.ctypes, inverse.ctypes, size.ctypes, info.ctypes)
+            if info[0] == 0:
+                _spotri(_UPPER.ctypes, size.ctypes, inverse.ctypes, size.ctypes, info.ctypes)
+        else:
+            _dpotrf(_UPPER.ctypes, size.ctypes, inverse.ctypes, size.ctypes, info.ctypes)
+            if info[0] == 0:
+                _dpotri(_UPPER.ctypes, size.ctypes, inverse.ctypes, size.ctypes, info.ctypes)
+        positive = info[0] == 0
+        for i in range(block):  # NaN passes OpenBLAS's pivot test; an SPD inverse's diagonal is positive
+            positive = positive and inverse[i, i] > 0
             for j in range(i):
-                a[i, j] = -row[j] * inv_diag
-            a[i, i] = inv_diag
-        h = out[b]
-        h[:, :] = 0
-        for k in range(block):  # H = sum over rows k of X of x_k^T x_k, lower triangle
-            for i in range(k + 1):
-                x_ki = a[k, i]
-                h_i = h[i]
-                for j in range(i + 1):
-                    h_i[j] += x_ki * a[k, j]
-        for i in range(block):
-            for j in range(i):
-                h[j, i] = h[i, j]
+                inverse[j, i] = inverse[i, j]
+        if not positive:
+            return b
     return -1

@@ -19,45 +19,66 @@ def accumulate_outer(sums: torch.Tensor, grads: torch.Tensor) -> None:
 
 def fisher_from_sums(sums: torch.Tensor, count: int, damp: float, dtype: torch.dtype) -> torch.Tensor:
     """Dampened Fisher blocks lambda * I + sums / count, in `dtype` (fp64 recommended: 1/lambda ~ 1e7)."""
-    if count <= 0:
-        raise ValueError(f"num_grads must be > 0 to build a Fisher, got {count}")
-    fisher = sums.to(dtype) / count
+    fisher = sums.to(dtype) / _checked(count)
     fisher.diagonal(dim1=-2, dim2=-1).add_(damp)
     return fisher
 
 
-_COMPILED_INVERSE_MAX_BLOCK = 128
+def _checked(count: int) -> int:
+    if count <= 0:
+        raise ValueError(f"num_grads must be > 0 to build a Fisher, got {count}")
+    return count
+
+
+def inverse_fisher(
+    sums: torch.Tensor, count: int, damp: float, dtype: torch.dtype, *, compiled: bool | None = None
+) -> torch.Tensor:
+    """`invert_spd(fisher_from_sums(sums, count, damp, dtype))`, with the dampening folded into the compiled
+    inverse's copy of each block on the CPU (one pass and one chunk-sized buffer fewer)."""
+    if compiled is None:
+        compiled = sums.device.type == "cpu"
+    if not compiled:
+        return invert_spd(fisher_from_sums(sums, count, damp, dtype), compiled=False)
+    return _compiled_inverse(sums, 1 / _checked(count), damp, dtype)
 
 
 def invert_spd(matrices: torch.Tensor, *, compiled: bool | None = None) -> torch.Tensor:
     """Batched inverse of symmetric positive-definite blocks through Cholesky (stable, ~3x cheaper than LU).
 
-    `compiled` (default: on the CPU for B <= 128) factorises and inverts each block in one compiled loop
-    (`_inverse_kernel`); otherwise LAPACK's batched Cholesky inverse. As the Pruner runs it (chunks on two
-    threads), the loop was 1.2-1.3x faster at B = 64 and 128 and level with LAPACK at B = 192 and 256
-    (benchmarks/bench_inverse.py, BENCHMARKS.md), hence the default. A recursive Schur-complement inverse
-    built on batched matrix products ran 1.2-1.9x faster than LAPACK here but is not kept: forming
-    S = D - C A^-1 C^T from an explicit A^-1 lost positive definiteness on real float32 Fisher blocks at
-    lambda = 1e-8 that Cholesky factors (benchmarks/bench_precision.py, BENCHMARKS.md).
+    `compiled` (default: on the CPU) runs LAPACK's potrf + potri from SciPy's OpenBLAS once per block in a
+    compiled loop (`_inverse_kernel`); otherwise torch's batched Cholesky inverse (MKL on the CPU). As the
+    Pruner runs them (chunks on two threads), OpenBLAS was 1.1-1.6x faster at B = 64..256 on this machine
+    (benchmarks/bench_inverse.py, BENCHMARKS.md). A recursive Schur-complement inverse built on batched
+    matrix products ran 1.2-1.9x faster than MKL but is not kept: forming S = D - C A^-1 C^T from an explicit
+    A^-1 lost positive definiteness on real float32 Fisher blocks at lambda = 1e-8 that Cholesky factors
+    (benchmarks/bench_precision.py, BENCHMARKS.md).
     """
     if compiled is None:
-        compiled = matrices.device.type == "cpu" and matrices.shape[-1] <= _COMPILED_INVERSE_MAX_BLOCK
+        compiled = matrices.device.type == "cpu"
     if compiled:
-        from ovit_ray.tensor_math._inverse_kernel import invert_spd_blocks
+        return _compiled_inverse(matrices, 1.0, 0.0, matrices.dtype)
+    chol, info = torch.linalg.cholesky_ex(matrices)
+    failed = (info > 0).nonzero()
+    if len(failed):
+        raise _not_positive_definite(int(failed[0]))
+    return torch.cholesky_inverse(chol)
 
-        inverse = torch.empty(matrices.shape, dtype=matrices.dtype)
-        bad = invert_spd_blocks(matrices.detach().contiguous().numpy(), inverse.numpy())
-    else:
-        chol, info = torch.linalg.cholesky_ex(matrices)
-        failed = (info > 0).nonzero()
-        bad = int(failed[0]) if len(failed) else -1
-        inverse = torch.cholesky_inverse(chol)
+
+def _compiled_inverse(sums: torch.Tensor, scale: float, damp: float, dtype: torch.dtype) -> torch.Tensor:
+    from ovit_ray.tensor_math._inverse_kernel import invert_spd_blocks
+
+    inverse = torch.empty(sums.shape, dtype=dtype)
+    bad = invert_spd_blocks(sums.detach().contiguous().numpy(), scale, damp, inverse.numpy())
     if bad >= 0:
-        raise ValueError(
-            f"Fisher block {bad} is not positive definite at this precision; increase the dampening "
-            f"lambda (damp) or compute in float64"
-        )
+        raise _not_positive_definite(bad)
     return inverse
+
+
+def _not_positive_definite(block: int) -> ValueError:
+    return ValueError(
+        f"Fisher block {block} is not positive definite at this precision; increase the dampening "
+        f"lambda (damp) or compute in float64"
+    )
 
 
 def sherman_morrison_inverse(grads: torch.Tensor, damp: float) -> torch.Tensor:
