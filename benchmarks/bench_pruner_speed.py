@@ -271,7 +271,8 @@ def child(config: dict) -> dict:
         fisher_dtype=config["dtype"],
     )
     result = {"weights": sum(p.numel() for p in params.values())}
-    compile_kernels(block, settings.torch_dtype)
+    if device.type == "cpu":  # an accelerator runs the batched torch forms, not the CPU kernels
+        compile_kernels(block, settings.torch_dtype)
     if config.get("layer"):
         parts = {
             f"{k}{tag}": [] for tag in ("", "_old") for k in ("fisher_s", "plan_s", "apply_s", "total_s")

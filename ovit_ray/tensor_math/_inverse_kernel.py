@@ -2,11 +2,11 @@
 SciPy's OpenBLAS, called once per block inside one compiled loop (CPU), for `fisher.invert_spd`.
 
 Why not torch's batched call: torch's CPU LAPACK is MKL, which on this AMD machine ran potrf + potri 1.3-2.2x
-slower per block than OpenBLAS on one thread, and 1.1-1.6x slower as the Pruner runs them
+slower per block than OpenBLAS on one thread, and 1.5-2.1x slower as the Pruner runs them
 (benchmarks/bench_inverse.py, BENCHMARKS.md, issue 14). Why a compiled loop: it calls LAPACK through SciPy's
 exported function pointers without the GIL and without a Python call per block, so `pruning.threads` runs
 chunks at once. Why not our own loops: an earlier hand-written Cholesky, triangular inverse and X^T X (the
-unblocked algorithms) matched OpenBLAS at B <= 128 and was 1.3-1.4x slower at B = 192 and 256.
+unblocked algorithms) took 0.94-1.26x OpenBLAS's time at B <= 128 and 1.3-1.4x at B = 192 and 256.
 
 Blocks are row-major, so a row-major lower triangle is LAPACK's column-major upper one ("U"). Compiled with
 numba on first use (cached on disk). Loading this module sets OpenBLAS (SciPy's and NumPy's) to one thread per

@@ -47,7 +47,7 @@ def invert_spd(matrices: torch.Tensor, *, compiled: bool | None = None) -> torch
 
     `compiled` (default: on the CPU) runs LAPACK's potrf + potri from SciPy's OpenBLAS once per block in a
     compiled loop (`_inverse_kernel`); otherwise torch's batched Cholesky inverse (MKL on the CPU). As the
-    Pruner runs them (chunks on two threads), OpenBLAS was 1.1-1.6x faster at B = 64..256 on this machine
+    Pruner runs them (chunks on two threads), OpenBLAS was 1.5-2.1x faster at B = 64..256 on this machine
     (benchmarks/bench_inverse.py, BENCHMARKS.md). A recursive Schur-complement inverse built on batched
     matrix products ran 1.2-1.9x faster than MKL but is not kept: forming S = D - C A^-1 C^T from an explicit
     A^-1 lost positive definiteness on real float32 Fisher blocks at lambda = 1e-8 that Cholesky factors
