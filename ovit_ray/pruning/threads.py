@@ -1,12 +1,11 @@
 """Independent chunks of Fisher blocks on the CPU's cores, one chunk per thread.
 
-LAPACK's batched Cholesky (apply's fallback solve; the inverse on the CPU calls OpenBLAS per block) is a loop
-of small per-block calls that torch's intra-op threads do not split, and the compiled inverse and elimination
-work one block at a time;
-whole chunks on separate Python threads run them in parallel (torch and the compiled loops release the GIL).
-Two chunks at once ran the elimination 1.5-1.9x faster than one on 2 cores (bench_pruner_speed.py
---elimination --threads 2). So on the CPU the chunks run `torch.get_num_threads()` (at most `MAX_CHUNK_WORKERS`) at a time with one intra-op thread each;
-accelerators take the chunks one after another.
+The CPU's compiled inverse and elimination work one block at a time, and LAPACK's batched Cholesky (apply's
+fallback solve) is a loop of small per-block calls: torch's intra-op threads split none of them. Whole chunks
+on separate Python threads run them in parallel (torch and the compiled loops release the GIL); two chunks at
+once ran the elimination 1.5-1.9x faster than one on 2 cores (bench_pruner_speed.py --elimination --threads 2).
+So on the CPU the chunks run `torch.get_num_threads()` (at most `MAX_CHUNK_WORKERS`) at a time with one
+intra-op thread each; accelerators take the chunks one after another.
 """
 
 from __future__ import annotations

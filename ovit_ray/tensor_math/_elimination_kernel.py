@@ -21,8 +21,6 @@ from numba import njit
 
 __all__ = ["eliminate_blocks"]
 
-_TINY = 1e-30  # same floor as elimination._TINY
-
 
 @njit(nogil=True, cache=True, fastmath={"contract"})
 def eliminate_blocks(
@@ -32,6 +30,7 @@ def eliminate_blocks(
     update_weights: bool,
     group_size: int,
     group_quota: int,
+    floor: float,
     out_weights: np.ndarray,
     order: np.ndarray,
     scores: np.ndarray,
@@ -40,10 +39,11 @@ def eliminate_blocks(
 ) -> None:
     """Eliminate `steps` positions of every block; writes order, scores (2 x loss increment), coeffs,
     out_weights and, when downdates has blocks, every u_t in original positions. inv_fisher is scratch.
-    group_quota > 0: at most that many eliminations per group of group_size consecutive positions."""
+    group_quota > 0: at most that many eliminations per group of group_size consecutive positions. `floor`
+    bounds the diagonal from below (elimination's _TINY, passed so the two forms cannot drift apart)."""
     n, block = weights.shape
     keep = downdates.shape[0] > 0
-    tiny = weights.dtype.type(_TINY)
+    tiny = weights.dtype.type(floor)
     pos = np.empty(block, np.int64)  # slot -> original position of the survivors, slots 0..size-1
     w = np.empty(block, weights.dtype)
     diag = np.empty(block, weights.dtype)

@@ -24,6 +24,12 @@ _VECTORS_PER_BLOCK = 8  # length-B vectors live per block and step, besides the 
 _DEVICE_CHUNK_BYTES = 2**30  # accelerators: one wide batch per GiB of H
 
 
+def runs_compiled(tensor: torch.Tensor, compiled: bool | None) -> bool:
+    """Whether the compiled per-block loops run (`compiled`, by default on the CPU); accelerators take the
+    batched torch forms."""
+    return tensor.device.type == "cpu" if compiled is None else compiled
+
+
 @functools.cache
 def last_level_cache_bytes() -> int:
     """Largest CPU cache listed in Linux sysfs (e.g. '32768K'); 32 MiB where it cannot be read."""

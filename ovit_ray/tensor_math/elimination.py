@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ovit_ray.tensor_math.chunking import runs_compiled
+
 _TINY = 1e-30  # floor for diagonal entries that round-off pushes to <= 0 after many downdates
 _SAME_ORDER_INT = {torch.float32: torch.int32, torch.float64: torch.int64}
 
@@ -64,7 +66,7 @@ def greedy_eliminate(
         raise ValueError("group_size and group_quota come together (an N:M pattern) or not at all")
     if steps is None:
         steps = elimination_steps(block, group_size, group_quota)
-    if weights.device.type == "cpu" if compiled is None else compiled:
+    if runs_compiled(weights, compiled):
         return _compiled_eliminate(
             weights, inv_fisher, steps, update_weights, group_size or 1, group_quota or 0, downdates
         )
@@ -158,6 +160,7 @@ def _compiled_eliminate(
         update_weights,
         group_size,
         group_quota,
+        _TINY,
         out.numpy(),
         order.numpy(),
         scores.numpy(),

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from ovit_ray.tensor_math.chunking import runs_compiled
+
 
 def accumulate_outer(sums: torch.Tensor, grads: torch.Tensor) -> None:
     """sums (n, B, B) += sum over k of g_k g_k^T per block, for grads (k, n, B). In place."""
@@ -35,11 +37,9 @@ def inverse_fisher(
 ) -> torch.Tensor:
     """`invert_spd(fisher_from_sums(sums, count, damp, dtype))`, with the dampening folded into the compiled
     inverse's copy of each block on the CPU (one pass and one chunk-sized buffer fewer)."""
-    if compiled is None:
-        compiled = sums.device.type == "cpu"
-    if not compiled:
-        return invert_spd(fisher_from_sums(sums, count, damp, dtype), compiled=False)
-    return _compiled_inverse(sums, 1 / _checked(count), damp, dtype)
+    if runs_compiled(sums, compiled):
+        return _compiled_inverse(sums, 1 / _checked(count), damp, dtype)
+    return invert_spd(fisher_from_sums(sums, count, damp, dtype), compiled=False)
 
 
 def invert_spd(matrices: torch.Tensor, *, compiled: bool | None = None) -> torch.Tensor:
@@ -53,9 +53,7 @@ def invert_spd(matrices: torch.Tensor, *, compiled: bool | None = None) -> torch
     A^-1 lost positive definiteness on real float32 Fisher blocks at lambda = 1e-8 that Cholesky factors
     (benchmarks/bench_precision.py, BENCHMARKS.md).
     """
-    if compiled is None:
-        compiled = matrices.device.type == "cpu"
-    if compiled:
+    if runs_compiled(matrices, compiled):
         return _compiled_inverse(matrices, 1.0, 0.0, matrices.dtype)
     chol, info = torch.linalg.cholesky_ex(matrices)
     failed = (info > 0).nonzero()
