@@ -1,1 +1,2 @@
-"""Ray clusters: checks of cluster-launcher files, multi-node clusters on one machine."""
+"""Ray clusters: offline checks of cluster files (Ray cluster-launcher YAML and KubeRay manifests, one
+set of rules), and multi-node clusters on one machine."""

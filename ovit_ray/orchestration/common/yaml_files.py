@@ -8,6 +8,7 @@ file of nested aliases would expand to 10^9 values); recursive aliases are refus
 from __future__ import annotations
 
 import reprlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +68,26 @@ def safe_load_bounded(text: str) -> Any:
         loader.dispose()
 
 
-def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
-    """A file that must hold a YAML mapping; FileNotFoundError / ValueError naming the file."""
+def safe_load_all_bounded(text: str) -> list[Any]:
+    """Every document of a multi-document stream (`---`), with the same bounds as `safe_load_bounded`
+    over all documents together (Kubernetes manifests hold several objects in one file)."""
+    loader = yaml.SafeLoader(text)
+    documents: list[Any] = []
+    total = 0
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            total += _expanded_size(node, {}, set())  # a fresh memo: ids of freed nodes get reused
+            if total > MAX_YAML_NODES:
+                raise ValueError(f"more than {MAX_YAML_NODES} values once aliases are expanded")
+            documents.append(loader.construct_document(node))
+        return documents
+    finally:
+        loader.dispose()
+
+
+def _read_yaml(path: str | Path, what: str, load: Callable[[str], Any]) -> Any:
+    """`load` of the file's text; FileNotFoundError / ValueError naming the file (size and YAML checks)."""
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{what} {path} is a directory; give a YAML file")
@@ -77,13 +96,23 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
     if path.stat().st_size > MAX_YAML_BYTES:
         raise ValueError(f"{path}: {path.stat().st_size} bytes; a {what} may hold at most {MAX_YAML_BYTES}")
     try:
-        loaded = safe_load_bounded(path.read_text())
+        return load(path.read_text())
     except (yaml.YAMLError, ValueError, UnicodeDecodeError) as err:  # ValueError: e.g. a 5000-digit int
         raise ValueError(clip_line(f"{path}: not valid YAML ({' '.join(str(err).split())})")) from None
     except RecursionError:
         raise ValueError(f"{path}: not valid YAML (nested too deeply)") from None
+
+
+def read_yaml_mapping(path: str | Path, what: str) -> dict[str, Any]:
+    """A file that must hold a YAML mapping; FileNotFoundError / ValueError naming the file."""
+    loaded = _read_yaml(path, what, safe_load_bounded)
     if not isinstance(loaded, dict):
         raise ValueError(
             f"{path}: a {what} must be a YAML mapping of key: value, got {type(loaded).__name__}"
         )
     return loaded
+
+
+def read_yaml_documents(path: str | Path, what: str) -> list[Any]:
+    """Every document of a multi-document YAML file (empty documents included, as None)."""
+    return list(_read_yaml(path, what, safe_load_all_bounded))
