@@ -40,10 +40,15 @@ def make_loader(
 
 
 def _autocast(
-    device: torch.device | str, scaler: torch.amp.GradScaler | None
+    device: torch.device | str, scaler: torch.amp.GradScaler | None, dtype: torch.dtype | None = None
 ) -> contextlib.AbstractContextManager:
-    """Mixed precision on CUDA only: fp16 when a GradScaler is given, bf16 otherwise."""
-    if torch.device(device).type != "cuda":
+    """Mixed precision in `dtype` on any device when given (bf16 autocast on the CPU too, which is how the
+    GPU check runs its autocast path without a GPU), else on CUDA only: fp16 when a GradScaler is given,
+    bf16 otherwise."""
+    kind = torch.device(device).type
+    if dtype is not None:
+        return torch.autocast(kind, dtype=dtype)
+    if kind != "cuda":
         return contextlib.nullcontext()
     return torch.autocast("cuda", dtype=torch.float16 if scaler is not None else torch.bfloat16)
 
@@ -75,12 +80,14 @@ def train_one_epoch(
     distill_weight: float = 0.0,
     distill_temperature: float = 1.0,
     on_step: Callable[[], None] | None = None,
+    amp_dtype: torch.dtype | None = None,
 ) -> dict[str, float]:
     """Train for one pass over `loader`; returns mean loss, training top-1 and the number of steps.
 
     `masks.apply(model)` runs after every optimizer step so pruned weights stay exactly zero;
     `scheduler` is stepped per optimizer step (per-step LR schedules), then `on_step()` runs (per-step
-    schedules of the model itself, e.g. depth pruning's activation annealing).
+    schedules of the model itself, e.g. depth pruning's activation annealing). `amp_dtype` autocasts the
+    forward pass to that dtype on any device; None keeps the default (bf16 on CUDA, fp16 with `scaler`).
     """
     model.train()
     if teacher is not None:
@@ -88,7 +95,7 @@ def train_one_epoch(
     total_loss, correct, seen, steps = 0.0, 0, 0, 0
     for x, y in loader:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with _autocast(device, scaler):
+        with _autocast(device, scaler, amp_dtype):
             logits = model(x)
             loss = loss_fn(logits, y)
             if teacher is not None and distill_weight > 0:

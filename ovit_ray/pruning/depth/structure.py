@@ -12,11 +12,10 @@ import copy
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from ovit_ray.pruning.structured.shrink import rebuild, shrunk_sizes
-from ovit_ray.pruning.structured.units import ConstantBranch, attention_of
+from ovit_ray.pruning.structured.units import ConstantBranch, attention_of, vit_family
 
 from .edits import AnnealedActivation, affine_free_norm2, anneal_activation, drop_attention, merge_mlp
 
@@ -35,9 +34,7 @@ MLP_STATES = ("act", "annealed", "identity", "merged", "absent")  # absent: a sh
 
 def vit_blocks(model: nn.Module) -> list[nn.Module]:
     """The blocks of a timm `VisionTransformer`, or a ValueError for any other model."""
-    if not isinstance(model, VisionTransformer):
-        raise ValueError(f"depth pruning needs a timm VisionTransformer, got {type(model).__name__}")
-    return list(model.blocks)
+    return list(vit_family(model).blocks)
 
 
 @contextmanager
