@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1] / "ovit_ray"
 # Rank of each layer, lowest first. Siblings share a rank. `data`, `models` and `measure` import no other
 # ovit_ray package today; `training` builds on all three, so they sit just below it.
 RANKS: dict[str, int] = {
+    "knobs": 0,  # the knob declarations every layer reads (pydantic only)
     "tensor_math": 0,
     "pruning": 1,
     "data": 2,
@@ -26,15 +27,12 @@ RANKS: dict[str, int] = {
     # orchestration's sub-packages, in the order they may build on each other
     "orchestration.common": 10,
     "orchestration.specs": 11,
-    "orchestration.results": 12,
-    "orchestration.tracking": 13,
-    "orchestration.cluster": 13,
-    "orchestration.train": 14,
-    "orchestration.tune": 15,
-    "orchestration.depth": 15,  # BoundaryDPT runs on Ray Train; the structured sweep's depth points use it
-    # drivers built on tune's grid runner: transfer grids and sweep files, structured-pruning frontiers
-    "orchestration.transfer": 16,
-    "orchestration.structured": 16,
+    "orchestration.kinds": 12,  # experiment kinds as plug-ins, and the sweep-file dialect they make
+    "orchestration.results": 13,
+    "orchestration.tracking": 14,
+    "orchestration.cluster": 14,
+    "orchestration.train": 15,
+    "orchestration.tune": 16,  # the one driver of every kind
     "cli": 20,
 }
 

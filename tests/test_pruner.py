@@ -157,12 +157,12 @@ def test_masks_survive_optimizer_steps():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"method": "obs2"}, "method: unknown pruning method 'obs2'"),
-        ({"block_size": 0}, "block_size: must be a positive integer, got 0"),
-        ({"num_grads": -3}, "num_grads: must be a positive integer, got -3"),
-        ({"damp": 0.0}, "damp: must be a finite number > 0"),
+        ({"method": "obs2"}, "method: must be one of ovit, woodfisher"),
+        ({"block_size": 0}, r"block_size: Input should be greater than 0 \(got 0\)"),
+        ({"num_grads": -3}, r"num_grads: Input should be greater than 0 \(got -3\)"),
+        ({"damp": 0.0}, r"damp: Input should be greater than 0 \(got 0.0\)"),
         ({"pattern": (2, 4), "block_size": 30}, "block_size: must be a multiple of M=4"),
-        ({"scope": "layer"}, "scope: must be one of"),
+        ({"scope": "layer"}, "scope: Input should be 'global' or 'uniform'"),
     ],
 )
 def test_bad_settings_name_the_field(kwargs, message):

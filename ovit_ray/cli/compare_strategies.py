@@ -1,31 +1,23 @@
-"""`ovit-ray compare-strategies`: the single-run sparsity sweep vs one independent run per target."""
+"""`ovit-ray compare-strategies`: the single-run sparsity sweep vs one independent run per target, compared per
+target on test top-1, epochs, and CPU- or GPU-hours both in the training loop and as allocated (what a
+cluster bills: every independent run pays its start-up again)."""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from ovit_ray.cli.train import add_config_arguments, config_from_args, print_run
-
+HELP = "sparsity sweep vs independent runs, per target"
 # Small CPU-friendly defaults on the digits preset when no config file is given.
-DEFAULTS = {
-    "targets": [0.5, 0.75, 0.9],
-    "window_epochs": 2,
-    "out": "runs/compare-strategies",
-    "block_size": 32,
-    "num_grads": 32,
-    "experiment": "ovit-ray-strategies",
-}
-
-
-HELP = "sparsity sweep vs independent runs, per target"  # listed by `ovit-ray --help`
+DEFAULTS = {"targets": [0.5, 0.75, 0.9], "window_epochs": 2, "block_size": 32, "num_grads": 32}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("compare-strategies", help=HELP, description=__doc__)
-    from ovit_ray.orchestration.specs.search_space import STRATEGIES
+    from ovit_ray.cli.experiment import add_knob_flags, add_run_flags
+    from ovit_ray.orchestration.kinds.gradual import STRATEGIES, GradualSpec
 
-    add_config_arguments(p, DEFAULTS)
+    p = subparsers.add_parser("compare-strategies", help=HELP, description=__doc__)
+    p.add_argument("config", nargs="?", help="YAML file of knobs (optional; flags override it)")
+    add_knob_flags(p, GradualSpec, skip=("strategy",), defaults=DEFAULTS)
     p.add_argument(
         "--strategies",
         nargs="+",
@@ -33,18 +25,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=list(STRATEGIES),
         help="sweep: one run through every target; independent: one run per target (default: both)",
     )
+    add_run_flags(p, "runs/compare-strategies")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ovit_ray.orchestration.results import RESULTS_FILE
-    from ovit_ray.orchestration.results.parquet import print_table
-    from ovit_ray.orchestration.train.strategies import compare, run_strategies
+    from ovit_ray.cli.experiment import command_sweep, knob_values, run_command
+    from ovit_ray.orchestration.common.yaml_files import read_yaml_mapping
+    from ovit_ray.orchestration.kinds.gradual import GradualSpec
+    from ovit_ray.orchestration.results.strategies import strategy_table
 
-    config = config_from_args(args)
-    results = run_strategies(config, args.strategies, on_run=print_run)
-    unit = "gpu_hours" if config.gpus_per_worker > 0 else "cpu_hours"
-    columns = ["target"] + [f"{s}_{c}" for c in ("top1", "epochs", unit) for s in args.strategies]
-    print_table(compare(results), columns, title=f"sweep vs independent ({unit.replace('_', '-')})")
-    print(f"rows -> {Path(config.out) / RESULTS_FILE}")
-    return 0
+    values = {**DEFAULTS, **(read_yaml_mapping(args.config, "config file") if args.config else {})}
+    sweep = command_sweep(
+        "gradual",
+        "compare-strategies",
+        knob_values(args, GradualSpec, values),
+        params={"strategy": args.strategies},
+        experiment=args.experiment or "ovit-ray-strategies",
+    )
+    code, out = run_command(args, sweep)
+    print(strategy_table(out))
+    return code

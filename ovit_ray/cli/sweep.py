@@ -1,4 +1,5 @@
-"""`ovit-ray sweep FILE`: run a sweep file (Ray Tune + Optuna over gradual-pruning runs)."""
+"""`ovit-ray sweep FILE [FILE ...]`: run sweep files, any kind of experiment, through the one driver (Ray Tune
+with grid, random or Optuna search; `resources.local` runs a grid in this process)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,23 @@ import argparse
 import os
 from pathlib import Path
 
-HELP = "run a sweep file: Ray Tune + Optuna over gradual pruning runs"  # listed by `ovit-ray --help`
+HELP = "run sweep files (every kind: gradual, structured, depth, transfer, oneshot, ...)"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("sweep", help=HELP, description=__doc__)
-    p.add_argument("file", help="sweep file, e.g. sweeps/quickstart.yaml")
-    p.add_argument("--out", help="output directory (default: runs/sweeps/<sweep name>)")
+    from ovit_ray.orchestration.kinds import get_kind, kind_names
+
+    kinds = "; ".join(f"{name}: {get_kind(name).summary}" for name in kind_names())
+    p = subparsers.add_parser("sweep", help=HELP, description=f"{__doc__} Kinds: {kinds}.")
+    p.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="sweep file(s), e.g. sweeps/quickstart.yaml; several run in order",
+    )
+    p.add_argument(
+        "--out", help="output folder (default: runs/sweeps/<sweep name>; with several files, <out>/<name>)"
+    )
     p.add_argument(
         "--address", help="join a running Ray cluster: auto or HOST:PORT (default: start an embedded one)"
     )
@@ -27,117 +38,101 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         default=0,
         metavar="N",
-        help="extend the finished sweep in --out by N trials (Optuna continues its stored study)",
+        help="extend the finished sweep in --out by N trials (Optuna continues its study)",
     )
     p.add_argument(
-        "--optuna-storage",
-        metavar="URI",
-        help="Optuna study storage (default: sqlite:///<out>/optuna.db; open with optuna-dashboard)",
+        "--optuna-storage", metavar="URI", help="Optuna study storage (default: sqlite:///<out>/optuna.db)"
     )
     p.add_argument(
         "--dry-run", action="store_true", help="print the resolved trials and resources; start nothing"
     )
+    add_display_flags(p)
     p.set_defaults(func=run)
 
 
+def add_display_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show Ray's, Tune's and Train's output live (default: in <out>/sweep.log)",
+    )
+
+
+def out_folder(args: argparse.Namespace, name: str, several: bool) -> Path:
+    if args.out is None:
+        return Path("runs/sweeps") / name
+    return Path(args.out) / name if several else Path(args.out)
+
+
 def run(args: argparse.Namespace) -> int:
-    from ovit_ray.orchestration.specs.sweep_file import load_sweep
-    from ovit_ray.orchestration.structured.sweep_file import is_structured_file
-    from ovit_ray.orchestration.transfer.sweep_file import is_transfer_file
+    """Each file is loaded (checked) right before it runs: a later file may read what an earlier one made
+    (a transfer sweep's sources); a failed sweep stops the ones after it."""
+    from ovit_ray.orchestration.common.yaml_files import read_yaml_mapping
+    from ovit_ray.orchestration.kinds.sweep_file import load_sweep
+
+    several = len(args.files) > 1
+    parent = (
+        Path(args.out) if args.out and several else Path(args.out).parent if args.out else Path("runs/sweeps")
+    )
+    if args.dry_run:
+        sweeps = [load_sweep(path, parent) for path in args.files]
+        return dry_run(args, [(s, out_folder(args, s.name, several)) for s in sweeps])
+    for path in args.files:
+        read_yaml_mapping(path, "sweep file")  # every file readable before the first runs
+    for path in args.files:
+        sweep = load_sweep(path, parent)
+        code = execute(args, sweep, out_folder(args, sweep.name, several), Path(path).read_text())
+        if code:
+            return code
+    return 0
+
+
+def dry_run(args: argparse.Namespace, sweeps: list) -> int:
+    """Every check that needs no Ray, reading only."""
+    from ovit_ray.orchestration.tracking.store import default_tracking_uri
+    from ovit_ray.orchestration.tune.folder import check_folder
     from ovit_ray.orchestration.tune.plan import describe, make_plan
-    from ovit_ray.orchestration.tune.sweep import run_sweep
+    from ovit_ray.orchestration.tune.preflight import check_sweep
 
-    if is_transfer_file(args.file):
-        return _run_transfer(args)
-    if is_structured_file(args.file):
-        return _run_structured(args)
-    sweep = load_sweep(args.file)
-    out = Path(args.out or f"runs/sweeps/{sweep.name}")
-    if args.dry_run:  # every check that needs no Ray; reads only
-        from ovit_ray.orchestration.tune.output_folder import check_folder
-        from ovit_ray.orchestration.tune.preflight import check_sweep
-
-        check_sweep(args.file, sweep)
+    for sweep, out in sweeps:
+        check_sweep(sweep)
         check_folder(out.resolve(), sweep.name, sweep.fingerprint(), args.resume)
         plan = make_plan(sweep, float(os.cpu_count() or 1), 0.0, strict=False)
-        print("\n".join(describe(plan, out.resolve(), args.mlflow_uri)))
-        if not args.address:
-            print(f"(concurrency estimated for this machine: {os.cpu_count()} CPU, GPUs not probed)")
-        return 0
+        print("\n".join(describe(plan, out.resolve(), args.mlflow_uri, default_tracking_uri(out))))
+    if not args.address:
+        print(f"(concurrency estimated for this machine: {os.cpu_count()} CPU, GPUs not probed)")
+    return 0
+
+
+def execute(args: argparse.Namespace, sweep: object, out: Path, source_text: str | None = None) -> int:
+    """Run one sweep and print its outcome; exit code 1 when a trial failed (never 0 for an incomplete sweep)."""
+    from ovit_ray.orchestration.tune.driver import run_sweep
+
     outcome = run_sweep(
-        args.file,
+        sweep,  # type: ignore[arg-type]
         out,
-        address=args.address,
-        resume=args.resume,
-        mlflow_uri=args.mlflow_uri,
-        add_trials=args.add_trials,
-        optuna_storage=args.optuna_storage,
+        address=getattr(args, "address", None),
+        resume=getattr(args, "resume", False),
+        mlflow_uri=getattr(args, "mlflow_uri", None),
+        add_trials=getattr(args, "add_trials", 0),
+        optuna_storage=getattr(args, "optuna_storage", None),
+        verbose=args.verbose,
+        source_text=source_text,
     )
-    t = outcome.totals
+    t, c = outcome.totals, outcome.counts
+    unit = "gpu" if t.get("allocated_gpu_hours_total") else "cpu"
     print(
-        f"sweep {sweep.name}: {t['trials_finished']:.0f} finished, {t['trials_stopped_early']:.0f} stopped early, "
-        f"{t['trials_failed']:.0f} failed; {t['epochs_total']:.0f} epochs, {t['cpu_hours_total']:.3f} CPU-h, "
-        f"{t['gpu_hours_total']:.3f} GPU-h"
+        f"{c['finished']} finished, {c['stopped_early']} stopped early, {c['failed']} failed; "
+        f"{t.get('epochs_total', 0):.0f} epochs, {unit.upper()}-h {t.get(f'{unit}_hours_total', 0):.3f} in the loop, "
+        f"{t.get(f'allocated_{unit}_hours_total', 0):.3f} allocated"
     )
     if outcome.best is not None:
-        print(f"best: {outcome.best}")
-    print(
-        f"results: {outcome.out / 'results.parquet'}; plots: {outcome.out / 'plots'}; "
-        f"`ovit-ray report {outcome.out}` prints the table"
-    )
-    return 0 if t["trials_failed"] == 0 else 1
-
-
-def _run_transfer(args: argparse.Namespace) -> int:
-    """A file with a `transfer:` section: pruned sources first, then the transfer grid."""
-    from ovit_ray.cli.transfer import TABLE_COLUMNS
-    from ovit_ray.orchestration.results.parquet import print_table
-    from ovit_ray.orchestration.transfer.sweep_file import load_transfer_sweep, run_transfer_sweep
-
-    sweep = load_transfer_sweep(args.file)
-    out = Path(args.out or f"runs/sweeps/{sweep.name}")
-    stage = sweep.transfer
-    if args.dry_run:
+        b = outcome.best
+        print(f"best: trial {b['trial_id']} ({b['objective']} {b[b['objective']]:.4f})")
+    print(f"results: {outcome.out / 'results.parquet'}")
+    print(f"table and plots: ovit-ray report {outcome.out}")
+    if c["failed"]:
         print(
-            f"transfer sweep {sweep.name}: sources {stage.source.methods} x seeds {stage.source.seeds} per pair "
-            f"{[(p.source_model, p.dataset) for p in stage.pairs]}; modes {stage.modes}; seeds {stage.seeds}; "
-            f"{stage.epochs} epochs -> {out}"
+            f"{c['failed']} trial(s) failed: see trials.parquet (`error`) and {outcome.log or 'the output above'}"
         )
-        return 0
-    rows = run_transfer_sweep(args.file, out, mlflow_uri=args.mlflow_uri)
-    print_table(
-        rows, [c for c in TABLE_COLUMNS if rows and c in rows[0]], title=f"transfer sweep {sweep.name}"
-    )
-    print(f"results: {out / 'results.parquet'}")
-    return 0
-
-
-def _run_structured(args: argparse.Namespace) -> int:
-    """A file with a `structured:` section: score once, then every budget x method x seed as a Tune trial."""
-    from ovit_ray.orchestration.structured.sweep_file import load_structured_sweep
-
-    sweep = load_structured_sweep(args.file)
-    out = Path(args.out or f"runs/sweeps/{sweep.name}")
-    grid = sweep.structured
-    unstructured = len(grid.unstructured.sparsities) if grid.unstructured else 0
-    points = (len(grid.methods) * len(sweep.points) + unstructured) * len(grid.seeds)
-    if args.dry_run:
-        print(
-            f"structured sweep {sweep.name}: {grid.model}, methods {grid.methods} x {len(sweep.points)} budget "
-            f"point(s) x seeds {grid.seeds}, plus {unstructured} unstructured point(s) per seed: {points} trials "
-            f"({grid.max_concurrent_trials} at a time) -> {out}"
-        )
-        return 0
-    from ovit_ray.orchestration.structured.grid import run_structured_sweep
-
-    def show(row: dict) -> None:
-        print(
-            f"  {row['run_key']}: test top-1 {100 * row['top1']:.2f}%, MACs {row['achieved_flops_ratio']:.2f}, "
-            f"throughput x{row.get('speedup_throughput') or float('nan'):.2f}",
-            flush=True,
-        )
-
-    rows = run_structured_sweep(args.file, out, mlflow_uri=args.mlflow_uri, progress=show)
-    print(f"structured sweep {sweep.name}: {len(rows)} row(s) -> {out / 'results.parquet'}")
-    print(f"frontier plot: {out / 'plots' / 'frontier.png'}; `ovit-ray report {out}` prints the table")
-    return 0
+    return 1 if c["failed"] else 0

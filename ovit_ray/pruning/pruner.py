@@ -143,8 +143,8 @@ class Pruner:
         pruned_before = self.already_pruned(name)
         valid = self.valid(name)
         fixed = None
-        if self.settings.pattern is not None:
-            keep, group = self.settings.pattern
+        if self.settings.nm is not None:
+            keep, group = self.settings.nm
             fixed = (
                 nm_prune_mask(scores.reshape(-1), keep, group).reshape(scores.shape) | pruned_before
             ) & valid
@@ -175,11 +175,10 @@ class Pruner:
         """Pruned positions (n, B) per tensor."""
         settings = self.settings
         implied = settings.pattern_sparsity
-        if settings.pattern is not None and implied is not None:
+        if implied is not None:
             if sparsity is not None and abs(sparsity - implied) > 1e-9:
                 raise ValueError(
-                    f"sparsity: {sparsity} conflicts with pattern {settings.pattern[0]}:{settings.pattern[1]}, "
-                    f"which implies {implied}"
+                    f"sparsity: {sparsity} conflicts with pattern {settings.pattern}, which implies {implied}"
                 )
             fixed = {
                 name: plan.fixed_pruned for name, plan in self._plans.items() if plan.fixed_pruned is not None

@@ -45,7 +45,8 @@ class Reporter(Protocol):
 
     def report(self, metrics: Mapping[str, Any], checkpoint_dir: str | None) -> None:
         """Called by every worker once per epoch; rank 0 passes the checkpoint directory. The files in
-        its `best/` folder must end up in `kept_folder()` once the checkpoint is persisted."""
+        its `best/` folder must end up in `kept_folder()` once the checkpoint is persisted, and a target
+        result in the metrics names its checkpoint there (`kept_target`)."""
 
     def checkpoint_dir(self) -> AbstractContextManager[str | None]:
         """The latest reported checkpoint as a local directory (None on a fresh start)."""
@@ -67,7 +68,7 @@ class LocalReporter:
         self.history: list[dict[str, Any]] = []
 
     def report(self, metrics: Mapping[str, Any], checkpoint_dir: str | None) -> None:
-        self.history.append(dict(metrics))
+        self.history.append(kept_target(metrics, self.kept_folder()))
         if checkpoint_dir is not None:
             target = self.root / f"checkpoint_{len(list(self.root.glob('checkpoint_*'))):06d}"
             shutil.copytree(checkpoint_dir, target)
@@ -80,6 +81,15 @@ class LocalReporter:
 
     def kept_folder(self) -> KeptFolder:
         return local_folder(self.root / BEST_FOLDER)
+
+
+def kept_target(metrics: Mapping[str, Any], kept: KeptFolder | None) -> dict[str, Any]:
+    """`metrics` whose target result (if any) names its checkpoint by the kept folder's location instead
+    of the bare file name the loop knows."""
+    target = metrics.get("target")
+    if not target or not target.get("kept_model") or kept is None:
+        return dict(metrics)
+    return {**metrics, "target": {**target, "kept_model": kept.uri(target["kept_model"])}}
 
 
 def save_state(directory: Path, state_dicts: Mapping[str, Any], rng: Any, meta: Mapping[str, Any]) -> None:

@@ -11,7 +11,9 @@ point at it after `ray stop`, after the temp folder is deleted, and from any nod
 from __future__ import annotations
 
 import os
-from collections.abc import Collection
+import tempfile
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pyarrow.fs
@@ -44,14 +46,19 @@ class KeptFolder:
 
     def promote(self, checkpoint_path: str) -> None:
         """Copy the persisted checkpoint's `best/` files here (idempotent: a resume repeats it safely)."""
+        self.promote_from(self.filesystem, checkpoint_path)
+
+    def promote_from(self, filesystem: pyarrow.fs.FileSystem | None, checkpoint_path: str) -> None:
+        """`promote` from a checkpoint on `filesystem` (Ray's storage; this folder's when None)."""
+        source_fs = filesystem or self.filesystem
         source = f"{checkpoint_path.rstrip('/')}/{BEST_FOLDER}"
-        if self.filesystem.get_file_info(source).type != pyarrow.fs.FileType.Directory:
+        if source_fs.get_file_info(source).type != pyarrow.fs.FileType.Directory:
             return
         self.filesystem.create_dir(self.path, recursive=True)
-        for info in self.filesystem.get_file_info(pyarrow.fs.FileSelector(source)):
+        for info in source_fs.get_file_info(pyarrow.fs.FileSelector(source)):
             target = f"{self.path}/{info.base_name}"
             if self.filesystem.get_file_info(target).size != info.size:
-                self.filesystem.copy_file(info.path, f"{target}.part")
+                pyarrow.fs.copy_files(info.path, f"{target}.part", source_fs, self.filesystem)
                 self.filesystem.move(f"{target}.part", target)
 
     def discard(self, keep: Collection[str], groups: Collection[str]) -> None:
@@ -65,3 +72,25 @@ class KeptFolder:
 
 def local_folder(path: str | os.PathLike) -> KeptFolder:
     return KeptFolder(pyarrow.fs.LocalFileSystem(), os.fspath(path))
+
+
+def folder_at(uri: str) -> KeptFolder:
+    """The kept folder at a local path or a storage URI (s3://, gs://, ...)."""
+    filesystem, path = (
+        pyarrow.fs.FileSystem.from_uri(uri) if "://" in uri else (pyarrow.fs.LocalFileSystem(), uri)
+    )
+    return KeptFolder(filesystem, path)
+
+
+@contextmanager
+def local_file(uri: str) -> Iterator[str]:
+    """A kept file as a local path while the block runs: itself on a local (or mounted) disk, else a
+    temporary download from its storage (s3://, gs://, ...)."""
+    if "://" not in uri:
+        yield uri
+        return
+    filesystem, path = pyarrow.fs.FileSystem.from_uri(uri)
+    with tempfile.TemporaryDirectory(prefix="ovit-kept-") as folder:
+        local = os.path.join(folder, path.rsplit("/", 1)[-1])
+        pyarrow.fs.copy_files(path, local, source_filesystem=filesystem)
+        yield local

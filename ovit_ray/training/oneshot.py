@@ -18,19 +18,20 @@ def oneshot_rows(
     settings_per_method: Sequence[PruneSettings],
     sparsities: Sequence[float | None],
     *,
-    param_patterns: Sequence[str],
+    param_patterns: Sequence[str] | None = None,
     seed: int = 0,
     device: str = "cpu",
     eval_batch_size: int = 256,
     progress: bool = True,
-    on_row: Callable[[Row], None] | None = None,
+    on_row: Callable[[Row, MaskSet], None] | None = None,
 ) -> list[Row]:
     """Prune `start.model` with each settings object to each sparsity and evaluate top-1 before/after
     (`top1` on the held-out test split, `val_top1` beside it).
 
     The Fisher and the elimination plan are computed once per method and reused for every sparsity;
     every sparsity starts again from the original weights. `None` in `sparsities` means "implied by the
-    N:M pattern". Returns one row per (method, sparsity), with the columns of results.parquet.
+    N:M pattern". `param_patterns` None prunes every block's attention and MLP weights (`select_prunable`).
+    Returns one row per (method, sparsity), with the columns of results.parquet.
     """
     model = start.model.to(device)
     params = select_prunable(model, param_patterns)
@@ -61,9 +62,7 @@ def oneshot_rows(
             counts = count_params_and_flops(model, new_masks, input_size)
             row: Row = {
                 "method": settings.method,
-                "pattern": None
-                if settings.pattern is None
-                else f"{settings.pattern[0]}:{settings.pattern[1]}",
+                "pattern": settings.pattern,
                 "scope": settings.scope,
                 "target_sparsity": settings.pattern_sparsity if sparsity is None else sparsity,
                 "achieved_sparsity": new_masks.sparsity(),
@@ -90,7 +89,7 @@ def oneshot_rows(
                 "model_source": start.source,
             }
             rows.append(row)
-            if on_row is not None:
-                on_row(row)
+            if on_row is not None:  # the model is pruned to this row's masks until the next sparsity
+                on_row(row, new_masks)
         pruner.restore()
     return rows

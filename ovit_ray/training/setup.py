@@ -12,7 +12,7 @@ from torch import nn
 from ovit_ray.data import DatasetSplits, load_dataset
 from ovit_ray.models import PRESETS, create_model, load_checkpoint
 from ovit_ray.training.preset import load_preset_model, preset_dataset
-from ovit_ray.training.spec import RunSpec
+from ovit_ray.training.spec import TrainSpec
 
 
 @dataclass
@@ -105,7 +105,7 @@ def build_model_and_data(
     return JobStart(model=model, data=data, masks=masks, source=source, structure=meta.get("structure"))
 
 
-def distillation_teacher(spec: RunSpec, model: nn.Module) -> nn.Module:
+def distillation_teacher(spec: TrainSpec, model: nn.Module) -> nn.Module:
     """The frozen teacher `spec.distill_teacher` names: a copy of the starting `model` ("start"), the dense
     weights of `spec.model` ("model": a preset's trained weights, for a pruned or shrunk checkpoint), or a
     checkpoint file."""

@@ -1,9 +1,10 @@
-"""The typed spec of one gradual-pruning run: every knob, its bounds and choices, in one place.
+"""The typed specs of training runs: every knob declared once (`ovit_ray.knobs`), grouped by what reads it.
 
-YAML (`ovit-ray train CONFIG`), `ovit-ray train` flags (one per field) and sweep knobs all become a
-`RunSpec` (in orchestration: `specs.run.GradualConfig`, which adds where results go); the validated object
-is then handed unchanged to the Tune trial and to every Ray Train worker. A knob changes form twice on
-its way to the pruner: YAML/flag value -> `RunSpec` field -> `PruneSettings` (the pruner's own values).
+`TrainSpec` (model and data, optimisation, resources) is what any training loop needs; `RunSpec` adds the
+pruner's knobs (`PruneSettings`, declared in the pruning layer) and the sparsity schedule of one gradual run;
+`training.depth.DepthSpec` adds BoundaryDPT's depth plan. A sweep file, `ovit-ray train` flags and search
+spaces all become one of these; the validated object is handed unchanged to the Tune trial and to every Ray
+Train worker. A knob changes form once on its way to the pruner: spec field -> a worker's `PruneSettings`.
 
 A run's `Schedule` (pruning steps and fine-tune windows) is derived from the spec, or, for the
 independent-runs strategy, chosen by the orchestration; it is checked here either way.
@@ -13,25 +14,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from ovit_ray.pruning.methods import method_names
-from ovit_ray.pruning.names import DEFAULT_PATTERNS, parse_pattern
+from ovit_ray.knobs import Knobs, knob
+from ovit_ray.pruning.settings import MAX_COUNT, PruneSettings
 from ovit_ray.training.schedules import sparsity_steps, sparsity_steps_through_targets
-
-if TYPE_CHECKING:  # torch-backed: imported where used, so validation of flags stays light
-    from ovit_ray.pruning import PruneSettings
 
 Step = tuple[int, float]
 Window = tuple[float, int, int]
 # Upper bounds: a typo such as `end_epoch: 10000000000` must be a clear error, not a schedule of
 # billions of entries that exhausts memory.
 MAX_EPOCHS = 100_000
-MAX_COUNT = 1_000_000  # block size, gradients, batch sizes, steps
 MAX_SEED = 2**32 - 1
 MAX_WORKERS = 4096
+Sparsity = Annotated[float, Field(ge=0, lt=1)]
 
 
 @dataclass(frozen=True)
@@ -65,92 +63,117 @@ class Schedule:
         return max(end for _, _, end in self.windows)
 
 
-def _registered_method(name: str) -> str:
-    if name not in method_names():
-        raise ValueError(f"must be one of {', '.join(method_names())}")
-    return name
+class DataKnobs(Knobs):
+    """Which model and data a job starts from, and its seed."""
+
+    model: str = knob("digits-vit", "preset (digits-vit) or timm model name")
+    checkpoint: str | None = knob(None, "starting weights, .safetensors or .pt")
+    dataset: str | None = knob(None, "digits, lfw, imagefolder or cifar10 (default: the preset's)")
+    data_root: str | None = knob(None, "directory of an imagefolder or cifar10 dataset")
+    split_seed: int = knob(0, "seed of the fixed train/val/test split", label="split", ge=0, le=MAX_SEED)
+    seed: int = knob(0, "seed of initialisation, sampling and pruning", ge=0, le=MAX_SEED)
 
 
-def _pattern_text(value: Any) -> Any:
-    if isinstance(value, int) and not isinstance(value, bool):  # YAML 1.1 reads 2:4 as 2 * 60 + 4
-        raise ValueError("quote it, e.g. '2:4' (YAML reads an unquoted N:M as a base-60 number)")
-    return value
+class ResourceKnobs(Knobs):
+    """What each worker holds (CPU- and GPU-hours are measured seconds x these)."""
+
+    workers: int = knob(1, "Ray Train workers (DDP)", gt=0, le=MAX_WORKERS)
+    cpus_per_worker: float = knob(1.0, "CPUs each worker holds", gt=0, le=4096)
+    gpus_per_worker: float = knob(0.0, "GPUs each worker holds (0: CPU only)", ge=0, le=64)
 
 
-# Checks that belong to a field's type (so a sweep's partial `train` section applies them too).
-# A pruning method's name, checked against the registry when validated (plug-ins registered later count).
-MethodName = Annotated[str, AfterValidator(_registered_method)]
-PatternText = Annotated[str, BeforeValidator(_pattern_text)]
-
-
-class RunSpec(BaseModel):
-    """One gradual-pruning run. Without `targets` it prunes init -> final sparsity on the grid
-    start_epoch, +update_frequency, ..., end_epoch and then fine-tunes `window_epochs`; with `targets`
-    it is a sparsity sweep: `steps_per_target` pruning steps to each target, then a window at each.
+class TrainSpec(DataKnobs, ResourceKnobs):
+    """Model, data, optimisation and resources: what every training loop reads.
     `batch_size` is global: each of W workers trains on batch_size // W samples per step."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    lr_schedule: Literal["cyclic_linear", "cosine", "constant"] = knob(
+        "cyclic_linear", "cyclic_linear restarts at lr_max after every pruning step", label="sched"
+    )
+    lr_max: float = knob(
+        5e-4, "peak learning rate", label="lr", log=True, gt=0
+    )  # the reference: 5e-4 -> 1e-5
+    lr_min: float = knob(1e-5, "lowest learning rate, <= lr_max", log=True, ge=0)
+    warmup_epochs: int = knob(0, "linear warmup epochs", label="warm", ge=0, le=MAX_EPOCHS)
+    batch_size: int = knob(
+        64, "global training batch size (split over the workers)", label="bs", gt=0, le=MAX_COUNT
+    )
+    eval_batch_size: int = knob(256, "evaluation batch size per worker", gt=0, le=MAX_COUNT)
+    max_steps_per_epoch: int | None = knob(
+        None, "cap on optimizer steps per epoch (default: the whole train split)", gt=0, le=MAX_COUNT
+    )
+    weight_decay: float = knob(0.05, "AdamW weight decay", label="wd", ge=0)
+    label_smoothing: float = knob(0.1, "label smoothing of the loss", label="ls", ge=0, lt=1)
+    augment: Literal["none", "light", "deit"] = knob("light", "training augmentation", label="aug")
+    distill_weight: float = knob(
+        0.0, "weight of distillation from the dense model (0: off)", label="kd", ge=0, le=1
+    )
+    distill_temperature: float = knob(2.0, "distillation temperature", label="kdT", gt=0)
+    distill_teacher: str = knob(
+        "start",
+        "teacher: start (the starting weights), model (the model's dense weights, e.g. the trained preset, "
+        "for a pruned or shrunk checkpoint) or a checkpoint path",
+        label="teacher",
+        min_length=1,
+        max_length=4096,
+    )
 
-    # model and data
-    model: str = "digits-vit"
-    checkpoint: str | None = None
-    dataset: str | None = None
-    data_root: str | None = None
-    split_seed: int = Field(0, ge=0, le=MAX_SEED)
-    # pruning (B, m, lambda, ...)
-    method: MethodName = "ovit"
-    block_size: int = Field(64, gt=0, le=MAX_COUNT)
-    num_grads: int = Field(64, gt=0, le=MAX_COUNT)
-    damp: float = Field(1e-7, gt=0, allow_inf_nan=False)
-    grad_batch_size: int = Field(16, gt=0, le=MAX_COUNT)
-    pattern: PatternText | None = None
-    scope: Literal["global", "uniform"] = "global"
-    patterns: tuple[str, ...] = Field(DEFAULT_PATTERNS, min_length=1, max_length=1000)
-    dtype: Literal["float32", "float64"] = "float32"
-    fisher_dtype: Literal["float32", "float64"] = "float64"
-    # sparsity schedule
-    init_sparsity: float = Field(0.0, ge=0, lt=1)
-    final_sparsity: float = Field(0.75, ge=0, lt=1)
-    start_epoch: int = Field(0, ge=0, le=MAX_EPOCHS)
-    end_epoch: int = Field(2, ge=0, le=MAX_EPOCHS)
-    update_frequency: int = Field(1, gt=0, le=MAX_EPOCHS)
-    interpolation: Literal["linear", "cubic"] = "linear"
-    targets: list[Annotated[float, Field(ge=0, lt=1)]] | None = Field(None, max_length=100)
-    window_epochs: int = Field(2, gt=0, le=MAX_EPOCHS)
-    steps_per_target: int = Field(1, gt=0, le=1000)
-    # optimisation
-    lr_schedule: Literal["cyclic_linear", "cosine", "constant"] = "cyclic_linear"
-    lr_max: float = Field(5e-4, gt=0, allow_inf_nan=False)  # the reference recipe: 5e-4 -> 1e-5 per cycle
-    lr_min: float = Field(1e-5, ge=0, allow_inf_nan=False)
-    warmup_epochs: int = Field(0, ge=0, le=MAX_EPOCHS)
-    batch_size: int = Field(64, gt=0, le=MAX_COUNT)
-    eval_batch_size: int = Field(256, gt=0, le=MAX_COUNT)
-    max_steps_per_epoch: int | None = Field(None, gt=0, le=MAX_COUNT)  # caps an epoch (smoke tests, CI)
-    weight_decay: float = Field(0.05, ge=0, allow_inf_nan=False)
-    label_smoothing: float = Field(0.1, ge=0, lt=1)
-    augment: Literal["none", "light", "deit"] = "light"
-    distill_weight: float = Field(0.0, ge=0, le=1)
-    distill_temperature: float = Field(2.0, gt=0, allow_inf_nan=False)
-    # The teacher: "start" (the starting weights, frozen), "model" (`model`'s own dense weights, e.g. the trained
-    # preset, when training a pruned or shrunk `checkpoint`), or a checkpoint path.
-    distill_teacher: str = Field("start", min_length=1, max_length=4096)
-    seed: int = Field(0, ge=0, le=MAX_SEED)
-    # resources: what each worker holds (GPU-hours are measured seconds x these)
-    workers: int = Field(1, gt=0, le=MAX_WORKERS)
-    cpus_per_worker: float = Field(1.0, gt=0, le=4096)
-    gpus_per_worker: float = Field(0.0, ge=0, le=64)
+    def unused(self) -> set[str]:
+        unused = set()
+        if self.lr_schedule == "constant":
+            unused.add("lr_min")
+        if self.distill_weight == 0:
+            unused |= {"distill_temperature", "distill_teacher"}
+        return unused
+
+    @model_validator(mode="after")
+    def _lr_order(self) -> TrainSpec:
+        if self.lr_min > self.lr_max:
+            raise ValueError(f"lr_min: must be <= lr_max={self.lr_max}, got {self.lr_min}")
+        return self
+
+
+class RunSpec(TrainSpec, PruneSettings):
+    """One gradual-pruning run. Without `targets` it prunes init -> final sparsity on the grid
+    start_epoch, +update_frequency, ..., end_epoch and then fine-tunes `window_epochs`; with `targets`
+    it is a sparsity sweep: `steps_per_target` pruning steps to each target, then a window at each."""
+
+    # None: the attention and MLP weights of every transformer block, found in the model (any timm family)
+    patterns: tuple[str, ...] | None = knob(
+        None,
+        "regular expressions of the weight names to prune (default: every attention and MLP projection)",
+        min_length=1,
+        max_length=1000,
+    )
+    init_sparsity: float = knob(0.0, "sparsity of the first pruning step's start", label="s0", ge=0, lt=1)
+    final_sparsity: float = knob(0.75, "last sparsity, without targets", ge=0, lt=1)
+    start_epoch: int = knob(0, "epoch of the first pruning step", ge=0, le=MAX_EPOCHS)
+    end_epoch: int = knob(2, "epoch of the last pruning step, without targets", ge=0, le=MAX_EPOCHS)
+    update_frequency: int = knob(1, "epochs between pruning steps", label="freq", gt=0, le=MAX_EPOCHS)
+    interpolation: Literal["linear", "cubic"] = knob(
+        "linear", "how sparsity rises between steps", label="interp"
+    )
+    targets: list[Sparsity] | None = knob(
+        None,
+        "target sparsities, each in [0, 1): a sparsity sweep with a fine-tune window at each",
+        max_length=100,
+    )
+    window_epochs: int = knob(
+        2, "fine-tune epochs at each target (the best epoch is kept)", label="win", gt=0, le=MAX_EPOCHS
+    )
+    steps_per_target: int = knob(1, "pruning steps to reach each target", label="steps", gt=0, le=1000)
+
+    def unused(self) -> set[str]:
+        schedule = {"final_sparsity", "end_epoch"} if self.targets else {"steps_per_target"}
+        return TrainSpec.unused(self) | PruneSettings.unused(self) | schedule
 
     @model_validator(mode="after")
     def _consistent(self) -> RunSpec:
-        settings = self.prune_settings()  # the pruner's own checks (pattern vs block size, ...)
-        if self.lr_min > self.lr_max:
-            raise ValueError(f"lr_min: must be <= lr_max={self.lr_max}, got {self.lr_min}")
         schedule = self.schedule()
         if self.warmup_epochs >= schedule.total_epochs:
             raise ValueError(
                 f"warmup_epochs: must be below the run's {schedule.total_epochs} epochs, got {self.warmup_epochs}"
             )
-        implied = settings.pattern_sparsity
+        implied = self.pattern_sparsity
         if implied is not None and any(abs(s - implied) > 1e-9 for _, s in schedule.steps):
             raise ValueError(
                 f"pattern: {self.pattern} implies sparsity {implied}; every pruning step must use it, "
@@ -160,25 +183,10 @@ class RunSpec(BaseModel):
 
     def prune_settings(self, world_rank: int = 0, world_size: int = 1) -> PruneSettings:
         """The pruner's settings for one worker: its share of `num_grads` (the total over workers is
-        num_grads). Built on the driver too, so the pruner's own checks run before any worker starts."""
-        from ovit_ray.pruning import PruneSettings
-
+        num_grads). The values were validated with this spec; only the share is new."""
         share = self.num_grads // world_size + (world_rank < self.num_grads % world_size)
-        return PruneSettings(
-            method=self.method,
-            block_size=self.block_size,
-            num_grads=max(1, share),
-            damp=self.damp,
-            grad_batch_size=self.grad_batch_size,
-            scope=self.scope,
-            pattern=None if self.pattern is None else parse_pattern(self.pattern),
-            dtype=self.dtype,
-            fisher_dtype=self.fisher_dtype,
-        )
-
-    @property
-    def strategy(self) -> str:
-        return "sweep" if self.targets else "single"
+        fields = {name: getattr(self, name) for name in PruneSettings.model_fields}
+        return PruneSettings.model_construct(**{**fields, "num_grads": max(1, share)})
 
     def schedule(self) -> Schedule:
         """Pruning steps and fine-tune windows of this run. Steps to sparsity 0 are dropped: pruning a

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from ovit_ray.training.gradual.comm import Comm
+from ovit_ray.training.comm import Comm
 from ovit_ray.training.loop import evaluate, make_loader
-from ovit_ray.training.spec import RunSpec
+from ovit_ray.training.spec import TrainSpec
 
 
 class Capped:
@@ -42,8 +42,11 @@ class WorkerLoaders:
     test_count: int
 
 
-def worker_loaders(data: Any, spec: RunSpec, rank: int, world: int) -> WorkerLoaders:
-    """`data` holds the `train`, `val` and `test` splits; the global batch is split over `world` workers."""
+def worker_loaders(
+    data: Any, spec: TrainSpec, rank: int, world: int, grad_batch_size: int = 1
+) -> WorkerLoaders:
+    """`data` holds the `train`, `val` and `test` splits; the global batch is split over `world` workers;
+    `grad` draws the pruner's gradients, `grad_batch_size` images each."""
     train_sampler: DistributedSampler[Any] = DistributedSampler(
         data.train, world, rank, shuffle=True, seed=spec.seed
     )
@@ -68,9 +71,7 @@ def worker_loaders(data: Any, spec: RunSpec, rank: int, world: int) -> WorkerLoa
             spec.max_steps_per_epoch,
         ),
         grad_sampler=grad_sampler,
-        grad=make_loader(
-            data.train, spec.grad_batch_size, shuffle=False, seed=spec.seed, sampler=grad_sampler
-        ),
+        grad=make_loader(data.train, grad_batch_size, shuffle=False, seed=spec.seed, sampler=grad_sampler),
         val=val,
         test=test,
         val_count=len(val_share),

@@ -1,5 +1,6 @@
-"""Parquet result files (one schema per kind), the report table, statistics and plots."""
+"""Parquet result files (one schema family for every kind), the report table, statistics and plots."""
 
-# The results file of every output folder (sweep, train/compare-strategies, prune, transfer); which kind
-# of rows it holds is recorded in its schema's metadata (`schemas.KIND_KEY`). No import here is heavy.
+# The files of every output folder; which kind of experiment wrote them is recorded in their schema's
+# metadata (`schemas.EXPERIMENT_KEY`). No import here is heavy.
 RESULTS_FILE = "results.parquet"
+TRIALS_FILE = "trials.parquet"

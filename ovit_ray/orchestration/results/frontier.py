@@ -27,32 +27,29 @@ SPEEDUP = "speedup_throughput"
 
 def label(row: Row) -> str:
     """What produced the row, one frontier curve each: 'optin', 'optin +ToMe 0.50' (a token share),
-    'optin +ovit', 'ovit' for unstructured pruning alone, 'boundarydpt' (depth pruning) or 'boundarydpt+'
-    (then width pruning), marked when its activation stage ran first."""
-    if row["method"] == "none":
-        return str(row["then_method"])
-    if row["method"] == "boundarydpt":
+    'optin +ovit', 'ovit' for unstructured pruning, 'boundarydpt' (depth pruning) or 'boundarydpt+' (then
+    width pruning), marked when its activation stage ran first; else the kind."""
+    if row.get("kind") == "depth":
         order = " (activation-first)" if row.get("stage_order") == "activation-first" else ""
         return "boundarydpt" + ("+" if row.get("width_ratio") is not None else "") + order
-    latency = " (latency budget)" if row.get("latency_ratio") is not None else ""
-    tokens = f" +ToMe {row['token_share']:.2f}" if row.get("token_share") else ""
-    recover = "" if row.get("recover") in (None, "none") else f" +{row['recover']}"
-    then = f" +{row['then_method']}" if row.get("then_method") else ""
-    return str(row["method"]) + tokens + recover + then + latency
-
-
-def _budget(row: Row) -> float:
-    """The requested ratio: of the dense MACs, or of the dense latency for a latency budget; a depth row's
-    width ratio (1 without width pruning)."""
-    if row["method"] == "boundarydpt":
-        return float(row.get("width_ratio") or 1.0)
-    return float(row["flops_ratio"] if row.get("flops_ratio") is not None else row["latency_ratio"])
+    if row.get("kind") == "structured":
+        latency = " (latency budget)" if row.get("budget_kind") == "latency" else ""
+        tokens = f" +ToMe {row['token_share']:.2f}" if row.get("token_share") else ""
+        recover = "" if row.get("recover") in (None, "none") else f" +{row['recover']}"
+        then = f" +{row['then_method']}" if row.get("then_method") else ""
+        return str(row["method"]) + tokens + recover + then + latency
+    return str(row.get("method") or row.get("kind"))
 
 
 def _point(row: Row) -> tuple[float, float, int, int]:
-    """The budget of a row, the sparsity of unstructured rows, a depth row's attention and activation counts."""
-    depth = int(row.get("attn_dropped") or 0), int(row.get("act_linearised") or 0)
-    return _budget(row), float(row.get("then_sparsity") or 0.0), *depth
+    """The requested target (a MACs or latency ratio, a sparsity; a depth row's width ratio, 1 without),
+    the sparsity of a follow-up unstructured step, a depth row's attention and activation counts."""
+    if row.get("kind") == "depth":
+        budget = float(row.get("width_ratio") or 1.0)
+    else:
+        budget = float(row["target"]) if row.get("target") is not None else 1.0
+    depth = int(row.get("attention") or 0), int(row.get("activation") or 0)
+    return budget, float(row.get("then_sparsity") or 0.0), *depth
 
 
 def _budget_text(ratio: float, sparsity: float, attention: int, activation: int) -> str:
@@ -93,7 +90,7 @@ def method_differences(rows: Sequence[Row]) -> list[dict[str, Any]]:
     keyed = [
         {**r, "label": label(r), "budget": f"{_budget_text(*_point(r))}/t{r.get('token_share') or 0:.2f}"}
         for r in rows
-        if r["method"] != "none"
+        if r.get("kind") == "structured"
     ]
     return pairwise_table(keyed, ["label"], within="budget")
 

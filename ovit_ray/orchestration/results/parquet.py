@@ -27,9 +27,16 @@ def _key(row: Mapping[str, Any], key_columns: Sequence[str]) -> tuple[Any, ...]:
 
 
 def append_rows(
-    path: str | Path, rows: Sequence[Mapping[str, Any]], key_columns: Sequence[str], schema: pa.Schema
+    path: str | Path,
+    rows: Sequence[Mapping[str, Any]],
+    key_columns: Sequence[str],
+    schema: pa.Schema,
+    *,
+    replace: bool = False,
 ) -> int:
     """Add the rows whose key is new (first one wins within ``rows``); returns how many were added.
+    ``replace``: a row whose key is already there replaces it instead (a trial's status row, rewritten
+    when an interrupted trial ends after a resume).
 
     Columns and types come from ``schema`` (see ``schemas``): cells a row lacks are null, a column the
     schema lacks is refused, and an older file is brought to the schema (new columns as nulls).
@@ -39,7 +46,7 @@ def append_rows(
     unknown = sorted({c for r in rows for c in r} - set(schema.names))
     if unknown:
         raise ValueError(
-            f"column(s) {unknown} are not in the {file_kind(schema)} schema "
+            f"column(s) {unknown} are not in the {file_kind(schema)[0]} schema "
             "(add them in ovit_ray/orchestration/results/schemas.py)"
         )
     for i, row in enumerate(rows):
@@ -51,6 +58,10 @@ def append_rows(
     with FileLock(f"{path}.lock"):
         existing = _conform(pq.read_table(path), schema, path) if path.exists() else None
         seen = set()
+        if existing is not None and replace:
+            new = {_key(r, key_columns) for r in rows}
+            keep = [_key(r, key_columns) not in new for r in existing.select(list(key_columns)).to_pylist()]
+            existing = existing.filter(pa.array(keep, pa.bool_()))
         if existing is not None:
             seen = {_key(r, key_columns) for r in existing.select(list(key_columns)).to_pylist()}
         fresh = []
@@ -73,7 +84,7 @@ def _conform(table: pa.Table, schema: pa.Schema, path: Path) -> pa.Table:
     extra = sorted(set(table.column_names) - set(schema.names))
     if extra:
         raise ValueError(
-            f"{path} has column(s) {extra} that the {file_kind(schema)} schema lacks; "
+            f"{path} has column(s) {extra} that the {file_kind(schema)[0]} schema lacks; "
             "it was written by another kind of command or version"
         )
     columns = []

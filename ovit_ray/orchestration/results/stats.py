@@ -82,7 +82,7 @@ def pairwise_table(
     rows: Sequence[Mapping[str, Any]],
     group_keys: Sequence[str],
     *,
-    within: str = "target_sparsity",
+    within: str = "target",
     value: str = "top1",
     scale: float = 100.0,
 ) -> list[dict[str, Any]]:
@@ -92,7 +92,7 @@ def pairwise_table(
     groups: dict[Any, dict[tuple[Any, ...], list[float]]] = defaultdict(dict)
     for r in rows:
         if r.get(value) is not None:
-            groups[r[within]].setdefault(tuple(r.get(k) for k in group_keys), []).append(float(r[value]))
+            groups[r.get(within)].setdefault(tuple(r.get(k) for k in group_keys), []).append(float(r[value]))
     table = []
     for point in sorted(groups):
         settings = groups[point]

@@ -1,9 +1,9 @@
-"""The trials table of `ovit-ray report`: one row per trial (or run), best first, in 80 columns.
+"""The trials table of `ovit-ray report`: one row per trial, best first, in 80 columns.
 
-Works on the output of `sweep` (results.parquet per target + trials.parquet per trial, stopped-early and
-failed trials included), and of `train` / `compare-strategies` (results.parquet per run and target).
-Columns: rank, best mark, trial, status, every knob that varies across trials (short names: B, m, λ),
-top-1 (%) at each target, the objective when it is not one of those, epochs, GPU- or CPU-hours.
+Works on every output folder (every command writes a sweep folder: results.parquet per trial and target,
+trials.parquet per trial, stopped-early and failed trials included). Columns: rank, best mark, trial,
+status, every knob that varies across trials (the labels their declarations give: B, m, λ), top-1 (%) at
+each target, the objective when it is not one of those, epochs, loop and allocated GPU- or CPU-hours.
 Text output wraps whole columns into blocks that fit the width (the rank repeats in each block);
 `wide` prints one block, CSV and markdown are for pasting.
 """
@@ -20,11 +20,20 @@ from typing import Any
 
 import yaml
 
-from ovit_ray.orchestration.specs.knob_labels import CORE, short_name, short_value
-from ovit_ray.orchestration.specs.search_space import KNOBS
+from ovit_ray.knobs import short_value
+from ovit_ray.orchestration.kinds import get_kind, kind_names
+from ovit_ray.orchestration.specs.labels import CORE
+from ovit_ray.training.result import TargetResult
 
 Row = Mapping[str, Any]
-STATUS_TEXT = {"finished": "done", "stopped_early": "stopped", "failed": "failed"}
+STATUS_TEXT = {
+    "finished": "done",
+    "stopped_early": "stopped",
+    "failed": "failed",
+    "interrupted": "interrupted",
+}
+# Columns of a results row that are not knobs (who, and what was measured).
+NOT_KNOBS = {"sweep", "kind", "trial_id", "status", "error", *TargetResult.columns()}
 DEFAULT_OBJECTIVE = ("val_top1_final", "max")  # the sweeps' default: select on validation, report test
 
 
@@ -52,27 +61,14 @@ def sweep_objective(out: Path) -> tuple[str, str]:
     return DEFAULT_OBJECTIVE
 
 
-def as_trial_rows(results: Sequence[Row]) -> list[dict[str, Any]]:
-    """Rows of `train`/`compare-strategies` (one run per `run_key`) named and totalled like a sweep's
-    trials (`trial_id` = run name, `top1_final` = top-1 at the run's last target); sweep rows unchanged."""
-    if not results or "trial_id" in results[0]:
-        return [dict(r) for r in results]
-    last: dict[str, Row] = {}
-    for r in results:
-        if r["run_key"] not in last or r["target_sparsity"] > last[r["run_key"]]["target_sparsity"]:
-            last[r["run_key"]] = r
-    return [
-        {
-            **r,
-            "trial_id": r["run_name"],
-            "top1_final": last[r["run_key"]]["top1"],
-            "val_top1_final": last[r["run_key"]].get("val_top1"),
-            "epochs_total": r["run_total_epochs"],
-            "trial_cpu_hours": r["run_cpu_hours"],
-            "trial_gpu_hours": r["run_gpu_hours"],
-        }
-        for r in results
-    ]
+def knob_labels(results: Sequence[Row]) -> dict[str, str]:
+    """Knob -> its short label, from the declarations of the kind that wrote the rows (else the names)."""
+    kind = next((r.get("kind") for r in results if r.get("kind")), None)
+    if kind in kind_names():
+        from ovit_ray.knobs import knob_infos
+
+        return {name: info.label for name, info in knob_infos(get_kind(str(kind)).spec).items()}
+    return {}
 
 
 def _trials(results: Sequence[Row], trials: Sequence[Row]) -> list[dict[str, Any]]:
@@ -82,10 +78,10 @@ def _trials(results: Sequence[Row], trials: Sequence[Row]) -> list[dict[str, Any
         by_id[t["trial_id"]] = {**t, "targets": {}, "order": order}
     for r in results:
         entry = by_id.setdefault(
-            r["trial_id"], {**r, "status": "finished", "targets": {}, "val": {}, "order": len(by_id)}
+            r["trial_id"], {**r, "status": "running", "targets": {}, "val": {}, "order": len(by_id)}
         )
-        entry["targets"][r["target_sparsity"]] = r["top1"]
-        entry.setdefault("val", {})[r["target_sparsity"]] = r.get("val_top1")
+        entry["targets"][r["target"]] = r["top1"]
+        entry.setdefault("val", {})[r["target"]] = r.get("val_top1")
     for entry in by_id.values():
         for prefix, done in (("", entry["targets"]), ("val_", entry.get("val", {}))):
             if not done or None in done.values():
@@ -129,7 +125,7 @@ def best_first(
     """(objective metric, mode, trials best first): THE best-trial rule (`rank_trials`), also used by
     best_config.json, the MLflow parent's `best.*` tags and `ovit-ray export --trial best`."""
     metric, mode = sweep_objective(Path(out))
-    entries = _trials(as_trial_rows(results), trials)
+    entries = _trials(results, trials)
     if (metric, mode) == DEFAULT_OBJECTIVE and all(t.get(metric) is None for t in entries):
         metric = "top1_final"  # results written before the validation split existed
     return metric, mode, rank_trials(entries, metric, mode)
@@ -138,7 +134,10 @@ def best_first(
 def knobs_that_vary(trials: Sequence[Row]) -> list[str]:
     """Knobs with more than one value across `trials` (the searched ones, in effect), sorted; values are
     compared by their repr, so list-valued knobs (patterns) count too."""
-    return sorted(k for k in KNOBS if len({repr(t.get(k)) for t in trials}) > 1)
+    names = {k for t in trials for k in t if k not in NOT_KNOBS and not k.startswith(("top1_", "val_top1_"))}
+    names -= {"targets_done", "epochs_total", "trial_seconds", "order", "val", "targets"}
+    names -= {k for k in names if k.endswith("_hours")}
+    return sorted(k for k in names if len({repr(t.get(k)) for t in trials}) > 1)
 
 
 def trial_table(out: str | Path, results: Sequence[Row], trials: Sequence[Row] = ()) -> TrialTable:
@@ -146,20 +145,27 @@ def trial_table(out: str | Path, results: Sequence[Row], trials: Sequence[Row] =
     metric, mode, ranked = best_first(out, results, trials)
     varying = knobs_that_vary(ranked)
     knobs = [k for k in CORE if k in varying] + sorted(k for k in varying if k not in CORE)
-    targets = sorted({s for t in ranked for s in t["targets"]})
-    unit = "gpu" if any(t.get("trial_gpu_hours") for t in ranked) else "cpu"
+    labels = knob_labels(results)
+    targets = sorted({s for t in ranked for s in t["targets"] if s is not None})
+    unit = "gpu" if any(t.get("allocated_gpu_hours") for t in ranked) else "cpu"
     columns = [
         Column("rank", "#"),
         Column("best", "", False),
         Column("trial", "trial", False),
         Column("status", "status", False),
     ]
-    columns += [Column(k, short_name(k), False) for k in knobs]
+    columns += [Column(k, labels.get(k, k), False) for k in knobs]
     columns += [Column(f"top1_at_{s:g}", f"@{100 * s:g}") for s in targets]
+    if not targets:
+        columns.append(Column("top1", "top1"))
     shown_objective = metric not in ("top1_final", "epochs_total", f"{unit}_hours")
     if shown_objective:
         columns.append(Column(metric, metric.replace("top1_", "")))
-    columns += [Column("epochs", "ep"), Column(f"{unit}_hours", f"{unit.upper()}-h")]
+    columns += [
+        Column("epochs", "ep"),
+        Column(f"{unit}_hours", f"{unit.upper()}-h"),
+        Column(f"allocated_{unit}_hours", "held"),
+    ]
     rows = []
     for rank, t in enumerate(ranked, 1):
         cells = {
@@ -170,16 +176,23 @@ def trial_table(out: str | Path, results: Sequence[Row], trials: Sequence[Row] =
         }
         cells.update({k: short_value(t.get(k)) for k in knobs})
         cells.update({f"top1_at_{s:g}": _percent(t["targets"].get(s)) for s in targets})
+        if not targets:
+            cells["top1"] = _percent(next(iter(t["targets"].values()), None))
         if shown_objective:
             value = t.get(metric)
             cells[metric] = _percent(value) if "top1" in metric else _hours(value)
         cells["epochs"] = "-" if t.get("epochs_total") is None else str(t["epochs_total"])
-        cells[f"{unit}_hours"] = _hours(t.get(f"trial_{unit}_hours"))
+        cells[f"{unit}_hours"] = _hours(t.get(f"{unit}_hours"))
+        cells[f"allocated_{unit}_hours"] = _hours(t.get(f"allocated_{unit}_hours"))
         rows.append(cells)
-    names = ", ".join(f"{short_name(k)} = {k}" for k in knobs if short_name(k) != k)
+    names = ", ".join(f"{labels[k]} = {k}" for k in knobs if labels.get(k, k) != k)
+    target = next(
+        (get_kind(str(r["kind"])).target_name for r in results if r.get("kind") in kind_names()), "target"
+    )
     legend = (
         f"sorted by {mode} {metric}, then mean top-1, then the earliest trial; * best; "
-        f"@S: test top-1 (%) at S % sparsity; ep: epochs trained; stopped: stopped early (ASHA)"
+        f"@S: test top-1 (%) at S % {target}; ep: epochs trained; {unit.upper()}-h: hours in the training "
+        f"loop; held: {unit.upper()}-hours allocated (start-up included); stopped: stopped early (ASHA)"
         + (f"; {names}" if names else "")
     )
     return TrialTable(columns, rows, legend)

@@ -1,7 +1,6 @@
-"""Search spaces (`search_spaces/*.yaml`): the knobs a sweep may search and what each may take.
-
-Knobs are the fields of one gradual run (`specs.run.GradualConfig`) that are not set by the sweep's
-resources/mlflow sections, plus `strategy` (one sparsity-sweep run, or one run per target).
+"""Search spaces: what each searched knob may take, in sweep files (`search.params`) and in the shared
+`search_spaces/*.yaml` files a sweep names (`search.space`). Kind-agnostic: which knobs exist is the
+kind's business (`orchestration.kinds`); here only the shape of a value or distribution is checked.
 """
 
 from __future__ import annotations
@@ -14,15 +13,9 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from ovit_ray.orchestration.common.yaml_files import read_yaml_mapping, short_repr
-from ovit_ray.orchestration.specs.run import PLACEMENT_FIELDS, GradualConfig
 from ovit_ray.orchestration.specs.validation import Strict, validate_file
 
 Scalar = bool | int | float | str
-STRATEGIES = ("sweep", "independent")
-# Set by the sweep's `resources` and `mlflow` sections (and the CLI), never inside `train`.
-RESOURCE_FIELDS = {"workers", "cpus_per_worker", "gpus_per_worker", "max_failures"}
-RESERVED_TRAIN_FIELDS = PLACEMENT_FIELDS | RESOURCE_FIELDS
-KNOBS = (set(GradualConfig.model_fields) - RESERVED_TRAIN_FIELDS - {"targets"}) | {"strategy"}
 MAX_VALUES = 1_000  # values in one choice or grid
 
 
@@ -58,7 +51,8 @@ class Dist(Strict):
             if not values:
                 raise ValueError("needs at least one value")
             for v in values:
-                _scalar(v, "every value")
+                if v is not None:  # null: the knob's "none" (a dense source, no follow-up step)
+                    _scalar(v, "every value")
         return values
 
     @model_validator(mode="after")
@@ -92,24 +86,12 @@ class Dist(Strict):
         return [value[0], value[1]]
 
 
-def known_knobs(params: dict[str, Dist]) -> dict[str, Dist]:
-    """`params` if every name is a knob; else the error names the unknown ones and lists the knobs."""
-    unknown = sorted(set(params) - KNOBS)
-    if unknown:
-        raise ValueError(f"unknown knob(s) {unknown}; knobs: {', '.join(sorted(KNOBS))}")
-    return params
-
-
 class SearchSpace(Strict):
-    """Knobs (gradual-run fields, plus `strategy`) and what each may take."""
+    """A shared file of knobs and what each may take; `kind` says whose knobs they are (checked on use)."""
 
     description: str = ""
+    kind: str | None = None
     params: dict[str, Dist] = Field(default_factory=dict)
-
-    @field_validator("params")
-    @classmethod
-    def _known(cls, params: dict[str, Dist]) -> dict[str, Dist]:
-        return known_knobs(params)
 
 
 def spaces_dir(sweep_path: Path) -> Path:

@@ -8,7 +8,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from ovit_ray.knobs import one_line
 from ovit_ray.orchestration.common.yaml_files import clip_line, short_repr
+
+__all__ = ["Strict", "one_line", "report_problems", "validate_file"]
 
 
 class Strict(BaseModel):

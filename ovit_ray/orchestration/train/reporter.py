@@ -1,6 +1,6 @@
-"""The gradual loop's host inside Ray: reports metrics and checkpoints through Ray Train (or a Tune
-function trial), resumes from the newest readable checkpoint, and keeps best models in the run's
-storage folder, beside the checkpoints, where no retention policy removes them."""
+"""A training loop's host inside Ray: reports metrics and checkpoints through Ray Train (or a Tune function
+trial), resumes from the newest readable checkpoint, and keeps best models in the trial's kept folder in the
+sweep's storage, where no checkpoint retention removes them and every node can read them."""
 
 from __future__ import annotations
 
@@ -13,14 +13,26 @@ from typing import Any
 import pyarrow.fs
 from ray.train import Checkpoint
 
-from ovit_ray.training.gradual import CorruptCheckpointError, verify_state
+from ovit_ray.training.hosts import CorruptCheckpointError, kept_target, verify_state
 from ovit_ray.training.kept import KeptFolder
 
 log = logging.getLogger(__name__)
 
+OVIT = "ovit"  # the key of our payload in a Tune result: {"epoch": {...}, "target": {...}, ...}
+
+
+def pack(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """A loop's epoch metrics as a Tune result: `val_top1` at the top (what ASHA reads), the rest under
+    `ovit` unchanged (numbers of the epoch, and the target result of a window that closed)."""
+    epoch = {k: v for k, v in metrics.items() if k != "target"}
+    payload: dict[str, Any] = {"epoch": epoch}
+    if metrics.get("target"):
+        payload["target"] = metrics["target"]
+    return {"val_top1": metrics.get("val_top1"), OVIT: payload}
+
 
 class RayReporter:
-    """`training.gradual.Reporter` for Ray Train workers and (with ray.tune's functions) Tune function trials."""
+    """`training.hosts.Reporter` for Ray Train workers and (with ray.tune's functions) Tune function trials."""
 
     def __init__(
         self,
@@ -28,34 +40,34 @@ class RayReporter:
         get_checkpoint: Callable[[], Checkpoint | None],
         world_rank: int,
         world_size: int,
-        total_epochs: int,
+        kept: KeptFolder,
         *,
         accept: Callable[[Path], bool] | None = None,
         checkpoint_type: type[Checkpoint] = Checkpoint,
     ):
-        """`accept(directory)` tells this run's checkpoints from older ones in the same folder (a
-        fallback never crosses into another run's). Tune trials pass `ray.tune.Checkpoint`: Ray 2.60
-        warns on every report that gets a `ray.train.Checkpoint` inside a Tune function."""
+        """`accept(directory)` tells this run's checkpoints from older ones in the same folder (a fallback
+        never crosses into another run's). Tune trials pass `ray.tune.Checkpoint`: Ray 2.60 warns on every
+        report that gets a `ray.train.Checkpoint` inside a Tune function."""
         self._report, self._get_checkpoint, self._accept = report, get_checkpoint, accept
         self._checkpoint_type = checkpoint_type
         self.world_rank, self.world_size = world_rank, world_size
-        self._total_epochs = total_epochs
-        self._kept: KeptFolder | None = None
+        self._kept = kept
+        self.targets: list[dict[str, Any]] = []  # the target results this reporter delivered
 
     def report(self, metrics: Mapping[str, Any], checkpoint_dir: str | None) -> None:
+        metrics = kept_target(metrics, self._kept)
         if self.world_rank == 0:
             log.info(
-                "epoch %d/%d  sparsity %.4f  test top-1 %.4f  val top-1 %.4f  val loss %.4f  lr %.2e",
+                "epoch %d  sparsity %.4f  test top-1 %.4f  val top-1 %.4f",
                 metrics["epoch"] + 1,
-                self._total_epochs,
-                metrics["sparsity"],
+                metrics.get("sparsity", 0.0),
                 metrics["top1"],
                 metrics["val_top1"],
-                metrics["loss"],
-                metrics["lr"],
             )
+            if metrics.get("target"):
+                self.targets.append(metrics["target"])
         checkpoint = None if checkpoint_dir is None else self._checkpoint_type.from_directory(checkpoint_dir)
-        self._report(dict(metrics), checkpoint=checkpoint)
+        self._report(pack(metrics), checkpoint=checkpoint)
         if checkpoint is not None:
             self._promote(
                 self._get_checkpoint()
@@ -63,11 +75,10 @@ class RayReporter:
 
     def _promote(self, persisted: Checkpoint | None) -> None:
         if persisted is not None and self.world_rank == 0:
-            self._kept = KeptFolder.beside(persisted.filesystem, persisted.path)
-            self._kept.promote(persisted.path)
+            self._kept.promote_from(persisted.filesystem, persisted.path)
 
     def kept_folder(self) -> KeptFolder | None:
-        return self._kept
+        return self._kept if self.world_rank == 0 else None
 
     @contextmanager
     def checkpoint_dir(self) -> Iterator[str | None]:

@@ -1,17 +1,22 @@
-"""The sweep output folder contract: whose folder it is, who writes it now, and whether it can resume.
+"""The output folder contract: whose folder it is, who writes it now, where its Tune state lives, and
+whether it can resume.
 
-Why: a sweep writes `sweep.yaml`, `plots/`, `results.parquet`, `mlflow.db`, `ray/` into its folder.
-Started on a folder of someone else's files it would overwrite them; two drivers on one folder
-would run trials twice; a broken `results.parquet` or MLflow store found only after the trials ran
-loses their work. So, before Ray starts:
+Why: a sweep writes `sweep.yaml`, `plots/`, `results.parquet`, `trials.parquet`, `mlflow.db`, `optuna.db`
+and `ray/` into its folder. Started on a folder of someone else's files it would overwrite them; two drivers
+on one folder would run trials twice; two sweeps of the same name on one shared storage would overwrite each
+other's Tune state; a broken file found only after the trials ran loses their work. So, before Ray starts:
 
 - a folder is used only if it is new, empty, or an ovit-ray sweep folder (`sweep.json`);
 - `.ovit-ray.lock` is held (`flock`) for the driver's life, with the holder's PID inside; the kernel
   releases it when the process dies, so a killed sweep never leaves a stale lock;
-- a resume checks `sweep.json`, the sweep file copy, `results.parquet` (readable, right key columns),
-  the local MLflow store and Tune's experiment state;
+- the Tune experiment is named `<sweep>-<sweep id>`, the id kept in `sweep.json`: its place in a shared
+  storage is unique to the folder (a copy of the folder resumes the same place), a place that already
+  exists is refused for a new sweep, and one claimed by another sweep id is refused for a resume;
+- a resume checks everything it will read: `sweep.json`, the sweep file copy, `results.parquet` and
+  `trials.parquet` (readable, right key columns), the MLflow store, the Optuna study, Tune's state;
 - `sweep.json` records the folder's absolute path: when a copied or moved folder resumes, the
-  locations stored inside it (MLflow experiment and run artifact URIs) are rewritten to the new place.
+  locations stored inside it (MLflow experiment and run artifact URIs) are rewritten to the new place;
+  everything else in the folder is stored relative to it.
 """
 
 from __future__ import annotations
@@ -26,14 +31,16 @@ from pathlib import Path
 from typing import Any
 
 from ovit_ray.orchestration.common.atomic import write_json_atomic
-from ovit_ray.orchestration.results import RESULTS_FILE
+from ovit_ray.orchestration.results import RESULTS_FILE, TRIALS_FILE
 
 STATE_FILE = "sweep.json"
 SWEEP_COPY = "sweep.yaml"
 LOCK_FILE = ".ovit-ray.lock"
 MLFLOW_DB = "mlflow.db"
 ARTIFACTS = "mlartifacts"
-RESULTS_KEYS = ("trial_id", "strategy", "target_sparsity")  # what a sweep's result rows are keyed by
+RESULTS_KEYS = ("trial_id", "target")  # what a sweep's result rows are keyed by
+STUDY_FILE = "optuna.db"
+PLACE_FILE = ".ovit-sweep.json"  # in the Tune experiment's folder: which sweep id owns it
 _STATE_KEYS = {"name", "sweep_id", "fingerprint"}
 
 
@@ -147,24 +154,8 @@ def _check_resumable(out: Path) -> None:
     """Everything a resume reads, before Ray starts (a broken file found later loses the trials' work)."""
     if not (out / SWEEP_COPY).is_file():
         raise FileNotFoundError(f"{out / SWEEP_COPY} is missing: this folder cannot be resumed")
-    results = out / RESULTS_FILE
-    if results.exists():
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        try:
-            names = set(pq.read_schema(results).names)
-            pq.ParquetFile(results).read(columns=list(RESULTS_KEYS))
-        except (OSError, ValueError, pa.ArrowException) as err:
-            raise ValueError(
-                f"{results}: unreadable ({' '.join(str(err).split())[:200]}); move it away "
-                "to resume without its rows"
-            ) from None
-        missing = sorted(set(RESULTS_KEYS) - names)
-        if missing:
-            raise ValueError(
-                f"{results}: not a sweep's results (no column(s) {missing}); move it away to resume"
-            )
+    for name, keys in ((RESULTS_FILE, RESULTS_KEYS), (TRIALS_FILE, ("trial_id", "status"))):
+        _check_parquet(out / name, keys)
     db = out / MLFLOW_DB
     if db.exists():
         try:
@@ -172,12 +163,76 @@ def _check_resumable(out: Path) -> None:
                 conn.execute("SELECT experiment_id, artifact_location FROM experiments LIMIT 1").fetchall()
         except sqlite3.Error as err:
             raise ValueError(f"{db}: not a readable MLflow store ({err})") from None
-    states = sorted((out / "ray").glob("*/experiment_state-*.json"))
-    if states:
+    study = out / STUDY_FILE
+    if study.exists():
         try:
-            json.loads(states[-1].read_text())
+            with contextlib.closing(sqlite3.connect(f"{study.resolve().as_uri()}?mode=ro", uri=True)) as conn:
+                conn.execute("SELECT study_name FROM studies LIMIT 1").fetchall()
+        except sqlite3.Error as err:
+            raise ValueError(
+                f"{study}: not a readable Optuna study ({err}); move it away to resume"
+            ) from None
+    for state in sorted((out / "ray").glob("*/experiment_state-*.json"))[-1:]:
+        try:
+            json.loads(state.read_text())
         except (OSError, ValueError) as err:
-            raise ValueError(f"{states[-1]}: Tune's experiment state is damaged ({str(err)[:200]})") from None
+            raise ValueError(f"{state}: Tune's experiment state is damaged ({str(err)[:200]})") from None
+    for tuner in (out / "ray").glob("*/tuner.pkl"):
+        if tuner.stat().st_size < 16 or tuner.read_bytes()[:1] != b"\x80":  # a pickle starts with PROTO
+            raise ValueError(f"{tuner}: Tune's saved tuner is damaged; this folder cannot be resumed")
+
+
+def _check_parquet(path: Path, keys: tuple[str, ...]) -> None:
+    """A results file a resume will append to: readable, with its key columns."""
+    if not path.exists():
+        return
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        names = set(pq.read_schema(path).names)
+        pq.ParquetFile(path).read(columns=[k for k in keys if k in names])
+    except (OSError, ValueError, pa.ArrowException) as err:
+        raise ValueError(
+            f"{path}: unreadable ({' '.join(str(err).split())[:200]}); move it away to resume without its rows"
+        ) from None
+    missing = sorted(set(keys) - names)
+    if missing:
+        raise ValueError(f"{path}: not a sweep's file (no column(s) {missing}); move it away to resume")
+
+
+def experiment_name(state: dict[str, Any], extensions: int = 0) -> str:
+    """The Tune experiment of the sweep (`<name>-<id>`), then one per `--add-trials` extension."""
+    base = f"{state['name']}-{state['sweep_id']}"
+    return base if extensions == 0 else f"{base}-add{extensions}"
+
+
+def claim_place(storage: str, experiment: str, sweep_id: str, resume: bool) -> None:
+    """Make the experiment's place in `storage` this sweep's, or refuse: a new sweep never writes into an
+    existing place (someone's files, or another sweep of the same name), a resume only into its own."""
+    import pyarrow.fs
+
+    filesystem, root = (
+        pyarrow.fs.FileSystem.from_uri(storage)
+        if "://" in storage
+        else (pyarrow.fs.LocalFileSystem(), storage)
+    )
+    place, marker = f"{root.rstrip('/')}/{experiment}", f"{root.rstrip('/')}/{experiment}/{PLACE_FILE}"
+    kind = filesystem.get_file_info(place).type
+    if kind != pyarrow.fs.FileType.NotFound:
+        owner = None
+        if filesystem.get_file_info(marker).type == pyarrow.fs.FileType.File:
+            with filesystem.open_input_stream(marker) as stream:
+                owner = json.loads(stream.read().decode() or "{}").get("sweep_id")
+        if owner == sweep_id:
+            return
+        whose = f"sweep {owner}" if owner else "files that are not this sweep's"
+        raise FileExistsError(f"storage: {place} already holds {whose}; choose another storage or --out")
+    if resume:
+        return  # a resume whose Tune state was never written (stopped before Tune started) starts it
+    filesystem.create_dir(place, recursive=True)
+    with filesystem.open_output_stream(marker) as stream:
+        stream.write(json.dumps({"sweep_id": sweep_id}).encode())
 
 
 def relocate(out: Path, state: dict[str, Any]) -> dict[str, Any]:

@@ -1,19 +1,20 @@
-"""The plan of a sweep before anything starts: which knobs vary, how many trials run at once on the
-cluster's resources, and the lines `--dry-run` prints. No Ray, no MLflow: `--dry-run` runs this."""
+"""The plan of a sweep before anything starts: which knobs vary, what a trial holds, how many run at once on
+the cluster's resources, and the lines `--dry-run` prints. No Ray, no MLflow, no torch: `--dry-run` runs this."""
 
 from __future__ import annotations
 
-import itertools
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ovit_ray.orchestration.common.secrets import check_no_credentials
+from ovit_ray.knobs import short_value
+from ovit_ray.orchestration.common.secrets import check_no_credentials, redact_uri
+from ovit_ray.orchestration.kinds.sweep_file import Sweep
 from ovit_ray.orchestration.specs.search_space import Dist
-from ovit_ray.orchestration.specs.sweep import SweepConfig
-from ovit_ray.orchestration.tracking.store import default_tracking_uri
+
+__all__ = ["DRIVER_CPU", "Plan", "describe", "make_plan", "storage_root"]
 
 DRIVER_CPU = 0.01  # the Train V2 driver function is light; its workers hold the real resources
 
@@ -22,7 +23,7 @@ DRIVER_CPU = 0.01  # the Train V2 driver function is light; its workers hold the
 class Plan:
     """A resolved sweep: what varies, what is fixed, what each trial holds and how many run at once."""
 
-    sweep: SweepConfig
+    sweep: Sweep
     fixed: dict[str, Any]
     varying: dict[str, Dist]
     trial_cpus: float
@@ -30,20 +31,14 @@ class Plan:
     concurrency: int
 
     @property
-    def light(self) -> bool:
-        return self.sweep.resources.workers == 1
+    def in_trial(self) -> bool:
+        """One worker: the loop runs inside the Tune trial, which holds the worker's resources."""
+        return self.sweep.file.resources.workers == 1
 
 
-def split_knobs(sweep: SweepConfig) -> tuple[dict[str, Any], dict[str, Dist]]:
-    fixed = {k: d.fixed for k, d in sweep.knobs.items() if d.kind == "fixed"}
-    return fixed, {k: d for k, d in sweep.knobs.items() if d.kind != "fixed"}
-
-
-def derive_concurrency(
-    sweep: SweepConfig, cpus: float, gpus: float, *, strict: bool
-) -> tuple[float, float, int]:
+def make_plan(sweep: Sweep, cpus: float, gpus: float, *, strict: bool = True) -> Plan:
     """(CPUs, GPUs) one trial holds and how many trials fit at once (capped by the sweep's own limit)."""
-    r = sweep.resources
+    r = sweep.file.resources
     trial_cpus = r.workers * r.cpus_per_worker + (0 if r.workers == 1 else DRIVER_CPU)
     trial_gpus = r.workers * r.gpus_per_worker
     fits = math.floor(cpus / trial_cpus + 1e-9)
@@ -51,67 +46,52 @@ def derive_concurrency(
         fits = min(fits, math.floor(gpus / trial_gpus + 1e-9))
     if fits < 1 and strict:
         raise ValueError(
-            f"resources: a trial needs {trial_cpus:g} CPU and {trial_gpus:g} GPU, the cluster has "
-            f"{cpus:g} CPU and {gpus:g} GPU"
+            f"resources: a trial needs {trial_cpus:g} CPU and {trial_gpus:g} GPU, the cluster has {cpus:g} CPU "
+            f"and {gpus:g} GPU"
         )
-    cap = [sweep.search.max_concurrent_trials or fits, fits, sweep.max_trials]
-    return trial_cpus, trial_gpus, max(1, min(cap))
+    cap = [sweep.file.search.max_concurrent_trials or fits, fits, sweep.max_trials]
+    fixed = {k: d.fixed for k, d in sweep.knobs.items() if d.kind == "fixed"}
+    varying = {k: d for k, d in sweep.knobs.items() if d.kind != "fixed"}
+    return Plan(sweep, fixed, varying, trial_cpus, trial_gpus, max(1, min(cap)))
 
 
-def make_plan(sweep: SweepConfig, cpus: float, gpus: float, *, strict: bool = True) -> Plan:
-    fixed, varying = split_knobs(sweep)
-    trial_cpus, trial_gpus, concurrency = derive_concurrency(sweep, cpus, gpus, strict=strict)
-    return Plan(sweep, fixed, varying, trial_cpus, trial_gpus, concurrency)
+def storage_root(sweep: Sweep, out: Path) -> str:
+    """The sweep's `storage`, else `$OVIT_RAY_STORAGE` (exported on every node by the cluster files: shared
+    storage, so a trial moved to another node finds its checkpoints), else `<out>/ray`."""
+    env = os.environ.get("OVIT_RAY_STORAGE")
+    return sweep.file.storage or (
+        check_no_credentials(env, "OVIT_RAY_STORAGE") if env else str((out / "ray").resolve())
+    )
 
 
-def _dist_text(dist: Dist) -> str:
-    return f"{dist.kind} {getattr(dist, dist.kind)}"
-
-
-def describe(plan: Plan, out: Path, mlflow_uri: str | None) -> list[str]:
-    """Human-readable resolved trials and resources (what `--dry-run` prints)."""
+def describe(plan: Plan, out: Path, mlflow_uri: str | None, tracking_uri: str) -> list[str]:
+    """Human-readable resolved trials and resources (what `--dry-run` prints), 80 columns at most."""
     sweep = plan.sweep
+    search = sweep.file.search
     lines = [
-        f"sweep {sweep.name}: {sweep.max_trials} trial(s), search {sweep.search.algorithm} "
-        f"(seed {sweep.seed}), objectives "
-        + ", ".join(f"{o.mode} {o.metric}" for o in sweep.search.objectives)
+        f"sweep {sweep.name} ({sweep.kind}): {sweep.max_trials} trial(s), search {search.algorithm}, "
+        + ", ".join(f"{o.mode} {o.metric}" for o in search.objectives)
     ]
-    if sweep.search.scheduler is not None:
-        s = sweep.search.scheduler
+    if search.scheduler is not None:
+        s = search.scheduler
         lines.append(
             f"early stopping: ASHA on {s.metric}, grace {s.grace_period}, reduction {s.reduction_factor:g}"
         )
-    lines.append("fixed: " + ", ".join(f"{k}={v}" for k, v in plan.fixed.items()))
-    grid = {k: d.grid or [] for k, d in plan.varying.items() if d.kind == "grid"}
-    sampled = {k: d for k, d in plan.varying.items() if d.kind != "grid"}
-    for i, point in enumerate(itertools.product(*grid.values())):
-        extra = f" + sampled {', '.join(sampled)}" if sampled else ""
-        lines.append(
-            f"  trial group {i + 1}: "
-            + ", ".join(f"{k}={v}" for k, v in zip(grid, point, strict=True))
-            + f" x {sweep.search.num_samples}{extra}"
-        )
-    lines += [f"  {k}: {_dist_text(d)}" for k, d in sampled.items()]
-    r = sweep.resources
-    path = (
-        "light path (the loop inside the Tune trial)" if plan.light else "Train V2 (TorchTrainer per trial)"
+    base = {**sweep.base(), **plan.fixed}
+    lines.append("fixed: " + ", ".join(f"{k}={short_value(v)}" for k, v in base.items()))
+    for name, dist in plan.varying.items():
+        lines.append(f"  {name}: {dist.kind} {short_value(list(getattr(dist, dist.kind)))}")
+    r = sweep.file.resources
+    where = (
+        "in this process, no Ray" if r.local else ("inside the Tune trial" if plan.in_trial else "Ray Train")
     )
     lines.append(
-        f"per trial: {r.workers} worker(s) x {r.cpus_per_worker:g} CPU, {r.gpus_per_worker:g} GPU "
-        f"({path}); {plan.concurrency} trial(s) at once"
+        f"per trial: {r.workers} worker(s) x {r.cpus_per_worker:g} CPU, {r.gpus_per_worker:g} GPU ({where}); "
+        f"{plan.concurrency} at once"
     )
-    uri = check_no_credentials(mlflow_uri or sweep.mlflow.uri or default_tracking_uri(out))
+    lines.append(f"output: {out}")
+    lines.append(f"Tune storage: {storage_root(sweep, out)}")
     lines.append(
-        f"output: {out} (Tune: {storage_path(sweep, out)}/{sweep.name}; MLflow: "
-        f"{uri}, experiment {sweep.mlflow.experiment})"
+        f"MLflow: {redact_uri(mlflow_uri or tracking_uri)}, experiment {sweep.file.mlflow.experiment}"
     )
     return lines
-
-
-def storage_path(sweep: SweepConfig, out: Path) -> str:
-    """The sweep's `storage`, else `$OVIT_RAY_STORAGE` (exported on every node by cluster.yaml: shared
-    storage, so a trial moved to another node finds its checkpoints), else `<out>/ray`."""
-    env = os.environ.get("OVIT_RAY_STORAGE")
-    return sweep.storage or (
-        check_no_credentials(env, "OVIT_RAY_STORAGE") if env else str((out / "ray").resolve())
-    )

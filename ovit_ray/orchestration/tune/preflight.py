@@ -1,7 +1,8 @@
 """Checks of a sweep that need no Ray: what `--dry-run` runs and what a sweep runs before Ray starts.
 
-A sweep file can be valid YAML with valid types and still name a model timm does not know, a
-checkpoint or data folder that is not there: without these checks every trial would fail the same way.
+A sweep file can be valid YAML with valid types and still name a model timm does not know, a checkpoint or
+data folder that is not there, or a depth plan deeper than the model: without these checks every trial would
+fail the same way, after Ray started. Torch and timm are imported only when a value needs them.
 """
 
 from __future__ import annotations
@@ -10,33 +11,35 @@ from pathlib import Path
 from typing import Any
 
 from ovit_ray.orchestration.common.yaml_files import short_repr
-from ovit_ray.orchestration.specs.sweep import SweepConfig
+from ovit_ray.orchestration.kinds.sweep_file import Sweep
+
+__all__ = ["check_sweep", "preflight_problems"]
 
 ROOT_DATASETS = ("imagefolder", "cifar10")  # read from --data-root; nothing is downloaded
+MAX_CHECKED_POINTS = 100  # grid points whose specs the kind checks against the model
 
 
-def _values(sweep: SweepConfig, field: str, default: Any = None) -> list[Any]:
-    """Every value `field` takes in the sweep (its train base, or each value of its knob)."""
+def _values(sweep: Sweep, field: str) -> list[Any]:
+    """Every value `field` takes in the sweep (its base, or each value of its knob)."""
     if field in sweep.knobs:
         return list(dict.fromkeys(sweep.knobs[field].values_to_check()))
-    return [sweep.base.get(field, default)]
+    default = sweep.experiment_kind().spec.model_fields.get(field)
+    return [sweep.base().get(field, default.default if default is not None else None)]
 
 
-def preflight_problems(sweep: SweepConfig) -> list[str]:
-    """One line per missing model, checkpoint, dataset or data folder (timm and the dataset table
-    import torch, ~0.8 GB: only when the sweep names a timm model or a dataset)."""
+def _data_problems(sweep: Sweep) -> list[str]:
+    """One line per missing model, checkpoint, teacher, dataset or data folder."""
     from ovit_ray.models import PRESETS
 
     problems = []
-    for model in _values(sweep, "model", "digits-vit"):
-        if model in PRESETS:
+    for model in _values(sweep, "model"):
+        if model is None or model in PRESETS:
             continue
         import timm
 
         if not timm.is_model(str(model)):
             problems.append(
-                f"model: unknown model {short_repr(model)} (not a preset: {', '.join(PRESETS)}; "
-                "not a timm architecture)"
+                f"model: unknown model {short_repr(model)} (not a preset: {', '.join(PRESETS)}; not a timm architecture)"
             )
     for checkpoint in _values(sweep, "checkpoint"):
         if checkpoint is not None and not Path(str(checkpoint)).expanduser().is_file():
@@ -62,8 +65,27 @@ def preflight_problems(sweep: SweepConfig) -> list[str]:
     return problems
 
 
-def check_sweep(path: str | Path, sweep: SweepConfig) -> None:
-    """`ValueError` with one line per problem, each naming the sweep file."""
+def preflight_problems(sweep: Sweep) -> list[str]:
+    """Data problems first (they make every other check moot), then what the kind finds in each grid
+    point's spec (sampled knobs at their first value)."""
+    problems = _data_problems(sweep)
+    if problems:
+        return problems
+    kind = sweep.experiment_kind()
+    first = {k: d.values_to_check()[0] for k, d in sweep.knobs.items()}
+    seen: list[str] = []
+    for point in sweep.grid_points()[:MAX_CHECKED_POINTS]:
+        for problem in kind.problems(sweep.spec({**first, **point})):
+            if problem not in seen:
+                seen.append(problem)
+    return seen
+
+
+def check_sweep(sweep: Sweep) -> None:
+    """`ValueError` with one line per problem, each naming the sweep file and where the key is set."""
+    from ovit_ray.orchestration.kinds.sweep_file import SHARED
+
     problems = preflight_problems(sweep)
     if problems:
-        raise ValueError("\n".join(f"{path}: train.{p}" for p in problems))
+        where = [p if p.split(":")[0] in SHARED and p.split(":")[0] not in sweep.section else f"{sweep.kind}.{p}" for p in problems]
+        raise ValueError("\n".join(f"{sweep.path}: {p}" for p in where))

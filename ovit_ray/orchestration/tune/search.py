@@ -1,47 +1,141 @@
-"""A sweep's search algorithm, with its Optuna study on disk.
+"""A sweep's search algorithm: Optuna TPE on a study kept on disk, or Tune's grid/random generator.
 
-Why an RDB: Ray's OptunaSearch keeps the study in memory unless it gets a storage, so
-optuna-dashboard could not open it and a finished sweep could not be extended (a new searcher would
-start TPE from nothing). With `sqlite:///<out>/optuna.db` (or any `--optuna-storage` URI) and a
-study name fixed per sweep, `optuna-dashboard <uri>` shows the study and a later searcher on the
-same study (`--add-trials`) samples conditioned on every earlier trial. Each Optuna trial carries the
-Tune trial id as the user attribute `tune_trial_id`, so a study row leads to its results row.
+The Optuna searcher is ours, on Tune's public `Searcher` API and Optuna's ask-and-tell (Ray's `OptunaSearch`
+needed its private attributes for each of the following):
+- the study lives in an RDB next to the results (`sqlite:///<out>/optuna.db`), so optuna-dashboard opens it
+  and `--add-trials` continues it: TPE samples conditioned on every earlier trial;
+- the objectives are named, and each trial reports its top-1 at every target as an intermediate value
+  (step = the target in %), so the dashboard draws the curves;
+- a trial stopped early by ASHA is told PRUNED (not COMPLETE with a partial score, which misled TPE);
+- a finished trial's objective is computed by the driver from the targets it delivered (`Ledger`);
+- each Optuna trial carries its Tune trial id (user attribute `tune_trial_id`), and the searcher's saved
+  state is only that mapping: a moved or copied folder goes on with its own copy of the study.
 """
 
 from __future__ import annotations
 
-import copy
+import json
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from ray.train._internal.storage import get_fs_and_path
+import optuna
 from ray.tune.experiment import Trial
-from ray.tune.search import BasicVariantGenerator, SearchGenerator
+from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Searcher, SearchGenerator
 
-from ovit_ray.orchestration.tune.optuna_pruned import PrunedAwareOptuna
+from ovit_ray.orchestration.common.ray_private import add_trial_home
+from ovit_ray.orchestration.kinds.sweep_file import Sweep
+from ovit_ray.orchestration.specs.search_space import Dist
+from ovit_ray.orchestration.tune.hosts import OVIT, TRIAL_COMPLETE
 
-STUDY_FILE = "optuna.db"
+__all__ = ["TUNE_TRIAL_ATTR", "StudySearcher", "make_searcher", "optuna_distribution"]
 
-
-def default_storage(out: Path) -> str:
-    return f"sqlite:///{(out / STUDY_FILE).resolve()}"
-
-
-def study_storage(out: Path, state: dict[str, Any]) -> str:
-    """The study's URI: the one the user chose, else the folder's own `optuna.db` (derived, never
-    recorded, so a moved or copied folder uses its own copy)."""
-    return str(state.get("optuna_storage") or default_storage(out))
+TUNE_TRIAL_ATTR = "tune_trial_id"
 
 
-def _send_home(trial: Trial | None, home: tuple[str, str]) -> Trial | None:
-    """Point a new trial at this folder's Tune storage, as Tune does for the trials it restores:
-    the generator's saved state names the storage of the folder it was saved in."""
-    if trial is not None and trial.storage is not None:
-        storage = copy.copy(trial.storage)
-        storage.storage_filesystem, storage.storage_fs_path = get_fs_and_path(home[0])
-        storage.experiment_dir_name = home[1]
-        trial.set_storage(storage)
-    return trial
+def optuna_distribution(dist: Dist) -> optuna.distributions.BaseDistribution:
+    """The Optuna distribution of a sampled knob."""
+    if dist.loguniform is not None:
+        return optuna.distributions.FloatDistribution(*dist.loguniform, log=True)
+    if dist.uniform is not None:
+        return optuna.distributions.FloatDistribution(*dist.uniform)
+    if dist.randint is not None:
+        return optuna.distributions.IntDistribution(*dist.randint)
+    if dist.choice is not None:
+        return optuna.distributions.CategoricalDistribution(dist.choice)
+    raise ValueError(f"{dist.kind} is not sampled by Optuna")
+
+
+class StudySearcher(Searcher):
+    """TPE over `space` on the stored study `study` (see the module docstring)."""
+
+    def __init__(
+        self,
+        space: Mapping[str, Dist],
+        objectives: Sequence[tuple[str, str]],
+        storage: str,
+        study: str,
+        seed: int,
+        ledger: Callable[[str], Mapping[str, Any]] | None,
+    ) -> None:
+        metrics, modes = [m for m, _ in objectives], [m for _, m in objectives]
+        super().__init__(
+            metric=metrics[0] if len(metrics) == 1 else None, mode=modes[0] if len(modes) == 1 else None
+        )
+        self.space = {k: optuna_distribution(d) for k, d in space.items()}
+        self.objectives, self.storage_uri, self.study_name, self.seed = objectives, storage, study, seed
+        self.ledger = ledger
+        self._trials: dict[str, int] = {}  # Tune trial id -> Optuna trial number
+        self._live: dict[str, optuna.trial.Trial] = {}  # this process's asked trials (intermediate values)
+        self._study: optuna.Study | None = None
+
+    @property
+    def study(self) -> optuna.Study:
+        if self._study is None:
+            directions: list[Literal["minimize", "maximize"]] = [
+                "maximize" if mode == "max" else "minimize" for _, mode in self.objectives
+            ]
+            self._study = optuna.create_study(
+                storage=self.storage_uri,
+                study_name=self.study_name,
+                directions=directions,
+                sampler=optuna.samplers.TPESampler(seed=self.seed),
+                load_if_exists=True,
+            )
+            if not self._study.metric_names:
+                self._study.set_metric_names([m for m, _ in self.objectives])
+        return self._study
+
+    def __getstate__(self) -> dict[str, Any]:  # Tune saves searchers with its experiment state
+        return {**self.__dict__, "_study": None, "_live": {}, "ledger": None}
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
+        return True  # the space and objectives are set at construction
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        trial = self.study.ask(dict(self.space))
+        trial.set_user_attr(TUNE_TRIAL_ATTR, trial_id)
+        self._trials[trial_id], self._live[trial_id] = trial.number, trial
+        return dict(trial.params)
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        """A delivered target becomes the trial's intermediate value at step = target in % (one objective)."""
+        # Tune hands searchers its flattened result ("ovit/target/top1"); callbacks get it nested
+        prefix = f"{OVIT}/target/"
+        target = {k.removeprefix(prefix): v for k, v in result.items() if k.startswith(prefix)}
+        metric = self.objectives[0][0]
+        value = target.get("val_top1" if metric.startswith("val_") else "top1")
+        live = self._live.get(trial_id)  # (a trial restored from a stopped sweep reports no more curve)
+        if (
+            len(self.objectives) == 1
+            and live is not None
+            and target.get("target") is not None
+            and value is not None
+        ):
+            live.report(float(value), step=round(100 * target["target"]))
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
+    ) -> None:
+        number = self._trials.pop(trial_id, None)
+        self._live.pop(trial_id, None)
+        if number is None:
+            return
+        state, values = optuna.trial.TrialState.FAIL, None
+        if not error and (result or {}).get(TRIAL_COMPLETE) and self.ledger is not None:
+            objectives = self.ledger(trial_id)
+            found = [objectives.get(metric) for metric, _ in self.objectives]
+            if None not in found:
+                state, values = optuna.trial.TrialState.COMPLETE, [float(v) for v in found if v is not None]
+        elif not error:
+            state = optuna.trial.TrialState.PRUNED  # stopped early: no final report
+        self.study.tell(number, values, state=state if values is None else None, skip_if_finished=True)
+
+    def save(self, checkpoint_path: str) -> None:
+        Path(checkpoint_path).write_text(json.dumps({"trials": self._trials}))
+
+    def restore(self, checkpoint_path: str) -> None:
+        self._trials = {k: int(v) for k, v in json.loads(Path(checkpoint_path).read_text())["trials"].items()}
 
 
 class _HomeVariants(BasicVariantGenerator):
@@ -55,7 +149,7 @@ class _HomeVariants(BasicVariantGenerator):
         self._home = home
 
     def next_trial(self) -> Trial | None:
-        return _send_home(super().next_trial(), self._home)
+        return add_trial_home(super().next_trial(), *self._home)
 
 
 class _HomeGenerator(SearchGenerator):
@@ -64,40 +158,25 @@ class _HomeGenerator(SearchGenerator):
         self._home = home
 
     def next_trial(self) -> Trial | None:
-        return _send_home(super().next_trial(), self._home)
+        return add_trial_home(super().next_trial(), *self._home)
 
 
-def study_name(sweep_name: str, sweep_id: str) -> str:
-    return f"{sweep_name}-{sweep_id}"
-
-
-def experiment_name(sweep_name: str, extensions: int) -> str:
-    """The Tune experiment of the original sweep, then one per `--add-trials` extension."""
-    return sweep_name if extensions == 0 else f"{sweep_name}-add{extensions}"
-
-
-def make_searcher(plan: Any, storage: str, study: str, home: tuple[str, str], extensions: int = 0) -> Any:
-    """Optuna (TPE) on the stored study when the sweep samples; Tune's grid/random generator otherwise.
-    `home` is (Tune storage path, experiment name) of the folder being run: trials the generator makes
-    after a restore go there, not to the folder the saved state came from. An extension seeds its
-    sampler differently: the same seed would replay the first random trials."""
-    from ray.tune.search import ConcurrencyLimiter
-
-    search = plan.sweep.search
-    if search.algorithm != "optuna" or not plan.varying:
-        return _HomeVariants(home, random_state=plan.sweep.seed, max_concurrent=plan.concurrency)
-    import optuna
-
-    metrics = [o.metric for o in search.objectives]
-    modes = [o.mode for o in search.objectives]
-    single = len(metrics) == 1
-    searcher = PrunedAwareOptuna(
-        metric=metrics[0] if single else metrics,
-        mode=modes[0] if single else modes,
-        seed=plan.sweep.seed + extensions,
-        storage=optuna.storages.RDBStorage(storage),
-        study_name=study,
-    )
-    # Wrapped here, not by Tune (TuneConfig.max_concurrent_trials stays None), so that the generator
-    # is ours and keeps new trials at home.
-    return _HomeGenerator(home, ConcurrencyLimiter(searcher, max_concurrent=plan.concurrency))
+def make_searcher(
+    sweep: Sweep,
+    varying: Mapping[str, Dist],
+    concurrency: int,
+    storage: str,
+    study: str,
+    home: tuple[str, str],
+    ledger: Callable[[str], Mapping[str, Any]],
+    extensions: int = 0,
+) -> Any:
+    """Optuna on the stored study when the sweep samples; Tune's grid/random generator otherwise. `home` is
+    (Tune storage path, experiment name) of the folder being run. An extension seeds its sampler apart: the
+    same seed would replay the first random trials."""
+    search = sweep.file.search
+    if search.algorithm != "optuna" or not varying:
+        return _HomeVariants(home, random_state=search.seed, max_concurrent=concurrency)
+    objectives = [(o.metric, o.mode) for o in search.objectives]
+    searcher = StudySearcher(varying, objectives, storage, study, search.seed + extensions, ledger)
+    return _HomeGenerator(home, ConcurrencyLimiter(searcher, max_concurrent=concurrency))

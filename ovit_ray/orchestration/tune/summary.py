@@ -1,104 +1,98 @@
-"""The end of a sweep: totals over its trials, the best finished trial by the one rule of
-`results.best`, plots; all on the sweep's parent MLflow run, which is then marked finished."""
+"""The end of a sweep: totals over its trials (loop and allocated hours, overall and per strategy), the best
+finished trial by the one rule of `results.best`, the report's plots; all on the sweep's parent MLflow run,
+which is then marked finished."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from ray.tune import ResultGrid
-
-from ovit_ray.orchestration.results import RESULTS_FILE
-from ovit_ray.orchestration.results.best import RULE, best_finished
-from ovit_ray.orchestration.results.parquet import read_rows
-from ovit_ray.orchestration.specs.sweep import SweepConfig
+from ovit_ray.orchestration.kinds.sweep_file import Sweep
+from ovit_ray.orchestration.results.best import RULE, best_trial
 from ovit_ray.orchestration.tracking.client import Tracker
-from ovit_ray.orchestration.tune.trial import TRIAL_COMPLETE
+from ovit_ray.orchestration.tune.ledger import Ledger
+
+__all__ = ["finish_sweep", "sweep_params", "sweep_totals"]
+
+HOURS = ("cpu_hours", "gpu_hours", "allocated_cpu_hours", "allocated_gpu_hours")
 
 
-def sweep_totals(trials: Sequence[tuple[Mapping[str, Any], bool]]) -> dict[str, float]:
-    """Parent-run totals over (last result, errored) of every trial: finished, stopped early or failed."""
-    totals = dict.fromkeys(
-        (
-            "trials_finished",
-            "trials_stopped_early",
-            "trials_failed",
-            "gpu_hours_total",
-            "cpu_hours_total",
-            "epochs_total",
-        ),
-        0.0,
-    )
-    for metrics, errored in trials:
-        complete = bool(metrics.get(TRIAL_COMPLETE))
-        status = "trials_failed" if errored else "trials_finished" if complete else "trials_stopped_early"
-        totals[status] += 1
-        totals["gpu_hours_total"] += metrics.get("gpu_hours", 0.0)
-        totals["cpu_hours_total"] += metrics.get("cpu_hours", 0.0)
-        totals["epochs_total"] += (
-            metrics.get("epochs_total", 0) if complete else metrics.get("epochs_done", 0)
-        )
-    return totals
-
-
-def best_of_rows(sweep: SweepConfig, out: Path) -> dict[str, Any] | None:
-    """Knobs and objectives of the best finished trial by `best_trial.RULE` (None if none finished)."""
-    found = best_finished(out)
-    if found is None:
-        return None
-    _, entry = found
-    config = {
-        k: json.loads(v) if isinstance(v, str) and v.startswith("[") else v
-        for k, v in entry.items()
-        if k in sweep.knobs
-    }
+def sweep_params(sweep: Sweep) -> dict[str, Any]:
+    """Parent-run params: the kind, the search, and every value fixed for all trials that applies (no null)."""
+    fixed = {k: d.fixed for k, d in sweep.knobs.items() if d.kind == "fixed"}
+    spec = sweep.spec({**fixed, **{k: d.values_to_check()[0] for k, d in sweep.knobs.items()}})
+    applied = {k: v for k, v in spec.applied().items() if k not in sweep.searched}
+    search = sweep.file.search
     return {
-        "trial_id": entry["trial_id"],
-        "rule": RULE,
-        "config": config,
-        **{o.metric: entry.get(o.metric) for o in sweep.search.objectives},
+        "kind": sweep.kind,
+        "search.algorithm": search.algorithm,
+        "search.trials": sweep.max_trials,
+        "search.objective": ", ".join(f"{o.mode} {o.metric}" for o in search.objectives),
+        **{
+            f"search.{k}": f"{d.kind} {getattr(d, d.kind)}"
+            for k, d in sweep.knobs.items()
+            if d.kind != "fixed"
+        },
+        **applied,
     }
+
+
+def sweep_totals(
+    ledger: Ledger, group: str | None = None, specs: dict[str, Any] | None = None
+) -> dict[str, float]:
+    """Trials by status, epochs, loop and allocated hours over every trial of the ledger; with `group`
+    (a knob such as `strategy`), the hours per value of it too (`<hours>.<value>`)."""
+    totals: dict[str, float] = defaultdict(float)
+    for trial_id, record in ledger.trials.items():
+        totals[f"trials_{record.status}"] += 1
+        objectives = ledger.objectives(trial_id)
+        totals["epochs_total"] += objectives.get("epochs_total", 0)
+        cpus_gpus = {
+            "cpu_hours": objectives.get("cpu_hours", 0.0),
+            "gpu_hours": objectives.get("gpu_hours", 0.0),
+        }
+        held = record.held_seconds / 3600
+        values = {
+            **cpus_gpus,
+            "allocated_cpu_hours": held * record.cpus,
+            "allocated_gpu_hours": held * record.gpus,
+        }
+        for unit in HOURS:
+            totals[f"{unit}_total"] += values[unit]
+            if group and specs and trial_id in specs:
+                totals[f"{unit}.{getattr(specs[trial_id], group)}"] += values[unit]
+    return dict(totals)
 
 
 def finish_sweep(
-    tracker: Tracker,
-    parent: str,
-    sweep: SweepConfig,
-    grid: ResultGrid,
-    out: Path,
-    earlier: Iterable[Mapping[str, float]] = (),
+    tracker: Tracker, parent: str, sweep: Sweep, out: Path, ledger: Ledger, specs: dict[str, Any]
 ) -> tuple[dict[str, float], dict[str, Any] | None, list[Path]]:
-    """Parent run: totals (plus `earlier` experiments' of an extended sweep), best config (tags +
-    best_config.json), plots; then mark it finished."""
+    """Parent run: totals, best trial (tags + best_config.json), plots; then marked finished."""
     from ovit_ray.orchestration.results.report import write_report_files
 
-    # ResultGrid iterates through __getitem__/__len__, which its annotations do not declare
-    totals = sweep_totals([(r.metrics or {}, r.error is not None) for r in grid])  # type: ignore[attr-defined]
-    for before in earlier:
-        totals = {k: v + before.get(k, 0.0) for k, v in totals.items()}
+    group = "strategy" if "strategy" in sweep.experiment_kind().spec.model_fields else None
+    totals = sweep_totals(ledger, group, specs)
     tracker.log_metrics(parent, totals, step=0)
-    rows = read_rows(out / RESULTS_FILE) if (out / RESULTS_FILE).exists() else []
-    best = best_of_rows(sweep, out)
-    plots: list[Path] = []
-    if best is not None:
+    found, best = best_trial(out), None
+    if found is not None:
+        metric, entry = found
+        config = {k: entry.get(k) for k in sweep.searched}
+        best = {
+            "trial_id": entry["trial_id"],
+            "rule": RULE,
+            "objective": metric,
+            metric: entry.get(metric),
+            "config": config,
+        }
         (out / "best_config.json").write_text(json.dumps(best, indent=1, default=str))
         tracker.log_artifact(parent, out / "best_config.json")
         tracker.set_tags(
-            parent,
-            {
-                "best.trial_id": best["trial_id"],
-                "best.rule": RULE,
-                **{f"best.{k}": str(v) for k, v in best["config"].items()},
-            },
+            parent, {"best.trial_id": best["trial_id"], **{f"best.{k}": str(v) for k, v in config.items()}}
         )
-        tracker.log_metrics(
-            parent, {f"best_{o.metric}": best[o.metric] for o in sweep.search.objectives}, step=0
-        )
-    if rows:
-        plots = write_report_files(rows, out / "plots")
-        for plot in plots:
-            tracker.log_artifact(parent, plot, "plots")
+    plots = write_report_files(out)
+    for plot in plots:
+        tracker.log_artifact(parent, plot, "plots")
     tracker.end_run(parent, "FINISHED")
     return totals, best, plots

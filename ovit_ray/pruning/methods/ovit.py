@@ -31,7 +31,7 @@ class OViT(PruningMethod):
         from ovit_ray.tensor_math.elimination import Elimination, elimination_steps, greedy_eliminate
         from ovit_ray.tensor_math.selection import order_layout_to_positions
 
-        weights, pattern = pruner.blocks(name), pruner.settings.pattern
+        weights, pattern = pruner.blocks(name), pruner.settings.nm
         group_size, group_quota = (None, None) if pattern is None else (pattern[1], pattern[1] - pattern[0])
         n, block = weights.shape
         steps = elimination_steps(block, group_size, group_quota)

@@ -1,19 +1,18 @@
 """The two-stage BoundaryDPT loop on one worker of a (possibly) data-parallel run, without Ray.
 
-Hosted like the gradual run (`gradual.Reporter`: Ray Train, a Tune trial or `LocalReporter`): each epoch ends
-in a checkpoint with the model's `depth_structure`, so a resume rebuilds the pruned model before loading it,
-restores optimizer, LR, annealing step and RNG, and goes on at the next epoch. Edits are made as phases are
-entered (`stages`; plan and width masks are rank 0's). The reported model is the best on validation among
-the epochs whose model is final (every edit made, a = 0), kept merged in `best/`.
+Hosted like the gradual run (`training.hosts.Reporter`: Ray Train, a Tune trial or `LocalReporter`) on the
+shared worker base (`training.worker`): each epoch ends in a checkpoint with the model's `depth_structure`, so
+a resume rebuilds the pruned model before loading it, restores optimizer, LR, annealing step and RNG, and goes
+on at the next epoch. Edits are made as phases are entered (`stages`; plan and width masks are rank 0's). The
+reported model is the best on validation among the epochs whose model is final (every edit made, a = 0),
+kept merged in `best/`.
 """
 
 from __future__ import annotations
 
 import copy
-import shutil
-import tempfile
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,51 +22,31 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ovit_ray.pruning.depth import DepthPlan, annealed_activations, depth_structure, rebuild_depth
 from ovit_ray.pruning.structured import shrink
+from ovit_ray.training.comm import digest
 from ovit_ray.training.depth import stages
 from ovit_ray.training.depth.spec import DepthSpec
-from ovit_ray.training.gradual.comm import Comm, digest
-from ovit_ray.training.gradual.hosts import Reporter, load_state, save_state
-from ovit_ray.training.gradual.worker_data import shared_top1, worker_loaders
-from ovit_ray.training.kept import BEST_FOLDER
+from ovit_ray.training.hosts import Reporter
 from ovit_ray.training.loop import train_one_epoch
 from ovit_ray.training.schedules import build_lr_schedule
-from ovit_ray.training.setup import build_model_and_data
+from ovit_ray.training.worker import BestFile, WorkerLoop
+from ovit_ray.training.worker_data import shared_top1
 
-COUNTERS = ("epoch", "entered", "anneal_step", "best", "notes")  # the loop's state beside the tensors
+COUNTERS = ("entered", "anneal_step", "best", "notes")  # the loop's state beside the tensors and the epoch
 
 
-class DepthRun:
+class DepthRun(WorkerLoop):
     """State of one worker's depth-pruning run; `run_depth` drives it to the end."""
 
+    spec: DepthSpec
+
     def __init__(self, spec: DepthSpec, reporter: Reporter, *, device: str | None = None):
-        self.began = time.perf_counter()
-        self.spec, self.reporter = spec, reporter
-        self.rank, self.world = reporter.world_rank, reporter.world_size
-        self.use_cuda = spec.gpus_per_worker > 0 and torch.cuda.is_available()
-        self.device = torch.device(device or ("cuda" if self.use_cuda else "cpu"))
-        self.comm = Comm(self.rank, self.world, self.device)
-        torch.manual_seed(spec.seed)
-        start = build_model_and_data(
-            spec.model,
-            checkpoint=spec.checkpoint,
-            dataset=spec.dataset,
-            data_root=spec.data_root,
-            split_seed=spec.split_seed,
-            augment=spec.augment,
-            progress=False,
-        )
-        torch.manual_seed(spec.seed * 1000 + self.rank)
-        self.data = start.data
-        self.dense = start.model.to(self.device).eval().requires_grad_(False)  # teacher and reference
-        self.loaders = worker_loaders(self.data, spec, self.rank, self.world)
-        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=spec.label_smoothing)
+        super().__init__(spec, reporter, device=device)
+        self.dense = self.start.model.to(self.device).eval().requires_grad_(False)  # teacher and reference
         self.phases = spec.phase_starts()
-        self.epoch, self.entered, self.anneal_step = 0, 0, 0  # resumable state (COUNTERS)
+        self.entered, self.anneal_step = 0, 0  # resumable state (COUNTERS)
         self.best: dict[str, Any] | None = None
-        self.pending: str | None = None
-        self.worker_seconds_before, self.loop_seconds_before = 0.0, 0.0
-        self.resumed_from: int | None = None
-        blob = self._checkpoint()
+        self.images = stages.calibration(self.data, spec.calib_size, spec.seed, self.device)
+        blob = self.saved_state()
         if blob is None:
             self.model = copy.deepcopy(self.dense).requires_grad_(True)
             self._start()
@@ -76,44 +55,31 @@ class DepthRun:
 
     # -- start and resume ---------------------------------------------------------------------
     def _start(self) -> None:
-        self.images = images = stages.calibration(
-            self.data, self.spec.calib_size, self.spec.seed, self.device
-        )
         plan = None
         if self.rank == 0:
             s = self.spec
-            plan = stages.depth_plan(self.dense, images, s.scorer, s.attention, s.activation, s.seed)
+            plan = stages.depth_plan(self.dense, self.images, s.scorer, s.attention, s.activation, s.seed)
         self.plan: DepthPlan = self.comm.gather_objects(plan)[0]
         test, val = self._evaluate(stages.removed_at_once(self.dense, self.plan))
         self.notes: dict[str, Any] = {"top1_after_removal": test, "val_top1_after_removal": val}
 
-    def _checkpoint(self) -> dict[str, Any] | None:
-        with self.reporter.checkpoint_dir() as directory:
-            return None if directory is None else load_state(directory)
-
-    def _resume(self, blob: dict[str, Any]) -> None:
+    def _resume(self, blob: Mapping[str, Any]) -> None:
         meta = blob["meta"]
         self.model = rebuild_depth(self.dense, meta["structure"]).requires_grad_(True)
         self.model.load_state_dict(blob["model"])
         self.plan = DepthPlan(tuple(meta["plan"][0]), tuple(meta["plan"][1]))
         for name in COUNTERS:
             setattr(self, name, meta[name])
-        self.worker_seconds_before, self.loop_seconds_before = meta["worker_seconds"], meta["loop_seconds"]
-        self.images = stages.calibration(self.data, self.spec.calib_size, self.spec.seed, self.device)
+        self.resume_clock(blob)
         self._new_optimizer()
         self.optimizer.load_state_dict(blob["optimizer"])
         self.scheduler.load_state_dict(blob["scheduler"])
-        rng = blob["rng"]
-        if rng.shape[0] == self.world:
-            torch.set_rng_state(rng[self.rank].clone())
-        self.resumed_from = self.epoch
 
-    def _write_state(self, directory: Path, rng: torch.Tensor, worker_s: float, loop_s: float) -> None:
-        meta = {name: getattr(self, name) for name in COUNTERS}
-        meta.update(worker_seconds=worker_s, loop_seconds=loop_s, structure=depth_structure(self.model))
-        meta["plan"] = [list(self.plan.drop_attention), list(self.plan.linearise)]
-        states = {k: getattr(self, k).state_dict() for k in ("model", "optimizer", "scheduler")}
-        save_state(directory, states, rng, meta)
+    def state(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        counters = {name: getattr(self, name) for name in COUNTERS}
+        counters.update(structure=depth_structure(self.model))
+        counters["plan"] = [list(self.plan.drop_attention), list(self.plan.linearise)]
+        return {k: getattr(self, k).state_dict() for k in ("model", "optimizer", "scheduler")}, counters
 
     # -- phases -------------------------------------------------------------------------------
     def _phase(self) -> tuple[str, int, int]:
@@ -191,17 +157,6 @@ class DepthRun:
     def _evaluate(self, model: nn.Module) -> tuple[float, float]:
         return shared_top1(model, self.loaders, self.comm, self.device)
 
-    def _hours(self) -> dict[str, float]:
-        mine = time.perf_counter() - self.began
-        total, rank0 = self.comm.sum([mine, mine if self.rank == 0 else 0.0])
-        worker = self.worker_seconds_before + total
-        return {
-            "worker_seconds": worker,
-            "loop_seconds": self.loop_seconds_before + rank0,
-            "cpu_hours": worker * self.spec.cpus_per_worker / 3600,
-            "gpu_hours": worker * self.spec.gpus_per_worker / 3600,
-        }
-
     def run_epoch(self) -> dict[str, Any]:
         self._enter_due()
         name = self._phase()[0]
@@ -239,27 +194,17 @@ class DepthRun:
             "sparsity": 1 - stages.param_count(self.model) / stages.param_count(self.dense),
             "epochs_done": self.epoch,
         }
+        best: BestFile | None = None
         if self.final() and (self.best is None or val > self.best["val_top1"]):
-            self.pending = f"boundarydpt_epoch{self.epoch - 1:04d}.safetensors"
-            self.best = {"top1": test, "val_top1": val, "epoch": self.epoch - 1, "checkpoint": self.pending}
-        hours = self._hours()
-        metrics.update({k: hours[k] for k in ("cpu_hours", "gpu_hours")})
-        rng = torch.stack(self.comm.gather_objects(torch.get_rng_state()))
-        if self.rank != 0:
-            self.reporter.report(metrics, None)
-            return metrics
-        directory = Path(tempfile.mkdtemp(prefix="ovit-depth-"))
-        try:
-            self._write_state(directory, rng, hours["worker_seconds"], hours["loop_seconds"])
-            if self.pending is not None:
-                meta = {k: getattr(self.spec, k) for k in ("model", "dataset", "split_seed", "run_key")}
-                meta.update(num_classes=self.data.num_classes, image_size=self.data.image_size, **self.best)  # type: ignore[arg-type]
-                stages.save_final(self.model, directory / BEST_FOLDER / self.pending, meta)
-            self.reporter.report(metrics, str(directory))
-            self.pending = None
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)
-        return metrics
+            name = f"boundarydpt_epoch{self.epoch - 1:04d}.safetensors"
+            self.best = {"top1": test, "val_top1": val, "epoch": self.epoch - 1, "checkpoint": name}
+            best = (name, partial(self._save_best, best=dict(self.best)))
+        return self.end_epoch(metrics, best)
+
+    def _save_best(self, path: Path, best: dict[str, Any]) -> None:
+        meta = {k: getattr(self.spec, k) for k in ("model", "dataset", "split_seed", "run_key")}
+        meta.update(num_classes=self.data.num_classes, image_size=self.data.image_size, **best)
+        stages.save_final(self.model, path, meta)
 
     def summary(self) -> dict[str, Any]:
         """What the run returns; rank 0 names the best checkpoint by its persistent location."""
@@ -276,7 +221,7 @@ class DepthRun:
             "notes": self.notes,
             "total_epochs": self.epoch,
             "phases": self.phases,
-            **self._hours(),
+            **self.hours(),
             "world_size": self.world,
             "resumed_from_epoch": self.resumed_from,
             "weight_digests": weights,
@@ -293,8 +238,10 @@ def run_depth(
     """Run (or resume) a BoundaryDPT run to its last epoch; returns `DepthRun.summary()`.
     `epoch_hook(epoch, rank)` runs at the start of every epoch (fault injection in tests)."""
     run = DepthRun(spec, reporter, device=device)
-    while run.epoch < spec.total_epochs:
-        if epoch_hook is not None:
-            epoch_hook(run.epoch, run.rank)
-        run.run_epoch()
+    run.run(spec.total_epochs, epoch_hook)
     return run.summary()
+
+
+def train_loop(config: Mapping[str, Any], reporter: Reporter) -> dict[str, Any]:
+    """The loop as a kind hands it to its host: `config` holds the `spec`."""
+    return run_depth(config["spec"], reporter, epoch_hook=config.get("epoch_hook"))

@@ -1,4 +1,4 @@
-"""The spec of one BoundaryDPT run (issue 16): a `RunSpec`'s model, data and optimisation knobs plus the depth
+"""The spec of one BoundaryDPT run (issue 16): a `TrainSpec`'s model, data and optimisation knobs plus the depth
 plan (how many attention sublayers to drop and activations to linearise, chosen by which scorer), the two
 stages' epochs and order, and BoundaryDPT+'s width-pruning step.
 
@@ -11,34 +11,51 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import model_validator
 
-from ovit_ray.training.spec import MAX_EPOCHS, RunSpec
+from ovit_ray.knobs import knob
+from ovit_ray.training.spec import MAX_EPOCHS, TrainSpec
 
 PHASES = ("attention", "activation", "width")
 StageOrder = Literal["attention-first", "activation-first"]
+DepthScorer = Literal["cosine", "distill", "md", "kd", "taylor"]
 
 
-class DepthSpec(RunSpec):
-    """One two-stage depth-pruning run; the pruning-schedule fields of `RunSpec` are unused. KD from the dense
-    teacher is on by default (`distill_weight` 1: the fine-tunes recover towards the teacher only)."""
+class DepthSpec(TrainSpec):
+    """One two-stage depth-pruning run. KD from the dense teacher is on by default (`distill_weight` 1: the
+    fine-tunes recover towards the teacher only)."""
 
-    attention: int = Field(1, ge=0, le=10_000)  # attention sublayers dropped
-    activation: int = Field(1, ge=0, le=10_000)  # MLP activations linearised, then merged
-    scorer: Literal["cosine", "distill", "md", "kd", "taylor"] = "cosine"
-    calib_size: int = Field(32, gt=0, le=4096)  # calibration images (drawn with `seed`) for all scores
-    stage_order: StageOrder = "attention-first"
-    stage1_epochs: int = Field(2, ge=0, le=MAX_EPOCHS)  # attention stage (recovers slowly: longer)
-    stage2_epochs: int = Field(1, ge=0, le=MAX_EPOCHS)  # activation stage (anneal, recovers fast)
-    width_ratio: float | None = Field(None, gt=0, le=1)  # BoundaryDPT+: OPTIN to this ratio of the MACs
-    final_epochs: int = Field(1, ge=0, le=MAX_EPOCHS)  # KD fine-tune after the width step
-    distill_weight: float = Field(1.0, ge=0, le=1)
-    lr_schedule: Literal["cyclic_linear", "cosine", "constant"] = "cosine"
+    attention: int = knob(1, "attention sublayers dropped", label="attn", ge=0, le=10_000)
+    activation: int = knob(1, "MLP activations linearised, then merged", label="act", ge=0, le=10_000)
+    scorer: DepthScorer = knob("cosine", "which blocks to edit: the depth scorer")
+    calib_size: int = knob(32, "calibration images (drawn with the seed) for all scores", gt=0, le=4096)
+    stage_order: StageOrder = knob("attention-first", "which stage runs first", label="order")
+    stage1_epochs: int = knob(
+        2, "epochs of the attention stage (recovers slowly: longer)", label="e1", ge=0, le=MAX_EPOCHS
+    )
+    stage2_epochs: int = knob(
+        1, "epochs of the activation stage (anneal, recovers fast)", label="e2", ge=0, le=MAX_EPOCHS
+    )
+    width_ratio: float | None = knob(
+        None, "BoundaryDPT+: OPTIN to this ratio of the depth-pruned MACs", label="width", gt=0, le=1
+    )
+    final_epochs: int = knob(1, "KD fine-tune epochs after the width step", label="e3", ge=0, le=MAX_EPOCHS)
+    distill_weight: float = knob(
+        1.0, "weight of distillation from the dense model (0: off)", label="kd", ge=0, le=1
+    )
+    lr_schedule: Literal["cyclic_linear", "cosine", "constant"] = knob(
+        "cosine", "learning-rate schedule of each stage", label="sched"
+    )
+
+    def unused(self) -> set[str]:
+        return super().unused() | (set() if self.width_ratio is not None else {"final_epochs"})
 
     @model_validator(mode="after")
     def _depth_consistent(self) -> DepthSpec:
         if self.total_epochs == 0:
             raise ValueError("a depth run needs an epoch: stage1_epochs + stage2_epochs (+ final_epochs)")
+        if self.attention == 0 and self.activation == 0:
+            raise ValueError("attention, activation: a depth run removes something, got 0 and 0")
         return self
 
     def phases(self) -> list[tuple[str, int]]:

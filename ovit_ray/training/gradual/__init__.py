@@ -5,7 +5,7 @@ metrics and checkpoints out. The other modules hold its parts: one pruning step 
 (`prune_step`), collectives (`comm`), data shards (`worker_data`), and the best epoch per target (`bests`).
 """
 
-from ovit_ray.training.gradual.hosts import CorruptCheckpointError, LocalReporter, Reporter, verify_state
 from ovit_ray.training.gradual.run import GradualRun, run_gradual
+from ovit_ray.training.hosts import CorruptCheckpointError, LocalReporter, Reporter, verify_state
 
 __all__ = ["CorruptCheckpointError", "GradualRun", "LocalReporter", "Reporter", "run_gradual", "verify_state"]

@@ -10,7 +10,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ovit_ray.pruning import Accounting
+from ovit_ray.training.result import TargetResult
 from ovit_ray.training.spec import Window
+
+_FLOPS = ("flops_dense", "flops_nonzero", "flops_reduction")
 
 
 def target_key(target: float) -> str:
@@ -44,6 +47,7 @@ class TargetBests:
             "flops_dense": counts.flops_dense,
             "flops_nonzero": counts.flops_nonzero,
             "flops_reduction": counts.flops_reduction,
+            "params_nonzero": counts.params_nonzero,
         }
 
     def file_meta(self, window: Window) -> dict[str, Any]:
@@ -51,32 +55,34 @@ class TargetBests:
         best = self.best[target_key(window[0])]
         return {"target": window[0], **{k: best[k] for k in ("epoch", "top1", "val_top1", "sparsity")}}
 
-    def close(self, window: Window, metrics: Mapping[str, Any]) -> dict[str, float]:
-        """The window ended: its row, and the per-target metrics reported with this epoch."""
+    def close(self, window: Window, metrics: Mapping[str, Any]) -> TargetResult:
+        """The window ended: its result (kept in `rows` for the run's summary, and reported)."""
         best = self.best[target_key(window[0])]
+        flops_dense, flops_nonzero = best.get("flops_dense"), best.get("flops_nonzero")
+        result = TargetResult(
+            target=window[0],
+            top1=best["top1"],
+            val_top1=best["val_top1"],
+            achieved_sparsity=best["sparsity"],
+            macs_ratio=flops_nonzero / flops_dense if flops_dense and flops_nonzero is not None else None,
+            gmacs=None if flops_nonzero is None else flops_nonzero / 2e9,  # 2 FLOPs per multiply-add
+            params=best.get("params_nonzero"),
+            epochs_trained=window[2],
+            best_epoch=best["epoch"],
+            kept_model=best["checkpoint"],
+            cpu_hours=metrics["cpu_hours"],
+            gpu_hours=metrics["gpu_hours"],
+        )
         self.rows.append(
             {
+                **{k: v for k, v in result.payload().items() if k != "extra"},
                 "target_sparsity": window[0],
-                "achieved_sparsity": best["sparsity"],
-                "top1": best["top1"],
-                "val_top1": best["val_top1"],
-                "best_epoch": best["epoch"],
                 "epochs": window[2],
                 "checkpoint": best["checkpoint"],
-                "cpu_hours": metrics["cpu_hours"],
-                "gpu_hours": metrics["gpu_hours"],
-                **{k: best.get(k) for k in ("flops_dense", "flops_nonzero", "flops_reduction")},
+                **{k: best.get(k) for k in _FLOPS},
             }
         )
-        prefix = f"target_{target_key(window[0])}"
-        return {
-            f"{prefix}/top1": best["top1"],
-            f"{prefix}/val_top1": best["val_top1"],
-            f"{prefix}/sparsity": best["sparsity"],
-            f"{prefix}/epochs": window[2],
-            f"{prefix}/cpu_hours": metrics["cpu_hours"],
-            f"{prefix}/gpu_hours": metrics["gpu_hours"],
-        }
+        return result
 
     def current_files(self) -> tuple[set[str], list[str]]:
         """(the best file of each target, the name prefixes of all its candidates): what to keep."""

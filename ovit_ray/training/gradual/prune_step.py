@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ovit_ray.pruning import MaskSet, Pruner, PruneSettings
-from ovit_ray.training.gradual.comm import Comm
+from ovit_ray.training.comm import Comm
 
 
 def prune_step(

@@ -1,0 +1,106 @@
+"""What the commands that run an experiment share (`train`, `compare-strategies`, `transfer`, `prune`): one
+flag per knob, read from the knobs' declarations, and a sweep built from the flags and run by the one driver,
+into an output folder that a second run of the same command resumes instead of overwriting."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+__all__ = ["add_knob_flags", "add_run_flags", "command_sweep", "knob_values", "run_command"]
+
+RESOURCES = ("workers", "cpus_per_worker", "gpus_per_worker")
+
+
+def add_knob_flags(
+    parser: argparse.ArgumentParser,
+    spec: type,
+    *,
+    skip: Sequence[str] = (),
+    defaults: Mapping[str, Any] | None = None,
+) -> None:
+    """`--field-name` for every knob of `spec` (type, choices and help text from its declaration)."""
+    from ovit_ray.knobs import knob_infos
+
+    for name, info in knob_infos(spec).items():
+        if name in skip:
+            continue
+        shown = dict(defaults or {}).get(name, info.default)
+        text = (
+            info.describe()
+            if shown == info.default
+            else f"{info.describe().split(' (default:')[0]} (default here: {shown})"
+        )
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=name,
+            type=info.scalar if info.scalar in (int, float) else str,
+            nargs="+" if info.many else None,
+            choices=info.choices,
+            default=None,
+            metavar=None if info.choices else name.upper(),
+            help=text.replace("%", "%%"),
+        )
+
+
+def add_run_flags(parser: argparse.ArgumentParser, out: str) -> None:
+    parser.add_argument("--out", default=out, help=f"output folder (default: {out}); a second run resumes it")
+    parser.add_argument("--mlflow-uri", help="MLflow tracking URI (default: SQLite inside --out)")
+    parser.add_argument("--experiment", help="MLflow experiment name")
+    parser.add_argument(
+        "--address", help="join a running Ray cluster: auto or HOST:PORT (default: an embedded one)"
+    )
+    parser.add_argument("--verbose", action="store_true", help="show Ray's, Tune's and Train's output live")
+
+
+def knob_values(
+    args: argparse.Namespace, spec: type[BaseModel], defaults: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The knobs given as flags (over `defaults`), by name."""
+    values = dict(defaults or {})
+    values.update({k: getattr(args, k) for k in spec.model_fields if getattr(args, k, None) is not None})
+    return values
+
+
+def command_sweep(
+    kind: str,
+    name: str,
+    values: Mapping[str, Any],
+    *,
+    params: Mapping[str, Any] | None = None,
+    experiment: str,
+    local: bool = False,
+) -> Any:
+    """The sweep a command runs: `values` (knobs, with resources and seeds) fixed, `params` as grids."""
+    from ovit_ray.orchestration.kinds.sweep_file import SHARED, sweep_from
+
+    values = dict(values)
+    shared = {k: values.pop(k) for k in SHARED if k in values}
+    resources = {k: values.pop(k) for k in RESOURCES if k in values}
+    seeds = values.pop("seeds", None) or [values.pop("seed", 0)]
+    values.pop("seed", None)
+    raw = {
+        "name": name,
+        **shared,
+        "seeds": list(seeds),
+        kind: values,
+        "search": {"algorithm": "grid", "params": {k: {"grid": list(v)} for k, v in (params or {}).items()}},
+        "resources": {**resources, "local": local},
+        "mlflow": {"experiment": experiment},
+    }
+    return sweep_from(raw, f"ovit-ray {name}")
+
+
+def run_command(args: argparse.Namespace, sweep: Any) -> tuple[int, Path]:
+    """Run the command's sweep into `--out`; the same command again resumes (finished trials are kept)."""
+    from ovit_ray.cli.sweep import execute
+    from ovit_ray.orchestration.tune.folder import read_state
+
+    out = Path(args.out)
+    state = read_state(out.resolve()) if out.is_dir() else None
+    args.resume = state is not None and state.get("fingerprint") == sweep.fingerprint()
+    return execute(args, sweep, out), out

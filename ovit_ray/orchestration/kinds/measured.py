@@ -1,0 +1,102 @@
+"""What the kinds that time their models share: the timing knobs, the measured columns of a row, and a look
+at the model's architecture on the meta device (no weights, no memory) for checks before Ray starts."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict
+
+from ovit_ray.knobs import Knobs, knob
+from ovit_ray.pruning.settings import MAX_COUNT
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ovit_ray.training.structured import SpeedSettings
+
+__all__ = ["MeasuredResult", "SpeedKnobs", "architecture"]
+
+
+class SpeedKnobs(Knobs):
+    """How the dense and the pruned model are timed against each other (one interleaved loop)."""
+
+    throughput_batch: int = knob(256, "batch size of the throughput timing", gt=0, le=MAX_COUNT)
+    latency_runs: int = knob(200, "timed batch-1 runs", gt=0, le=MAX_COUNT)
+    throughput_runs: int = knob(20, "timed throughput runs", gt=0, le=MAX_COUNT)
+    device: str = knob(
+        "cpu",
+        "device the models are timed and evaluated on (cpu, cuda, cuda:N)",
+        pattern=r"^(cpu|cuda(:\d{1,3})?)$",
+    )
+
+    def speed(self) -> SpeedSettings:
+        from ovit_ray.training.structured import SpeedSettings
+
+        return SpeedSettings(
+            self.throughput_batch, self.latency_runs, self.throughput_runs, device=self.device
+        )
+
+
+class MeasuredResult(BaseModel):
+    """Columns of a timed row beside the shared ones (`training.structured.speed.speed_columns`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    heads_kept: list[int] | None = None
+    neurons_kept: list[int] | None = None
+    gmacs_dense: float | None = None
+    params_dense: int | None = None
+    top1_dense: float | None = None
+    val_top1_dense: float | None = None
+    latency_p90_ms: float | None = None
+    latency_dense_ms: float | None = None
+    throughput_ips: float | None = None
+    throughput_dense_ips: float | None = None
+    speed_batch: int | None = None
+    speed_threads: int | None = None
+    speed_device: str | None = None
+    torch_version: str | None = None
+    model_source: str | None = None
+
+
+def architecture(model: str) -> nn.Module:
+    """The model's modules on the meta device: its family and depth, without weights or memory."""
+    import torch
+
+    from ovit_ray.models import create_model
+
+    with torch.device("meta"):
+        return create_model(model)
+
+
+def vit_problems(model: str) -> list[str]:
+    """The one line structured and depth pruning give for a family they do not support."""
+    from ovit_ray.pruning.structured.units import vit_family
+
+    try:
+        vit_family(architecture(model))
+    except ValueError as err:
+        return [f"model: {err}"]
+    return []
+
+
+def measured_extra(row: dict[str, Any], result: type[BaseModel]) -> dict[str, Any]:
+    return {k: row.get(k) for k in result.model_fields}
+
+
+SHARED_FROM_ROW = {
+    "val_top1": "val_top1",
+    "achieved_sparsity": "achieved_sparsity",
+    "macs_ratio": "achieved_flops_ratio",
+    "gmacs": "gmacs",
+    "params": "params_nonzero",
+    "latency_ms": "latency_ms",
+    "speedup_latency": "speedup_latency",
+    "speedup_throughput": "speedup_throughput",
+}
+
+
+def shared_from_row(row: dict[str, Any]) -> dict[str, Any]:
+    """The shared result columns of a structured or depth row (`training.structured` / `training.depth`)."""
+    return {name: row.get(key) for name, key in SHARED_FROM_ROW.items()}

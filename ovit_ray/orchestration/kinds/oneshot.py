@@ -1,0 +1,144 @@
+"""`oneshot`: one-shot pruning to several sparsities from one Fisher (no fine-tuning), every pruned model kept.
+
+A trial is one method and its knobs: the Fisher is collected and the weights ranked once, then each sparsity
+starts again from the dense weights. With `time_models`, each pruned model is timed against the dense one in
+one interleaved loop (unstructured sparsity runs at dense speed on dense kernels: the frontier shows it).
+`ovit-ray prune` runs this kind in its own process.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, model_validator
+
+from ovit_ray.knobs import knob
+from ovit_ray.orchestration.kinds._registry import register_kind
+from ovit_ray.orchestration.kinds.base import ExperimentKind, Host
+from ovit_ray.orchestration.kinds.measured import MeasuredResult, SpeedKnobs
+from ovit_ray.pruning.settings import MAX_COUNT, PruneSettings
+from ovit_ray.training.spec import DataKnobs
+
+Sparsity = Annotated[float, Field(ge=0, lt=1)]
+
+
+class OneshotSpec(DataKnobs, PruneSettings, SpeedKnobs):
+    """One method's one-shot prune to every sparsity."""
+
+    sparsities: list[Sparsity] = knob(
+        [0.5, 0.8, 0.9], "target sparsities, each in [0, 1): one result each", min_length=1, max_length=100
+    )
+    patterns: tuple[str, ...] | None = knob(
+        None,
+        "regular expressions of the weight names to prune (default: every attention and MLP projection)",
+        min_length=1,
+        max_length=1000,
+    )
+    eval_batch_size: int = knob(256, "evaluation batch size", gt=0, le=MAX_COUNT)
+    time_models: bool = knob(
+        False, "time each pruned model against the dense one (the speed frontier)", label="timed"
+    )
+
+    @model_validator(mode="after")
+    def _pattern_sparsity(self) -> OneshotSpec:
+        implied = self.pattern_sparsity
+        if implied is not None and any(abs(s - implied) > 1e-9 for s in self.sparsities):
+            raise ValueError(
+                f"sparsities: the pattern {self.pattern} implies {implied:g}, got {self.sparsities}"
+            )
+        return self
+
+    def unused(self) -> set[str]:
+        timing = set() if self.time_models else {"throughput_batch", "latency_runs", "throughput_runs"}
+        return super().unused() | timing
+
+
+class OneshotResult(MeasuredResult):
+    fisher_seconds: float | None = None
+    plan_seconds: float | None = None
+    apply_seconds: float | None = None
+    prune_seconds: float | None = None
+    peak_rss_mb: float | None = None
+    params_total: int | None = None
+    params_prunable: int | None = None
+
+
+@register_kind
+class Oneshot(ExperimentKind):
+    name = "oneshot"
+    summary = "one-shot pruning to several sparsities from one Fisher (oViT, WoodFisher, magnitude, ...)"
+    spec = OneshotSpec
+    result = OneshotResult
+    target_name = "sparsity"
+    targets_knob = "sparsities"
+
+    def run(self, spec: Any, host: Host) -> None:
+        import copy
+
+        from ovit_ray.models import save_checkpoint
+        from ovit_ray.pruning import MaskSet, PruneSettings
+        from ovit_ray.training.oneshot import oneshot_rows
+        from ovit_ray.training.result import TargetResult
+        from ovit_ray.training.setup import build_model_and_data
+        from ovit_ray.training.structured import speed_columns
+
+        start = build_model_and_data(
+            spec.model,
+            checkpoint=spec.checkpoint,
+            dataset=spec.dataset,
+            data_root=spec.data_root,
+            split_seed=spec.split_seed,
+            progress=False,
+        )
+        dense = copy.deepcopy(start.model).eval() if spec.time_models else None
+        settings = PruneSettings(**{k: getattr(spec, k) for k in PruneSettings.model_fields})
+        meta = {
+            "model": spec.model,
+            "dataset": spec.dataset,
+            "split_seed": spec.split_seed,
+            "method": spec.method,
+            "num_classes": start.data.num_classes,
+            "image_size": start.data.image_size,
+        }
+
+        def deliver(row: dict[str, Any], masks: MaskSet, folder: Path) -> None:
+            timed = speed_columns(dense, start.model.eval(), start, spec.speed()) if dense is not None else {}
+            path = save_checkpoint(
+                folder / f"{spec.method}_s{row['target_sparsity']:.4f}.safetensors",
+                start.model,
+                masks.state_dict(),
+                {**meta, "target": row["target_sparsity"]},
+            )
+            row = {**row, **timed}
+            host.target(
+                TargetResult(
+                    target=row["target_sparsity"],
+                    top1=row["top1"],
+                    val_top1=row["val_top1"],
+                    achieved_sparsity=row["achieved_sparsity"],
+                    macs_ratio=row["flops_nonzero"] / row["flops_dense"],
+                    gmacs=row["flops_nonzero"] / 2e9,
+                    params=row["params_nonzero"],
+                    kept_model=host.keep(str(path)),
+                    latency_ms=row.get("latency_ms"),
+                    speedup_latency=row.get("speedup_latency"),
+                    speedup_throughput=row.get("speedup_throughput"),
+                    extra={k: row.get(k) for k in OneshotResult.model_fields},
+                )
+            )
+
+        sparsities = [None] if spec.pattern else sorted(spec.sparsities)
+        with tempfile.TemporaryDirectory(prefix="ovit-oneshot-") as folder:
+            oneshot_rows(
+                start,
+                [settings],
+                sparsities,
+                param_patterns=spec.patterns,
+                seed=spec.seed,
+                device=spec.device,
+                eval_batch_size=spec.eval_batch_size,
+                progress=False,
+                on_row=lambda row, masks: deliver(row, masks, Path(folder)),
+            )

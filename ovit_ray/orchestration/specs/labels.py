@@ -1,0 +1,50 @@
+"""Short names of knobs and their values: MLflow run names (`B64-m128-λ1e-7-cyclic_linear`) and report
+headers, read from the knobs' declarations (`ovit_ray.knobs`: each knob's `label`).
+
+Why short: a run name or a column of an 80-column table has room for a few characters per knob, and the
+paper's symbols (B, m, λ) are what a reader of pruning results looks for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from ovit_ray.knobs import knob_infos, short_value
+
+__all__ = ["CORE", "run_label", "short_label", "short_value"]
+
+# The pruner's knobs lead a run name when the trial has them: they are what a reader compares.
+CORE = ("block_size", "num_grads", "damp")
+# Values shortened in run names (a name has room for a few characters per knob).
+SHORT_VALUES = {
+    "cyclic_linear": "cyclic",
+    "independent": "indep",
+    "attention-first": "af",
+    "activation-first": "vf",
+}
+
+
+def short_label(spec: type[BaseModel], knob: str) -> str:
+    """The knob's declared label (`damp` -> `λ`), else its name."""
+    info = knob_infos(spec).get(knob)
+    return info.label if info is not None else knob
+
+
+def run_label(spec: type[BaseModel], values: Mapping[str, Any], searched: Iterable[str]) -> str:
+    """`B64-m128-λ1e-7-cosine`: the pruner's knobs (if the kind has them), then every other searched knob."""
+    infos = knob_infos(spec)
+    names = [k for k in CORE if k in infos] + [k for k in searched if k not in CORE]
+    parts = []
+    for knob in names:
+        if knob not in values or values[knob] is None:
+            continue
+        info = infos.get(knob)
+        bare = info is not None and info.scalar is str and info.choices is not None
+        value = values[knob]
+        text = Path(value).stem if isinstance(value, str) and "/" in value else short_value(value)
+        parts.append(("" if bare else short_label(spec, knob)) + SHORT_VALUES.get(text, text))
+    return "-".join(parts)
