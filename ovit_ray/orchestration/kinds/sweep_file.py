@@ -273,9 +273,11 @@ def _resolve_knobs(
     ]
     if problems:
         raise report_problems(path, problems)
-    if "seed" not in params:
-        seeds = list(dict.fromkeys(file.seeds))
+    seeds = list(dict.fromkeys(file.seeds))
+    if "seed" not in params and "seed" in kind.spec.model_fields:
         params["seed"] = Dist(fixed=seeds[0]) if len(seeds) == 1 else Dist(grid=seeds)
+    elif "seed" not in kind.spec.model_fields and seeds != [0]:
+        raise ValueError(f"{path}: seeds: {kind.name} trials take no seed, got {seeds}")
     return params
 
 

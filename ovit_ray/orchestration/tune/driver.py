@@ -22,6 +22,7 @@ import json
 import os
 import shlex
 import signal
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -354,9 +355,12 @@ def _run_tune(
         name = experiment_name(state, extensions)
         claim_place(storage, name, state["sweep_id"], resuming)
         r = sweep.file.resources
+        kind = sweep.experiment_kind()
+        if not type(kind).__module__.startswith("ovit_ray."):  # a plug-in kind: workers need not import it
+            ray.cloudpickle.register_pickle_by_value(sys.modules[type(kind).__module__])
         trainable = tune.with_parameters(
             sweep_trial,
-            kind=sweep.experiment_kind(),
+            kind=kind,
             base=sweep.base(),
             fixed=plan.fixed,
             storage=storage,

@@ -149,7 +149,8 @@ def sweep_trial(
     from ray import tune
 
     for module in imports:
-        importlib.import_module(module)
+        if module != type(kind).__module__:  # the kind's own module travels with it (`driver`)
+            importlib.import_module(module)
     began = time.perf_counter()
     spec = kind.spec.model_validate({**base, **fixed, **knobs})
     trial_id = tune.get_context().get_trial_id()
