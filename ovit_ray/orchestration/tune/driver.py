@@ -92,6 +92,27 @@ def _study_state(
     return state, len(extensions), extensions[-1] if extensions else sweep.file.search.num_samples
 
 
+def check_study_storage(uri: str) -> None:
+    """An Optuna storage URL that will work and harms nobody, checked before Ray starts: no credentials in
+    it, a database engine whose driver is installed, a SQLite file in a writable folder that is new, empty or
+    already an Optuna study (never another program's database)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    from ovit_ray.orchestration.common.stores import check_own_database, sqlite_path
+
+    check_no_credentials(uri, "--optuna-storage")
+    try:
+        make_url(uri).get_dialect().import_dbapi()  # the driver (psycopg2, pymysql, ...) must be installed
+    except (ArgumentError, NoSuchModuleError, ImportError, ValueError) as err:
+        raise ValueError(f"--optuna-storage: {uri.split(':', 1)[0]} is not a database URL SQLAlchemy can open here ({str(err)[:120]})") from None
+    path = sqlite_path(uri)
+    if path is not None:
+        if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
+            raise ValueError(f"--optuna-storage: {path.parent} is not a folder this user can write")
+        check_own_database(uri, "optuna", "--optuna-storage")
+
+
 def _study_uri(out: Path, state: Mapping[str, Any]) -> str:
     """The study's URI: the one the user chose, else the folder's own `optuna.db` (derived, never recorded,
     so a moved or copied folder uses its own copy)."""
@@ -132,7 +153,7 @@ def run_sweep(
     check_sweep(sweep)
     out = Path(out).resolve()
     if optuna_storage:
-        check_no_credentials(optuna_storage, "--optuna-storage")
+        check_study_storage(optuna_storage)
     resuming = resume or add_trials > 0
     check_folder(out, sweep.name, sweep.fingerprint(), resuming)  # before anything is written
     out.mkdir(parents=True, exist_ok=True)
