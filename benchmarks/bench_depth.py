@@ -21,7 +21,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ovit_ray.orchestration.results.stats import summarize, welch_difference
+import results_file as results
+
+from ovit_ray.orchestration.results.stats import Difference, summarize, welch_difference
 from ovit_ray.training.depth import DepthSpec
 from ovit_ray.training.depth.run import run_depth
 from ovit_ray.training.gradual import LocalReporter
@@ -109,28 +111,40 @@ def stage_order(args: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
     return records
 
 
-def print_tables(rec: list[dict[str, Any]], order: list[dict[str, Any]], args: argparse.Namespace) -> None:
+def print_tables(
+    rec: list[dict[str, Any]], order: list[dict[str, Any]], args: argparse.Namespace
+) -> tuple[str, Difference | None]:
+    """Print the two tables and the stage-order difference; returns them as markdown, and the difference."""
     epochs = args.recovery_epochs
-    print("\n| removed | k | after removal | " + " | ".join(f"+{e} ep" for e in range(1, epochs + 1)) + " |")
-    print("|---|---|" + "---|" * (epochs + 1))
+    lines = ["| removed | k | after removal | " + " | ".join(f"+{e} ep" for e in range(1, epochs + 1)) + " |"]
+    lines.append("|---|---|" + "---|" * (epochs + 1))
     for kind in ("attention", "activation"):
         for k in args.counts:
             curves = [r["curve"] for r in rec if r["kind"] == kind and r["k"] == k]
             cells = [summarize([c[e] for c in curves]).text(100) for e in range(epochs + 1)]
-            print(f"| {kind} | {k} | " + " | ".join(cells) + " |")
-    print("\n| stage order | n | test top-1 after removal (%) | final test top-1 (%) |")
-    print("|---|---|---|---|")
+            lines.append(f"| {kind} | {k} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "| stage order | n | test top-1 after removal (%) | final test top-1 (%) |",
+        "|---|---|---|---|",
+    ]
     by = {o: [r for r in order if r["order"] == o] for o in ("attention-first", "activation-first")}
     for name, rows in by.items():
         removal = summarize([r["after_removal"] for r in rows]).text(100)
-        print(f"| {name} | {len(rows)} | {removal} | {summarize([r['top1'] for r in rows]).text(100)} |")
+        lines.append(
+            f"| {name} | {len(rows)} | {removal} | {summarize([r['top1'] for r in rows]).text(100)} |"
+        )
     diff = welch_difference(
         [r["top1"] for r in by["attention-first"]], [r["top1"] for r in by["activation-first"]]
     )
-    print(
-        f"\nattention-first - activation-first: {diff.text(100) if diff else 'n/a (fewer than 2 seeds)'} "
-        "(test top-1 points, Welch 95%; * excludes 0)"
-    )
+    lines += [
+        "",
+        f"attention-first - activation-first: {diff.text(100) if diff else 'n/a (fewer than 2 seeds)'} "
+        "(test top-1 points, Welch 95%; * excludes 0)",
+    ]
+    text = "\n".join(lines)
+    print(f"\n{text}")
+    return text, diff
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -139,8 +153,27 @@ def main(argv: Sequence[str] | None = None) -> None:
     began = time.perf_counter()
     rec = recovery(args, out)
     order = stage_order(args, out)
-    print_tables(rec, order, args)
+    text, diff = print_tables(rec, order, args)
     print(f"\nwall {time.perf_counter() - began:.0f} s")
+    tables = results.tables_from_markdown(text)
+    tables[0]["title"] = "Recovery asymmetry: test top-1 (%) after removing k sublayers, then after KD epochs"
+    tables[1]["title"] = "Stage order at a fixed budget: test top-1 of the best-on-val final model"
+    results.write_results(
+        "depth",
+        title="BoundaryDPT depth pruning: recovery asymmetry and stage order",
+        headline=[]
+        if diff is None
+        else [
+            results.headline(
+                "BoundaryDPT stage order at a fixed budget: attention-first minus activation-first",
+                diff.text(100),
+                "pp",
+                "Welch 95%, * excludes 0; our reconstruction",
+            )
+        ],
+        tables=tables,
+        notes=text.splitlines()[-1] + f". Wall {time.perf_counter() - began:.0f} s; mean ± std over seeds.",
+    )
 
 
 if __name__ == "__main__":

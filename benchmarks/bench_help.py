@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+import results_file as results
+
 from ovit_ray.cli.main import COMMAND_MODULES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,18 +53,33 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
-    print("| command | median (s) | slowest (s) |\n|---|---:|---:|")
+    lines = ["| command | median (s) | slowest (s) |", "|---|---:|---:|"]
+    print("\n".join(lines))
     medians = []
     for command in [[], *([c] for c in COMMAND_MODULES)]:
         times = [seconds([*command, "--help"]) for _ in range(args.repeats)]
         medians.append(statistics.median(times))
-        print(
-            f"| `ovit-ray {' '.join(command + ['--help'])}` | {medians[-1]:.2f} | {max(times):.2f} |",
-            flush=True,
+        lines.append(
+            f"| `ovit-ray {' '.join(command + ['--help'])}` | {medians[-1]:.2f} | {max(times):.2f} |"
         )
-    print(
-        "\nslowest imports of `ovit-ray --help` (cumulative ms): "
-        + ", ".join(f"{name} {us / 1000:.0f}" for us, name in slowest_imports())
+        print(lines[-1], flush=True)
+    imports = "slowest imports of `ovit-ray --help` (cumulative ms): " + ", ".join(
+        f"{name} {us / 1000:.0f}" for us, name in slowest_imports()
+    )
+    print(f"\n{imports}")
+    results.write_results(
+        "cli_help",
+        title="`ovit-ray --help` start-up",
+        headline=[
+            results.headline(
+                "`ovit-ray --help` start-up",
+                round(medians[0], 2),
+                "s",
+                f"median of {args.repeats} fresh interpreters; slowest command {max(medians):.2f} s; target < 1 s",
+            )
+        ],
+        tables=results.tables_from_markdown("\n".join(lines)),
+        notes=f"A fresh interpreter per run (`python -m ovit_ray.cli.main`). {imports}.",
     )
     return 0 if max(medians) < 1.0 else 1
 

@@ -14,6 +14,7 @@ import argparse
 import statistics
 import time
 
+import results_file as results
 import torch
 
 from ovit_ray.pruning.names import DTYPE_NAMES
@@ -48,9 +49,11 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cpu, m, weights = torch.device("cpu"), 256, 384 * 384
-    print(
-        "| dtype | B | OpenBLAS, compiled loop (s) | torch / MKL (s) | MKL / OpenBLAS |\n|---|---:|---:|---:|---:|"
-    )
+    lines = [
+        "| dtype | B | OpenBLAS, compiled loop (s) | torch / MKL (s) | MKL / OpenBLAS |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    print("\n".join(lines))
     for name in args.dtype:
         dtype = dtype_of(name)
         for block in args.block_size:
@@ -64,9 +67,19 @@ def main() -> None:
                 for compiled in times:
                     times[compiled].append(seconds(sums, chunks, m, args.damp, compiled))
             fast, lapack = statistics.median(times[True]), statistics.median(times[False])
-            print(f"| {name} | {block} | {fast:.3f} | {lapack:.3f} | {lapack / fast:.2f}x |", flush=True)
+            lines.append(f"| {name} | {block} | {fast:.3f} | {lapack:.3f} | {lapack / fast:.2f}x |")
+            print(lines[-1], flush=True)
     threads = torch.get_num_threads()
-    print(f"\n384x384 layer, m = {m}, lambda = {args.damp:g}, threads: {threads}, torch {torch.__version__}")
+    setting = f"384x384 layer, m = {m}, lambda = {args.damp:g}, threads: {threads}, medians of {args.repeats}"
+    print(f"\n{setting}, torch {torch.__version__}")
+    results.write_results(
+        "inverse",
+        title="Pruner: Cholesky inverse of the Fisher blocks, OpenBLAS loop vs torch/MKL",
+        headline=[],
+        tables=results.tables_from_markdown("\n".join(lines), setting),
+        notes="The compiled loop calls OpenBLAS's potrf + potri per block (the CPU default); torch's batched "
+        "call runs MKL; chunks inverted as `Pruner.plan` runs them, the two alternating on the same inputs.",
+    )
 
 
 if __name__ == "__main__":

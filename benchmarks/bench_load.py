@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import results_file as results
 import yaml
 
 from ovit_ray.orchestration.results.parquet import read_rows
@@ -123,6 +124,27 @@ def main() -> None:
         summary["rss_growth_window"] = f"trial {first} -> trial {last}"
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps({k: v for k, v in summary.items() if k != "rss_trial"}, indent=1))
+    growth = summary.get("rss_growth_pct")
+    results.write_results(
+        "load",
+        title=f"Load: {len(rows)} short trials, {args.concurrent} at a time",
+        headline=[]
+        if growth is None
+        else [
+            results.headline(
+                f"sweep driver RSS growth, {summary['rss_growth_window']}", growth, "%", "target < 10%"
+            )
+        ],
+        tables=[
+            results.table(
+                "one sweep driver process",
+                ["measure", "value"],
+                [[k, v] for k, v in summary.items() if k != "rss_trial"],
+            )
+        ],
+        notes=f"`ovit-ray sweep` as a separate driver process; its RSS sampled from outside whenever a trial lands "
+        f"in results.parquet (every sample: {out / 'summary.json'}).",
+    )
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import results_file as result_files
+
 from ovit_ray.cli.prune import KEY_COLUMNS
 from ovit_ray.orchestration.results.parquet import append_rows
 from ovit_ray.orchestration.results.schemas import PRUNE_RESULTS
@@ -149,6 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     results = Path(args.out) / "results.parquet"
     all_ok = True
+    tables, headline, checks = [], [], []
     for knobs, settings in settings_grid(args):
         rows: list[Row] = []
         began = time.perf_counter()
@@ -173,13 +176,35 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"\n### {args.model}: {knob_text}, seeds {' '.join(map(str, args.seeds))} "
             f"(top-1 %, mean ± sample std over seeds)\n"
         )
-        print(markdown_table(summary, methods, sparsities, dense))
+        table = markdown_table(summary, methods, sparsities, dense)
+        print(table)
         print()
+        tables += result_files.tables_from_markdown(table, f"{args.model}: {knob_text}, test top-1 (%)")
         for text, ok in check_targets(summary, dense):
             all_ok &= ok is not False
-            print(f"- target {text}: {'not run' if ok is None else 'met' if ok else 'MISSED'}")
+            checks.append(f"{knob_text}: {text}: {'not run' if ok is None else 'met' if ok else 'MISSED'}")
+            print(f"- target {checks[-1].split(': ', 1)[1]}")
+        top = (methods[0], sparsities[-1])
+        if not headline and top in summary:  # the first method at the highest sparsity of the first setting
+            mean, std, n = summary[top]
+            headline.append(
+                result_files.headline(
+                    f"one-shot {top[0]} at sparsity {top[1]:g}, {args.model} ({knob_text})",
+                    f"{100 * mean:.1f} ± {100 * std:.1f}",
+                    "%",
+                    f"test top-1; dense {100 * dense:.1f}%; {n} seeds",
+                )
+            )
         print(flush=True)
     print(f"raw rows -> {results}")
+    result_files.write_results(
+        "oneshot_accuracy",
+        title=f"One-shot unstructured pruning on {args.model}: methods x sparsities",
+        headline=headline,
+        tables=tables,
+        notes=f"Top-1 on the held-out test split, mean ± sample std over gradient-batch seeds {args.seeds}. "
+        "Targets (issue 2): " + "; ".join(checks) + ".",
+    )
     return 0 if all_ok else 1
 
 

@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 
+import results_file as results
 import torch
 from torch import nn
 
@@ -158,8 +159,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                     flush=True,
                 )
     print("\n".join(lines))
-    print(
-        f"\nm = {args.num_grads} gradients of batch 16; threads {torch.get_num_threads()}; torch {torch.__version__}"
+    setting = f"m = {args.num_grads} gradients of batch 16; threads {torch.get_num_threads()}"
+    print(f"\n{setting}; torch {torch.__version__}")
+    lowest = min(
+        float(c.rstrip("%")) for line in lines[2:] for c in line.split(" | ")[3 : 3 + len(args.sparsity)]
+    )
+    results.write_results(
+        "precision",
+        title="Pruner precision: float32 vs float64 masks",
+        headline=[
+            results.headline(
+                f"mask agreement with all-float64, {list(VARIANTS)[1]}, lowest cell", lowest, "%", setting
+            )
+        ],
+        tables=results.tables_from_markdown(
+            "\n".join(lines), "Agreement of the mask bits with the all-float64 masks"
+        ),
+        notes=f"Variants: {', '.join(VARIANTS)}; every cell compares a variant's masks with the all-float64 masks.",
     )
     return 0
 

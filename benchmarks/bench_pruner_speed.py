@@ -58,6 +58,7 @@ from ovit_ray.tensor_math.elimination import default_panel, greedy_eliminate
 from ovit_ray.tensor_math.fisher import inverse_fisher
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import results_file as results  # noqa: E402  (benchmarks/results_file.py, next to this script)
 from reference_elimination import reference_greedy_eliminate  # noqa: E402  (the pre-issue-14 elimination)
 
 OLD_CHUNK_BYTES = 4 * 2**20  # the fixed chunk size before issue 14
@@ -600,7 +601,55 @@ def main(argv: Sequence[str] | None = None) -> int:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         with open(Path(args.out) / "speed.jsonl", "a") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)
+    results_file(args, text, rows)
     return 0
+
+
+def results_file(args: argparse.Namespace, text: str, rows: Sequence[dict]) -> None:
+    """benchmarks/results/pruner_<mode>.json: this run's tables (the page's current figures of that mode)."""
+    if args.elimination:
+        name, title = "pruner_elimination", "Pruner: elimination vs the in-cache rank-1 ceiling"
+        last = rows[-1]
+        headline = [
+            results.headline(
+                f"compiled elimination vs the old one, {last['layer']}, B={last['B']}, {args.dtype}",
+                round(last["old"]["s"] / last[last["library"]]["s"], 2),
+                "x",
+                f"{args.threads or torch.get_num_threads()} thread(s); median of {args.repeats}",
+            )
+        ]
+    elif args.layer:
+        name, title = "pruner_layer", f"Pruner: Fisher + plan + apply of one {args.layer} layer"
+        row = rows[0]
+        headline = [
+            results.headline(
+                f"oViT pruner, {args.layer} layer, B={row['B']}, m={row['m']}, {args.dtype}: Fisher + plan + apply",
+                round(row["total_s"], 3),
+                "s",
+                f"median of {args.repeats}; old path {row['total_s_old']:.3f} s in the same process",
+            )
+        ]
+    else:
+        name, title = "pruner_model", "Pruner: DeiT layer shapes, Fisher + plan + apply and peak RSS"
+        measured = [r for r in rows if "plan_s" in r and r["m"] == rows[0]["m"]]
+        headline = [
+            results.headline(
+                f"oViT plan, {r['model']}, B={r['B']}, {args.dtype}", round(r["plan_s"], 1), "s", r["note"]
+            )
+            for r in measured
+        ] + [
+            results.headline(
+                f"peak RSS, {r['model']}, B={r['B']}, {args.dtype}",
+                round(r["peak_rss_gib"], 2),
+                "GiB",
+                (r["rss_note"] + " " + r["note"]).strip(),
+            )
+            for r in measured
+        ]
+    notes = "\n".join(line for line in text.splitlines() if line.strip() and not line.startswith("|"))
+    results.write_results(
+        name, title=title, headline=headline, tables=results.tables_from_markdown(text), notes=notes
+    )
 
 
 if __name__ == "__main__":

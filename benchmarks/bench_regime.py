@@ -120,24 +120,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault((r["strategy"], r["method"], r["block_size"], r["target_sparsity"]), []).append(r)
-    print_table(
-        [
-            {
-                "strategy": s,
-                "method": m,
-                "B": b,
-                "target": t,
-                "n": len(v),
-                "test top-1 (%)": summarize([r["top1"] for r in v]).text(100),
-                "epochs": summarize([r["epochs"] for r in v]).text(1),
-            }
-            for (s, m, b, t), v in sorted(groups.items())
+    summary = [
+        {
+            "strategy": s,
+            "method": m,
+            "B": b,
+            "target": t,
+            "n": len(v),
+            "test top-1 (%)": summarize([r["top1"] for r in v]).text(100),
+            "epochs": summarize([r["epochs"] for r in v]).text(1),
+        }
+        for (s, m, b, t), v in sorted(groups.items())
+    ]
+    pairs = pairwise_table(rows, ["strategy", "method", "block_size"])
+    print_table(summary, title="mean ± std over seeds")
+    print_table(pairs, title="test top-1 a - b (pp), Welch 95% CI, * = excludes 0")
+    knob = "strategy" if len(args.strategies) > 1 else "block_size" if len(args.block_size) > 1 else "methods"
+    results.write_results(
+        f"regime_{knob}",
+        title=f"Gradual pruning with short recovery on {args.model}: {knob.replace('_', ' ')}",
+        headline=[
+            results.headline(
+                f"{pair['a']} minus {pair['b']} at sparsity {pair['target_sparsity']}",
+                pair["a - b, 95% CI"],
+                "pp",
+                f"test top-1 {pair['top1 a']} vs {pair['top1 b']}; n = {pair['n (a, b)']}; Welch 95%, * excludes 0",
+            )
+            for pair in [p for p in pairs if p["target_sparsity"] == max(args.targets)][:1]
         ],
-        title="mean ± std over seeds",
-    )
-    print_table(
-        pairwise_table(rows, ["strategy", "method", "block_size"]),
-        title="test top-1 a - b (pp), Welch 95% CI, * = excludes 0",
+        tables=[
+            results.table_of_dicts("test top-1, mean ± std over seeds", summary),
+            results.table_of_dicts("test top-1 a - b (pp), Welch 95% CI, * = excludes 0", pairs),
+        ],
+        notes=f"Gradual runs on the light single-process path to targets {args.targets} with "
+        f"{args.window_epochs}-epoch windows of {args.max_steps} optimizer steps (m = {args.num_grads}), "
+        f"seeds {args.seeds}; top-1 on the held-out test split, the checkpoint of each target picked on val.",
     )
     return 0
 

@@ -43,6 +43,7 @@ import sys
 import time
 from pathlib import Path
 
+import results_file as results_io
 import timm
 import torch
 from torch import nn
@@ -271,6 +272,60 @@ def main() -> None:
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     path.write_text(json.dumps({"settings": settings, "heavy_imports": heavy, "results": results}, indent=1))
     print(f"heavy imports (ray/mlflow/optuna): {heavy or 'none'}; wrote {path}")
+    for result in results:
+        results_file(result, args, heavy)
+
+
+COLUMNS = {
+    "variant": "variant",
+    "flops_ratio": "FLOPs ratio",
+    "achieved_ratio": "achieved",
+    "params_m": "params (M)",
+    "dtype": "dtype",
+    "batch_size": "batch",
+    "median_s": "median (s)",
+    "p90_s": "p90 (s)",
+    "images_per_s": "images/s",
+    "speedup_vs_dense": "speed-up",
+}
+
+
+def results_file(result: dict, args: argparse.Namespace, heavy: list[str]) -> None:
+    """benchmarks/results/structured_speed_<model>.json from one model's rows."""
+    shrunk = [r for r in result["timings"] if r["variant"] == "shrunk" and r["dtype"] == args.dtypes[0]]
+    digits = result["model"] == "digits-vit"
+    ratio = (
+        min((r["flops_ratio"] for r in shrunk), key=lambda f: abs(f - 0.7)) if digits else min(args.ratios)
+    )
+    batch = max(r["batch_size"] for r in shrunk) if digits else 1
+    best = [r for r in shrunk if r["flops_ratio"] == ratio and r["batch_size"] == batch]
+    results_io.write_results(
+        f"structured_speed_{result['model'].split('-')[0]}" + ("" if digits else "_small"),
+        title=f"Structured pruning, measured speed: {result['model']} dense vs masked vs shrunk",
+        headline=[
+            results_io.headline(
+                f"shrunk {result['model']} at FLOPs ratio {ratio}: batch-{batch} speed-up over dense",
+                round(r["speedup_vs_dense"], 2),
+                "x",
+                f"{r['dtype']}, {r['threads']} thread(s), {r['device']}; masks: {result['scores']}",
+            )
+            for r in best
+        ],
+        tables=[
+            results_io.table(
+                "every variant timed in one interleaved loop per dtype and batch size",
+                list(COLUMNS.values()),
+                [[row[k] for k in COLUMNS] for row in result["timings"]],
+            ),
+            *(
+                [results_io.table_of_dicts("test-split top-1", result["accuracy"])]
+                if result["accuracy"]
+                else []
+            ),
+        ],
+        notes=f"Masks: {result['scores']}. Kept widths per ratio: {json.dumps(result['widths'])}. "
+        f"2:4: {result['two_four']}. Heavy imports (ray/mlflow/optuna): {heavy or 'none'}.",
+    )
 
 
 if __name__ == "__main__":

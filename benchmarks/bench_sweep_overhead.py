@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import results_file as results
 import yaml
 
 from ovit_ray.orchestration.results.parquet import read_rows
@@ -72,10 +73,30 @@ def main() -> None:
     args = parser.parse_args()
     setups = {"light": (1, 1.0), "train": (2, 0.9)}
     os.environ["OVIT_RAY_SEARCH_SPACES"] = str(Path(__file__).resolve().parents[1] / "search_spaces")
+    found = {}
     for name in args.paths:
         workers, cpus = setups[name]
-        result = bench(name, workers, cpus, args.trials, Path(args.out))
-        print(f"{name}: " + ", ".join(f"{k} {v:.2f}" for k, v in result.items()), flush=True)
+        found[name] = bench(name, workers, cpus, args.trials, Path(args.out))
+        print(f"{name}: " + ", ".join(f"{k} {v:.2f}" for k, v in found[name].items()), flush=True)
+    results.write_results(
+        "sweep_overhead",
+        title="Sweeps: per-trial orchestration overhead",
+        headline=[
+            results.headline(
+                "sweep overhead per trial, light path",
+                round(found["light"]["median_per_trial_overhead_s"], 2),
+                "s",
+                f"median of {args.trials} trivial trials; target < 5 s",
+            )
+        ]
+        if "light" in found
+        else [],
+        tables=[
+            results.table_of_dicts("medians over trials (s)", [{"path": k, **v} for k, v in found.items()])
+        ],
+        notes="Per-trial overhead: the gap between consecutive trial ends (one trial at a time) minus the time in "
+        "the training loop; in-trial overhead: the trial function's wall time minus the loop.",
+    )
 
 
 if __name__ == "__main__":

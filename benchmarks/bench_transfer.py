@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import results_file as results
 import yaml
 
 from ovit_ray.orchestration.common.yaml_files import read_yaml_mapping
@@ -68,23 +69,41 @@ def summary(rows: Sequence[dict]) -> None:
     groups: dict[tuple, list[dict]] = {}
     for p in points:
         groups.setdefault((p["point"], p["source_method"]), []).append(p)
-    print_table(
-        [
-            {
-                "dataset / mode / target": k[0],
-                "source": k[1],
-                "n": len(v),
-                "source test top-1 (%)": summarize([x["source_top1"] for x in v]).text(100),
-                "transfer test top-1 (%)": summarize([x["top1"] for x in v]).text(100),
-                "sparsity kept": f"{min(x['final_sparsity'] for x in v):.3f}",
-            }
-            for k, v in sorted(groups.items())
+    summary_rows = [
+        {
+            "dataset / mode / target": k[0],
+            "source": k[1],
+            "n": len(v),
+            "source test top-1 (%)": summarize([x["source_top1"] for x in v]).text(100),
+            "transfer test top-1 (%)": summarize([x["top1"] for x in v]).text(100),
+            "sparsity kept": f"{min(x['final_sparsity'] for x in v):.3f}",
+        }
+        for k, v in sorted(groups.items())
+    ]
+    pairs = pairwise_table(points, ["source_method"], within="point")
+    print_table(summary_rows, title="transfer: mean ± std over seeds")
+    print_table(pairs, title="transfer test top-1 a - b (pp), Welch 95% CI, * = excludes 0")
+    results.write_results(
+        "transfer",
+        title="Transfer of pruned models",
+        headline=[
+            results.headline(
+                f"transfer {pair['point']}: {pair['a']} minus {pair['b']}",
+                pair["a - b, 95% CI"],
+                "pp",
+                f"n = {pair['n (a, b)']}; the largest difference whose Welch 95% interval excludes 0",
+            )
+            for pair in sorted(
+                (p for p in pairs if p["excludes 0"]),
+                key=lambda p: -abs(float(p["a - b, 95% CI"].split()[0])),
+            )[:1]
         ],
-        title="transfer: mean ± std over seeds",
-    )
-    print_table(
-        pairwise_table(points, ["source_method"], within="point"),
-        title="transfer test top-1 a - b (pp), Welch 95% CI, * = excludes 0",
+        tables=[
+            results.table_of_dicts("transfer test top-1, mean ± std over transfer seeds", summary_rows),
+            results.table_of_dicts("transfer test top-1 a - b (pp), Welch 95% CI, * = excludes 0", pairs),
+        ],
+        notes="Sources pruned gradually (one source seed) and fine-tuned on the target data in sparse mode (masks "
+        "kept) and dense mode (masks dropped); test top-1 on the target's held-out split.",
     )
 
 

@@ -45,7 +45,11 @@ class PresetRecipe:
     seed: int = 0  # model init and shuffling
 
 
-RECIPES: dict[str, PresetRecipe] = {"digits-vit": PresetRecipe(), "digits04-vit": PresetRecipe()}
+RECIPES: dict[str, PresetRecipe] = {
+    "digits-vit": PresetRecipe(),
+    "digits04-vit": PresetRecipe(),
+    "digits32-vit": PresetRecipe(),
+}
 
 
 def _recipe(name: str) -> PresetRecipe:
