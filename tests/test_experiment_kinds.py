@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 class ToySpec(Knobs):
     value: int = knob(0, "the number this trial squares", ge=0)
     folder: str = knob("", "where the trial writes its start and waits for its release")
-    hold: bool = knob(False, "wait for `<folder>/release` before delivering the second target")
+    hold: bool = knob(False, "wait for `<folder>/release` (or `release-<value>`) before the second target")
 
 
 class ToyResult(BaseModel):
@@ -56,7 +56,7 @@ class Toy(ExperimentKind):
         with (folder / f"started-{spec.value}").open("a") as marks:  # one line per start of this trial
             marks.write("started\n")
         host.target(TargetResult(target=0.5, top1=spec.value / 10, val_top1=spec.value / 10))
-        while spec.hold and not (folder / "release").exists():
+        while spec.hold and not ((folder / "release").exists() or (folder / f"release-{spec.value}").exists()):
             time.sleep(0.2)
         host.target(TargetResult(target=1.0, top1=spec.value / 10, val_top1=spec.value / 10, extra={"square": spec.value**2}))
 

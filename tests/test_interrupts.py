@@ -21,17 +21,19 @@ from ovit_ray.orchestration.results.parquet import read_rows
 from ovit_ray.orchestration.tracking.store import default_tracking_uri
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAIN = {"model": "digits-vit", "targets": [0.75], "window_epochs": 3, "num_grads": 16, "block_size": 32}
+GRADUAL = {"targets": [0.75], "window_epochs": 3, "num_grads": 16, "block_size": 32}
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    # the toy kind of tests/test_experiment_kinds.py is importable: trials that wait for a file the test makes
+    path = os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])
     return subprocess.Popen(
         [sys.executable, "-m", "ovit_ray.cli.main", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
-        env={**os.environ, "OVIT_RAY_SEARCH_SPACES": str(ROOT / "search_spaces"), **(env or {})},
+        env={**os.environ, "OVIT_RAY_SEARCH_SPACES": str(ROOT / "search_spaces"), "PYTHONPATH": path, **(env or {})},
     )
 
 
@@ -62,24 +64,22 @@ def _runs(out: Path) -> dict[str, str]:
 def test_ctrl_c_marks_the_sweep_interrupted_and_a_moved_copy_resumes_in_place(
     tmp_path: Path, digits_preset: Path
 ) -> None:
-    """Ctrl-C (SIGINT to the process group) after one trial: exit 130, sweep.json and MLflow say
-    interrupted, nothing RUNNING, no Ray process left; Tune gets no AWS key; a second writer is
-    refused; the folder copied to a path with %, ?, #, spaces and unicode resumes there."""
+    """Ctrl-C (SIGINT to the process group) after one trial, while the next one waits for a file: exit 130,
+    sweep.json and MLflow say interrupted, nothing RUNNING, no Ray process left; Tune gets no AWS key; a second
+    writer is refused; the folder copied to a path with %, ?, #, spaces and unicode resumes there."""
     sweep = tmp_path / "s.yaml"
     sweep.write_text(
         yaml.safe_dump(
             {
                 "name": "t",
-                "train": TRAIN,
-                "search": {
-                    "space": "fixed",
-                    "algorithm": "grid",
-                    "max_concurrent_trials": 1,
-                    "overrides": {"seed": {"grid": [0, 1, 2]}},
-                },
+                "imports": ["test_experiment_kinds"],
+                "toy": {"folder": str(tmp_path), "hold": True},
+                "search": {"params": {"value": {"grid": [0, 1, 2]}}, "max_concurrent_trials": 1},
+                "resources": {"cpus_per_worker": 0.5},
             }
         )
     )
+    (tmp_path / "release-0").touch()  # the first trial runs through; the others wait until the resume
     out = tmp_path / "out"
     ray_tmp = Path(os.path.realpath("/tmp")) / f"oi{os.getpid()}"
     env = {
@@ -94,9 +94,9 @@ def test_ctrl_c_marks_the_sweep_interrupted_and_a_moved_copy_resumes_in_place(
         wait_until(lambda: (out / "sweep.json").exists() or proc.poll() is not None, 600, "the sweep")
         second = _cli("sweep", str(sweep), "--out", str(out), "--resume", env=env)
         assert second.wait(120) == 2 and f"pid {proc.pid}" in second.stderr.read()
-        wait_until(
-            lambda: (out / "results.parquet").exists() or proc.poll() is not None, 600, "a finished trial"
-        )
+        wait_until(lambda: (tmp_path / "started-0").exists() or proc.poll() is not None, 600, "the first trial")
+        wait_until(lambda: (out / "trials.parquet").exists() or proc.poll() is not None, 600, "a finished trial")
+        wait_until(lambda: (tmp_path / "started-1").exists() or proc.poll() is not None, 600, "the next trial")
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(180) == 130
         err = proc.stderr.read()
@@ -114,18 +114,21 @@ def test_ctrl_c_marks_the_sweep_interrupted_and_a_moved_copy_resumes_in_place(
     assert logs and "sekrit-4711" not in logs
     assert _cli("sweep", str(sweep), "--out", str(out), env=env).wait(120) == 2  # interrupted, not finished
 
+    (tmp_path / "release").touch()
     moved = tmp_path / "moved 100%20 ?x #y ü"
     shutil.copytree(out, moved)
     before = sorted(r["trial_id"] for r in read_rows(out / "results.parquet"))
+    started = (tmp_path / "started-0").read_text()
     old_tree = sorted(p.relative_to(out) for p in out.rglob("*"))
     resumed = _cli("sweep", str(sweep), "--out", str(moved), "--resume", env=env)
     assert resumed.wait(600) == 0, resumed.stderr.read()[-3000:]
     assert sorted(r["trial_id"] for r in read_rows(out / "results.parquet")) == before  # old copy untouched
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == old_tree  # not even a new trial folder
     assert (
-        len(read_rows(moved / "results.parquet")) == 3
+        len(read_rows(moved / "results.parquet")) == 6  # two targets per trial
         and json.loads((moved / "sweep.json").read_text())["finished"]
     )
+    assert (tmp_path / "started-0").read_text() == started  # the finished trial did not run again
     assert set(_runs(moved).values()) == {"FINISHED"} and len(_runs(moved)) == 4
 
 
@@ -137,8 +140,8 @@ def test_second_ctrl_c_and_sigterm_stop_at_once(tmp_path: Path, digits_preset: P
         yaml.safe_dump(
             {
                 "name": "t",
-                "train": {**TRAIN, "window_epochs": 50},
-                "search": {"space": "fixed", "algorithm": "grid", "overrides": {"seed": {"grid": [0]}}},
+                "model": "digits-vit",
+                "gradual": {**GRADUAL, "window_epochs": 50},
             }
         )
     )
@@ -148,7 +151,7 @@ def test_second_ctrl_c_and_sigterm_stop_at_once(tmp_path: Path, digits_preset: P
         proc = _cli("sweep", str(sweep), "--out", str(out), env=env)
         try:
             wait_until(
-                lambda o=out, p=proc: list((o / "ray").glob("t/*/checkpoint_*")) or p.poll() is not None,
+                lambda o=out, p=proc: list((o / "ray").glob("t-*/*/checkpoint_*")) or p.poll() is not None,
                 600,
                 "a trial checkpoint",
             )

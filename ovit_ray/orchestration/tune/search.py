@@ -15,6 +15,7 @@ needed its private attributes for each of the following):
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -83,7 +84,9 @@ class StudySearcher(Searcher):
                 load_if_exists=True,
             )
             if not self._study.metric_names:
-                self._study.set_metric_names([m for m, _ in self.objectives])
+                with warnings.catch_warnings():  # "experimental since 3.2": stable in every Optuna we support
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    self._study.set_metric_names([m for m, _ in self.objectives])
         return self._study
 
     def __getstate__(self) -> dict[str, Any]:  # Tune saves searchers with its experiment state
