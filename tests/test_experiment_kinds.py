@@ -96,7 +96,7 @@ def test_a_kind_registered_in_a_test_runs_through_ovit_ray_sweep(tmp_path: Path,
     assert all(t["allocated_cpu_hours"] > 0 for t in trials)
     client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("toys").experiment_id])
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("ovit.role") == "trial"]
     assert sorted(r.data.params["value"] for r in children) == ["2", "3"]
     assert all("null" not in r.data.params.values() for r in runs)
     series = client.get_metric_history(children[0].info.run_id, "top1_vs_step")

@@ -108,7 +108,7 @@ def test_ctrl_c_marks_the_sweep_interrupted_and_a_moved_copy_resumes_in_place(
     state = json.loads((out / "sweep.json").read_text())
     assert state["interrupted"] and not state["finished"]
     runs = _runs(out)
-    assert runs["t"] == "KILLED" and "RUNNING" not in runs.values() and "FINISHED" in runs.values()
+    assert runs["t (sweep)"] == "KILLED" and "RUNNING" not in runs.values() and "FINISHED" in runs.values()
     logs = "".join(p.read_text(errors="replace") for p in ray_tmp.rglob("*.log") if p.is_file())
     shutil.rmtree(ray_tmp, ignore_errors=True)
     assert logs and "sekrit-4711" not in logs
@@ -165,4 +165,4 @@ def test_second_ctrl_c_and_sigterm_stop_at_once(tmp_path: Path, digits_preset: P
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
         assert json.loads((out / "sweep.json").read_text())["interrupted"]
-        assert "RUNNING" not in _runs(out).values() and _runs(out)["t"] == "KILLED"
+        assert "RUNNING" not in _runs(out).values() and _runs(out)["t (sweep)"] == "KILLED"

@@ -4,12 +4,17 @@ their knobs, the knobs as params, and the top-1 vs sparsity series drawn per tri
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from mlflow import MlflowClient
 
+from ovit_ray.knobs import Knobs, knob
+from ovit_ray.orchestration.kinds import ExperimentKind, Host, register_kind
+from ovit_ray.orchestration.kinds.sweep_file import load_sweep
 from ovit_ray.orchestration.tracking.server import MlflowServer
 from ovit_ray.orchestration.tracking.ui import (
     GENAI_MARKERS,
@@ -19,52 +24,116 @@ from ovit_ray.orchestration.tracking.ui import (
     render,
     run_url,
 )
-from ovit_ray.orchestration.tune.sweep import run_sweep
+from ovit_ray.orchestration.tune.driver import run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
+class EpochsSpec(Knobs):
+    value: int = knob(0, "the trial's validation top-1, in tenths", ge=0, le=10)
+
+
+def _epochs(config: Mapping[str, Any], reporter: Any) -> dict[str, Any]:
+    """Four epochs whose top-1 is the trial's value: ASHA stops the worse trial at its first rung."""
+    value = config["value"] / 10
+    for epoch in range(4):
+        target = {"target": 0.5, "top1": value, "val_top1": value} if epoch == 3 else None
+        reporter.report({"epoch": epoch, "top1": value, "val_top1": value, "sparsity": 0.5, **({"target": target} if target else {})}, None)
+    return {"total_epochs": 4}
+
+
+@register_kind
+class Epochs(ExperimentKind):
+    """A trial that reports epochs (so ASHA can stop one), for a deterministic stopped trial."""
+
+    name = "ui-epochs"
+    summary = "a test's kind that reports epochs"
+    spec = EpochsSpec
+    targets_knob = None
+    reports_epochs = True
+
+    def run(self, spec: Any, host: Host) -> None:
+        from ovit_ray.training.spec import TrainSpec
+
+        host.train(_epochs, {"value": spec.value}, TrainSpec(), 4, "run0")
+
+
 @pytest.fixture(scope="module")
 def served_sweep(tmp_path_factory: pytest.TempPathFactory):
-    """A 2-trial Optuna sweep, then an MLflow server on its folder (SQLite store + artifacts/)."""
+    """A 2-trial Optuna sweep, and into its store a sweep whose second trial ASHA stops; then an MLflow
+    server on the folder (SQLite store + artifacts/)."""
     if chromium() is None:  # `make test` installs it; a bare venv run says how instead of failing obscurely
-        pytest.fail(
-            "chromium is not installed: `apt-get install -y chromium` (the Makefile's set-up does this)"
-        )
+        pytest.fail("chromium is not installed: `apt-get install -y chromium` (the Makefile's set-up does this)")
     tmp = tmp_path_factory.mktemp("ui")
-    sweep = tmp / "ui.yaml"
+    sweep, stopping = tmp / "ui.yaml", tmp / "stop.yaml"
     sweep.write_text(
         yaml.safe_dump(
             {
                 "name": "ui",
                 "description": "browser test sweep",
-                "train": {"model": "digits-vit", "targets": [0.5, 0.75], "window_epochs": 1, "num_grads": 16},
+                "model": "digits-vit",
+                "gradual": {"targets": [0.5, 0.75], "window_epochs": 1, "num_grads": 16},
                 "search": {
                     "space": "quickstart",
                     "algorithm": "optuna",
                     "num_samples": 2,
-                    "overrides": {"block_size": {"choice": [16, 32]}, "num_grads": 16},
+                    "params": {"block_size": {"choice": [16, 32]}, "num_grads": 16},
                 },
                 "mlflow": {"experiment": "ui-test"},
             }
         )
     )
+    stopping.write_text(
+        yaml.safe_dump(
+            {
+                "name": "stop",
+                "ui-epochs": {},
+                "search": {
+                    "params": {"value": {"grid": [9, 1]}},
+                    "max_concurrent_trials": 1,
+                    "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
+                },
+                "mlflow": {"experiment": "ui-stop"},
+            }
+        )
+    )
+    out = tmp / "out"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("OVIT_RAY_SEARCH_SPACES", str(ROOT / "search_spaces"))
-        outcome = run_sweep(sweep, tmp / "out")
-    client = MlflowClient(f"sqlite:///{tmp / 'out' / 'mlflow.db'}")
+        run_sweep(load_sweep(sweep), out)
+        run_sweep(load_sweep(stopping), tmp / "stop", mlflow_uri=f"sqlite:///{out / 'mlflow.db'}")
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("ui-test")
     runs = client.search_runs([experiment.experiment_id])
-    server = MlflowServer(tmp / "out").start()
+    parent = next(r.info.run_id for r in runs if r.data.tags.get("ovit.role") == "sweep")
+    server = MlflowServer(out).start()
     try:
-        yield server.url, experiment.experiment_id, outcome.parent_run_id, runs
+        yield server.url, experiment.experiment_id, parent, runs, client.get_experiment_by_name("ui-stop").experiment_id
     finally:
         server.stop()
 
 
+def test_a_plain_link_in_a_fresh_browser_opens_the_training_view_and_the_stopped_trial_stands_out(served_sweep) -> None:
+    url, _, _, _, stop_id = served_sweep
+    dom = render(f"{url}/#/experiments/{stop_id}")  # no workflowType in the link: what a user pastes
+    assert "Model training" in dom and not [m for m in GENAI_MARKERS if m in dom], "GenAI view shown"
+    table = render(experiment_url(url, stop_id, "table", objective="epochs_total"))  # trials listed flat
+    assert "stopped: value1" in table and "value9" in table  # ASHA's stop stands apart from the finished trial
+    client = MlflowClient(url)
+    statuses = {r.data.tags.get("ovit.status") for r in client.search_runs([stop_id]) if r.data.tags.get("ovit.role") == "trial"}
+    assert statuses == {"finished", "stopped_early"}
+
+
+def test_a_plain_link_lists_every_trial_for_the_charts_to_overlay(served_sweep) -> None:
+    """MLflow's chart view draws the runs its table shows: trials are not folded under their sweep."""
+    url, experiment_id, _, runs, _ = served_sweep
+    dom = render(f"{url}/#/experiments/{experiment_id}", size=(1600, 3000))
+    assert all(r.info.run_name in dom for r in runs)  # the sweep run and both trials, none folded away
+
+
 def test_runs_table_lists_the_sweep_and_its_trials_in_the_training_layout(served_sweep) -> None:
-    url, experiment_id, parent_id, runs = served_sweep
+    url, experiment_id, parent_id, runs, _ = served_sweep
     dom = render(experiment_url(url, experiment_id, "table", objective="val_top1_final"))
     description = MlflowClient(f"{url}").get_experiment(experiment_id).tags["mlflow.note.content"]
     assert "Model training" in dom and description in dom  # layout switch and the sweep's description
@@ -74,14 +143,11 @@ def test_runs_table_lists_the_sweep_and_its_trials_in_the_training_layout(served
     assert sum(r.info.run_name.startswith("B") for r in runs) == len(runs) - 1
 
 
-def test_trial_page_shows_knobs_parent_and_frontier_series(served_sweep) -> None:
-    url, experiment_id, parent_id, runs = served_sweep
+def test_trial_page_shows_knobs_its_sweep_and_frontier_series(served_sweep) -> None:
+    url, experiment_id, parent_id, runs, _ = served_sweep
     trial = next(r for r in runs if r.data.tags.get("pruned") == "false")
     overview = render(run_url(url, experiment_id, trial.info.run_id), size=(1600, 4000))
-    assert (
-        "Parent run" in overview
-        and next(r for r in runs if r.info.run_id == parent_id).info.run_name in overview
-    )
+    assert "ovit.sweep_run" in overview and parent_id in overview  # the tag that ties it to its sweep
     for knob in ("block_size", "num_grads", "damp", "lr_max"):
         assert knob in overview
     assert "final_sparsity" not in overview  # unused params are not logged
@@ -89,7 +155,7 @@ def test_trial_page_shows_knobs_parent_and_frontier_series(served_sweep) -> None
 
 
 def test_compare_page_puts_knobs_and_objective_side_by_side(served_sweep) -> None:
-    url, experiment_id, parent_id, runs = served_sweep
+    url, experiment_id, parent_id, runs, _ = served_sweep
     trials = [r for r in runs if r.info.run_id != parent_id]
     dom = render(compare_url(url, experiment_id, [r.info.run_id for r in trials]), size=(1600, 4000))
     for knob in ("block_size", "damp", "lr_max", "val_top1_final"):

@@ -81,8 +81,8 @@ def test_optuna_sweep_writes_parquet_and_nested_mlflow_runs(tmp_path: Path) -> N
     client = MlflowClient(f"sqlite:///{out_dir / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("sweep-test")
     runs = client.search_runs([experiment.experiment_id])
-    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    parent = next(r for r in runs if r.data.tags.get("ovit.role") == "sweep")
+    children = [r for r in runs if r.data.tags.get("ovit.sweep_run") == parent.info.run_id]
     assert len(runs) == 3 and len(children) == 2 and parent.data.tags["ovit.kind"] == "gradual"
     assert parent.data.metrics["trials_finished"] == 2 and parent.data.metrics["epochs_total"] == 4
     assert "allocated_cpu_hours_total" in parent.data.metrics and parent.data.params["search.algorithm"] == "optuna"

@@ -117,7 +117,7 @@ def test_mlflow_run_has_params_epoch_metrics_and_compute(two_worker_run):
     _, out, _, _ = two_worker_run
     client = MlflowClient(f"sqlite:///{out / 'sweep' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("ovit-ray-sweeps")
-    runs = [r for r in client.search_runs([experiment.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
+    runs = [r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("ovit.role") == "trial"]
     assert len(runs) == 1  # the restarted worker continued the trial's run instead of creating another
     run = runs[0]
     assert run.info.status == "FINISHED" and run.data.tags["ovit.status"] == "finished"

@@ -11,12 +11,10 @@ a user who switches views keeps their choice. Registered as the `mlflow.app` ent
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-__all__ = ["AUTH_ENV", "TRAINING_VIEW", "create_app"]
+__all__ = ["TRAINING_VIEW", "create_app"]
 
-AUTH_ENV = "OVIT_RAY_MLFLOW_AUTH"  # "1": MLflow's basic-auth app underneath
 TRAINING_VIEW = (
     '<script>try{if(!localStorage.getItem("mlflow.workflowType_v1"))'
     "localStorage.setItem(\"mlflow.workflowType_v1\",'\"machine_learning\"')}catch(e){}</script>"
@@ -34,14 +32,10 @@ def _training_view(response: Any) -> Any:
 
 
 def create_app() -> Any:
-    """MLflow's app (with basic auth when `OVIT_RAY_MLFLOW_AUTH=1`), its page defaulting to the training view."""
+    """MLflow's app, its page defaulting to the training view (`--auth` runs MLflow's basic-auth app
+    instead: its users get the GenAI view until they switch)."""
     from mlflow.server import app as flask_app
-
-    flask_app.after_request(_training_view)
-    if os.environ.get(AUTH_ENV) == "1":
-        from mlflow.server.auth import create_app as with_auth
-
-        return with_auth(flask_app)
     from mlflow.server.fastapi_app import create_fastapi_app
 
+    flask_app.after_request(_training_view)
     return create_fastapi_app(flask_app)

@@ -233,9 +233,9 @@ def _run(
         tracker = Tracker(out, sweep.file.mlflow.experiment, uri)
         tracker.describe_experiment(sweep.file.description)
         parent = tracker.start_run(
-            sweep.name,
+            f"{sweep.name} (sweep)",
             sweep_params(sweep),
-            {"ovit.sweep": sweep.name, "ovit.kind": sweep.kind},
+            {"ovit.sweep": sweep.name, "ovit.kind": sweep.kind, "ovit.role": "sweep"},
             run_key=f"sweep-{state['sweep_id']}",
         )
         if not resuming:

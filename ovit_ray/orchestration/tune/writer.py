@@ -2,11 +2,13 @@
 the display, on the driver only (trials never touch MLflow, so a local SQLite store works for trials on
 other nodes too). Tune's callback (`TuneEvents`) and the in-process executor feed the same methods.
 
-MLflow layout: one parent run per sweep and one nested child run per trial, named by its knobs
-(`B32-m16-λ3.4e-8`), with params only for knobs that apply (no `null`), per-epoch metrics, and the results
-as one series per metric whose step is the target in % (`top1_vs_sparsity`: MLflow's chart view then draws
-top-1 vs sparsity per trial, overlaid across trials). A trial stopped early ends FINISHED, renamed
-`stopped: <name>` and tagged `ovit.status=stopped_early`, so it stands apart in the runs table.
+MLflow layout: one run per trial, named by its knobs (`B32-m16-λ3.4e-8`), with params only for knobs that
+apply (no `null`), per-epoch metrics, and the results as one series per metric whose step is the target in %
+(`top1_vs_sparsity`), plus one run for the sweep (its totals, best trial and plots). Trials are not nested
+under the sweep's run: MLflow folds nested runs away, and its chart view draws only the runs the table
+shows, so a plain link now shows every trial and overlays their top-1 vs sparsity curves; the tags
+`ovit.sweep` / `ovit.sweep_run` tie them to their sweep (MLflow's "Group by" groups them). A trial stopped
+early ends FINISHED, renamed `stopped: <name>` and tagged `ovit.status=stopped_early`, so it stands apart.
 """
 
 from __future__ import annotations
@@ -81,8 +83,13 @@ class SweepWriter:
             self._runs[trial_id] = self.tracker.start_run(
                 self._label(trial_id),
                 spec.applied(),
-                {"ovit.trial_id": trial_id, "ovit.sweep": self.sweep.name, "ovit.kind": self.kind.name},
-                parent_run_id=self.parent_run,
+                {
+                    "ovit.trial_id": trial_id,
+                    "ovit.sweep": self.sweep.name,
+                    "ovit.sweep_run": self.parent_run,
+                    "ovit.kind": self.kind.name,
+                    "ovit.role": "trial",
+                },
                 run_key=f"{self.sweep_id}-{trial_id}",
             )
         return self._runs[trial_id]
