@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 
 HELP = "print the trials table of an output folder and write its plots"  # listed by `ovit-ray --help`
 
@@ -33,18 +34,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         dest="fmt",
         help="a markdown table, for notes and pull requests",
     )
+    p.add_argument(
+        "--with",
+        dest="others",
+        nargs="+",
+        default=[],
+        metavar="DIR",
+        help="more output folders (any kind) whose timed rows join the frontier plot and table",
+    )
     p.set_defaults(func=run, fmt="text")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ovit_ray.orchestration.results.parquet import print_table
     from ovit_ray.orchestration.results.report import report
+    from ovit_ray.orchestration.results.table import plain_table
 
-    result = report(args.sweep_dir, fmt=args.fmt, width=None if args.wide else 80)
+    width = None if args.wide else 80
+    result = report(args.sweep_dir, fmt=args.fmt, width=width, others=args.others)
     print(result.text, end="")
     for title, rows in result.tables:
-        print_table(rows, title=title)
-    # CSV/markdown go to stdout alone, so they can be redirected into a file.
-    for path in result.plots:
-        print(f"plot: {path}", file=sys.stderr if args.fmt != "text" else sys.stdout)
+        print()
+        print(plain_table(rows, title, width), end="")
+    if result.plots:  # CSV/markdown go to stdout alone, so they can be redirected into a file
+        names = ", ".join(p.stem for p in result.plots)
+        text = f"plots in {result.plots[0].parent}: {names}"
+        print(
+            textwrap.fill(text, width) if width else text,
+            file=sys.stderr if args.fmt != "text" else sys.stdout,
+        )
     return 0

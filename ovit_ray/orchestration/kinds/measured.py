@@ -3,6 +3,7 @@ at the model's architecture on the meta device (no weights, no memory) for check
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
@@ -60,8 +61,10 @@ class MeasuredResult(BaseModel):
     model_source: str | None = None
 
 
+@functools.lru_cache(maxsize=8)
 def architecture(model: str) -> nn.Module:
-    """The model's modules on the meta device: its family and depth, without weights or memory."""
+    """The model's modules on the meta device: its family and depth, without weights or memory. Cached (read
+    it, never change it): a preflight asks once per grid point, and building a model is ~0.1 s each."""
     import torch
 
     from ovit_ray.models import create_model

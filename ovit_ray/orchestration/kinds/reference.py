@@ -31,9 +31,20 @@ def knob_tables() -> str:
     parts = []
     for name in (k for k in kind_names() if k in BUILT_IN):
         kind = get_kind(name)
-        parts += [f"### `{name}`", "", kind.summary, "", "| knob | label | type | default | meaning |", "|---|---|---|---|---|"]
+        parts += [
+            f"### `{name}`",
+            "",
+            kind.summary,
+            "",
+            "| knob | label | type | default | meaning |",
+            "|---|---|---|---|---|",
+        ]
         for info in knob_infos(kind.spec).values():
-            kind_text = " \\| ".join(info.choices) if info.choices else ("list of " if info.many else "") + info.scalar.__name__
+            kind_text = (
+                " \\| ".join(info.choices)
+                if info.choices
+                else ("list of " if info.many else "") + info.scalar.__name__
+            )
             bounds = f" {info.bounds}" if info.bounds else ""
             label = info.label if info.label != info.name else ""
             default = "-" if info.default is None else short_value(info.default)
@@ -53,6 +64,9 @@ def rewrite(path: Path, marker: str, text: str) -> str:
 
 if __name__ == "__main__":  # rewrite the generated parts of the README and the sweep-file reference
     root = Path(sys.argv[1] if len(sys.argv) > 1 else ".")
-    for file, marker, text in ((root / "README.md", "kinds", kinds_table()), (root / "docs/SWEEP_FILES.md", "knobs", knob_tables())):
+    for file, marker, text in (
+        (root / "README.md", "kinds", kinds_table()),
+        (root / "docs/SWEEP_FILES.md", "knobs", knob_tables()),
+    ):
         if f"<!-- {marker}:begin -->" in file.read_text():
             file.write_text(rewrite(file, marker, text))

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from ovit_ray.knobs import Choices, knob
 from ovit_ray.orchestration.kinds._registry import register_kind
@@ -41,7 +41,7 @@ def _structured_method(name: str) -> str:
 class StructuredSpec(DataKnobs, SpeedKnobs):
     """One trial: a scorer, its budgets and how the kept model is made and timed."""
 
-    method: Annotated[str, Choices(lambda: STRUCTURED_METHODS)] = knob(
+    method: Annotated[str, Choices(lambda: STRUCTURED_METHODS), AfterValidator(_structured_method)] = knob(
         "optin", "structured scorer of heads and MLP neurons"
     )
     budgets: list[Budget] = knob(
@@ -75,7 +75,6 @@ class StructuredSpec(DataKnobs, SpeedKnobs):
 
     @model_validator(mode="after")
     def _consistent(self) -> StructuredSpec:
-        _structured_method(self.method)
         if self.recover == "lsq" and self.token_share:
             raise ValueError(
                 f"recover: lsq does not rescale token-merging models, got token_share {self.token_share}"

@@ -265,12 +265,18 @@ def _resolve_knobs(
             )
         params.update(space.params)
     params.update(file.search.params)
-    problems = [f"search.params.{k}: set it in the file's resources section" for k in params if k in RESOURCE_FIELDS]
-    problems += [
-        f"search.params.{k}: not a knob of {kind.name}; knobs: {', '.join(kind.spec.model_fields)}"
-        for k in params
-        if k not in kind.spec.model_fields
+    problems = [
+        f"search.params.{k}: set it in the file's resources section" for k in params if k in RESOURCE_FIELDS
     ]
+    unknown = [k for k in params if k not in kind.spec.model_fields]
+    if unknown:  # one line: several unknown knobs are usually one mistake (a space of another kind)
+        one = len(unknown) == 1
+        where = (
+            f"search.params.{unknown[0]}: not a knob"
+            if one
+            else f"search.params ({', '.join(unknown)}): not knobs"
+        )
+        problems.append(f"{where} of {kind.name}; knobs: {', '.join(kind.spec.model_fields)}")
     if problems:
         raise report_problems(path, problems)
     seeds = list(dict.fromkeys(file.seeds))

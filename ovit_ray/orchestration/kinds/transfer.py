@@ -15,14 +15,16 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ovit_ray.knobs import knob
+from ovit_ray.knobs import knob, one_line
 from ovit_ray.orchestration.kinds._registry import register_kind
 from ovit_ray.orchestration.kinds.base import ExperimentKind, Host
 from ovit_ray.orchestration.specs.search_space import Dist
 from ovit_ray.pruning.settings import MAX_COUNT
 from ovit_ray.training.spec import MAX_EPOCHS, DataKnobs
+
+RESULTS_FILE = "results.parquet"  # `orchestration.results.RESULTS_FILE`, which a test keeps equal
 
 
 class TransferKindSpec(DataKnobs):
@@ -79,18 +81,22 @@ class Sources(BaseModel):
 
 
 def kept_sources(folder: Path, methods: list[str] | None, models: list[str] | None = None) -> list[str]:
-    """The kept models a results folder lists (relative paths resolved), of `methods` and `models` only."""
-    from ovit_ray.orchestration.results import RESULTS_FILE
-    from ovit_ray.orchestration.results.parquet import read_rows
+    """The kept models a results folder lists (relative paths resolved), of `methods` and `models` only.
+    Read with pyarrow itself: `orchestration.results` (its reader and `RESULTS_FILE`) builds on the kinds."""
+    import pyarrow.parquet as pq
 
     if not (folder / RESULTS_FILE).is_file():
         raise ValueError(
             f"sources: {folder} has no {RESULTS_FILE} yet (run the sweep that makes the sources first)"
         )
     found = []
-    for row in read_rows(folder / RESULTS_FILE):
+    for row in pq.read_table(folder / RESULTS_FILE).to_pylist():
         kept = row.get("kept_model")
-        if kept and (methods is None or row.get("method") in methods) and (models is None or row.get("model") in models):
+        if (
+            kept
+            and (methods is None or row.get("method") in methods)
+            and (models is None or row.get("model") in models)
+        ):
             found.append(kept if "://" in kept or Path(kept).is_absolute() else str(folder / kept))
     if not found:
         raise ValueError(
@@ -116,7 +122,10 @@ class Transfer(ExperimentKind):
         section = dict(section)
         if "sources" not in section:
             return section, {}
-        sources = Sources.model_validate(section.pop("sources"))
+        try:
+            sources = Sources.model_validate(section.pop("sources"))
+        except ValidationError as err:  # named from the section: `transfer.sources: ...`
+            raise ValueError(f"sources: {one_line(err)}") from None
         if sources.files is not None:
             found = list(sources.files)
         else:

@@ -22,7 +22,7 @@ import yaml
 
 from ovit_ray.knobs import short_value
 from ovit_ray.orchestration.kinds import get_kind, kind_names
-from ovit_ray.orchestration.specs.labels import CORE
+from ovit_ray.orchestration.specs.labels import CORE, display_value
 from ovit_ray.training.result import TargetResult
 
 Row = Mapping[str, Any]
@@ -174,7 +174,7 @@ def trial_table(out: str | Path, results: Sequence[Row], trials: Sequence[Row] =
             "trial": str(t.get("trial_id")),
             "status": STATUS_TEXT.get(t.get("status", "finished"), "?"),
         }
-        cells.update({k: short_value(t.get(k)) for k in knobs})
+        cells.update({k: display_value(t.get(k)) for k in knobs})
         cells.update({f"top1_at_{s:g}": _percent(t["targets"].get(s)) for s in targets})
         if not targets:
             cells["top1"] = _percent(next(iter(t["targets"].values()), None))
@@ -213,11 +213,12 @@ def _blocks(widths: Sequence[int], width: int, keep: int) -> list[list[int]]:
     return blocks
 
 
-def render_text(table: TrialTable, width: int | None = 80) -> str:
-    """Aligned columns; with a width, wrapped into blocks that fit (None: one block, `--wide`)."""
+def render_text(table: TrialTable, width: int | None = 80, keep: int = 2) -> str:
+    """Aligned columns; with a width, wrapped into blocks that fit, the first `keep` columns in each
+    (None: one block, `--wide`)."""
     cols = table.columns
     widths = [max(len(c.short), *(len(r[c.key]) for r in table.rows)) for c in cols]
-    blocks = [list(range(len(cols)))] if width is None else _blocks(widths, width, keep=2)
+    blocks = [list(range(len(cols)))] if width is None else _blocks(widths, width, keep=keep)
     lines: list[str] = []
     for block in blocks:
         if lines:
@@ -231,8 +232,29 @@ def render_text(table: TrialTable, width: int | None = 80) -> str:
         lines.append(line({i: cols[i].short for i in block}))
         lines.append(line({i: "-" * widths[i] for i in block}))
         lines += [line({i: r[cols[i].key] for i in block}) for r in table.rows]
+    if not table.legend:
+        return "\n".join(lines)
     legend = textwrap.fill(table.legend, width) if width else table.legend
     return "\n".join([*lines, "", legend])
+
+
+def plain_table(rows: Sequence[Mapping[str, Any]], title: str, width: int | None = 80) -> str:
+    """Any list of rows as aligned text that fits `width` (whole columns wrapped into blocks, the first
+    repeated), the way the trials table is: no cell is cut."""
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    numeric = {k: all(isinstance(r.get(k), int | float) for r in rows if r.get(k) is not None) for k in keys}
+    columns = [Column(k, k, numeric[k]) for k in keys]
+    cells = [{k: short_value(r.get(k)) if numeric[k] else str(r.get(k, "-")) for k in keys} for r in rows]
+    widths = [max(len(c.short), *(len(r[c.key]) for r in cells)) for c in columns]
+    first = max(
+        1,
+        next(
+            (i for i, w in enumerate(widths) if sum(widths[: i + 1]) + 2 * i > (width or 10**6) // 2),
+            len(keys),
+        ),
+    )
+    table = render_text(TrialTable(columns, cells, ""), width, keep=min(first, 1))
+    return f"{title}\n{table.rstrip()}\n"
 
 
 def render_csv(table: TrialTable) -> str:

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from ovit_ray.knobs import knob_infos, short_value
 
-__all__ = ["CORE", "run_label", "short_label", "short_value"]
+__all__ = ["CORE", "display_value", "run_label", "short_label", "short_value"]
 
 # The pruner's knobs lead a run name when the trial has them: they are what a reader compares.
 CORE = ("block_size", "num_grads", "damp")
@@ -26,6 +26,12 @@ SHORT_VALUES = {
     "attention-first": "af",
     "activation-first": "vf",
 }
+
+
+def display_value(value: Any) -> str:
+    """A knob value in a run name or a table cell: a path by its file name, long choices shortened."""
+    text = Path(value).stem if isinstance(value, str) and "/" in value else short_value(value)
+    return SHORT_VALUES.get(text, text)
 
 
 def short_label(spec: type[BaseModel], knob: str) -> str:
@@ -44,7 +50,5 @@ def run_label(spec: type[BaseModel], values: Mapping[str, Any], searched: Iterab
             continue
         info = infos.get(knob)
         bare = info is not None and info.scalar is str and info.choices is not None
-        value = values[knob]
-        text = Path(value).stem if isinstance(value, str) and "/" in value else short_value(value)
-        parts.append(("" if bare else short_label(spec, knob)) + SHORT_VALUES.get(text, text))
+        parts.append(("" if bare else short_label(spec, knob)) + display_value(values[knob]))
     return "-".join(parts)

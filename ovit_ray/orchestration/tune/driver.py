@@ -105,7 +105,9 @@ def check_study_storage(uri: str) -> None:
     try:
         make_url(uri).get_dialect().import_dbapi()  # the driver (psycopg2, pymysql, ...) must be installed
     except (ArgumentError, NoSuchModuleError, ImportError, ValueError) as err:
-        raise ValueError(f"--optuna-storage: {uri.split(':', 1)[0]} is not a database URL SQLAlchemy can open here ({str(err)[:120]})") from None
+        raise ValueError(
+            f"--optuna-storage: {uri.split(':', 1)[0]} is not a database URL SQLAlchemy can open here ({str(err)[:120]})"
+        ) from None
     path = sqlite_path(uri)
     if path is not None:
         if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):

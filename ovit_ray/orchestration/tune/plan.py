@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,10 @@ def describe(plan: Plan, out: Path, mlflow_uri: str | None, tracking_uri: str) -
             f"early stopping: ASHA on {s.metric}, grace {s.grace_period}, reduction {s.reduction_factor:g}"
         )
     base = {**sweep.base(), **plan.fixed}
-    lines.append("fixed: " + ", ".join(f"{k}={short_value(v)}" for k, v in base.items()))
+    fixed = "fixed: " + ", ".join(f"{k}={short_value(v)}" for k, v in base.items())
+    lines += textwrap.wrap(
+        fixed, 80, subsequent_indent=" " * 7, break_long_words=False, break_on_hyphens=False
+    )
     for name, dist in plan.varying.items():
         lines.append(f"  {name}: {dist.kind} {short_value(list(getattr(dist, dist.kind)))}")
     r = sweep.file.resources
@@ -92,6 +96,7 @@ def describe(plan: Plan, out: Path, mlflow_uri: str | None, tracking_uri: str) -
     lines.append(f"output: {out}")
     lines.append(f"Tune storage: {storage_root(sweep, out)}")
     lines.append(
-        f"MLflow: {redact_uri(mlflow_uri or tracking_uri)}, experiment {sweep.file.mlflow.experiment}"
+        f"MLflow: {redact_uri(check_no_credentials(mlflow_uri or sweep.file.mlflow.uri or tracking_uri))}, "
+        f"experiment {sweep.file.mlflow.experiment}"
     )
     return lines

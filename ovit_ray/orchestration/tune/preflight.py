@@ -87,5 +87,8 @@ def check_sweep(sweep: Sweep) -> None:
 
     problems = preflight_problems(sweep)
     if problems:
-        where = [p if p.split(":")[0] in SHARED and p.split(":")[0] not in sweep.section else f"{sweep.kind}.{p}" for p in problems]
+        where = [
+            p if p.split(":")[0] in SHARED and p.split(":")[0] not in sweep.section else f"{sweep.kind}.{p}"
+            for p in problems
+        ]
         raise ValueError("\n".join(f"{sweep.path}: {p}" for p in where))
