@@ -1,5 +1,6 @@
-"""What a sweep keeps: best checkpoints in persistent storage (after Ray and its temp folder are gone),
-export + evaluate round trip, the Optuna study on disk, --add-trials, one stable best trial."""
+"""What a sweep keeps: best checkpoints in persistent storage (after Ray and its temp folder are gone), named
+relative to the output folder; the export round trip (safetensors, ONNX, torch.export, each reproducing the
+recorded top-1) and the registered MLflow model; the Optuna study on disk, --add-trials, one stable best trial."""
 
 from __future__ import annotations
 
@@ -18,11 +19,15 @@ from safetensors.torch import load_file
 from ovit_ray.cli.main import main
 from ovit_ray.models import load_checkpoint
 from ovit_ray.orchestration.results.parquet import read_rows
-from ovit_ray.orchestration.train.export import card_path, evaluate_exported
-from ovit_ray.orchestration.tune.sweep import run_sweep
+from ovit_ray.orchestration.train.export import card_path, checkpoint_location, evaluate_exported
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAIN = {"model": "digits-vit", "targets": [0.5, 0.75], "window_epochs": 1, "num_grads": 16}
+GRADUAL = {"targets": [0.5, 0.75], "window_epochs": 1, "num_grads": 16}
+
+
+def run_sweep(path: Path, out: Path, *flags: str) -> None:
+    """`ovit-ray sweep PATH --out OUT FLAGS` in this process (it joins the Ray its caller started)."""
+    assert main(["sweep", str(path), "--out", str(out), *flags]) == 0
 
 
 @pytest.fixture(scope="module")
@@ -38,13 +43,14 @@ def sweep_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
             yaml.safe_dump(
                 {
                     "name": "kept",
-                    "train": TRAIN,
+                    "model": "digits-vit",
+                    "gradual": GRADUAL,
                     "mlflow": {"experiment": "kept"},
                     "search": {
                         "space": "quickstart",
                         "algorithm": "optuna",
                         "num_samples": 2,
-                        "overrides": {"block_size": {"choice": [16, 32]}, "num_grads": 16},
+                        "params": {"block_size": {"choice": [16, 32]}, "num_grads": 16},
                     },
                 }
             )
@@ -67,28 +73,21 @@ def test_best_checkpoints_survive_the_ray_session(sweep_dir: tuple[Path, Path]) 
     rows = read_rows(out / "results.parquet")
     assert len(rows) == 4
     for row in rows:
-        path = Path(row["best_checkpoint"])
-        assert path.is_relative_to(out / "ray" / "kept") and path.parent.name == "best"
+        assert not Path(row["kept_model"]).is_absolute()  # relative to the folder: a copy reads its own files
+        path = Path(checkpoint_location(out, row["kept_model"]))
+        assert path.is_relative_to(out / "ray")
         state, masks, meta = load_checkpoint(path)
         assert meta["top1"] == row["top1"] and meta["epoch"] == row["best_epoch"]
         pruned = sum(int((~m.bool()).sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())
         assert pruned == pytest.approx(row["achieved_sparsity"], abs=1e-6)
-        assert 0 < row["flops_nonzero"] < row["flops_dense"]  # counted in memory, never from a file
+        assert 0 < row["macs_ratio"] < 1  # counted in memory, never from a file
     client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
-    children = [
+    trials = [
         r
         for r in client.search_runs([client.get_experiment_by_name("kept").experiment_id])
-        if "mlflow.parentRunId" in r.data.tags
+        if r.data.tags.get("ovit.role") == "trial"
     ]
-    assert len(children) == 2
-    for child in children:
-        stored = out / "artifacts" / child.info.artifact_uri.removeprefix("mlflow-artifacts:/") / "best"
-        assert sorted(p.name for p in stored.iterdir()) == ["target_0.5000", "target_0.7500"]
-        assert all(len(list(p.glob("*.safetensors"))) == 1 for p in stored.iterdir())
-        own = [r for r in rows if r["trial_id"] == child.data.tags["ovit.trial_id"]]
-        assert {child.data.tags[f"best_checkpoint.{r['target_sparsity']:.4f}"] for r in own} == {
-            r["best_checkpoint"] for r in own
-        }
+    assert sorted(t.data.tags["ovit.trial_id"] for t in trials) == sorted({r["trial_id"] for r in rows})
 
 
 @pytest.mark.ray
@@ -102,7 +101,15 @@ def test_export_round_trip_reproduces_top1(
     assert main(["export", str(out), "--out", str(exported)]) == 0
     card = json.loads(card_path(exported).read_text())
     assert card["source"]["trial"] == best["trial_id"] and card["target_sparsity"] == 0.75
-    assert card["knobs"]["block_size"] in (16, 32) and card["git_commit"]
+    assert (
+        card["knobs"]["block_size"] in (16, 32) and card["git_commit"] and card["source"]["sweep"] == "kept"
+    )
+    assert card["classes"] == [str(i) for i in range(10)] and card["preprocessing"]["input_size"] == [
+        3,
+        16,
+        16,
+    ]
+    assert card["test"]["images"] == 359 and card["kinds"] == ["unstructured (masks folded in)"]
     state = load_file(exported)
     assert not any(k.startswith(("model.", "mask.")) for k in state)
     model = timm.create_model(card["timm_model"], pretrained=False, **card["timm_kwargs"])
@@ -115,22 +122,18 @@ def test_export_round_trip_reproduces_top1(
     assert f"test top-1 {card['top1']:.4f}" in capsys.readouterr().out
     # every other row exports too; bad input is one error line and exit 2, nothing overwritten
     for row in read_rows(out / "results.parquet"):
-        target = tmp_path / f"{row['trial_id']}-{row['target_sparsity']}.safetensors"
-        assert (
-            main(
-                [
-                    "export",
-                    str(out),
-                    "--trial",
-                    row["trial_id"],
-                    "--target",
-                    str(row["target_sparsity"]),
-                    "--out",
-                    str(target),
-                ]
-            )
-            == 0
-        )
+        target = tmp_path / f"{row['trial_id']}-{row['target']}.safetensors"
+        argv = [
+            "export",
+            str(out),
+            "--trial",
+            row["trial_id"],
+            "--target",
+            str(row["target"]),
+            "--out",
+            str(target),
+        ]
+        assert main(argv) == 0
     before = exported.read_bytes()
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a safetensors file")
@@ -157,6 +160,70 @@ def test_export_round_trip_reproduces_top1(
 
 @pytest.mark.ray
 @pytest.mark.slow
+def test_a_copied_sweep_exports_deployable_files_and_registers_the_best_model(
+    sweep_dir: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The issue's "done": from a copy of a finished sweep (the original out of reach), `export --format onnx
+    pt2 --register NAME` gives three files whose runtimes reproduce the recorded top-1, a card, and a
+    registered MLflow model that predicts what the PyTorch model predicts."""
+    import mlflow
+    import numpy as np
+    import torch
+
+    from ovit_ray.orchestration.tracking.card import load_exported
+    from ovit_ray.training.preset import preset_dataset
+
+    _, out = sweep_dir
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("*.lock"))
+    away = out.with_name(out.name + "-away")
+    out.rename(away)
+    try:
+        exported = tmp_path / "models" / "best.safetensors"
+        argv = [
+            "export",
+            str(copy),
+            "--out",
+            str(exported),
+            "--format",
+            "onnx",
+            "pt2",
+            "--register",
+            "digits-ovit",
+        ]
+        assert main(argv) == 0
+    finally:
+        away.rename(out)
+    card = json.loads(card_path(exported).read_text())
+    assert Path(card["source"]["checkpoint"]).is_relative_to(copy)
+    assert sorted(p.name for p in exported.parent.iterdir()) == [
+        "best.json",
+        "best.md",
+        "best.onnx",
+        "best.pt2",
+        "best.safetensors",
+    ]
+    for suffix in (".safetensors", ".onnx", ".pt2"):
+        assert evaluate_exported(exported.with_suffix(suffix))["top1"] == card["top1"], suffix
+    uri = f"sqlite:///{copy / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
+    loaded = mlflow.pyfunc.load_model("models:/digits-ovit/1")
+    test = preset_dataset("digits-vit").test
+    images = torch.stack([test[i][0] for i in range(32)])
+    model, _, _ = load_exported(exported)
+    with torch.inference_mode():
+        expected = model(images).numpy()
+    assert np.abs(loaded.predict(images.numpy()) - expected).max() < 1e-5
+    client = MlflowClient(uri)
+    version = client.get_model_version("digits-ovit", "1")
+    assert version.tags["target"] == "0.75" and "Test top-1" in version.description
+    trial_run = client.get_run(version.run_id)  # logged in the run of the trial that made it
+    assert trial_run.data.tags["ovit.trial_id"] == card["source"]["trial"]
+
+
+@pytest.mark.ray
+@pytest.mark.slow
 def test_study_on_disk_add_trials_and_stable_best(sweep_dir: tuple[Path, Path]) -> None:
     path, out = sweep_dir
     state = json.loads((out / "sweep.json").read_text())
@@ -174,20 +241,21 @@ def test_study_on_disk_add_trials_and_stable_best(sweep_dir: tuple[Path, Path]) 
     experiment = client.get_experiment_by_name("kept").experiment_id
 
     def parent_best_tags() -> dict[str, str]:
-        parent = next(r for r in client.search_runs([experiment]) if r.data.tags.get("ovit.kind") == "sweep")
+        runs = client.search_runs([experiment])
+        parent = next(r for r in runs if r.data.tags.get("ovit.role") == "sweep")
         return {k: v for k, v in parent.data.tags.items() if k.startswith("best.")}
 
     tags_before = parent_best_tags()
     assert tags_before["best.trial_id"] == json.loads(best_before)["trial_id"]
-    run_sweep(path, out, resume=True)  # nothing new: nothing may change
+    run_sweep(path, out, "--resume")  # nothing new: nothing may change
     assert (out / "best_config.json").read_text() == best_before and parent_best_tags() == tags_before
 
-    run_sweep(path, out, add_trials=1)
+    run_sweep(path, out, "--add-trials", "1")
     study = optuna.load_study(study_name=state["study_name"], storage=storage)
     assert len(study.trials) == 3 and [t.number for t in study.trials] == [0, 1, 2]
     grown = read_rows(out / "results.parquet")
     assert len(grown) == 6 and grown[:4] == rows  # finished rows kept, in place
-    assert len({(r["trial_id"], r["target_sparsity"]) for r in grown}) == 6
+    assert len({(r["trial_id"], r["target"]) for r in grown}) == 6
     new = study.trials[2].user_attrs["tune_trial_id"]
     assert new not in {r["trial_id"] for r in rows} and {r["trial_id"] for r in grown[4:]} == {new}
     assert json.loads((out / "sweep.json").read_text())["finished"] is True
@@ -208,12 +276,13 @@ def test_two_nodes_with_their_own_temp_folders_keep_every_checkpoint(tmp_path: P
         yaml.safe_dump(
             {
                 "name": "two",
-                "train": TRAIN,
+                "model": "digits-vit",
+                "gradual": GRADUAL,
                 "search": {
                     "space": "quickstart",
                     "algorithm": "random",
                     "num_samples": 2,
-                    "overrides": {"block_size": 32, "num_grads": 16},
+                    "params": {"block_size": 32, "num_grads": 16},
                 },
             }
         )
@@ -226,7 +295,7 @@ def test_two_nodes_with_their_own_temp_folders_keep_every_checkpoint(tmp_path: P
             with cluster.driver_env():
                 ray.init(address=cluster.address)
                 try:
-                    run_sweep(path, tmp_path / "out", address=cluster.address)
+                    run_sweep(path, tmp_path / "out", "--address", cluster.address)
                 finally:
                     ray.shutdown()
     worked_in = [list(Path(t).glob("session_*/artifacts/*/*/working_dirs/*")) for t in temps]
@@ -237,5 +306,6 @@ def test_two_nodes_with_their_own_temp_folders_keep_every_checkpoint(tmp_path: P
     # every best checkpoint from the storage path
     assert len(rows) == 4 and worked_in[1] and not worked_in[0], worked_in
     for row in rows:
-        assert Path(row["best_checkpoint"]).is_relative_to(tmp_path / "out" / "ray")
-        assert load_checkpoint(row["best_checkpoint"])[2]["top1"] == row["top1"]
+        path = Path(checkpoint_location(tmp_path / "out", row["kept_model"]))
+        assert path.is_relative_to(tmp_path / "out" / "ray")
+        assert load_checkpoint(path)[2]["top1"] == row["top1"]

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from .splits import three_way_split
-from .transforms import Transform, tensor_train_transform
+from .transforms import Preprocessing, Transform, tensor_preprocessing, tensor_train_transform
 
 # Default input resolution per dataset (digits: 8x8 upsampled 2x; lfw: 25x25 upsampled to 32).
 DEFAULT_IMAGE_SIZE = {
@@ -48,6 +48,8 @@ class DatasetSplits:
     num_classes: int
     image_size: int
     in_chans: int
+    classes: tuple[str, ...] = ()  # the name of each label, where the dataset has names
+    preprocessing: Preprocessing | None = None  # how an image becomes an evaluation input
 
 
 @dataclass(frozen=True)
@@ -83,8 +85,11 @@ class TensorImageDataset(Dataset):
         return image, int(self.labels[index])
 
 
-def _tensor_splits(images: np.ndarray, labels: np.ndarray, opts: SplitOptions) -> DatasetSplits:
-    """Upsample grey NxHxW images to 3 channels at `image_size`, normalise with train-split statistics."""
+def _tensor_splits(
+    images: np.ndarray, labels: np.ndarray, opts: SplitOptions, classes: tuple[str, ...], source: str
+) -> DatasetSplits:
+    """Upsample grey NxHxW images in [0, 1] to 3 channels at `image_size`, normalise with train-split
+    statistics; `source` says how a PIL image becomes one of `images` (the model card's first step)."""
     x = torch.from_numpy(images.astype(np.float32)).unsqueeze(1)
     x = F.interpolate(x, size=(opts.image_size, opts.image_size), mode="bilinear", align_corners=False)
     y = torch.from_numpy(labels.astype(np.int64))
@@ -100,7 +105,22 @@ def _tensor_splits(images: np.ndarray, labels: np.ndarray, opts: SplitOptions) -
         num_classes=int(labels.max()) + 1,
         image_size=opts.image_size,
         in_chans=3,
+        classes=classes,
+        preprocessing=tensor_preprocessing(
+            source, images.shape[-1], opts.image_size, float(mean), float(std)
+        ),
     )
+
+
+# How a PIL image becomes a stored image of the bundled datasets.
+DIGITS_SOURCE = (
+    "image.convert('L'), ink bright on a dark background (invert a scan of dark ink), resize to 8x8 with "
+    "Image.BOX, scale to [0, 1] (pixel / 255): sklearn's digits are 8x8 counts of inked pixels (0..16) / 16"
+)
+LFW_SOURCE = (
+    "image.convert('L') of a face crop as in skimage.data.lfw_subset, resize to 25x25, scale to [0, 1] "
+    "(pixel / 255)"
+)
 
 
 def _digit_classes(first: int, last: int) -> Callable[[str | None, SplitOptions], DatasetSplits]:
@@ -111,7 +131,10 @@ def _digit_classes(first: int, last: int) -> Callable[[str | None, SplitOptions]
 
         digits = load_digits()
         keep = (digits.target >= first) & (digits.target <= last)
-        return _tensor_splits(digits.images[keep] / 16.0, digits.target[keep] - first, opts)
+        names = tuple(str(k) for k in range(first, last + 1))
+        return _tensor_splits(
+            digits.images[keep] / 16.0, digits.target[keep] - first, opts, names, DIGITS_SOURCE
+        )
 
     return load
 
@@ -120,7 +143,8 @@ def _lfw(root: str | None, opts: SplitOptions) -> DatasetSplits:
     from skimage.data import lfw_subset
 
     images = lfw_subset()  # 100 faces followed by 100 non-faces
-    return _tensor_splits(images, np.repeat(np.array([1, 0]), len(images) // 2), opts)
+    labels = np.repeat(np.array([1, 0]), len(images) // 2)
+    return _tensor_splits(images, labels, opts, ("not a face", "face"), LFW_SOURCE)
 
 
 def _loaders() -> dict[str, Callable[[str | None, SplitOptions], DatasetSplits]]:

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset, Subset
 
 from .datasets import DatasetSplits, SplitOptions
 from .splits import per_class_split, three_way_split, val_split
-from .transforms import pil_eval_transform, pil_train_transform
+from .transforms import pil_eval_transform, pil_preprocessing, pil_train_transform
 
 if TYPE_CHECKING:  # torchvision is imported only by the loaders that read folders
     from torchvision.datasets import ImageFolder
@@ -64,6 +64,8 @@ def _splits(
         num_classes=num_classes,
         image_size=opts.image_size,
         in_chans=3,
+        classes=tuple(getattr(train_view, "classes", ())),
+        preprocessing=pil_preprocessing(opts.image_size, opts.mean, opts.std),
     )
 
 

@@ -8,6 +8,7 @@ while folder-backed datasets (imagefolder, cifar10) decode PIL images per sample
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -67,6 +68,67 @@ def _normalise(mean: Stats, std: Stats) -> list[Transform]:
 def pil_eval_transform(image_size: int, mean: Stats = None, std: Stats = None) -> Transform:
     """Resize + center-crop + normalisation, the timm evaluation convention."""
     return T.Compose([T.Resize(image_size), T.CenterCrop(image_size), *_normalise(mean, std)])
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What turns an image into the model's evaluation input, written down beside the transform that does
+    it, so a deployed model's users (the exported model card) feed it exactly what it was tested on."""
+
+    input_size: tuple[int, int, int]  # C, H, W
+    mean: tuple[float, ...]  # per input channel, subtracted after scaling to [0, 1]
+    std: tuple[float, ...]
+    interpolation: str
+    resize: str  # how the image reaches its input size
+    crop: str
+    channels: str
+    steps: tuple[str, ...]  # the whole recipe, in order, on a PIL image
+    stored_size: int | None = None  # grey datasets: the square size images are kept at before resizing
+
+
+def pil_preprocessing(image_size: int, mean: Stats = None, std: Stats = None) -> Preprocessing:
+    """`pil_eval_transform` in words."""
+    mean, std = tuple(mean or IMAGENET_DEFAULT_MEAN), tuple(std or IMAGENET_DEFAULT_STD)
+    return Preprocessing(
+        input_size=(3, image_size, image_size),
+        mean=mean,
+        std=std,
+        interpolation="bilinear (antialiased)",
+        resize=f"shorter side to {image_size} px, aspect ratio kept",
+        crop=f"center {image_size}x{image_size}",
+        channels="RGB",
+        steps=(
+            "image.convert('RGB')",
+            f"resize the shorter side to {image_size} px: torchvision Resize({image_size}), bilinear with "
+            "antialiasing (PIL Image.BILINEAR)",
+            f"center-crop {image_size}x{image_size}",
+            "scale to [0, 1] (pixel / 255), channels first (C, H, W)",
+            f"per channel: (x - mean) / std, mean {list(mean)}, std {list(std)}",
+        ),
+    )
+
+
+def tensor_preprocessing(source: str, stored: int, image_size: int, mean: float, std: float) -> Preprocessing:
+    """The in-memory datasets' recipe (`datasets._tensor_splits`) in words: `source` says how a PIL image
+    becomes the stored `stored` x `stored` grey image in [0, 1]; one mean and std for every pixel."""
+    return Preprocessing(
+        input_size=(3, image_size, image_size),
+        mean=(mean,) * 3,
+        std=(std,) * 3,
+        interpolation="bilinear, half-pixel centres, no antialiasing",
+        resize=f"{stored}x{stored} -> {image_size}x{image_size}",
+        crop="none",
+        channels="grey, repeated to 3 channels",
+        steps=(
+            source,
+            f"resize {stored}x{stored} -> {image_size}x{image_size} bilinear without antialiasing: "
+            "torch.nn.functional.interpolate(x, size, mode='bilinear', align_corners=False), which equals "
+            "PIL's resize(Image.BILINEAR) of a float ('F' mode) image when enlarging",
+            f"(x - {mean!r}) / {std!r}: one mean and std for every pixel (the training split's)",
+            "repeat the grey channel 3 times: shape (3, H, W)",
+        ),
+        stored_size=stored,
+    )
 
 
 def pil_train_transform(recipe: str, image_size: int, mean: Stats = None, std: Stats = None) -> Transform:
