@@ -12,7 +12,14 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["USES", "add_trial_home", "prepare_launcher_config", "reload_ray_auth", "restore_tuner"]
+__all__ = [
+    "USES",
+    "add_trial_home",
+    "drop_propagated_secrets",
+    "prepare_launcher_config",
+    "reload_ray_auth",
+    "restore_tuner",
+]
 
 USES = {
     "restore_tuner": "Tuner.restore() re-creates the callbacks and searcher pickled with the folder the sweep "
@@ -22,6 +29,9 @@ USES = {
     "was saved in; Tune re-homes only the trials it restores (Trial.storage, a StorageContext copy)",
     "prepare_launcher_config": "validating a cluster-launcher file offline with Ray's own rules "
     "(ray.autoscaler._private.util.prepare_config / validate_config); `ray up` has no dry run",
+    "drop_propagated_secrets": "Tune copies cloud credentials (AWS_*) from the driver into every trial's "
+    "runtime environment, where they end in Ray's logs; its list of variables has no public setting "
+    "(ray.tune.execution.class_cache.ENV_VARS_TO_PROPAGATE)",
     "reload_ray_auth": "Ray reads RAY_AUTH_MODE and its token once at import; turning token auth on for a "
     "local instance after ray was imported needs its config reloaded (ray._raylet.Config, "
     "AuthenticationTokenLoader)",
@@ -74,3 +84,13 @@ def reload_ray_auth() -> None:
 
     Config.initialize("")
     AuthenticationTokenLoader.instance().reset_cache()
+
+
+def drop_propagated_secrets() -> None:
+    """Stop Tune from copying cloud credentials into trial runtime environments (Tune's own list); local
+    workers still see the driver's environment, a cluster's nodes their own instance profile."""
+    from ray.tune.execution import class_cache
+
+    from ovit_ray.orchestration.common.secrets import PROPAGATED_SECRETS
+
+    class_cache.ENV_VARS_TO_PROPAGATE.difference_update(PROPAGATED_SECRETS)

@@ -112,13 +112,8 @@ def redact_text(text: str) -> str:
 def redact_argv(argv: list[str]) -> list[str]:
     """A command line safe to log: `redact_text` on each word, and the word after a `--password`-like flag."""
     return [
-        "<redacted>" if i and argv[i - 1].startswith("-") and _SECRET_NAME.search(argv[i - 1]) else redact_text(w)
+        "<redacted>"
+        if i and argv[i - 1].startswith("-") and _SECRET_NAME.search(argv[i - 1])
+        else redact_text(w)
         for i, w in enumerate(argv)
     ]
-
-
-def drop_propagated_secrets() -> None:
-    """Stop Tune from copying cloud credentials into trial runtime environments (Tune's own list)."""
-    from ray.tune.execution import class_cache
-
-    class_cache.ENV_VARS_TO_PROPAGATE.difference_update(PROPAGATED_SECRETS)

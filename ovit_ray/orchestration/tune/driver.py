@@ -33,7 +33,8 @@ from typing import Any
 import yaml
 
 from ovit_ray.orchestration.common.interrupts import Interrupted, StopSignals, tune_stop_on_signal
-from ovit_ray.orchestration.common.secrets import check_no_credentials, drop_propagated_secrets
+from ovit_ray.orchestration.common.ray_private import drop_propagated_secrets
+from ovit_ray.orchestration.common.secrets import check_no_credentials
 from ovit_ray.orchestration.kinds.sweep_file import Sweep
 from ovit_ray.orchestration.results import RESULTS_FILE
 from ovit_ray.orchestration.tune.display import Display, capture_logs, show_warnings
