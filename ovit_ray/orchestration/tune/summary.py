@@ -5,17 +5,21 @@ which is then marked finished."""
 from __future__ import annotations
 
 import json
+import logging
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from ovit_ray.orchestration.kinds.sweep_file import Sweep
+from ovit_ray.orchestration.results import RESULTS_FILE, TRIALS_FILE
 from ovit_ray.orchestration.results.best import RULE, best_trial
+from ovit_ray.orchestration.results.parquet import read_rows
 from ovit_ray.orchestration.tracking.client import Tracker
 from ovit_ray.orchestration.tune.ledger import Ledger
 
 __all__ = ["finish_sweep", "sweep_params", "sweep_totals"]
 
+log = logging.getLogger(__name__)
 HOURS = ("cpu_hours", "gpu_hours", "allocated_cpu_hours", "allocated_gpu_hours")
 
 
@@ -94,5 +98,43 @@ def finish_sweep(
     plots = write_report_files(out)
     for plot in plots:
         tracker.log_artifact(parent, plot, "plots")
+    publish_best(tracker, sweep, out)
     tracker.end_run(parent, "FINISHED")
     return totals, best, plots
+
+
+def best_per_target(out: Path) -> dict[float | None, dict[str, Any]]:
+    """The best finished row of each target: highest validation top-1, then test top-1, then the earliest."""
+    trials = {t["trial_id"]: t for t in read_rows(out / TRIALS_FILE)} if (out / TRIALS_FILE).exists() else {}
+    best: dict[float | None, dict[str, Any]] = {}
+    for row in read_rows(out / RESULTS_FILE) if (out / RESULTS_FILE).exists() else []:
+        if not row.get("kept_model") or trials.get(row["trial_id"], {}).get("status") != "finished":
+            continue
+        key = (row.get("val_top1") or 0.0, row["top1"])
+        if row["target"] not in best or key > (best[row["target"]].get("val_top1") or 0.0, best[row["target"]]["top1"]):
+            best[row["target"]] = row
+    return best
+
+
+def publish_best(tracker: Tracker, sweep: Sweep, out: Path) -> list[Path]:
+    """The best model of each target exported (`exported/<trial>-<target>.safetensors` and its card) and
+    logged as an MLflow model in its trial's run, registered under `mlflow.register` when the file names
+    one; a target already exported (a resumed sweep) is left as it is. A model that cannot be published is
+    a warning: the sweep's results stand."""
+    from ovit_ray.orchestration.train.export import export_model
+    from ovit_ray.orchestration.train.publish import publish
+
+    written = []
+    for target, row in best_per_target(out).items():
+        path = out / "exported" / f"{row['trial_id']}-{'final' if target is None else f'{target:g}'}.safetensors"
+        if path.exists():
+            continue
+        try:
+            card = export_model(out, path, trial=row["trial_id"], target=target)
+            run_id = tracker.find_run({"ovit.trial_id": row["trial_id"], "ovit.sweep": sweep.name})
+            if run_id is not None:
+                publish(tracker, run_id, path, card, sweep.file.mlflow.register_name)
+            written.append(path)
+        except (ValueError, OSError, RuntimeError) as err:
+            log.warning("the best model at target %s was not published: %s", target, str(err)[:200])
+    return written
