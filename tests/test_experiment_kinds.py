@@ -56,9 +56,15 @@ class Toy(ExperimentKind):
         with (folder / f"started-{spec.value}").open("a") as marks:  # one line per start of this trial
             marks.write("started\n")
         host.target(TargetResult(target=0.5, top1=spec.value / 10, val_top1=spec.value / 10))
-        while spec.hold and not ((folder / "release").exists() or (folder / f"release-{spec.value}").exists()):
+        while spec.hold and not (
+            (folder / "release").exists() or (folder / f"release-{spec.value}").exists()
+        ):
             time.sleep(0.2)
-        host.target(TargetResult(target=1.0, top1=spec.value / 10, val_top1=spec.value / 10, extra={"square": spec.value**2}))
+        host.target(
+            TargetResult(
+                target=1.0, top1=spec.value / 10, val_top1=spec.value / 10, extra={"square": spec.value**2}
+            )
+        )
 
 
 def _sweep(tmp_path: Path, hold: bool, values: list[int]) -> Path:
@@ -82,13 +88,18 @@ def test_the_registry_holds_the_built_in_kinds_and_this_one() -> None:
 
 
 @pytest.mark.ray
-def test_a_kind_registered_in_a_test_runs_through_ovit_ray_sweep(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_kind_registered_in_a_test_runs_through_ovit_ray_sweep(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = _sweep(tmp_path, hold=False, values=[2, 3])
     out = tmp_path / "out"
     assert main(["sweep", str(path), "--out", str(out)]) == 0
     rows = read_rows(out / "results.parquet")
     assert sorted((r["value"], r["target"], r["square"]) for r in rows) == [
-        (2, 0.5, None), (2, 1.0, 4), (3, 0.5, None), (3, 1.0, 9)
+        (2, 0.5, None),
+        (2, 1.0, 4),
+        (3, 0.5, None),
+        (3, 1.0, 9),
     ]
     assert {r["kind"] for r in rows} == {"toy"}
     trials = read_rows(out / "trials.parquet")

@@ -33,7 +33,12 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
-        env={**os.environ, "OVIT_RAY_SEARCH_SPACES": str(ROOT / "search_spaces"), "PYTHONPATH": path, **(env or {})},
+        env={
+            **os.environ,
+            "OVIT_RAY_SEARCH_SPACES": str(ROOT / "search_spaces"),
+            "PYTHONPATH": path,
+            **(env or {}),
+        },
     )
 
 
@@ -94,9 +99,15 @@ def test_ctrl_c_marks_the_sweep_interrupted_and_a_moved_copy_resumes_in_place(
         wait_until(lambda: (out / "sweep.json").exists() or proc.poll() is not None, 600, "the sweep")
         second = _cli("sweep", str(sweep), "--out", str(out), "--resume", env=env)
         assert second.wait(120) == 2 and f"pid {proc.pid}" in second.stderr.read()
-        wait_until(lambda: (tmp_path / "started-0").exists() or proc.poll() is not None, 600, "the first trial")
-        wait_until(lambda: (out / "trials.parquet").exists() or proc.poll() is not None, 600, "a finished trial")
-        wait_until(lambda: (tmp_path / "started-1").exists() or proc.poll() is not None, 600, "the next trial")
+        wait_until(
+            lambda: (tmp_path / "started-0").exists() or proc.poll() is not None, 600, "the first trial"
+        )
+        wait_until(
+            lambda: (out / "trials.parquet").exists() or proc.poll() is not None, 600, "a finished trial"
+        )
+        wait_until(
+            lambda: (tmp_path / "started-1").exists() or proc.poll() is not None, 600, "the next trial"
+        )
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(180) == 130
         err = proc.stderr.read()

@@ -39,7 +39,16 @@ def _epochs(config: Mapping[str, Any], reporter: Any) -> dict[str, Any]:
     value = config["value"] / 10
     for epoch in range(4):
         target = {"target": 0.5, "top1": value, "val_top1": value} if epoch == 3 else None
-        reporter.report({"epoch": epoch, "top1": value, "val_top1": value, "sparsity": 0.5, **({"target": target} if target else {})}, None)
+        reporter.report(
+            {
+                "epoch": epoch,
+                "top1": value,
+                "val_top1": value,
+                "sparsity": 0.5,
+                **({"target": target} if target else {}),
+            },
+            None,
+        )
     return {"total_epochs": 4}
 
 
@@ -64,7 +73,9 @@ def served_sweep(tmp_path_factory: pytest.TempPathFactory):
     """A 2-trial Optuna sweep, and into its store a sweep whose second trial ASHA stops; then an MLflow
     server on the folder (SQLite store + artifacts/)."""
     if chromium() is None:  # `make test` installs it; a bare venv run says how instead of failing obscurely
-        pytest.fail("chromium is not installed: `apt-get install -y chromium` (the Makefile's set-up does this)")
+        pytest.fail(
+            "chromium is not installed: `apt-get install -y chromium` (the Makefile's set-up does this)"
+        )
     tmp = tmp_path_factory.mktemp("ui")
     sweep, stopping = tmp / "ui.yaml", tmp / "stop.yaml"
     sweep.write_text(
@@ -109,19 +120,33 @@ def served_sweep(tmp_path_factory: pytest.TempPathFactory):
     parent = next(r.info.run_id for r in runs if r.data.tags.get("ovit.role") == "sweep")
     server = MlflowServer(out).start()
     try:
-        yield server.url, experiment.experiment_id, parent, runs, client.get_experiment_by_name("ui-stop").experiment_id
+        yield (
+            server.url,
+            experiment.experiment_id,
+            parent,
+            runs,
+            client.get_experiment_by_name("ui-stop").experiment_id,
+        )
     finally:
         server.stop()
 
 
-def test_a_plain_link_in_a_fresh_browser_opens_the_training_view_and_the_stopped_trial_stands_out(served_sweep) -> None:
+def test_a_plain_link_in_a_fresh_browser_opens_the_training_view_and_the_stopped_trial_stands_out(
+    served_sweep,
+) -> None:
     url, _, _, _, stop_id = served_sweep
     dom = render(f"{url}/#/experiments/{stop_id}")  # no workflowType in the link: what a user pastes
     assert "Model training" in dom and not [m for m in GENAI_MARKERS if m in dom], "GenAI view shown"
     table = render(experiment_url(url, stop_id, "table", objective="epochs_total"))  # trials listed flat
-    assert "stopped: value1" in table and "value9" in table  # ASHA's stop stands apart from the finished trial
+    assert (
+        "stopped: value1" in table and "value9" in table
+    )  # ASHA's stop stands apart from the finished trial
     client = MlflowClient(url)
-    statuses = {r.data.tags.get("ovit.status") for r in client.search_runs([stop_id]) if r.data.tags.get("ovit.role") == "trial"}
+    statuses = {
+        r.data.tags.get("ovit.status")
+        for r in client.search_runs([stop_id])
+        if r.data.tags.get("ovit.role") == "trial"
+    }
     assert statuses == {"finished", "stopped_early"}
 
 

@@ -56,7 +56,13 @@ class HeldGradual(Gradual):
 
         schedule = spec.schedule()
         hook = partial(_hold, spec.hold_dir, spec.seed)
-        host.train(train_loop, {"spec": spec, "schedule": schedule, "epoch_hook": hook}, spec, schedule.total_epochs, "run0")
+        host.train(
+            train_loop,
+            {"spec": spec, "schedule": schedule, "epoch_hook": hook},
+            spec,
+            schedule.total_epochs,
+            "run0",
+        )
 
 
 def _free_port() -> int:
@@ -100,7 +106,9 @@ def s3(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
         server.wait(30)
 
 
-def test_s3_sweep_interrupted_resumed_from_a_copied_folder_and_exported_from_the_bucket(s3: dict[str, str], tmp_path: Path) -> None:
+def test_s3_sweep_interrupted_resumed_from_a_copied_folder_and_exported_from_the_bucket(
+    s3: dict[str, str], tmp_path: Path
+) -> None:
     sweep = tmp_path / "s3.yaml"
     sweep.write_text(
         yaml.safe_dump(
@@ -109,7 +117,14 @@ def test_s3_sweep_interrupted_resumed_from_a_copied_folder_and_exported_from_the
                 "imports": ["test_s3_storage"],
                 "model": "digits-vit",
                 "seeds": [0, 1],
-                "held-gradual": {"targets": [0.5], "window_epochs": 1, "num_grads": 16, "block_size": 32, "max_steps_per_epoch": 2, "hold_dir": str(tmp_path)},
+                "held-gradual": {
+                    "targets": [0.5],
+                    "window_epochs": 1,
+                    "num_grads": 16,
+                    "block_size": 32,
+                    "max_steps_per_epoch": 2,
+                    "hold_dir": str(tmp_path),
+                },
                 "search": {"max_concurrent_trials": 1},
                 "storage": "s3://ovit-sweeps/sweeps",
             }
@@ -119,7 +134,10 @@ def test_s3_sweep_interrupted_resumed_from_a_copied_folder_and_exported_from_the
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen(
         [sys.executable, "-m", "ovit_ray.cli.main", "sweep", str(sweep), "--out", str(out)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 600
@@ -145,7 +163,9 @@ def test_s3_sweep_interrupted_resumed_from_a_copied_folder_and_exported_from_the
 
     assert main(["sweep", str(sweep), "--out", str(copy), "--resume"]) == 0
     rows = read_rows(copy / "results.parquet")
-    assert sorted(r["seed"] for r in rows) == [0, 1] and all(r["kept_model"].startswith("s3://") for r in rows)
+    assert sorted(r["seed"] for r in rows) == [0, 1] and all(
+        r["kept_model"].startswith("s3://") for r in rows
+    )
     assert not out.exists()  # the copy resumed on the same storage place, not by recreating the original
 
     best = tmp_path / "best.safetensors"

@@ -43,7 +43,7 @@ def test_welch_edge_cases() -> None:
 
 
 def _row(method: str, seed: int, target: float, top1: float) -> dict:
-    return {"method": method, "strategy": "sweep", "seed": seed, "target_sparsity": target, "top1": top1}
+    return {"method": method, "strategy": "sweep", "seed": seed, "target": target, "top1": top1}
 
 
 def test_pairwise_table_compares_settings_per_target_and_marks_significant_ones() -> None:
@@ -57,7 +57,7 @@ def test_pairwise_table_compares_settings_per_target_and_marks_significant_ones(
         for s, top in enumerate(seeds)
     ]
     table = pairwise_table(rows, ["strategy", "method"])
-    assert [(line["target_sparsity"], line["a"], line["b"]) for line in table] == [
+    assert [(line["target"], line["a"], line["b"]) for line in table] == [
         (0.5, "method=ovit", "method=ovit-noupdate"),
         (0.9, "method=ovit", "method=ovit-noupdate"),
     ]

@@ -13,7 +13,19 @@ from ovit_ray.training.preset import preset_checkpoint
 
 pytestmark = pytest.mark.ray
 TARGETS = [0.5, 0.8]
-ARGS = ["--targets", "0.5", "0.8", "--window-epochs", "1", "--method", "magnitude", "--augment", "none", "--max-steps-per-epoch", "3"]
+ARGS = [
+    "--targets",
+    "0.5",
+    "0.8",
+    "--window-epochs",
+    "1",
+    "--method",
+    "magnitude",
+    "--augment",
+    "none",
+    "--max-steps-per-epoch",
+    "3",
+]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +51,11 @@ def test_sweep_reports_every_target_from_one_run_with_fewer_epochs(comparison):
         assert 0 < t["cpu_hours"] <= t["allocated_cpu_hours"]  # start-up is billed, not in the loop
     # the sweep's epochs so far grow with each target; each independent run costs its own target's budget
     by = {(r["strategy"], r["target"]): r for r in rows}
-    assert [by["sweep", t]["epochs_trained"] for t in TARGETS] == [1, 2] == [by["independent", t]["epochs_trained"] for t in TARGETS]
+    assert (
+        [by["sweep", t]["epochs_trained"] for t in TARGETS]
+        == [1, 2]
+        == [by["independent", t]["epochs_trained"] for t in TARGETS]
+    )
     assert all(0 <= r["top1"] <= 1 for r in rows)
     lines = table.splitlines()
     assert max(len(line) for line in lines) <= 80
@@ -51,6 +67,16 @@ def test_parquet_rows_and_rerun_adds_nothing(comparison):
     out, _ = comparison
     rows = read_rows(out / "results.parquet")
     assert len(rows) == 2 * len(TARGETS)
-    assert {"strategy", "target", "achieved_sparsity", "top1", "epochs_trained", "gpu_hours", "cpu_hours"} <= set(rows[0])
-    assert main(["compare-strategies", *ARGS, "--out", str(out)]) == 0  # resumes: nothing re-run or duplicated
+    assert {
+        "strategy",
+        "target",
+        "achieved_sparsity",
+        "top1",
+        "epochs_trained",
+        "gpu_hours",
+        "cpu_hours",
+    } <= set(rows[0])
+    assert (
+        main(["compare-strategies", *ARGS, "--out", str(out)]) == 0
+    )  # resumes: nothing re-run or duplicated
     assert read_rows(out / "results.parquet") == rows

@@ -36,7 +36,11 @@ def _sweep_file(tmp_path: Path, **fields: object) -> Path:
 def test_stopped_trials_are_pruned_and_finished_ones_take_the_drivers_objective(tmp_path: Path) -> None:
     objectives = {"b": {"val_top1_final": 0.9}}
     search = StudySearcher(
-        {"x": Dist(uniform=(0.0, 1.0))}, [("val_top1_final", "max")], f"sqlite:///{tmp_path / 's.db'}", "s", 0,
+        {"x": Dist(uniform=(0.0, 1.0))},
+        [("val_top1_final", "max")],
+        f"sqlite:///{tmp_path / 's.db'}",
+        "s",
+        0,
         lambda trial: objectives.get(trial, {}),
     )
     for trial_id in ("a", "b"):
@@ -49,7 +53,9 @@ def test_stopped_trials_are_pruned_and_finished_ones_take_the_drivers_objective(
     assert trials[1].values == [0.9] and trials[1].intermediate_values == {50: 0.7}
     assert search.study.metric_names == ["val_top1_final"]
     assert [t.user_attrs["tune_trial_id"] for t in trials] == ["a", "b"]
-    assert isinstance(optuna_distribution(Dist(loguniform=(1e-9, 1e-6))), optuna.distributions.FloatDistribution)
+    assert isinstance(
+        optuna_distribution(Dist(loguniform=(1e-9, 1e-6))), optuna.distributions.FloatDistribution
+    )
 
 
 @pytest.mark.ray
@@ -85,7 +91,10 @@ def test_optuna_sweep_writes_parquet_and_nested_mlflow_runs(tmp_path: Path) -> N
     children = [r for r in runs if r.data.tags.get("ovit.sweep_run") == parent.info.run_id]
     assert len(runs) == 3 and len(children) == 2 and parent.data.tags["ovit.kind"] == "gradual"
     assert parent.data.metrics["trials_finished"] == 2 and parent.data.metrics["epochs_total"] == 4
-    assert "allocated_cpu_hours_total" in parent.data.metrics and parent.data.params["search.algorithm"] == "optuna"
+    assert (
+        "allocated_cpu_hours_total" in parent.data.metrics
+        and parent.data.params["search.algorithm"] == "optuna"
+    )
     assert "allocated_cpu_hours.sweep" in parent.data.metrics  # totals per strategy
     assert "null" not in parent.data.params.values() and len(parent.data.params) < 72
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
@@ -104,7 +113,9 @@ def test_optuna_sweep_writes_parquet_and_nested_mlflow_runs(tmp_path: Path) -> N
             f"B{params['block_size']}-m16-λ{short_value(float(params['damp']))}"
             f"-lr{short_value(float(params['lr_max']))}"
         )  # the pruner's knobs, then the searched ones
-        assert {"val_top1_final", "top1", "sparsity", "cpu_hours", "allocated_cpu_hours"} <= set(child.data.metrics)
+        assert {"val_top1_final", "top1", "sparsity", "cpu_hours", "allocated_cpu_hours"} <= set(
+            child.data.metrics
+        )
         assert len(client.get_metric_history(child.info.run_id, "top1")) == 2  # one point per epoch
         frontier = client.get_metric_history(child.info.run_id, "top1_vs_sparsity")
         assert sorted(m.step for m in frontier) == [50, 75]

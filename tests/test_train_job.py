@@ -54,7 +54,13 @@ class FaultyGradual(Gradual):
 
         schedule = spec.schedule()
         hook = partial(_kill_rank1_once, spec.crash_dir)
-        summary = host.train(train_loop, {"spec": spec, "schedule": schedule, "epoch_hook": hook}, spec, schedule.total_epochs, "run0")
+        summary = host.train(
+            train_loop,
+            {"spec": spec, "schedule": schedule, "epoch_hook": hook},
+            spec,
+            schedule.total_epochs,
+            "run0",
+        )
         (Path(spec.crash_dir) / "summary.json").write_text(json.dumps(summary))
 
 
@@ -66,8 +72,13 @@ def two_worker_run(ray_local, tmp_path_factory):
         "name": "two-workers",
         "model": "digits-vit",
         "faulty-gradual": {
-            "targets": [0.6, 0.9], "window_epochs": 1, "lr_max": 3e-4, "block_size": 32, "num_grads": 16,
-            "max_steps_per_epoch": 4, "crash_dir": str(out),
+            "targets": [0.6, 0.9],
+            "window_epochs": 1,
+            "lr_max": 3e-4,
+            "block_size": 32,
+            "num_grads": 16,
+            "max_steps_per_epoch": 4,
+            "crash_dir": str(out),
         },
         "resources": {"workers": 2, "cpus_per_worker": 0.9, "max_failures": 1},
     }
@@ -117,15 +128,29 @@ def test_mlflow_run_has_params_epoch_metrics_and_compute(two_worker_run):
     _, out, _, _ = two_worker_run
     client = MlflowClient(f"sqlite:///{out / 'sweep' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("ovit-ray-sweeps")
-    runs = [r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("ovit.role") == "trial"]
+    runs = [
+        r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("ovit.role") == "trial"
+    ]
     assert len(runs) == 1  # the restarted worker continued the trial's run instead of creating another
     run = runs[0]
     assert run.info.status == "FINISHED" and run.data.tags["ovit.status"] == "finished"
-    for key in ("method", "block_size", "num_grads", "damp", "grad_batch_size", "lr_schedule", "targets", "workers", "strategy"):
+    for key in (
+        "method",
+        "block_size",
+        "num_grads",
+        "damp",
+        "grad_batch_size",
+        "lr_schedule",
+        "targets",
+        "workers",
+        "strategy",
+    ):
         assert key in run.data.params
     assert run.data.params["workers"] == "2"
     top1 = client.get_metric_history(run.info.run_id, "top1")
-    assert len(top1) == len({m.step for m in top1}) == 2  # one point per epoch, none repeated after the restart
+    assert (
+        len(top1) == len({m.step for m in top1}) == 2
+    )  # one point per epoch, none repeated after the restart
     assert {"cpu_hours", "allocated_cpu_hours", "epochs_total"} <= set(run.data.metrics)
     assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "top1_vs_sparsity")) == [60, 90]
     assert run.data.metrics["cpu_hours"] > 0

@@ -23,6 +23,7 @@ from typing import NoReturn
 from ovit_ray import __version__
 from ovit_ray.orchestration.common.interrupts import Interrupted, StopSignals
 from ovit_ray.orchestration.common.logs import show_logs
+from ovit_ray.orchestration.common.secrets import redact_argv, redact_text
 
 DESCRIPTION = (
     "Second-order (oViT) pruning of vision transformers on Ray: one-shot pruning, gradual runs, "
@@ -37,6 +38,7 @@ COMMAND_MODULES = {
     "cluster": "cluster",
     "mlflow-server": "tracking.server",
     "sync-mlflow": "tracking.sync",
+    "dashboard": "tracking.dashboard",
     "train": "train",
     "compare-strategies": "compare_strategies",
     "transfer": "transfer",
@@ -79,25 +81,29 @@ def _short(text: str, limit: int) -> str:
 
 def error_lines(err: BaseException, limit: int = 500, max_lines: int = 20) -> list[str]:
     """The message as short lines: one per problem the error lists (a sweep file reports each root
-    cause on its own line), each shortened; an OSError as `strerror: filename`, without the errno."""
+    cause on its own line), each shortened; an OSError as `strerror: filename`, without the errno.
+    Credentials a message quotes (a storage URL with a password) are redacted."""
     if isinstance(err, OSError) and err.strerror and err.filename is not None:
         text = f"{err.strerror}: {err.filename}"
     else:
         text = str(err) or type(err).__name__
+    text = redact_text(text)
     lines = [_short(line, limit) for line in text.splitlines() if line.strip()] or [type(err).__name__]
     extra = len(lines) - max_lines
     return lines[:max_lines] + ([f"... and {extra} more problem(s)"] if extra > 0 else [])
 
 
 def _write_crash_log(command: str) -> str:
-    """The current traceback in a log file under the cache dir; its path (or why it could not be written)."""
+    """The current traceback in a log file under the cache dir; its path (or why it could not be written).
+    The command line and the traceback have their credentials redacted (a URL's password, `token=...`)."""
     try:
         from ovit_ray.models.checkpoint import cache_dir
 
         folder = cache_dir() / "logs"
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{command}-{os.getpid()}.log"
-        path.write_text(f"ovit-ray {__version__} {' '.join(sys.argv)}\n{traceback.format_exc()}")
+        argv = " ".join(redact_argv(sys.argv))
+        path.write_text(f"ovit-ray {__version__} {argv}\n{redact_text(traceback.format_exc())}")
         return str(path)
     except Exception as err:  # the log is a courtesy; never hide the original failure behind it
         return f"(no log written: {error_lines(err, 200)[0]}; rerun with --debug)"
