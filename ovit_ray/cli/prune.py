@@ -1,46 +1,20 @@
-"""`ovit-ray prune`: one-shot pruning of a model with several methods and sparsities."""
+"""`ovit-ray prune`: one-shot pruning of a model with several methods and sparsities (the `oneshot` kind), or
+structured pruning of heads and neurons under MACs or latency budgets (the `structured` kind), run in this
+process through the one driver: the same folder, rows, MLflow runs and report as a sweep. Every pruned model
+is kept; running the same command again resumes instead of computing anything twice."""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+from typing import Any
 
-from ovit_ray.cli import prune_structured
-from ovit_ray.pruning.methods import method_names
-from ovit_ray.pruning.names import DEFAULT_PATTERNS, DTYPE_NAMES, SCOPES, STRUCTURED_METHODS, parse_pattern
-
-# A row is the same result when all of these match; such rows are kept, never recomputed or duplicated.
-KEY_COLUMNS = [
-    "method",
-    "pattern",
-    "scope",
-    "target_sparsity",
-    "block_size",
-    "num_grads",
-    "damp",
-    "grad_batch_size",
-    "dtype",
-    "seed",
-    "model_source",
-]
-TABLE_COLUMNS = [
-    "method",
-    "pattern",
-    "target_sparsity",
-    "achieved_sparsity",
-    "top1",
-    "val_top1",
-    "top1_dense",
-    "prune_seconds",
-    "peak_rss_mb",
-    "flops_nonzero",
-]
-
-
-HELP = "one-shot pruning: methods x sparsities, top-1 before/after"  # listed by `ovit-ray --help`
+HELP = "one-shot pruning: methods x sparsities (or structured budgets), top-1 before/after"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from ovit_ray.pruning.methods import method_names
+    from ovit_ray.pruning.names import DTYPE_NAMES, SCOPES, STRUCTURED_METHODS
+
     p = subparsers.add_parser("prune", help=HELP, description=__doc__)
     p.add_argument("--model", default="digits-vit", help="preset or timm model name (default: digits-vit)")
     p.add_argument("--checkpoint", help="weights to start from (.pt or .safetensors)")
@@ -50,10 +24,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--method",
         nargs="+",
         default=list(method_names()),
-        choices=method_names() + STRUCTURED_METHODS,
+        choices=(*method_names(), *STRUCTURED_METHODS),
         metavar="METHOD",
-        help=f"one or more unstructured methods of {', '.join(method_names())} (default: all of them), "
-        f"or structured ones of {', '.join(STRUCTURED_METHODS)} (with --flops-ratio)",
+        help=f"unstructured methods of {', '.join(method_names())} (default: all), or structured ones of "
+        f"{', '.join(STRUCTURED_METHODS)} (with --flops-ratio or --latency-ratio)",
     )
     p.add_argument(
         "--sparsity",
@@ -74,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--block-size", "-B", type=int, default=64, help="Fisher block size B, int > 0 (default: 64)"
     )
     p.add_argument(
-        "--num-grads", "-m", type=int, default=128, help="number of gradients m, int > 0 (default: 128)"
+        "--num-grads", "-m", type=int, default=64, help="number of gradients m, int > 0 (default: 64)"
     )
     p.add_argument("--damp", type=float, default=1e-7, help="absolute dampening lambda, > 0 (default: 1e-7)")
     p.add_argument(
@@ -84,109 +58,159 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--dtype",
         default="float32",
         choices=DTYPE_NAMES,
-        help="precision of the greedy elimination; the Fisher sums and their inverse stay float64, which gives "
-        "the float64 masks (>= 99.998%% agreement measured, BENCHMARKS.md) (default: float32)",
+        help="precision of the greedy elimination (default: float32)",
     )
     p.add_argument(
         "--params",
         nargs="+",
-        default=list(DEFAULT_PATTERNS),
         metavar="REGEX",
-        help="regular expressions (full match) of the prunable parameter names",
+        help="regular expressions (full match) of the prunable weights (default: every block's attention and MLP weights, found in the model)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of gradient sampling, int >= 0 (default: 0)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of gradient sampling and calibration, int >= 0 (default: 0)"
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument(
-        "--out",
-        help="output directory for results.parquet (default: runs/prune, runs/prune-structured for "
-        "structured methods)",
+        "--time", action="store_true", help="time each pruned model against the dense one (unstructured)"
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    prune_structured.add_flags(p)
+    p.add_argument(
+        "--out", help="output folder (default: runs/prune, runs/prune-structured for structured methods)"
+    )
+    p.add_argument("--verbose", action="store_true", help="show progress and library output live")
+    p.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)  # kept for old scripts
+    g = p.add_argument_group(f"structured methods ({', '.join(STRUCTURED_METHODS)})")
+    g.add_argument(
+        "--flops-ratio",
+        nargs="+",
+        type=float,
+        metavar="R",
+        help="budgets: shares of the dense model's MACs, each in (0, 1]",
+    )
+    g.add_argument(
+        "--latency-ratio",
+        nargs="+",
+        type=float,
+        metavar="R",
+        help="budgets: shares of the dense batch-1 latency, each in (0, 1] (measured per layer on --device)",
+    )
+    g.add_argument(
+        "--recover",
+        default="none",
+        choices=("none", "lsq"),
+        help="lsq: least-squares rescaling of the kept heads and neurons (default: none)",
+    )
+    g.add_argument(
+        "--token-share",
+        type=float,
+        default=0.0,
+        help="share of the MAC reduction taken by merging tokens, in [0, 0.85] (default: 0)",
+    )
+    g.add_argument(
+        "--round-to",
+        type=int,
+        default=1,
+        choices=(1, 8, 32),
+        help="kept MLP widths are multiples of this (default: 1)",
+    )
+    g.add_argument(
+        "--calib-size",
+        type=int,
+        default=32,
+        help="calibration images (taylor reads their labels too) (default: 32)",
+    )
+    g.add_argument(
+        "--then",
+        choices=method_names(),
+        metavar="METHOD",
+        help="then prune the shrunk model unstructured to --sparsity (its first value) or --pattern",
+    )
+    g.add_argument(
+        "--speed-batch", type=int, default=256, help="batch size of the throughput timing (default: 256)"
+    )
+    g.add_argument(
+        "--latency-runs", type=int, default=200, help="timed batch-1 runs per model (default: 200)"
+    )
+    g.add_argument("--no-speed", action="store_true", help="skip the speed measurement")
     p.set_defaults(func=run)
 
 
-def _check_sparsities(values: list[float]) -> None:
-    for value in values:
-        if not 0 <= value < 1:
-            raise ValueError(f"--sparsity: must be in [0, 1), got {value}")
+def _structured(args: argparse.Namespace, methods: list[str]) -> tuple[str, dict[str, Any]]:
+    if not (args.flops_ratio or args.latency_ratio) or (args.flops_ratio and args.latency_ratio):
+        raise ValueError(
+            f"--flops-ratio or --latency-ratio (one of them): the budgets of {', '.join(methods)}"
+        )
+    values: dict[str, Any] = {
+        "budgets": args.flops_ratio or args.latency_ratio,
+        "budget_kind": "macs" if args.flops_ratio else "latency",
+        "recover": args.recover,
+        "token_share": args.token_share,
+        "round_to": args.round_to,
+        "calib_size": args.calib_size,
+        "device": args.device,
+        "time_models": not args.no_speed,
+        "throughput_batch": args.speed_batch,
+        "latency_runs": args.latency_runs,
+    }
+    if args.then:
+        values.update(then_method=args.then, block_size=args.block_size, num_grads=args.num_grads)
+        values.update({"then_pattern": args.pattern} if args.pattern else {"then_sparsity": args.sparsity[0]})
+    return "structured", values
+
+
+def _oneshot(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    values: dict[str, Any] = {
+        "sparsities": sorted(set(args.sparsity)),
+        "scope": args.scope,
+        "block_size": args.block_size,
+        "num_grads": args.num_grads,
+        "damp": args.damp,
+        "grad_batch_size": args.grad_batch_size,
+        "dtype": args.dtype,
+        "device": args.device,
+        "time_models": args.time,
+    }
+    if args.pattern:
+        from ovit_ray.pruning.names import parse_pattern
+
+        keep, group = parse_pattern(args.pattern)
+        values.update(pattern=args.pattern, sparsities=[1 - keep / group])
+    if args.params:
+        values["patterns"] = list(args.params)
+    return "oneshot", values
 
 
 def run(args: argparse.Namespace) -> int:
-    from ovit_ray.pruning import PruneSettings
+    from ovit_ray.cli.experiment import command_sweep, run_command
+    from ovit_ray.orchestration.results.report import report
+    from ovit_ray.pruning.names import STRUCTURED_METHODS
 
-    structured = [m for m in args.method if m in STRUCTURED_METHODS]
-    if args.then and not structured:
+    methods = list(dict.fromkeys(args.method))
+    structured = [m for m in methods if m in STRUCTURED_METHODS]
+    if structured and len(structured) != len(methods):
         raise ValueError(
-            f"--then: follows a structured --method ({', '.join(STRUCTURED_METHODS)}), got {args.method}"
+            f"--method: structured ({', '.join(structured)}) and unstructured methods are two commands; unstructured ones follow a structured one with --then"
         )
-    if structured or args.flops_ratio or args.latency_ratio:
-        unstructured = [m for m in args.method if m not in STRUCTURED_METHODS]
-        if not structured:
-            flag = "--flops-ratio" if args.flops_ratio else "--latency-ratio"
-            raise ValueError(f"{flag}: needs a structured --method ({', '.join(STRUCTURED_METHODS)})")
-        prune_structured.check(args, structured, unstructured)
-        if args.then and not args.pattern:
-            _check_sparsities(args.sparsity)
-        return prune_structured.run(args, structured)
-
-    pattern = parse_pattern(args.pattern) if args.pattern else None
-    sparsities: list[float | None] = [None] if pattern else sorted(set(args.sparsity))
-    if not pattern:
-        _check_sparsities(args.sparsity)
-    settings = [
-        PruneSettings(
-            method=method,
-            block_size=args.block_size,
-            num_grads=args.num_grads,
-            damp=args.damp,
-            grad_batch_size=args.grad_batch_size,
-            pattern=pattern,
-            scope=args.scope,
-            dtype=args.dtype,
+    if not structured and (args.flops_ratio or args.latency_ratio or args.then):
+        raise ValueError(
+            f"--flops-ratio, --latency-ratio, --then: need a structured --method ({', '.join(STRUCTURED_METHODS)})"
         )
-        for method in dict.fromkeys(args.method)
-    ]
-    # Flags are checked: now torch, timm and the datasets (~0.8 GB, seconds), not for a bad value.
-    from ovit_ray.data import num_samples
-    from ovit_ray.orchestration.results import RESULTS_FILE
-    from ovit_ray.orchestration.results.parquet import append_rows, print_table
-    from ovit_ray.orchestration.results.schemas import PRUNE_RESULTS
-    from ovit_ray.training.oneshot import oneshot_rows
-    from ovit_ray.training.setup import build_model_and_data
-
-    out = Path(args.out or "runs/prune")
-    results = out / RESULTS_FILE
-    start = build_model_and_data(
-        args.model,
-        checkpoint=args.checkpoint,
-        dataset=args.dataset,
-        data_root=args.data_root,
-        progress=not args.no_progress,
+    kind, values = _structured(args, methods) if structured else _oneshot(args)
+    shared = {
+        "model": args.model,
+        "checkpoint": args.checkpoint,
+        "dataset": args.dataset,
+        "data_root": args.data_root,
+        "seed": args.seed,
+    }
+    sweep = command_sweep(
+        kind,
+        f"prune-{kind}",
+        {**{k: v for k, v in shared.items() if v is not None}, **values},
+        params={"method": methods},
+        experiment="ovit-ray-prune",
+        local=True,
     )
-    print(
-        f"model: {args.model} from {start.source}; dataset: {num_samples(start.data.train)} train / "
-        f"{num_samples(start.data.val)} val / {num_samples(start.data.test)} test images (top-1 is on test)"
-    )
-    rows = oneshot_rows(
-        start,
-        settings,
-        sparsities,
-        param_patterns=args.params,
-        seed=args.seed,
-        device=args.device,
-        progress=not args.no_progress,
-        on_row=lambda r: print(
-            f"  {r['method']:<14} s={r['target_sparsity']:.3f} "
-            f"test top-1 {r['top1']:.4f} ({r['prune_seconds']:.1f} s)"
-        ),
-    )
-    # Written once, after every row succeeded: a failure above leaves no partial results behind.
-    out.mkdir(parents=True, exist_ok=True)
-    added = append_rows(results, rows, KEY_COLUMNS, PRUNE_RESULTS)
-    print_table(rows, TABLE_COLUMNS, title=f"one-shot pruning of {args.model}")
-    print(
-        f"{added} new row(s) -> {results}"
-        + ("" if added == len(rows) else f" ({len(rows) - added} already there were kept unchanged)")
-    )
-    return 0
+    args.out = args.out or ("runs/prune-structured" if structured else "runs/prune")
+    code, out = run_command(args, sweep)
+    print(report(out).text, end="")
+    return code

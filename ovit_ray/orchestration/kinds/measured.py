@@ -30,12 +30,23 @@ class SpeedKnobs(Knobs):
         "device the models are timed and evaluated on (cpu, cuda, cuda:N)",
         pattern=r"^(cpu|cuda(:\d{1,3})?)$",
     )
+    time_models: bool = knob(
+        True, "time each pruned model against the dense one (the speed frontier)", label="timed"
+    )
 
-    def speed(self) -> SpeedSettings:
+    def speed(self) -> SpeedSettings | None:
+        """How to time the models, or None without timing."""
         from ovit_ray.training.structured import SpeedSettings
 
+        if not self.time_models:
+            return None
         return SpeedSettings(
             self.throughput_batch, self.latency_runs, self.throughput_runs, device=self.device
+        )
+
+    def unused(self) -> set[str]:
+        return super().unused() | (
+            set() if self.time_models else {"throughput_batch", "latency_runs", "throughput_runs"}
         )
 
 
@@ -103,3 +114,36 @@ SHARED_FROM_ROW = {
 def shared_from_row(row: dict[str, Any]) -> dict[str, Any]:
     """The shared result columns of a structured or depth row (`training.structured` / `training.depth`)."""
     return {name: row.get(key) for name, key in SHARED_FROM_ROW.items()}
+
+
+def count_problems(spec: Any, sparsities: list[float], calib_size: int | None = None) -> list[str]:
+    """The device, and the counts the model and its data bound (a block no larger than the largest prunable
+    tensor, gradients within passes over the train split, a sparsity that leaves a weight, ...), each one line
+    naming the knob and the bound; the model is built on the meta device, the data split read."""
+    from ovit_ray.orchestration.common.bounds import check_device, check_prune_counts, prune_facts
+    from ovit_ray.training.setup import job_data
+
+    names = {k: k for k in ("block_size", "num_grads", "grad_batch_size", "calib_size")} | {
+        "sparsity": "sparsities"
+    }
+    try:
+        check_device(spec.device, "device")
+        data = job_data(
+            spec.model, dataset=spec.dataset, data_root=spec.data_root, split_seed=spec.split_seed
+        )
+        facts = prune_facts(
+            architecture(spec.model), data.train, getattr(spec, "patterns", None), spec.device
+        )
+        check_prune_counts(
+            facts,
+            block_size=spec.block_size,
+            num_grads=spec.num_grads,
+            grad_batch_size=getattr(spec, "grad_batch_size", 1),
+            sparsities=sparsities,
+            calib_size=calib_size,
+            scope=getattr(spec, "scope", "global"),
+            flags=names,
+        )
+    except ValueError as err:
+        return [str(err)]
+    return []

@@ -17,7 +17,7 @@ from pydantic import Field, model_validator
 from ovit_ray.knobs import knob
 from ovit_ray.orchestration.kinds._registry import register_kind
 from ovit_ray.orchestration.kinds.base import ExperimentKind, Host
-from ovit_ray.orchestration.kinds.measured import MeasuredResult, SpeedKnobs
+from ovit_ray.orchestration.kinds.measured import MeasuredResult, SpeedKnobs, count_problems
 from ovit_ray.pruning.settings import MAX_COUNT, PruneSettings
 from ovit_ray.training.spec import DataKnobs
 
@@ -50,10 +50,6 @@ class OneshotSpec(DataKnobs, PruneSettings, SpeedKnobs):
             )
         return self
 
-    def unused(self) -> set[str]:
-        timing = set() if self.time_models else {"throughput_batch", "latency_runs", "throughput_runs"}
-        return super().unused() | timing
-
 
 class OneshotResult(MeasuredResult):
     fisher_seconds: float | None = None
@@ -73,6 +69,9 @@ class Oneshot(ExperimentKind):
     result = OneshotResult
     target_name = "sparsity"
     targets_knob = "sparsities"
+
+    def problems(self, spec: Any) -> list[str]:
+        return count_problems(spec, list(spec.sparsities))
 
     def run(self, spec: Any, host: Host) -> None:
         import copy
@@ -104,7 +103,8 @@ class Oneshot(ExperimentKind):
         }
 
         def deliver(row: dict[str, Any], masks: MaskSet, folder: Path) -> None:
-            timed = speed_columns(dense, start.model.eval(), start, spec.speed()) if dense is not None else {}
+            speed = spec.speed()
+            timed = speed_columns(dense, start.model.eval(), start, speed) if dense and speed else {}
             path = save_checkpoint(
                 folder / f"{spec.method}_s{row['target_sparsity']:.4f}.safetensors",
                 start.model,

@@ -21,6 +21,7 @@ from ovit_ray.orchestration.kinds.base import ExperimentKind, Host
 from ovit_ray.orchestration.kinds.measured import (
     MeasuredResult,
     SpeedKnobs,
+    count_problems,
     measured_extra,
     shared_from_row,
     vit_problems,
@@ -88,7 +89,9 @@ class StructuredSpec(DataKnobs, SpeedKnobs):
         return self
 
     def unused(self) -> set[str]:
-        unused = set() if self.method == "optin" else {"lam", "temperature", "gram_tokens"}
+        unused = super().unused() | (
+            set() if self.method == "optin" else {"lam", "temperature", "gram_tokens"}
+        )
         if self.then_method is None:
             unused |= {"block_size", "num_grads"}
         return unused
@@ -119,7 +122,8 @@ class Structured(ExperimentKind):
         return sorted(spec.budgets, reverse=True)
 
     def problems(self, spec: Any) -> list[str]:
-        return vit_problems(spec.model)
+        then = [spec.then_sparsity] if spec.then_sparsity is not None else []
+        return vit_problems(spec.model) or count_problems(spec, then, spec.calib_size)
 
     def run(self, spec: Any, host: Host) -> None:
         from ovit_ray.models import PRESETS
