@@ -89,7 +89,15 @@ class Display:
         if self.log is not None:
             self._line(f"Ray, Tune and Train output: {self.log}")
         if self.live:
-            self._live = Live(self._view(), console=self.console, refresh_per_second=2, transient=True)
+            # no redirection: whatever else writes to stdout belongs in the log file (`capture_logs`)
+            self._live = Live(
+                self._view(),
+                console=self.console,
+                refresh_per_second=2,
+                transient=True,
+                redirect_stdout=False,
+                redirect_stderr=False,
+            )
             self._live.__enter__()
         return self
 
