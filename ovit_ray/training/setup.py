@@ -12,7 +12,7 @@ from torch import nn
 from ovit_ray.data import DatasetSplits, load_dataset
 from ovit_ray.models import PRESETS, create_model, load_checkpoint
 from ovit_ray.training.preset import load_preset_model, preset_dataset
-from ovit_ray.training.spec import TrainSpec
+from ovit_ray.training.spec import DataKnobs, TrainSpec
 
 
 @dataclass
@@ -39,6 +39,19 @@ def job_data(
         return preset_dataset(model_name, augment=augment)
     image_size = preset.image_size if preset else None
     return load_dataset(dataset, root=data_root, image_size=image_size, seed=split_seed, augment=augment)
+
+
+def job_start(spec: DataKnobs, augment: str = "none") -> JobStart:
+    """The model and data a job of `spec` starts from (its model, checkpoint, dataset, data root, split)."""
+    return build_model_and_data(
+        spec.model,
+        checkpoint=spec.checkpoint,
+        dataset=spec.dataset,
+        data_root=spec.data_root,
+        split_seed=spec.split_seed,
+        augment=augment,
+        progress=False,
+    )
 
 
 def with_structure(model: nn.Module, meta: dict[str, Any]) -> nn.Module:

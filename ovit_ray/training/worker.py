@@ -23,7 +23,7 @@ from torch import nn
 from ovit_ray.training.comm import Comm
 from ovit_ray.training.hosts import Reporter, load_state, save_state
 from ovit_ray.training.kept import BEST_FOLDER
-from ovit_ray.training.setup import build_model_and_data
+from ovit_ray.training.setup import job_start
 from ovit_ray.training.spec import TrainSpec
 from ovit_ray.training.worker_data import worker_loaders
 
@@ -42,15 +42,7 @@ class WorkerLoop(ABC):
         self.device = torch.device(device or ("cuda" if self.use_cuda else "cpu"))
         self.comm = Comm(self.rank, self.world, self.device)
         torch.manual_seed(spec.seed)  # identical initial weights on every worker (random-init models)
-        self.start = build_model_and_data(
-            spec.model,
-            checkpoint=spec.checkpoint,
-            dataset=spec.dataset,
-            data_root=spec.data_root,
-            split_seed=spec.split_seed,
-            augment=spec.augment,
-            progress=False,
-        )
+        self.start = job_start(spec, augment=spec.augment)
         torch.manual_seed(spec.seed * 1000 + self.rank)  # different augmentation noise per worker
         self.data = self.start.data
         self.loaders = worker_loaders(self.data, spec, self.rank, self.world, grad_batch_size)

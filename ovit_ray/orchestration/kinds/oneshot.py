@@ -80,17 +80,10 @@ class Oneshot(ExperimentKind):
         from ovit_ray.pruning import MaskSet, PruneSettings
         from ovit_ray.training.oneshot import oneshot_rows
         from ovit_ray.training.result import TargetResult
-        from ovit_ray.training.setup import build_model_and_data
+        from ovit_ray.training.setup import job_start
         from ovit_ray.training.structured import speed_columns
 
-        start = build_model_and_data(
-            spec.model,
-            checkpoint=spec.checkpoint,
-            dataset=spec.dataset,
-            data_root=spec.data_root,
-            split_seed=spec.split_seed,
-            progress=False,
-        )
+        start = job_start(spec)
         dense = copy.deepcopy(start.model).eval() if spec.time_models else None
         settings = PruneSettings(**{k: getattr(spec, k) for k in PruneSettings.model_fields})
         meta = {

@@ -130,17 +130,10 @@ class Structured(ExperimentKind):
         from ovit_ray.pruning import PruneSettings
         from ovit_ray.pruning.structured import OptinSettings
         from ovit_ray.training.result import TargetResult
-        from ovit_ray.training.setup import build_model_and_data
+        from ovit_ray.training.setup import job_start
         from ovit_ray.training.structured import StructuredJob, structured_rows
 
-        start = build_model_and_data(
-            spec.model,
-            checkpoint=spec.checkpoint,
-            dataset=spec.dataset,
-            data_root=spec.data_root,
-            split_seed=spec.split_seed,
-            progress=False,
-        )
+        start = job_start(spec)
         then = None
         if spec.then_method is not None:
             then = PruneSettings(

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ovit_ray.orchestration.common.atomic import write_json_atomic
+from ovit_ray.orchestration.common.stores import check_own_database, sqlite_url
 from ovit_ray.orchestration.results import RESULTS_FILE, TRIALS_FILE
 
 STATE_FILE = "sweep.json"
@@ -156,22 +157,8 @@ def _check_resumable(out: Path) -> None:
         raise FileNotFoundError(f"{out / SWEEP_COPY} is missing: this folder cannot be resumed")
     for name, keys in ((RESULTS_FILE, RESULTS_KEYS), (TRIALS_FILE, ("trial_id", "status"))):
         _check_parquet(out / name, keys)
-    db = out / MLFLOW_DB
-    if db.exists():
-        try:
-            with contextlib.closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)) as conn:
-                conn.execute("SELECT experiment_id, artifact_location FROM experiments LIMIT 1").fetchall()
-        except sqlite3.Error as err:
-            raise ValueError(f"{db}: not a readable MLflow store ({err})") from None
-    study = out / STUDY_FILE
-    if study.exists():
-        try:
-            with contextlib.closing(sqlite3.connect(f"{study.resolve().as_uri()}?mode=ro", uri=True)) as conn:
-                conn.execute("SELECT study_name FROM studies LIMIT 1").fetchall()
-        except sqlite3.Error as err:
-            raise ValueError(
-                f"{study}: not a readable Optuna study ({err}); move it away to resume"
-            ) from None
+    check_own_database(sqlite_url(out / MLFLOW_DB), "mlflow", "--resume")  # ours and readable, before Ray
+    check_own_database(sqlite_url(out / STUDY_FILE), "optuna", "--resume")
     for state in sorted((out / "ray").glob("*/experiment_state-*.json"))[-1:]:
         try:
             json.loads(state.read_text())

@@ -13,7 +13,7 @@ import torch
 from ovit_ray.pruning.depth import DepthCosts
 from ovit_ray.training.depth.spec import DepthSpec
 from ovit_ray.training.loop import evaluate, make_loader
-from ovit_ray.training.setup import build_model_and_data
+from ovit_ray.training.setup import build_model_and_data, job_start
 from ovit_ray.training.structured import SpeedSettings, speed_columns
 
 Row = dict[str, Any]
@@ -22,14 +22,7 @@ Row = dict[str, Any]
 def depth_row(spec: DepthSpec, summary: Mapping[str, Any], speed: SpeedSettings | None = None) -> Row:
     """One row for the run that returned `summary` (rank 0's, whose best checkpoint is a local path); speed
     columns when `speed` is given."""
-    dense_start = build_model_and_data(
-        spec.model,
-        checkpoint=spec.checkpoint,
-        dataset=spec.dataset,
-        data_root=spec.data_root,
-        split_seed=spec.split_seed,
-        progress=False,
-    )
+    dense_start = job_start(spec)
     best = summary["best"]
     pruned_start = build_model_and_data(
         spec.model,
