@@ -128,7 +128,8 @@ def one_line(err: ValidationError) -> str:
     for e in err.errors():
         message = e["msg"].removeprefix("Value error, ")  # model-level messages name their field already
         if e["loc"]:
-            message = f"{'.'.join(str(x) for x in e['loc'])}: {message} (got {_repr.repr(e['input'])})"
+            got = "" if "got " in message else f" (got {_repr.repr(e['input'])})"  # a message may name it
+            message = f"{'.'.join(str(x) for x in e['loc'])}: {message}{got}"
         parts.append(message)
     return "; ".join(parts)
 

@@ -98,3 +98,51 @@ def test_train_flags_state_their_allowed_values() -> None:
         text=True,
     )
     assert out.returncode == 2 and "invalid choice: 'bogus'" in out.stderr
+
+
+def _imported(argv: list[str]) -> tuple[int, set[str]]:
+    """(exit code, top-level modules imported) of `ovit-ray ARGV` in a fresh interpreter (`-X importtime`)."""
+    run = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "ovit_ray.cli.main", *argv],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "OVIT_RAY_SEARCH_SPACES": str(ROOT / "search_spaces")},
+    )
+    names = {
+        line.rsplit("|", 1)[1].strip().split(".")[0]
+        for line in run.stderr.splitlines()
+        if line.startswith("import time:") and line.count("|") == 2
+    }
+    return run.returncode, names
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--help"], ["sweep", "--help"], ["sweep", "sweeps/quickstart.yaml", "--dry-run", "--out", "{out}"]],
+    ids=["help", "sweep-help", "dry-run"],
+)
+def test_help_and_dry_run_import_neither_ray_torch_nor_mlflow(tmp_path: Path, argv: list[str]) -> None:
+    """What keeps them under a second (the time itself: benchmarks/bench_help.py)."""
+    rc, imported = _imported([a.format(out=tmp_path / "out") for a in argv])
+    assert rc == 0 and {"ovit_ray", "argparse"} <= imported  # the log was read
+    assert not imported & {"ray", "torch", "mlflow", "timm"}
+
+
+def test_knob_declarations_drive_the_train_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--damp` (and every other knob) takes its help text, bounds and default from `RunSpec`'s declaration."""
+    from ovit_ray.cli.main import main
+    from ovit_ray.knobs import knob_infos
+    from ovit_ray.orchestration.kinds.gradual import GradualSpec
+    from ovit_ray.training.spec import RunSpec
+
+    with pytest.raises(SystemExit) as done:
+        main(["train", "--help"])
+    assert done.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    damp = knob_infos(RunSpec)["damp"]
+    assert (damp.help, damp.bounds, damp.default) == ("absolute dampening lambda of the Fisher", "> 0", 1e-7)
+    assert "--damp DAMP absolute dampening lambda of the Fisher; float > 0 (default: 1e-07)" in text
+    for name, info in knob_infos(GradualSpec).items():
+        if name != "strategy":  # `train` is one run: the strategy is compare-strategies' grid
+            assert f"--{name.replace('_', '-')}" in text and info.help.split(";")[0] in text, name

@@ -18,7 +18,7 @@ from ovit_ray.training.depth.result import depth_row
 from ovit_ray.training.depth.run import run_depth
 from ovit_ray.training.depth.stages import anneal_mix
 from ovit_ray.training.gradual import LocalReporter
-from ovit_ray.training.gradual.hosts import load_state
+from ovit_ray.training.hosts import load_state
 from ovit_ray.training.setup import build_model_and_data
 
 TINY = dict(max_steps_per_epoch=2, calib_size=16)
@@ -115,53 +115,85 @@ def test_ray_train_run_survives_a_killed_worker(digits_preset, ray_local, tmp_pa
     assert Path(summary["best"]["checkpoint"]).is_file()
 
 
-@pytest.mark.parametrize(
-    ("depth", "message"),
-    [
-        ({"attention": [1], "activation": [1], "train": {"workers": 2}}, "train.workers"),
-        ({"attention": [1], "activation": [1], "train": {"lr_maxx": 1.0}}, "lr_maxx"),
-        ({"attention": [1], "activation": [1], "width_ratios": [1.5]}, "width_ratio"),
-        ({"attention": [1], "activation": [1], "stage_orders": ["sideways"]}, "stage_orders"),
-    ],
-)
-def test_bad_depth_blocks_name_the_problem(tmp_path: Path, depth: dict, message: str) -> None:
+def _depth_sweep(tmp_path: Path, depth: dict, params: dict | None = None) -> Path:
     import yaml
 
-    from ovit_ray.orchestration.structured.sweep_file import load_structured_sweep
-
-    (tmp_path / "search_spaces").mkdir()
-    (tmp_path / "search_spaces" / "s.yaml").write_text(yaml.safe_dump({"params": {"flops_ratio": 0.7}}))
     path = tmp_path / "sweeps" / "f.yaml"
-    path.parent.mkdir()
-    grid = {"space": "s", "methods": ["optin"], "depth": depth}
-    path.write_text(yaml.safe_dump({"name": "f", "structured": grid}))
+    path.parent.mkdir(exist_ok=True)
+    plan = {"attention": 1, "activation": 1, **depth}
+    path.write_text(
+        yaml.safe_dump(
+            {"name": "f", "model": "digits-vit", "depth": plan, "search": {"params": params or {}}}
+        )
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    ("depth", "params", "message"),
+    [
+        ({"workers": 2}, None, "depth: ['workers'] belong at the top level"),
+        ({"lr_maxx": 1.0}, None, "depth.lr_maxx: Extra inputs are not permitted"),
+        (
+            {},
+            {"width_ratio": {"grid": [None, 1.5]}},
+            "search.params.width_ratio: 1.5 is not a valid width_ratio",
+        ),
+        ({"stage_order": "sideways"}, None, "depth.stage_order: Input should be 'attention-first' or"),
+        ({"attention": 0, "activation": 0}, None, "attention, activation: a depth run removes something"),
+    ],
+)
+def test_bad_depth_blocks_name_the_problem(
+    tmp_path: Path, depth: dict, params: dict | None, message: str
+) -> None:
+    from ovit_ray.orchestration.kinds.sweep_file import load_sweep
+
     with pytest.raises(ValueError, match=None) as err:
-        load_structured_sweep(path)
-    assert message in str(err.value)
+        load_sweep(_depth_sweep(tmp_path, depth, params))
+    assert message in str(err.value) and str(tmp_path) in str(err.value)
+
+
+def test_depth_beyond_the_model_is_one_line_before_ray(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The kind checks each trial's plan against the model (on the meta device) in the preflight of --dry-run."""
+    from ovit_ray.cli.main import main
+
+    path = _depth_sweep(tmp_path, {}, {"attention": {"grid": [1, 5]}})
+    out = tmp_path / "out"
+    assert main(["sweep", str(path), "--dry-run", "--out", str(out)]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert (
+        line
+        == f"ovit-ray sweep: error: {path}: depth.attention: removes 5 of the model's 4 blocks; at most 4"
+    )
+    assert not out.exists()
 
 
 def test_frontier_labels_and_groups_depth_rows_apart() -> None:
     from ovit_ray.orchestration.results.frontier import frontier_rows, label
 
     def row(**knobs):
-        base = {
-            "method": "boundarydpt",
+        base = {"kind": "depth", "target": None, "attention": 1, "activation": 1, "width_ratio": None}
+        return {
+            **base,
+            "top1": 0.9,
+            "speedup_throughput": 1.2,
             "attn_dropped": 1,
             "act_linearised": 1,
-            "width_ratio": None,
-            "top1": 0.9,
+            **knobs,
         }
-        return {**base, "speedup_throughput": 1.2, "flops_ratio": None, **knobs}
 
     rows = [
         row(),
         row(seed=1),
-        row(attn_dropped=2),
+        row(attention=2, attn_dropped=2),
         row(width_ratio=0.7),
         row(stage_order="activation-first"),
     ]
     assert [label(r) for r in rows[2:]] == ["boundarydpt", "boundarydpt+", "boundarydpt (activation-first)"]
-    table = frontier_rows([*rows, {"method": "optin", "flops_ratio": 0.7, "top1": 0.8}])
+    optin = {"kind": "structured", "method": "optin", "target": 0.7, "top1": 0.8}
+    table = frontier_rows([*rows, optin])
     assert [(t["method"], t["budget"], t["n"]) for t in table] == [
         ("boundarydpt", "1.00 a1v1", 2),
         ("boundarydpt", "1.00 a2v1", 1),

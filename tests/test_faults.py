@@ -160,8 +160,9 @@ def test_corrupt_checkpoint_is_named_and_the_previous_one_used(
 ) -> None:
     from ray.train import Checkpoint
 
-    from ovit_ray.orchestration.train.reporter import RayReporter
+    from ovit_ray.orchestration.train.reporter import OVIT, RayReporter
     from ovit_ray.training.gradual import CorruptCheckpointError, LocalReporter, run_gradual
+    from ovit_ray.training.kept import local_folder
     from ovit_ray.training.spec import RunSpec, Schedule
 
     schedule = Schedule.of([(0, 0.5), (1, 0.8)], [(0.5, 0, 1), (0.8, 1, 3)])
@@ -188,12 +189,12 @@ def test_corrupt_checkpoint_is_named_and_the_previous_one_used(
         lambda: Checkpoint.from_directory(str(latest)),
         0,
         1,
-        schedule.total_epochs,
+        local_folder(tmp_path / "kept"),
     )
     with caplog.at_level(logging.ERROR):
         summary = run_gradual(spec, schedule, reporter)
     assert f"checkpoint {state} cannot be read" in caplog.text
-    assert summary["resumed_from_epoch"] == 1 and [r["epoch"] for r in reports] == [1, 2]
+    assert summary["resumed_from_epoch"] == 1 and [r[OVIT]["epoch"]["epoch"] for r in reports] == [1, 2]
 
     (first / "state.pt").write_bytes(b"not a zip")
     with pytest.raises(CorruptCheckpointError, match="no readable checkpoint left"):

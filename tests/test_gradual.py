@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ovit_ray.orchestration.specs.run import load_config, make_config
+from ovit_ray.cli.main import main
 from ovit_ray.training.gradual import LocalReporter, run_gradual
 from ovit_ray.training.spec import RunSpec, Schedule
 
@@ -70,7 +70,7 @@ def test_best_checkpoint_is_picked_on_val_and_reported_on_test(tmp_path):
 
 
 def test_sweep_and_independent_schedules():
-    config = make_config({"targets": [0.5, 0.75, 0.9, 0.95], "window_epochs": 3})
+    config = RunSpec(targets=[0.5, 0.75, 0.9, 0.95], window_epochs=3)
     steps, windows = config.schedule().steps, config.schedule().windows
     assert steps == ((0, 0.5), (3, 0.75), (6, 0.9), (9, 0.95))
     assert windows[-1] == (0.95, 9, 12)
@@ -116,16 +116,22 @@ def test_config_errors_name_field_and_value(values, message):
     with pytest.raises(
         ValueError, match="^" + message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")
     ):
-        make_config(values)
+        RunSpec(**values)
 
 
-def test_yaml_config_with_overrides(tmp_path):
+def test_yaml_config_with_overrides(tmp_path, capsys):
+    """`ovit-ray train CONFIG --flag`: the file's knobs, each flag given over them (checked before anything runs)."""
     path = tmp_path / "run.yaml"
-    path.write_text("targets: [0.5, 0.8]\nwindow_epochs: 2\nseed: 1\n")
-    config = load_config(path, {"seed": 4, "workers": None})
-    assert (config.targets, config.window_epochs, config.seed, config.workers) == ([0.5, 0.8], 2, 4, 1)
-    with pytest.raises(FileNotFoundError, match="missing.yaml"):
-        load_config(tmp_path / "missing.yaml")
+    path.write_text("targets: [0.5, 0.8]\nwindow_epochs: 0\nseed: 1\n")
+    out = tmp_path / "out"
+    assert main(["train", str(path), "--out", str(out)]) == 2  # the file's value is read ...
+    assert "gradual.window_epochs: Input should be greater than 0, got 0" in capsys.readouterr().err
+    assert main(["train", str(path), "--window-epochs", "3", "--block-size", "0", "--out", str(out)]) == 2
+    (line,) = capsys.readouterr().err.splitlines()  # ... and a flag replaces it: only block_size is wrong
+    assert "gradual.block_size: Input should be greater than 0, got 0" in line and "window_epochs" not in line
+    assert main(["train", str(tmp_path / "missing.yaml"), "--out", str(out)]) == 2
+    assert f"config file not found: {tmp_path / 'missing.yaml'}" in capsys.readouterr().err
+    assert not out.exists()
 
 
 @pytest.mark.parametrize(
@@ -137,8 +143,6 @@ def test_yaml_config_with_overrides(tmp_path):
     ],
 )
 def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, argv, field):
-    from ovit_ray.cli.main import main
-
     out = tmp_path / "out"
     assert main([*argv, "--out", str(out)]) == 2
     assert field in capsys.readouterr().err

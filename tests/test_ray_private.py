@@ -26,8 +26,10 @@ PRIVATE_ATTRIBUTES = {
     "_internal",
     "storage_filesystem",
     "storage_fs_path",
+    "ENV_VARS_TO_PROPAGATE",
 }
 PRIVATE_PATH = re.compile(r"^ray(\.\w+)*\._\w+")  # ray._raylet, ray.autoscaler._private.util, ...
+INTERNAL_MODULES = ("ray.tune.execution",)  # Tune's internals without an underscore: no public API
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,7 @@ class Use:
 
 
 def _is_private_module(name: str) -> bool:
-    return bool(PRIVATE_PATH.match(name))
+    return bool(PRIVATE_PATH.match(name)) or name.startswith(INTERNAL_MODULES)
 
 
 def _uses(path: Path) -> list[Use]:
@@ -86,9 +88,11 @@ def test_the_scan_finds_the_known_kinds_of_private_use(tmp_path: Path) -> None:
         "import ray._private.worker\n"
         "from ray.train._internal.storage import StorageContext\n"
         "from ray._raylet import Config\n"
+        "from ray.tune.execution import class_cache\n"
         "def f(tuner, storage):\n"
         "    tuner._local_tuner.get_run_config()\n"
         "    storage.storage_filesystem = None\n"
+        "    class_cache.ENV_VARS_TO_PROPAGATE.discard('X')\n"
         "    return getattr(tuner, '_tune_config'), self._kept, ray.train.report\n"
     )
     found = {(use.line, use.what) for use in _uses(sample)}
@@ -96,9 +100,11 @@ def test_the_scan_finds_the_known_kinds_of_private_use(tmp_path: Path) -> None:
         (1, "import ray._private.worker"),
         (2, "from ray.train._internal.storage import StorageContext"),
         (3, "from ray._raylet import Config"),
-        (5, "._local_tuner"),
-        (6, ".storage_filesystem"),
-        (7, "'_tune_config'"),
+        (4, "from ray.tune.execution import class_cache"),
+        (6, "._local_tuner"),
+        (7, ".storage_filesystem"),
+        (8, ".ENV_VARS_TO_PROPAGATE"),
+        (9, "'_tune_config'"),
     }  # our own `self._kept` and Ray's public `ray.train.report` are not private uses
 
 

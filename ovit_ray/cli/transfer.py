@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"CHECKPOINT_OR_FOLDER: no such file or folder: {source}")
     checkpoints: list[str | None] = [*found, *([] if args.no_dense_source else [None])]
     values = {**knob_values(args, TransferKindSpec), "seeds": args.seeds}
+    values.pop("mode")  # --mode takes several: a grid (params below), not a fixed value
     sweep = command_sweep(
         "transfer",
         "transfer",

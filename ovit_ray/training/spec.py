@@ -155,6 +155,7 @@ class RunSpec(TrainSpec, PruneSettings):
     targets: list[Sparsity] | None = knob(
         None,
         "target sparsities, each in [0, 1): a sparsity sweep with a fine-tune window at each",
+        min_length=1,  # none: leave it unset (an empty list is a mistake, not a single run)
         max_length=100,
     )
     window_epochs: int = knob(

@@ -61,11 +61,11 @@ def validate_cluster_config(config: dict[str, Any]) -> list[Problem]:
 def ray_validate(config: dict[str, Any]) -> tuple[dict[str, Any], Problem | None]:
     """Ray's ``prepare_config`` + ``validate_config`` (what ``ray up`` runs before the cloud)."""
     import jsonschema
-    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    from ovit_ray.orchestration.common.ray_private import prepare_launcher_config
 
     try:
-        prepared = prepare_config(copy.deepcopy(config))
-        validate_config(prepared)
+        prepared = prepare_launcher_config(copy.deepcopy(config))
     except jsonschema.ValidationError as err:
         key = ".".join(str(p) for p in err.absolute_path) or "(top level)"
         value = err.instance
