@@ -264,36 +264,29 @@ def _results(folder: Path, kind: bytes, rows: list[dict]) -> Path:
     return folder
 
 
+KEPT_ROW = {"trial_id": "t1", "kind": "structured", "target": 0.5, "top1": 0.9, "kept_model": "m.safetensors"}
+
+
 @pytest.mark.parametrize(
     ("kind", "rows", "argv", "says"),
     [
-        (b"prune_results", [{"method": "ovit", "top1": 0.9}], [], "`ovit-ray prune` folder"),
-        (b"transfer_results", [{"source": "a", "top1": 0.9}], [], "`ovit-ray transfer` folder"),
-        (
-            b"structured_results",
-            [{"run_key": "optin-f0.5", "model": "digits-vit", "checkpoint": "m.safetensors"}],
-            [],
-            "no single best",
-        ),
-        (
-            b"structured_results",
-            [{"run_key": "optin-f0.5", "model": "digits-vit", "checkpoint": "m.safetensors"}],
-            ["--trial", "optin-f0.5", "--target", "0.5"],
-            "no targets",
-        ),
+        (b"trials", [{"trial_id": "t1", "status": "finished"}], [], "holds trials rows"),
+        (b"", [{"method": "ovit", "top1": 0.9}], [], "without ovit-ray's schema"),
         (
             b"results",
-            [{"trial_id": "t1", "kind": "oneshot", "target": 0.5, "top1": 0.9, "kept_model": None}],
+            [{"trial_id": "t1", "kind": "transfer", "target": 0.0, "top1": 0.9, "kept_model": None}],
             [],
-            "no kept model",
+            "no kept model in any of its 1 row(s)",
         ),
+        (b"results", [KEPT_ROW], ["--trial", "t2"], "'t2' has no kept model"),
+        (b"results", [KEPT_ROW], ["--trial", "t1", "--target", "0.7"], "0.7 is not a target of t1"),
         (None, [], [], "not an ovit-ray output folder"),
     ],
 )
 def test_export_from_a_folder_it_cannot_take_is_one_line(
     tmp_path: Path, kind: bytes | None, rows: list, argv: list, says: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    folder = _results(tmp_path / "f", kind, rows) if kind else tmp_path
+    folder = _results(tmp_path / "f", kind, rows) if kind is not None else tmp_path
     out = tmp_path / "out" / "m.safetensors"
     assert main(["export", str(folder), "--out", str(out), *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -173,8 +173,8 @@ def test_trial_page_shows_knobs_its_sweep_and_frontier_series(served_sweep) -> N
     trial = next(r for r in runs if r.data.tags.get("pruned") == "false")
     overview = render(run_url(url, experiment_id, trial.info.run_id), size=(1600, 4000))
     assert "ovit.sweep_run" in overview and parent_id in overview  # the tag that ties it to its sweep
-    for knob in ("block_size", "num_grads", "damp", "lr_max"):
-        assert knob in overview
+    for name in ("block_size", "num_grads", "damp", "lr_max"):
+        assert name in overview
     assert "final_sparsity" not in overview  # unused params are not logged
     assert "top1_vs_sparsity" in overview and "target_0.5000/top1" not in overview
 
@@ -183,6 +183,6 @@ def test_compare_page_puts_knobs_and_objective_side_by_side(served_sweep) -> Non
     url, experiment_id, parent_id, runs, _ = served_sweep
     trials = [r for r in runs if r.info.run_id != parent_id]
     dom = render(compare_url(url, experiment_id, [r.info.run_id for r in trials]), size=(1600, 4000))
-    for knob in ("block_size", "damp", "lr_max", "val_top1_final"):
-        assert knob in dom
+    for name in ("block_size", "damp", "lr_max", "val_top1_final"):
+        assert name in dom
     assert all(r.info.run_name in dom for r in trials)

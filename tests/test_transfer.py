@@ -79,18 +79,14 @@ def test_sources_become_a_grid_over_checkpoints_with_the_dense_source_last(prune
         None,
     ]  # None: the dense source model, the reference
     points = sweep.grid_points()
-    assert len(points) == 2 * 2 * 2 and {p["seed"] for p in points} == {0, 1}
+    assert len(points) == 2 * 2 + 2 and {p["seed"] for p in points} == {0, 1}  # the dense source: one mode
+    assert sweep.grid_size == 8 and sweep.max_trials == 6
     spec = sweep.spec(points[0])
     assert (spec.checkpoint, spec.dataset, spec.epochs, spec.model) == (str(pruned), "lfw", 1, "digits-vit")
     no_dense = load_sweep(_transfer_sweep(tmp_path, {"sources": {"files": [str(pruned)], "dense": False}}))
     assert no_dense.knobs["checkpoint"].grid == [str(pruned)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="regression of the one-dialect rewrite: a transfer sweep is the product checkpoint x mode x seed, "
-    "so the dense source (no masks: sparse and dense mode are the same run) runs twice per seed",
-)
 def test_jobs_grid_runs_the_dense_source_once_per_seed(pruned, tmp_path):
     from ovit_ray.orchestration.kinds.sweep_file import load_sweep
 
@@ -124,27 +120,31 @@ def test_a_sources_folder_lists_its_kept_models_by_method(tmp_path):
 def test_transfer_fans_out_as_tune_trials_and_writes_parquet_and_mlflow(pruned, tmp_path, ray_local):
     from mlflow import MlflowClient
 
-    jobs = transfer_jobs(
-        find_sources(pruned, dense=False),
-        ["lfw"],
-        ["sparse", "dense"],
-        [0],
-        {"epochs": 1, "max_steps_per_epoch": 2},
-    )
-    rows = run_transfers(jobs, tmp_path)
-    assert sorted(r["mode"] for r in rows) == ["dense", "sparse"]
-    assert all(r["source_method"] == "magnitude" and r["target_sparsity"] == 0.75 for r in rows)
-    assert {r["mode"]: r["final_sparsity"] == r["achieved_sparsity"] for r in rows} == {
-        "sparse": True,
-        "dense": False,
-    }
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("ovit-ray-transfer").experiment_id])
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(runs) == 3 and len(children) == 2
-    assert {"top1", "source_top1", "final_sparsity"} <= set(children[0].data.metrics)
-    assert len(run_transfers(jobs, tmp_path)) == 2  # resumed: nothing re-run, nothing duplicated
-    assert len(read_rows(tmp_path / "results.parquet")) == 2
+    out = tmp_path / "t"
+    argv = ["transfer", str(pruned), "--dataset", "lfw", "--mode", "sparse", "dense", "--out", str(out)]
+    argv += ["--epochs", "1", "--max-steps-per-epoch", "2"]
+    assert main(argv) == 0
+    rows = read_rows(out / "results.parquet")
+    # the pruned source in both modes, the dense source once (its two modes are one run)
+    assert sorted((r["source_method"], r["mode"]) for r in rows) == [
+        ("dense", "dense"),
+        ("magnitude", "dense"),
+        ("magnitude", "sparse"),
+    ]
+    pruned_rows = {r["mode"]: r for r in rows if r["source_method"] == "magnitude"}
+    assert pruned_rows["sparse"]["final_sparsity"] == pruned_rows["sparse"]["achieved_sparsity"]
+    assert pruned_rows["dense"]["final_sparsity"] < pruned_rows["dense"]["achieved_sparsity"]
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    (experiment,) = [e for e in client.search_experiments() if e.name.startswith("ovit-ray-transfer")]
+    trials = client.search_runs([experiment.experiment_id], "tags.`ovit.role` = 'trial'")
+    assert len(trials) == 3 and all("mlflow.parentRunId" not in r.data.tags for r in trials)
+    assert {"top1_final", "source_top1", "final_sparsity"} <= set(trials[0].data.metrics)
+    assert sorted(r.info.run_name for r in trials) == [
+        "dense",
+        *(f"{pruned.stem}-{m}" for m in ("dense", "sparse")),
+    ]
+    assert main(argv) == 0  # resumed: nothing re-run, nothing duplicated
+    assert len(read_rows(out / "results.parquet")) == 3
 
 
 def test_cli_bad_dataset_is_one_error_line_and_writes_nothing(pruned, tmp_path, capsys):
@@ -192,13 +192,14 @@ def test_transfer_sweep_files_validate_and_bad_keys_name_the_field(tmp_path):
 
 @pytest.mark.slow
 def test_ci_transfer_sweep_makes_sources_then_writes_transfer_rows(digits_preset, tmp_path, monkeypatch):
-    from ovit_ray.orchestration.transfer.sweep_file import run_transfer_sweep
-
     monkeypatch.setenv("OVIT_RAY_CACHE", str(digits_preset.parent))  # the session's trained preset
-    rows = run_transfer_sweep("sweeps/ci/ablation_transfer_digits.yaml", tmp_path)
+    files = ["sweeps/ci/ablation_transfer_sources_digits.yaml", "sweeps/ci/ablation_transfer_digits.yaml"]
+    assert main(["sweep", *files, "--out", str(tmp_path)]) == 0
+    rows = read_rows(tmp_path / "ablation_transfer_digits" / "results.parquet")
     # 2 methods x 2 targets x 2 modes + the dense source once
     assert len(rows) == 9 and {r["source_method"] for r in rows} == {"ovit", "magnitude", "dense"}
     sparse = [r for r in rows if r["mode"] == "sparse"]
     assert all(r["final_sparsity"] == r["achieved_sparsity"] for r in sparse)
-    assert {round(r["target_sparsity"], 2) for r in sparse} == {0.5, 0.9}
-    assert len(run_transfer_sweep("sweeps/ci/ablation_transfer_digits.yaml", tmp_path)) == 9  # resumes
+    assert {round(r["achieved_sparsity"], 1) for r in sparse} == {0.5, 0.9}
+    assert main(["sweep", files[1], "--out", str(tmp_path / "ablation_transfer_digits"), "--resume"]) == 0
+    assert len(read_rows(tmp_path / "ablation_transfer_digits" / "results.parquet")) == 9  # nothing re-run

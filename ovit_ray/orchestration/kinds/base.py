@@ -82,6 +82,11 @@ class ExperimentKind(ABC):
         `out_parent` holds the sweep's sibling output folders. By default: nothing to expand."""
         return dict(section), {}
 
+    def same_run(self, point: Mapping[str, Any]) -> dict[str, Any]:
+        """A grid point as the run it is: where a knob does not matter for some values of the others (the
+        mode of a model without masks), it takes one value, so the grid runs each distinct run once."""
+        return dict(point)
+
     def problems(self, spec: Any) -> list[str]:
         """What makes `spec` impossible for its model and data (a block count beyond the model's depth),
         found before Ray starts; may import torch and build the model on the meta device."""

@@ -200,17 +200,28 @@ class Sweep:
 
     @property
     def max_trials(self) -> int:
-        """Trials the sweep starts: grid points x num_samples."""
-        grid = math.prod(len(d.grid) for d in self.knobs.values() if d.grid is not None)
+        """Trials the sweep starts: distinct grid points x num_samples."""
+        grid = self.grid_size
+        if grid <= MAX_TRIALS:
+            grid = len(self.grid_points())
         return grid * self.file.search.num_samples
 
+    @property
+    def grid_size(self) -> int:
+        """Combinations of the grid knobs, before the kind maps equal runs to one (`same_run`)."""
+        return math.prod(len(d.grid) for d in self.knobs.values() if d.grid is not None)
+
     def grid_points(self) -> list[dict[str, Any]]:
-        """Every combination of the grid knobs (what a grid sweep runs), fixed knobs included."""
+        """Every distinct run of the grid knobs (what a grid sweep runs), fixed knobs included, in grid
+        order; combinations the kind says are the same run (`same_run`) appear once."""
         fixed = {k: d.fixed for k, d in self.knobs.items() if d.kind == "fixed"}
         grids = {k: d.grid or [] for k, d in self.knobs.items() if d.kind == "grid"}
-        return [
-            {**fixed, **dict(zip(grids, combo, strict=True))} for combo in itertools.product(*grids.values())
-        ]
+        kind = self.experiment_kind()
+        points: dict[str, dict[str, Any]] = {}
+        for combo in itertools.product(*grids.values()):
+            point = kind.same_run({**fixed, **dict(zip(grids, combo, strict=True))})
+            points.setdefault(json.dumps(point, sort_keys=True, default=str), point)
+        return list(points.values())
 
     def fingerprint(self) -> str:
         """What the sweep computes; a resume must find the same one (descriptions, MLflow, storage aside)."""

@@ -137,6 +137,10 @@ class Transfer(ExperimentKind):
             found = kept_sources(folder, sources.methods, sources.models)
         return section, {"checkpoint": Dist(grid=[*found, *([None] if sources.dense else [])])}
 
+    def same_run(self, point: Mapping[str, Any]) -> dict[str, Any]:
+        """The dense source has no masks to keep: its sparse mode is its dense mode."""
+        return {**point, "mode": "dense"} if point.get("checkpoint") is None else dict(point)
+
     def targets(self, spec: Any) -> list[float]:
         return [0.0]
 

@@ -49,6 +49,8 @@ def run_label(spec: type[BaseModel], values: Mapping[str, Any], searched: Iterab
         if knob not in values or values[knob] is None:
             continue
         info = infos.get(knob)
-        bare = info is not None and info.scalar is str and info.choices is not None
-        parts.append(("" if bare else short_label(spec, knob)) + display_value(values[knob]))
+        value = values[knob]
+        path = isinstance(value, str) and "/" in value  # named by its file name alone
+        bare = path or (info is not None and info.scalar is str and info.choices is not None)
+        parts.append(("" if bare else short_label(spec, knob)) + display_value(value))
     return "-".join(parts)

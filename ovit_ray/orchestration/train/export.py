@@ -34,6 +34,7 @@ from safetensors.torch import save_file
 from ovit_ray.models import PRESETS, load_checkpoint, timm_spec
 from ovit_ray.models.formats import FORMATS, load_runtime_model, require_runtime, write_format
 from ovit_ray.orchestration.common.atomic import write_atomic, write_json_atomic, write_text_atomic
+from ovit_ray.orchestration.kinds import get_kind
 from ovit_ray.orchestration.tracking.card import ModelCard, build_model, card_path, markdown_path, read_card
 from ovit_ray.orchestration.tracking.card_markdown import card_markdown
 from ovit_ray.orchestration.tracking.store import git_commit
@@ -93,10 +94,7 @@ def _core_card(
     """The card's model-defining and provenance keys (validated as `evaluate` will read them)."""
     model = meta.get("model") or row.get("model") or "digits-vit"
     target = folder.target(row)
-    # what a row's target is: a sparsity for gradual runs (older files: always), a kind's budget otherwise
-    target_name = (
-        "sparsity" if row.get("kind") in (None, "gradual") and target is not None else row.get("kind")
-    )
+    target_name = get_kind(str(row["kind"])).target_name if target is not None else None
     name, kwargs = timm_spec(model, num_classes=meta["num_classes"], image_size=meta["image_size"])
     pruned = sum(int((~m.bool()).sum()) for m in masks.values())
     total = sum(m.numel() for m in masks.values())
@@ -128,12 +126,10 @@ def _core_card(
             "best_epoch": row.get("best_epoch"),
             "source": {
                 "folder": str(folder.path.resolve()),
-                "kind": folder.kind,
-                "what": folder.layout.what,
+                "kind": row["kind"],
                 "trial": folder.label(row),
                 "checkpoint": location,
                 "sweep": row.get("sweep"),
-                "run_key": row.get("run_key"),
             },
             "knobs": {k: v for k, v in row.items() if k not in CHECKPOINT_COLUMNS},
             "git_commit": git_commit(),

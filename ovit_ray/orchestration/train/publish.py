@@ -1,9 +1,9 @@
 """`ovit-ray export --register NAME`: the exported files as an MLflow model of the run that made them,
 registered in the Model Registry (`tracking.models.log_model` / `register`).
 
-The run is the sweep trial's child run (tag `ovit.trial_id`) or the train run (tag `ovit.run_key`) in the
-folder's own store; a model with no run there (a structured folder's, or a store without the folder's
-runs) gets a run of its own in the `exports` experiment, found again by its key on a second export.
+The run is the sweep trial's run (tags `ovit.sweep` and `ovit.trial_id`) in the folder's own store; a model
+with no run there (a store without the folder's runs) gets a run of its own in the `exports` experiment,
+found again by its key on a second export.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 from ovit_ray.orchestration.common.stores import check_own_database
 from ovit_ray.orchestration.tracking.card import markdown_path
 from ovit_ray.orchestration.tracking.client import Tracker
-from ovit_ray.orchestration.tracking.store import RUN_KEY_TAG, default_tracking_uri
+from ovit_ray.orchestration.tracking.store import default_tracking_uri
 
 EXPORT_EXPERIMENT = "exports"
 # MLflow's own rules are looser; a name that also works in `models:/NAME/1` URIs and shells
@@ -33,19 +33,11 @@ def check_name(name: str) -> str:
 
 
 def _source_run(tracker: Tracker, card: Mapping[str, Any]) -> str | None:
-    """The run that made the model, in any experiment of the store; None when the store has none."""
+    """The trial run that made the model, in any experiment of the store; None when the store has none."""
     source = card.get("source") or {}
-    tag = {"results": "ovit.trial_id", "sweep_results": "ovit.trial_id", "run_results": RUN_KEY_TAG}.get(
-        source.get("kind", "")
-    )
-    value = source.get("trial") if tag == "ovit.trial_id" else source.get("run_key")
-    if tag is None or not value:
-        return None
-    tags = {tag: str(value)}
-    if tag == "ovit.trial_id" and source.get("sweep"):
-        tags["ovit.sweep"] = str(source["sweep"])  # trial ids repeat across sweeps sharing a store
-    if any("'" in v for v in tags.values()):
-        return None
+    tags = {"ovit.trial_id": str(source.get("trial") or ""), "ovit.sweep": str(source.get("sweep") or "")}
+    if not all(tags.values()) or any("'" in v for v in tags.values()):
+        return None  # trial ids repeat across sweeps sharing a store: both tags name the run
     where = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
     experiments = [e.experiment_id for e in tracker.client.search_experiments()]
     runs = tracker.client.search_runs(experiments, where, max_results=1) if experiments else []

@@ -369,7 +369,7 @@ def _run_tune(
     from ovit_ray.orchestration.common.ray_session import ray_session
     from ovit_ray.orchestration.tune.events import TuneEvents
     from ovit_ray.orchestration.tune.hosts import sweep_trial
-    from ovit_ray.orchestration.tune.search import make_searcher
+    from ovit_ray.orchestration.tune.search import distinct_runs, make_searcher
 
     with ray_session(address):
         cluster = ray.cluster_resources()
@@ -416,13 +416,14 @@ def _run_tune(
             tuner = restore_tuner(experiment, trainable, [events], searcher)
         else:
             optuna = sweep.file.search.algorithm == "optuna" and plan.varying
+            runs = None if optuna or extensions else distinct_runs(sweep, plan.varying)
             tuner = tune.Tuner(
                 trainable,
                 param_space={} if optuna else {k: _tune_domain(d) for k, d in plan.varying.items()},
                 tune_config=tune.TuneConfig(
                     search_alg=searcher,
                     scheduler=_scheduler(sweep),
-                    num_samples=samples,
+                    num_samples=len(runs) if runs else samples,
                     # Every trial asks for the same resources, so an ended trial's actor (torch, timm, data
                     # already imported) can run the next: a fresh actor costs ~10 s of start-up here.
                     reuse_actors=True,

@@ -164,6 +164,15 @@ class _HomeGenerator(SearchGenerator):
         return add_trial_home(super().next_trial(), *self._home)
 
 
+def distinct_runs(sweep: Sweep, varying: Mapping[str, Dist]) -> list[dict[str, Any]] | None:
+    """The grid as Tune's preset points when the kind maps some combinations to one run (`same_run`):
+    each distinct run, `num_samples` times; None when the plain grid already is distinct."""
+    if any(d.kind != "grid" for d in varying.values()) or sweep.grid_size == len(sweep.grid_points()):
+        return None
+    runs = [{k: point[k] for k in varying} for point in sweep.grid_points()]
+    return runs * sweep.file.search.num_samples
+
+
 def make_searcher(
     sweep: Sweep,
     varying: Mapping[str, Dist],
@@ -179,7 +188,12 @@ def make_searcher(
     same seed would replay the first random trials."""
     search = sweep.file.search
     if search.algorithm != "optuna" or not varying:
-        return _HomeVariants(home, random_state=search.seed, max_concurrent=concurrency)
+        return _HomeVariants(
+            home,
+            random_state=search.seed,
+            max_concurrent=concurrency,
+            points_to_evaluate=None if extensions else distinct_runs(sweep, varying),
+        )
     objectives = [(o.metric, o.mode) for o in search.objectives]
     searcher = StudySearcher(varying, objectives, storage, study, search.seed + extensions, ledger)
     return _HomeGenerator(home, ConcurrencyLimiter(searcher, max_concurrent=concurrency))

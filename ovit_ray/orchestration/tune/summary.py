@@ -111,7 +111,10 @@ def best_per_target(out: Path) -> dict[float | None, dict[str, Any]]:
         if not row.get("kept_model") or trials.get(row["trial_id"], {}).get("status") != "finished":
             continue
         key = (row.get("val_top1") or 0.0, row["top1"])
-        if row["target"] not in best or key > (best[row["target"]].get("val_top1") or 0.0, best[row["target"]]["top1"]):
+        if row["target"] not in best or key > (
+            best[row["target"]].get("val_top1") or 0.0,
+            best[row["target"]]["top1"],
+        ):
             best[row["target"]] = row
     return best
 
@@ -126,7 +129,9 @@ def publish_best(tracker: Tracker, sweep: Sweep, out: Path) -> list[Path]:
 
     written = []
     for target, row in best_per_target(out).items():
-        path = out / "exported" / f"{row['trial_id']}-{'final' if target is None else f'{target:g}'}.safetensors"
+        path = (
+            out / "exported" / f"{row['trial_id']}-{'final' if target is None else f'{target:g}'}.safetensors"
+        )
         if path.exists():
             continue
         try:

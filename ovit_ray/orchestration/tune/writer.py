@@ -142,6 +142,11 @@ class SweepWriter:
         if result.target is not None:
             name = self.kind.target_name
             series = {f"{k}_vs_{name}": getattr(result, k) for k in _SERIES if getattr(result, k) is not None}
+            series |= {  # the kind's own numbers (a transfer's source_top1), at the same step
+                k: float(v)
+                for k, v in extra.items()
+                if isinstance(v, int | float) and not isinstance(v, bool)
+            }
             self.tracker.log_metrics(self._run(trial_id, knobs), series, step=round(100 * result.target))
         self.display.target(trial_id, result.target, result.top1, result.val_top1)
 
