@@ -95,6 +95,7 @@ def test_bad_input_exits_nonzero_and_writes_nothing(tmp_path, args, message, dig
     assert not (out / "results.parquet").exists()
 
 
-def test_unknown_method_is_rejected_by_the_parser(capsys):
-    code, err = _exit_code_and_stderr(["prune", "--method", "obs2"], capsys)
-    assert code == 2 and "invalid choice: 'obs2'" in err
+@pytest.mark.parametrize("method", ["obs2", "structured-magnitude"])  # the retired heads-first baseline
+def test_unknown_method_is_rejected_by_the_parser(capsys, method):
+    code, err = _exit_code_and_stderr(["prune", "--method", method], capsys)
+    assert code == 2 and f"invalid choice: '{method}'" in err

@@ -1,6 +1,7 @@
-"""`ovit-ray prune --method optin|structured-magnitude --flops-ratio`: scores cached and reused, the shrunk
-model equal to the masked one and kept on disk, measured speed columns, composition with oViT, export and
-evaluate of a shrunk model, and the refusals on bad input."""
+"""`ovit-ray prune --method optin|group-l1|group-l2|taylor|random --flops-ratio`: scores cached and reused,
+the shrunk model equal to the masked one and kept on disk, measured speed columns, every baseline within one
+neuron of its budget, composition with oViT, export and evaluate of a shrunk model, and the refusals on bad
+input."""
 
 import json
 
@@ -75,9 +76,25 @@ def test_latency_budget_and_lsq_recovery(tmp_path, digits_preset):
     assert "-l0.800-lsq-" in row["run_key"] and row["latency_ms"] > 0
 
 
-def test_magnitude_then_ovit_reports_dense_and_sparse_macs(tmp_path, digits_preset):
+def test_every_baseline_lands_within_one_neuron_of_each_budget(tmp_path, digits_preset):
+    out = tmp_path / "baselines"
+    methods = ["group-l1", "group-l2", "taylor", "random"]
+    args = ["prune", "--method", *methods, "--flops-ratio", "0.9", "0.5", "--no-speed", "--out", str(out)]
+    assert main([*args, *SMALL_SPEED[-3:]]) == 0
+    rows = _rows(out)
+    assert sorted((r["method"], r["target"]) for r in rows) == sorted(
+        (m, ratio) for m in methods for ratio in (0.9, 0.5)
+    )
+    neuron = 2 * 17 * 64  # MACs of one MLP neuron of the preset (17 tokens, width 64)
+    for row in rows:
+        short = (row["target"] - row["macs_ratio"]) * row["gmacs_dense"] * 1e9  # requested less achieved
+        assert -1e-3 < short < neuron, (row["method"], row["target"])
+        assert row["top1"] == row["top1_masked"] and sum(row["heads_kept"]) > 0
+
+
+def test_taylor_then_ovit_reports_dense_and_sparse_macs(tmp_path, digits_preset):
     out = tmp_path / "composed"
-    args = ["prune", "--method", "structured-magnitude", "--flops-ratio", "0.7", "--then", "ovit"]
+    args = ["prune", "--method", "taylor", "--flops-ratio", "0.7", "--then", "ovit"]
     assert (
         main(
             [
@@ -98,7 +115,7 @@ def test_magnitude_then_ovit_reports_dense_and_sparse_macs(tmp_path, digits_pres
     assert row["then_method"] == "ovit" and row["then_sparsity"] == 0.5
     assert row["achieved_sparsity"] == pytest.approx(0.5, abs=0.01)
     assert row["gmacs_sparse"] < row["gmacs"] < row["gmacs_dense"]
-    assert row["params_nonzero"] < row["params"]
+    assert row["params"] < row["params_dense"]
     assert row["latency_ms"] is None  # --no-speed: nothing measured, nothing inferred
 
 
@@ -140,6 +157,7 @@ def test_kd_fine_tune_of_a_shrunk_model_from_the_dense_teacher(tmp_path, digits_
     """Recovery by a short KD fine-tune: the gradual loop trains the shrunk checkpoint (no pruning steps)
     against the dense preset as teacher, and its best checkpoint keeps the structure and reloads."""
     from ovit_ray.orchestration.specs.run import make_config
+
     from ovit_ray.training.gradual import LocalReporter, run_gradual
     from ovit_ray.training.setup import build_model_and_data
 

@@ -6,12 +6,14 @@ Method names come from the registry, `ovit_ray.pruning.methods.method_names()`, 
 from __future__ import annotations
 
 SCOPES: tuple[str, ...] = ("global", "uniform")
-# Structured pruners (`ovit_ray.pruning.structured.scorers`): heads and MLP neurons under a cost budget.
-# `structured-magnitude` shares everything with `optin` but the score (the baseline of the OPTIN frontier).
-STRUCTURED_METHODS: tuple[str, ...] = ("optin", "structured-magnitude")
+# Structured pruners (`ovit_ray.pruning.structured.scorers`): heads and MLP neurons under a cost budget. The
+# baselines share everything with `optin` but the score: global group magnitude (L1, L2), first-order Taylor
+# on labelled calibration images, and random (the floor); docs/STRUCTURED.md.
+STRUCTURED_METHODS: tuple[str, ...] = ("optin", "group-l1", "group-l2", "taylor", "random")
 DTYPE_NAMES: tuple[str, ...] = ("float64", "float32")
-# Every attention and MLP projection of every transformer block. timm fuses q, k and v into one
-# `qkv` Linear, so a pattern written for split `q`/`k`/`v` would silently select nothing.
+# Every attention and MLP projection of a timm `VisionTransformer`'s blocks (timm fuses q, k and v into one
+# `qkv` Linear). Other families name them otherwise: without patterns, `params.select_prunable` finds them in
+# the model itself (`params.block_linears`), which for a VisionTransformer selects exactly these.
 DEFAULT_PATTERNS: tuple[str, ...] = (
     r"blocks\.\d+\.attn\.qkv\.weight",
     r"blocks\.\d+\.attn\.proj\.weight",

@@ -1,7 +1,10 @@
-"""Structured pruning of timm ViTs (issue 15): heads and MLP neurons scored by OPTIN's label-free trajectory
-importance, a mask search under a MAC budget (widths optionally rounded, part of the saving optionally from
-merged tokens) or a latency budget from measured tables, the physical shrink that makes the model faster, PTF-style least-squares rescaling, and ToMe-style token merging."""
+"""Structured pruning of timm ViTs (issues 15, 25): heads and MLP neurons scored by OPTIN's label-free
+trajectory importance or a standard baseline (group L1/L2 magnitude, first-order Taylor, random), a mask search
+under a MAC budget (widths optionally rounded, part of the saving optionally from merged tokens) or a latency
+budget from measured tables, the physical shrink that makes the model faster, PTF-style least-squares
+rescaling, and ToMe-style token merging."""
 
+from .baselines import group_norm_scores, random_scores, taylor_scores
 from .costs import VitCosts, Widths
 from .latency import LatencyResult, LatencyTable, PiecewiseLinear, measure_latency, search_latency
 from .recovery import RecoveryReport, lsq_rescale
@@ -31,6 +34,7 @@ __all__ = [
     "block_widths",
     "check_vit",
     "get_scorer",
+    "group_norm_scores",
     "lsq_rescale",
     "masked",
     "measure_latency",
@@ -39,6 +43,7 @@ __all__ = [
     "merged_tokens",
     "merging",
     "optin_scores",
+    "random_scores",
     "rebuild",
     "search_flops",
     "search_latency",
@@ -46,5 +51,6 @@ __all__ = [
     "shrink",
     "shrink_block",
     "shrunk_sizes",
+    "taylor_scores",
     "unmerge_tokens",
 ]

@@ -1,70 +1,76 @@
 """Structured pruning methods as plug-ins: each one only scores heads and MLP neurons; the budget search,
 the shrink and the measurement are shared, so two methods differ in their score and nothing else.
 
+- `optin`: OPTIN's trajectory importance (`scoring`), label-free, forward passes only.
+- `group-l1`, `group-l2`, `taylor`, `random`: the standard baselines (`baselines`). `taylor` is the one that
+  needs labels (`uses_labels`): the calibration batch brings them with its images, the others ignore them.
+
 The names live torch-free in `ovit_ray.pruning.names.STRUCTURED_METHODS` (what `--help` lists); every name
 there has a scorer here, checked at import.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from typing import ClassVar
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ovit_ray.pruning.names import STRUCTURED_METHODS
 
+from .baselines import Scores, group_norm_scores, random_scores, taylor_scores
 from .scoring import OptinSettings, UnitScores, optin_scores
-from .units import attention_of, check_vit, mlp_of
 
 __all__ = ["StructuredScorer", "get_scorer"]
 
-
-class StructuredScorer(ABC):
-    """Importance of every head and neuron of a dense ViT (higher = keep); `images` is the calibration batch."""
-
-    name: ClassVar[str]
-
-    @abstractmethod
-    def score(self, model: nn.Module, images: torch.Tensor, settings: OptinSettings) -> UnitScores:
-        """Scores per block; deterministic for `settings.seed`."""
+# (model, images, settings, labels, progress) -> scores
+ScoreFn = Callable[[nn.Module, torch.Tensor, OptinSettings, torch.Tensor | None, bool | None], UnitScores]
 
 
-class _Optin(StructuredScorer):
-    name = "optin"
+@dataclass(frozen=True)
+class StructuredScorer:
+    """Importance of every head and neuron of a dense ViT (higher = keep) on a calibration batch."""
 
-    def score(self, model: nn.Module, images: torch.Tensor, settings: OptinSettings) -> UnitScores:
-        return optin_scores(model, images, settings)
+    name: str
+    uses_labels: bool
+    _score: ScoreFn
 
-
-class _Magnitude(StructuredScorer):
-    """L2 norm of the weights a unit owns: a head's qkv rows and proj columns, a neuron's fc1 row and fc2
-    column. Data-free; the baseline that shares OPTIN's search, shrink and budgets."""
-
-    name = "structured-magnitude"
-
-    def score(self, model: nn.Module, images: torch.Tensor, settings: OptinSettings) -> UnitScores:
-        heads, neurons = [], []
-        with torch.no_grad():
-            for block in check_vit(model).blocks:
-                attn, mlp = attention_of(block), mlp_of(block)
-                if attn is None:
-                    heads.append(torch.zeros(0))
-                else:
-                    qkv = attn.qkv.weight.detach().double().reshape(3, attn.num_heads, attn.head_dim, -1)
-                    proj = attn.proj.weight.detach().double().reshape(-1, attn.num_heads, attn.head_dim)
-                    heads.append((qkv.square().sum((0, 2, 3)) + proj.square().sum((0, 2))).sqrt())
-                if mlp is None:
-                    neurons.append(torch.zeros(0))
-                else:
-                    _, fc1, fc2 = mlp
-                    w1, w2 = fc1.weight.detach().double(), fc2.weight.detach().double()
-                    neurons.append((w1.square().sum(1) + w2.square().sum(0)).sqrt())
-        return UnitScores(heads=tuple(heads), neurons=tuple(neurons), md={}, kd={}, kd_scale=1.0)
+    def score(
+        self,
+        model: nn.Module,
+        images: torch.Tensor,
+        settings: OptinSettings,
+        *,
+        labels: torch.Tensor | None = None,
+        progress: bool | None = None,
+    ) -> UnitScores:
+        """Scores per block, deterministic for `settings.seed`; `labels` (one per image) for a scorer that
+        `uses_labels`, ignored by the others. `progress`: a bar with ETA on stderr where scoring takes long
+        (None: when stderr is a terminal)."""
+        return self._score(model, images, settings, labels, progress)
 
 
-_SCORERS: dict[str, type[StructuredScorer]] = {cls.name: cls for cls in (_Optin, _Magnitude)}
+def _baseline(scores: Scores) -> UnitScores:
+    return UnitScores(heads=scores[0], neurons=scores[1], md={}, kd={}, kd_scale=1.0)
+
+
+def _taylor(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | None) -> UnitScores:
+    if labels is None:
+        raise ValueError("taylor scores on a labelled calibration batch: pass the images' labels")
+    return _baseline(taylor_scores(model, images, labels))
+
+
+_SCORERS = {
+    scorer.name: scorer
+    for scorer in (
+        StructuredScorer("optin", False, lambda m, x, s, _, bar: optin_scores(m, x, s, progress=bar)),
+        StructuredScorer("group-l1", False, lambda m, *_: _baseline(group_norm_scores(m, 1))),
+        StructuredScorer("group-l2", False, lambda m, *_: _baseline(group_norm_scores(m, 2))),
+        StructuredScorer("taylor", True, lambda m, x, _, y, __: _taylor(m, x, y)),
+        StructuredScorer("random", False, lambda m, _, s, *__: _baseline(random_scores(m, s.seed))),
+    )
+}
 if tuple(_SCORERS) != STRUCTURED_METHODS:
     raise ImportError(f"structured scorers {tuple(_SCORERS)} differ from the names {STRUCTURED_METHODS}")
 
@@ -73,4 +79,4 @@ def get_scorer(name: str) -> StructuredScorer:
     """The scorer registered as `name`, or a ValueError listing the names."""
     if name not in _SCORERS:
         raise ValueError(f"unknown structured method {name!r}; choose from {', '.join(_SCORERS)}")
-    return _SCORERS[name]()
+    return _SCORERS[name]

@@ -9,19 +9,30 @@ KL(teacher ‖ student) times T² (OPTIN's code does not divide the logits by T,
 rescales KD by a power of ten per candidate so that MD ≈ λ·s·KD; we pick one power of ten for all units from
 the totals, so a unit's KD weight does not depend on its own MD. Higher scores mean more important.
 
-Speed: each block's input is cached from one teacher pass, so a candidate in block l runs blocks >= l only,
-and `candidates_per_pass` candidates share a pass, each replica of the batch with its own mask.
+Speed (docs/STRUCTURED.md): one teacher pass caches each block's input; `candidates_per_pass` candidates share
+a pass, each replica of the batch with its own unit masked; and block l itself is never re-run for its own
+candidates (structured_pruning.md §2.5 (c)). Masking neuron j changes block l's output by the rank-one term
+-ls2(a_j ⊗ fc2[:, j]), a_j its activation on every token; masking head h changes the stream after attention by
+-ls1(o_h · proj[:, h]ᵀ), o_h its attention output, after which only block l's MLP runs again. Both terms come
+from block l's teacher internals, recorded once per block, so a candidate in block l runs blocks > l only
+(the same sums as masking, to rounding: `masked_losses` is the masked pass, kept as the reference and for
+blocks that are not timm's pre-norm `Block`).
 """
 
 from __future__ import annotations
 
 import math
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from timm.models.vision_transformer import Block
 from torch import nn
 
-from .units import block_widths, check_vit, replica_masks
+from .units import attention_of, block_widths, check_vit, mlp_of, replica_masks
 
 __all__ = ["OptinSettings", "TrajectoryLosses", "UnitScores", "optin_scores"]
 
@@ -52,6 +63,18 @@ class UnitScores:
     md: dict[str, tuple[torch.Tensor, ...]]
     kd: dict[str, tuple[torch.Tensor, ...]]
     kd_scale: float
+
+
+@dataclass(frozen=True)
+class _BlockInternals:
+    """What the dense block computes on the cached batch: the stream after attention (`mid`, what `norm2`
+    takes), the heads' outputs (what `attn.proj` takes; None without heads), the neurons' activations (what
+    `mlp.fc2` takes; None without neurons) and the block's output."""
+
+    mid: torch.Tensor
+    heads: torch.Tensor | None
+    neurons: torch.Tensor | None
+    out: torch.Tensor
 
 
 class TrajectoryLosses:
@@ -90,6 +113,7 @@ class TrajectoryLosses:
         self.reference = [
             t @ t.T if self._direct(t) else (t.T @ t).square().sum() for t in self.teacher
         ]  # the teacher's Gram matrix, or its squared norm for the d x d form of `_md`
+        self._internals: tuple[int, _BlockInternals] | None = None  # the last block's, reused by its chunks
 
     def _tokens(self, features: torch.Tensor, z: int) -> torch.Tensor:
         """Feature z's token subset, L2-normalised per token, in float64 (R, K, d) for R replicas (R, B, N, d)."""
@@ -103,7 +127,34 @@ class TrajectoryLosses:
     def losses(
         self, layer: int, kind: str, units: torch.Tensor, width: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """MD and KD losses (R,) with each of `units` of `layer` masked alone, all in one pass."""
+        """MD and KD losses (R,) with each of `units` of `layer` masked alone, all in one pass that starts after
+        block `layer` (its output under each mask is the teacher's less that unit's share; module docstring)."""
+        block = self.blocks[layer]
+        if type(block) is not Block:  # a subclass or another layout may compose its branches otherwise
+            return self.masked_losses(layer, kind, units, width)
+        inside = self._block_internals(layer)
+        if kind == "heads" and inside.heads is not None:
+            attn = attention_of(block)
+            assert attn is not None
+            out = inside.heads.unflatten(-1, (attn.num_heads, attn.head_dim))[..., units, :]  # (B, N, R, dh)
+            proj = attn.proj.weight.unflatten(1, (attn.num_heads, attn.head_dim))[:, units]  # (d, R, dh)
+            share = torch.einsum("bnrk,drk->rbnd", out, proj)
+            mid = (inside.mid - block.drop_path1(block.ls1(share))).flatten(0, 1)
+            x = mid + block.drop_path2(block.ls2(block.mlp(block.norm2(mid))))
+        elif kind == "neurons" and inside.neurons is not None:
+            parts = mlp_of(block)
+            assert parts is not None
+            acts = inside.neurons[..., units].movedim(-1, 0)[..., None]  # (R, B, N, 1)
+            share = acts * parts[2].weight.T[units][:, None, None]  # (R, B, N, d)
+            x = (inside.out - block.drop_path2(block.ls2(share))).flatten(0, 1)
+        else:
+            raise ValueError(f"no {kind!r} to mask in block {layer} (kinds: 'heads', 'neurons')")
+        return self._trajectory(x, layer + 1, len(units))
+
+    def masked_losses(
+        self, layer: int, kind: str, units: torch.Tensor, width: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`losses` by masking each unit in block `layer` and running that block again (the reference pass)."""
         replicas = len(units)
         keep = torch.ones(replicas, width, dtype=torch.bool)
         keep[torch.arange(replicas), units] = False
@@ -113,15 +164,43 @@ class TrajectoryLosses:
         finally:
             handle.remove()
 
+    def _block_internals(self, layer: int) -> _BlockInternals:
+        """Block `layer`'s internals on the cached batch, recorded by one dense pass (kept for the next call)."""
+        if self._internals is not None and self._internals[0] == layer:
+            return self._internals[1]
+        block = self.blocks[layer]
+        attn, mlp = attention_of(block), mlp_of(block)
+        seen: dict[str, torch.Tensor] = {}
+
+        def keep(name: str) -> Callable[[nn.Module, tuple[torch.Tensor, ...]], None]:
+            return lambda _, args: seen.__setitem__(name, args[0])
+
+        watched = [("mid", block.get_submodule("norm2"))]
+        watched += [("heads", attn.proj)] if attn is not None else []
+        watched += [("neurons", mlp[2])] if mlp is not None else []
+        handles = [module.register_forward_pre_hook(keep(name)) for name, module in watched]
+        try:
+            out = block(self.inputs[layer])
+        finally:
+            for handle in handles:
+                handle.remove()
+        inside = _BlockInternals(seen["mid"], seen.get("heads"), seen.get("neurons"), out)
+        self._internals = (layer, inside)
+        return inside
+
     def replay(self, layer: int, replicas: int) -> tuple[torch.Tensor, torch.Tensor]:
         """MD and KD losses (R,) of R replicas of the batch run from block `layer` on, under whatever edit the
         caller has put in place (masking hooks here; depth pruning's dropped or linearised sublayers)."""
-        x = self.inputs[layer].repeat(replicas, 1, 1)
-        shape = (replicas, *self.inputs[layer].shape)
+        x = self.blocks[layer](self.inputs[layer].repeat(replicas, 1, 1))
+        return self._trajectory(x, layer + 1, replicas)
+
+    def _trajectory(self, x: torch.Tensor, start: int, replicas: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """MD and KD losses (R,) of the R replicas `x` (R·B, N, d) entering block `start`: MD of every later
+        `norm1` feature and the final norm, KD of the logits."""
+        shape = (replicas, *self.inputs[0].shape)
         md = x.new_zeros(replicas, dtype=torch.float64)
-        for z in range(layer, len(self.blocks)):
-            if z > layer:
-                md += self._md(self.norms[z](x), z, shape)
+        for z in range(start, len(self.blocks)):
+            md += self._md(self.norms[z](x), z, shape)
             x = self.blocks[z](x)
         final = self.vit.norm(x)
         md += self._md(final, len(self.blocks), shape)
@@ -147,28 +226,60 @@ def _power_of_ten(md: torch.Tensor, kd: torch.Tensor, lam: float) -> float:
     return 10.0 ** round(math.log10(total_md / (lam * total_kd)))
 
 
+def _progress(show: bool | None) -> Progress:
+    """A bar with ETA on stderr: shown when `show`, or (None) when stderr is a terminal; gone when done."""
+    enabled = sys.stderr.isatty() if show is None else show
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True, force_terminal=True if show else None),
+        disable=not enabled,
+        transient=True,
+    )
+
+
 @torch.no_grad()
-def optin_scores(model: nn.Module, images: torch.Tensor, settings: OptinSettings | None = None) -> UnitScores:
-    """Score every head and neuron of a dense timm ViT on one calibration batch (deterministic for a seed)."""
+def optin_scores(
+    model: nn.Module,
+    images: torch.Tensor,
+    settings: OptinSettings | None = None,
+    *,
+    progress: bool | None = None,
+) -> UnitScores:
+    """Score every head and neuron of a dense timm ViT on one calibration batch (deterministic for a seed).
+    `progress`: a bar with ETA on stderr (None: when stderr is a terminal); the scores do not depend on it."""
     settings = settings or OptinSettings()
     vit = check_vit(model)
     was_training = vit.training
     vit.eval()
+    md: dict[str, list[torch.Tensor]] = {"heads": [], "neurons": []}
+    kd: dict[str, list[torch.Tensor]] = {"heads": [], "neurons": []}
+    widths = dict(zip(("heads", "neurons"), block_widths(vit), strict=True))
+    depth = len(widths["heads"])
+    # a candidate of block l runs the blocks after it (and block l's MLP for a head): the bar counts blocks
+    work = sum(
+        (depth - layer) * (widths["heads"][layer] + widths["neurons"][layer]) for layer in range(depth)
+    )
     try:
-        teacher = TrajectoryLosses(vit, images, settings)
-        param = next(vit.parameters())
-        widths = dict(zip(("heads", "neurons"), block_widths(vit), strict=True))
-        md: dict[str, list[torch.Tensor]] = {"heads": [], "neurons": []}
-        kd: dict[str, list[torch.Tensor]] = {"heads": [], "neurons": []}
-        for kind in ("heads", "neurons"):
-            for layer, width in enumerate(widths[kind]):
-                parts = [  # none for a block without units of this kind (e.g. its attention dropped)
-                    teacher.losses(layer, kind, units, width)
-                    for units in torch.arange(width).split(settings.candidates_per_pass)
-                    if len(units)
-                ]
-                md[kind].append(torch.cat([p[0] for p in parts]) if parts else param.new_zeros(0))
-                kd[kind].append(torch.cat([p[1] for p in parts]) if parts else param.new_zeros(0))
+        with _progress(progress) as bar:
+            task = bar.add_task(
+                f"OPTIN scores of {sum(widths['heads'] + widths['neurons'])} units", total=work
+            )
+            teacher = TrajectoryLosses(vit, images, settings)
+            param = next(vit.parameters())
+            for layer in range(depth):
+                for kind in ("heads", "neurons"):
+                    parts = []  # none for a block without units of this kind (e.g. its attention dropped)
+                    for units in torch.arange(widths[kind][layer]).split(settings.candidates_per_pass):
+                        if len(units):
+                            parts.append(teacher.losses(layer, kind, units, widths[kind][layer]))
+                            bar.advance(task, (depth - layer) * len(units))
+                    md[kind].append(torch.cat([p[0] for p in parts]) if parts else param.new_zeros(0))
+                    kd[kind].append(torch.cat([p[1] for p in parts]) if parts else param.new_zeros(0))
     finally:
         vit.train(was_training)
     every_md = torch.cat(md["heads"] + md["neurons"])

@@ -1,11 +1,18 @@
 """The mask search under a MAC budget given as a ratio of the dense model's MACs (OPTIN §2.2, as in PTF):
 rank all heads globally by importance and, separately, all neurons; for every k keep the top-k heads and
 spend what is left of the budget on neurons in rank order; keep the k whose kept units sum to the most
-importance. Layers may end with no heads or no neurons (`shrink` handles them).
+importance among those that spend the budget to within one neuron (group). Layers may end with no heads or
+no neurons (`shrink` handles them).
+
+Spending the budget is our addition to OPTIN's rule (which takes the most important k outright): when a
+method values heads little per MAC, the most important k keeps every neuron and leaves up to a head's MACs
+unspent, and methods compared at one budget then differ in MACs too (issue 25: the raw-norm baseline got
+0.866 for 0.9). A k whose neurons stop short of the budget always leaves less than one neuron (group) unspent,
+and such a k exists unless one head costs more than all the model's neurons together, so in any ViT every
+method lands within one neuron (group) below the budget (it never goes over).
 
 Costs come from `VitCosts` at the given per-block token counts, so a unit in a block that sees fewer tokens
-is cheaper. The result reports requested and achieved MACs: the search stops short of the budget by less
-than one unit (it never goes over).
+is cheaper. The result reports requested and achieved MACs.
 
 `select_units` is the enumeration on its own, for any cost given per block as the cumulative cost of keeping
 its first 0, 1, ... units (MACs here, a measured latency table in `latency`). With `round_to` > 1 a block's
@@ -102,7 +109,8 @@ def select_units(
 ) -> tuple[UnitMasks, float]:
     """The heads-then-neurons enumeration: the masks with the most summed importance whose cost, the sum over
     blocks of `head_costs[l][kept heads] + neuron_costs[l][kept neurons]` (each table starts at 0 and
-    neuron tables never decrease), stays within `spend`; with that importance."""
+    neuron tables never decrease), stays within `spend` and, where some k allows it, comes within the
+    dearest neuron group of it; with that importance."""
     if round_to not in ROUNDINGS:
         raise ValueError(f"round_to must be one of {ROUNDINGS}, got {round_to}")
     h_groups, h_cost, h_value = _ranked(heads, head_costs, 1)
@@ -114,6 +122,10 @@ def select_units(
     total = torch.where(
         left >= 0, h_value + n_value[kept_neurons], torch.tensor(-torch.inf, dtype=torch.float64)
     )
+    dearest = float(n_cost.diff().max()) if len(n_cost) > 1 else 0.0
+    spent = (left >= 0) & (left - n_cost[kept_neurons] < dearest)
+    if bool(spent.any()):
+        total = torch.where(spent, total, torch.tensor(-torch.inf, dtype=torch.float64))
     k = int(torch.argmax(total))  # the first k of the largest summed importance
     n = int(kept_neurons[k])
     if not bool(torch.isfinite(total[k])):

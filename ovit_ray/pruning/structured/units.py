@@ -26,6 +26,7 @@ __all__ = [
     "masked",
     "mlp_of",
     "replica_masks",
+    "vit_family",
 ]
 
 
@@ -70,17 +71,28 @@ def mlp_of(block: nn.Module) -> tuple[Mlp, nn.Linear, nn.Linear] | None:
     return mlp, mlp.fc1, mlp.fc2
 
 
+def vit_family(model: nn.Module) -> VisionTransformer:
+    """The model as a timm `VisionTransformer`, or the one-line error structured and depth pruning give for
+    another family (Swin, EVA, ...), naming it: their block edits know only this class's modules."""
+    if not isinstance(model, VisionTransformer):
+        family = type(model).__module__.rsplit(".", 1)[-1]
+        raise ValueError(
+            "structured and depth pruning support timm VisionTransformer models only (ViT, DeiT, DINOv2, "
+            f"registers), got {type(model).__name__} of the {family} family; unstructured pruning takes any"
+        )
+    return model
+
+
 def check_vit(model: nn.Module) -> VisionTransformer:
     """The model as a `VisionTransformer` whose heads and neurons can be removed exactly, or a ValueError
-    naming what stands in the way (a hidden-width norm, a gated attention, a GLU MLP)."""
-    if not isinstance(model, VisionTransformer):
-        raise ValueError(f"structured pruning needs a timm VisionTransformer, got {type(model).__name__}")
-    for index, block in enumerate(model.blocks):
+    naming what stands in the way (another family, a hidden-width norm, a gated attention, a GLU MLP)."""
+    vit = vit_family(model)
+    for index, block in enumerate(vit.blocks):
         try:
             attention_of(block), mlp_of(block)
         except ValueError as error:
             raise ValueError(f"block {index}: {error}") from None
-    return model
+    return vit
 
 
 def block_widths(model: nn.Module) -> tuple[tuple[int, ...], tuple[int, ...]]:

@@ -18,20 +18,28 @@ from ovit_ray.models import cache_dir
 from ovit_ray.pruning.structured import OptinSettings, UnitScores, get_scorer
 
 
-def calibration_images(data: DatasetSplits, size: int, seed: int) -> torch.Tensor:
-    """`size` training images drawn with `seed` (label-free: only the images are used)."""
+def calibration_batch(data: DatasetSplits, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`size` training images drawn with `seed`, and their labels (read only by a scorer that uses them)."""
     generator = torch.Generator().manual_seed(seed)
     picks = torch.randperm(len(data.train), generator=generator)[:size]  # type: ignore[arg-type]
-    return torch.stack([data.train[int(i)][0] for i in picks])
+    pairs = [data.train[int(i)] for i in picks]
+    return torch.stack([image for image, _ in pairs]), torch.tensor([int(label) for _, label in pairs])
 
 
-def fingerprint(model: nn.Module, images: torch.Tensor, what: str) -> str:
-    """Hash of the weights, the calibration images and `what` (the scorer and its settings)."""
+def calibration_images(data: DatasetSplits, size: int, seed: int) -> torch.Tensor:
+    """The images of `calibration_batch` (what the label-free scorers take)."""
+    return calibration_batch(data, size, seed)[0]
+
+
+def fingerprint(model: nn.Module, images: torch.Tensor, what: str, labels: torch.Tensor | None = None) -> str:
+    """Hash of the weights, the calibration images (and labels, where the scorer reads them) and `what`
+    (the scorer and its settings)."""
     digest = hashlib.sha256(what.encode())
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    digest.update(images.detach().cpu().contiguous().numpy().tobytes())
+    for tensor in (images, labels) if labels is not None else (images,):
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:20]
 
 
@@ -51,17 +59,23 @@ def cached_blob(path: Path, compute: Callable[[], dict[str, Any]]) -> tuple[dict
 
 
 def cached_scores(
-    model: nn.Module, images: torch.Tensor, method: str, settings: OptinSettings, cache: Path | None = None
+    model: nn.Module,
+    images: torch.Tensor,
+    method: str,
+    settings: OptinSettings,
+    cache: Path | None = None,
+    *,
+    labels: torch.Tensor | None = None,
+    progress: bool | None = None,
 ) -> tuple[UnitScores, bool, float]:
-    """(scores, whether they came from the cache, seconds spent scoring now)."""
-    path = (
-        (cache or cache_dir())
-        / "structured-scores"
-        / f"{fingerprint(model, images, f'{method}|{settings}')}.pt"
-    )
+    """(scores, whether they came from the cache, seconds spent scoring now). `labels`: the images' labels,
+    needed by a scorer that `uses_labels` (and then part of the cache key); `progress`: the scorer's bar."""
+    scorer = get_scorer(method)
+    key = fingerprint(model, images, f"{method}|{settings}", labels if scorer.uses_labels else None)
+    path = (cache or cache_dir()) / "structured-scores" / f"{key}.pt"
 
     def compute() -> dict[str, Any]:
-        scores = get_scorer(method).score(model, images, settings)
+        scores = scorer.score(model, images, settings, labels=labels, progress=progress)
         return {"heads": list(scores.heads), "neurons": list(scores.neurons), "kd_scale": scores.kd_scale}
 
     blob, cached, seconds = cached_blob(path, compute)

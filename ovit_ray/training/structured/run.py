@@ -44,7 +44,7 @@ from ovit_ray.pruning.structured import (
 )
 from ovit_ray.training.loop import evaluate, make_loader
 from ovit_ray.training.setup import JobStart
-from ovit_ray.training.structured.cache import cached_scores, calibration_images
+from ovit_ray.training.structured.cache import cached_scores, calibration_batch
 from ovit_ray.training.structured.speed import DEFAULT_SPEED, SpeedSettings, speed_columns
 
 Row = dict[str, Any]
@@ -62,7 +62,7 @@ class StructuredJob:
     token_share: float = 0.0  # part of the MAC reduction taken by merging tokens (ToMe-style)
     round_to: int = 1  # kept MLP widths are multiples of it
     calib_size: int = 32
-    seed: int = 0  # draws the calibration images and OPTIN's Gram token subsets
+    seed: int = 0  # draws the calibration batch, OPTIN's Gram token subsets and `random`'s scores
     optin: OptinSettings = field(default_factory=OptinSettings)
     then: PruneSettings | None = None  # unstructured pruning of the shrunk model
     then_sparsity: float | None = None  # None with an N:M pattern in `then`
@@ -74,7 +74,7 @@ class StructuredJob:
         if self.then is not None:
             amount = self.then.pattern_sparsity if self.then_sparsity is None else self.then_sparsity
             after = f"-{self.then.method}{amount:.2f}" + (
-                f"p{self.then.pattern[0]}of{self.then.pattern[1]}" if self.then.pattern else ""
+                f"p{self.then.nm[0]}of{self.then.nm[1]}" if self.then.nm else ""
             )
         shape = (f"-t{self.token_share:.2f}" if self.token_share else "") + (
             f"-r{self.round_to}" if self.round_to > 1 else ""
@@ -98,19 +98,24 @@ class _Plan:
 
 def _plan(
     dense: nn.Module,
-    images: torch.Tensor,
+    calibration: tuple[torch.Tensor, torch.Tensor],
     job: StructuredJob,
     costs: VitCosts,
     latency_table: Callable[[], LatencyTable],
     cache: Path | None,
+    progress: bool | None,
 ) -> _Plan:
-    """The job's kept units (all of them for method "none") under its MACs or latency budget."""
+    """The job's kept units (all of them for method "none") under its MACs or latency budget, scored on the
+    calibration (images, labels)."""
     if job.method == "none":
         return _Plan(
             UnitMasks.dense(dense), costs.widths, (0,) * len(costs.widths.heads), {"flops_ratio": 1.0}
         )
     settings = OptinSettings(**{**asdict(job.optin), "seed": job.seed})
-    scores, cached, seconds = cached_scores(dense, images, job.method, settings, cache)
+    images, labels = calibration
+    scores, cached, seconds = cached_scores(
+        dense, images, job.method, settings, cache, labels=labels, progress=progress
+    )
     if job.latency_ratio is not None:
         by_time = search_latency(
             scores.heads, scores.neurons, latency_table(), job.latency_ratio, job.round_to
@@ -158,10 +163,12 @@ def structured_rows(
     eval_batch_size: int = 256,
     cache: Path | None = None,
     on_row: Callable[[Row], None] | None = None,
+    progress: bool | None = None,
 ) -> list[Row]:
     """Run every job on `start.model` (left unchanged) and return one row each; each pruned model is kept
     as `<out>/models/<run_key>.safetensors` (weights, masks, the shrunk sizes to rebuild it, and the
-    `identity` meta, dataset and split seed, that `ovit-ray export` / `evaluate` read)."""
+    `identity` meta, dataset and split seed, that `ovit-ray export` / `evaluate` read). `progress`: a bar
+    with ETA while a slow scorer (OPTIN) runs (None: when stderr is a terminal)."""
     device = speed.device if speed else "cpu"
     dense = start.model.to(device).eval()
     loaders = {
@@ -184,8 +191,8 @@ def structured_rows(
 
     rows: list[Row] = []
     for job in jobs:
-        images = calibration_images(start.data, job.calib_size, job.seed).to(device)
-        plan = _plan(dense, images, job, costs, latency_table, cache)
+        images, labels = (t.to(device) for t in calibration_batch(start.data, job.calib_size, job.seed))
+        plan = _plan(dense, (images, labels), job, costs, latency_table, cache, progress)
         with masked(dense, plan.masks), merging(dense, plan.merges):
             masked_top1 = top1(dense)[0]
         small = shrink(dense, plan.masks).eval()
@@ -229,7 +236,7 @@ def structured_rows(
             masks = found_masks.state_dict()
             row.update(
                 then_method=job.then.method,
-                then_pattern=None if job.then.pattern is None else "{}:{}".format(*job.then.pattern),
+                then_pattern=job.then.pattern,
                 then_sparsity=job.then.pattern_sparsity if job.then_sparsity is None else job.then_sparsity,
                 achieved_sparsity=found_masks.sparsity(),
                 params_nonzero=counts.params_nonzero,
