@@ -1,12 +1,15 @@
 """One-shot top-1 on the digits preset: methods x sparsities x seeds, mean and std (issue 2, "Benchmarks").
 
 Why a script next to `ovit-ray prune`: the targets are about means over seeds (the seed changes the
-mini-batches the Fisher is built from), and about the gap between methods at high sparsity, so this
-runs the same `oneshot_rows` for several seeds and knob settings and summarises them against the
-issue-2 targets. All pruning, evaluation and result writing is the library's.
+mini-batches the Fisher is built from), and about the gap between methods at high sparsity. So this runs
+the `oneshot` kind (one Fisher per method and knob setting, every sparsity pruned from the dense weights)
+as a grid over methods x knob values x seeds through the one driver, in this process
+(`resources.local`), and summarises the rows against the issue-2 targets. All pruning, evaluation and
+result writing is the library's; the folder resumes if the same grid is run again.
 
     .venv/bin/python benchmarks/bench_oneshot_accuracy.py --out runs/bench_accuracy
     .venv/bin/python benchmarks/bench_oneshot_accuracy.py --damp 1e-6 1e-7 1e-8 --num-grads 128 256
+    .venv/bin/python benchmarks/bench_oneshot_accuracy.py --quick   # one seed, two methods, small m
 """
 
 from __future__ import annotations
@@ -15,21 +18,18 @@ import argparse
 import itertools
 import statistics
 import sys
-import time
 from collections.abc import Sequence
-from pathlib import Path
+from typing import Any
 
 import results_file as result_files
+from sweep_runs import Row, results_folder, run_folder
 
-from ovit_ray.cli.prune import KEY_COLUMNS
-from ovit_ray.orchestration.results.parquet import append_rows
-from ovit_ray.orchestration.results.schemas import PRUNE_RESULTS
-from ovit_ray.pruning import DEFAULT_PATTERNS, PruneSettings, method_names
-from ovit_ray.training.oneshot import Row, oneshot_rows
-from ovit_ray.training.setup import build_model_and_data
+from ovit_ray.pruning import method_names
 
 SPARSITIES = (0.5, 0.6, 0.7, 0.8, 0.9)
 TARGET_SPARSITIES = (0.7, 0.8, 0.9)  # where the method ordering must hold
+KNOBS = ("block_size", "num_grads", "damp", "grad_batch_size")
+QUICK = {"method": ["ovit", "magnitude"], "sparsity": [0.5, 0.9], "seeds": [0], "num_grads": [16]}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -63,21 +63,35 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--out",
         default="runs/bench_accuracy",
-        help="directory for results.parquet (default: runs/bench_accuracy)",
+        help="output folder of the sweep (default: runs/bench_accuracy; runs/bench_accuracy_quick with --quick)",
     )
-    p.add_argument("--progress", action="store_true", help="show gradient-collection progress bars")
-    return p.parse_args(argv)
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"a smoke run: {QUICK}; its results file goes to --out (or $OVIT_RAY_BENCH_RESULTS)",
+    )
+    args = p.parse_args(argv)
+    if args.quick:
+        vars(args).update(QUICK)
+        if args.out == p.get_default("out"):
+            args.out = "runs/bench_accuracy_quick"
+    return args
 
 
-def settings_grid(args: argparse.Namespace) -> list[tuple[dict[str, float | int], list[PruneSettings]]]:
-    """One entry per knob combination (B, m, lambda, grad batch), holding one PruneSettings per method."""
-    grid = []
-    for block, m, damp, batch in itertools.product(
-        args.block_size, args.num_grads, args.damp, args.grad_batch_size
-    ):
-        knobs = {"block_size": block, "num_grads": m, "damp": damp, "grad_batch_size": batch}
-        grid.append((knobs, [PruneSettings(method=method, **knobs) for method in dict.fromkeys(args.method)]))
-    return grid
+def oneshot_sweep(args: argparse.Namespace, sparsities: Sequence[float]) -> dict[str, Any]:
+    """The grid: methods x knob values x seeds, each trial one method's Fisher pruned to every sparsity."""
+    grids = {"method": list(dict.fromkeys(args.method))} | {
+        k: list(dict.fromkeys(getattr(args, k))) for k in KNOBS
+    }
+    return {
+        "name": "bench_oneshot_accuracy" + ("_quick" if args.quick else ""),
+        "model": args.model,
+        "seeds": list(dict.fromkeys(args.seeds)),
+        "oneshot": {"sparsities": list(sparsities), "device": args.device},
+        "search": {"params": {k: {"grid": v} for k, v in grids.items()}},
+        "resources": {"workers": 1, "cpus_per_worker": 1, "local": True},
+        "mlflow": {"experiment": "bench-oneshot-accuracy"},
+    }
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -94,7 +108,7 @@ def summarize(
         top1 = [
             float(r["top1"])
             for r in rows
-            if r["method"] == method and abs(float(r["target_sparsity"]) - sparsity) < 1e-9
+            if r["method"] == method and abs(float(r["target"]) - sparsity) < 1e-9
         ]
         if top1:
             summary[(method, sparsity)] = (*mean_std(top1), len(top1))
@@ -129,7 +143,7 @@ def check_targets(summary: dict, dense: float) -> list[tuple[str, bool | None]]:
     checks: list[tuple[str, bool | None]] = []
     for s in TARGET_SPARSITIES:
         o, w, m = mean("ovit", s), mean("woodfisher", s), mean("magnitude", s)
-        ok = None if None in (o, w, m) else o >= w >= m
+        ok = None if o is None or w is None or m is None else o >= w >= m
         checks.append((f"s={s:g}: ovit >= woodfisher >= magnitude", ok))
     o8, o9 = mean("ovit", 0.8), mean("ovit", 0.9)
     checks.append(("ovit at 0.8 within 3 points of dense", None if o8 is None else dense - o8 <= 0.03))
@@ -144,31 +158,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit(f"--sparsity: must be in [0, 1), got {s}")
     sparsities = sorted(set(args.sparsity))
     methods = list(dict.fromkeys(args.method))
-    start = build_model_and_data(args.model, progress=args.progress)
-    print(
-        f"model: {args.model} from {start.source}; {len(start.data.train)} train / {len(start.data.val)} val images",
-        flush=True,
-    )
-    results = Path(args.out) / "results.parquet"
+    ran = run_folder(oneshot_sweep(args, sparsities), args.out)
+    by_knobs: dict[tuple[Any, ...], list[Row]] = {}
+    for r in ran.rows:
+        by_knobs.setdefault(tuple(r[k] for k in KNOBS), []).append(r)
     all_ok = True
-    tables, headline, checks = [], [], []
-    for knobs, settings in settings_grid(args):
-        rows: list[Row] = []
-        began = time.perf_counter()
-        for seed in args.seeds:
-            rows += oneshot_rows(
-                start,
-                settings,
-                sparsities,
-                param_patterns=DEFAULT_PATTERNS,
-                seed=seed,
-                device=args.device,
-                progress=args.progress,
-            )
-            print(f"  {knobs} seed {seed} done ({time.perf_counter() - began:.0f} s)", flush=True)
-        append_rows(
-            results, rows, KEY_COLUMNS, PRUNE_RESULTS
-        )  # keyed: re-running a configuration never duplicates rows
+    tables: list[dict] = []
+    headline: list[dict] = []
+    checks: list[str] = []
+    for values in itertools.product(*(dict.fromkeys(getattr(args, k)) for k in KNOBS)):
+        rows = by_knobs.get(values, [])
+        if not rows:  # every trial of this setting failed (see trials.parquet)
+            continue
+        knobs = dict(zip(KNOBS, values, strict=True))
         dense = float(rows[0]["top1_dense"])
         summary = summarize(rows, methods, sparsities)
         knob_text = ", ".join(f"{k}={v:g}" for k, v in knobs.items())
@@ -196,14 +198,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             )
         print(flush=True)
-    print(f"raw rows -> {results}")
+    print(f"rows: {ran.out / 'results.parquet'} (table and plots: ovit-ray report {ran.out})")
     result_files.write_results(
         "oneshot_accuracy",
         title=f"One-shot unstructured pruning on {args.model}: methods x sparsities",
         headline=headline,
         tables=tables,
-        notes=f"Top-1 on the held-out test split, mean ± sample std over gradient-batch seeds {args.seeds}. "
-        "Targets (issue 2): " + "; ".join(checks) + ".",
+        notes=f"Top-1 on the held-out test split, mean ± sample std over gradient-batch seeds {args.seeds}; "
+        "the `oneshot` kind (one Fisher per method and setting, every sparsity pruned from the dense weights) "
+        "run as one grid in this process. Targets (issue 2): " + "; ".join(checks) + ".",
+        results_dir=results_folder(args.quick, args.out),
     )
     return 0 if all_ok else 1
 
