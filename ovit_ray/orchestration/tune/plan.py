@@ -91,7 +91,7 @@ def describe(plan: Plan, out: Path, mlflow_uri: str | None, tracking_uri: str) -
     )
     lines.append(
         f"per trial: {r.workers} worker(s) x {r.cpus_per_worker:g} CPU, {r.gpus_per_worker:g} GPU ({where}); "
-        f"{plan.concurrency} at once"
+        + ("one after another" if r.local else f"{plan.concurrency} at once")
     )
     lines.append(f"output: {out}")
     lines.append(f"Tune storage: {storage_root(sweep, out)}")
