@@ -1,39 +1,50 @@
-"""Seeded fuzzing of user input: sweep files, search spaces, cluster files and CLI flags.
+"""Seeded fuzzing of user input: sweep files, search spaces, cluster files and CLI flags, and (issue 24,
+`fuzz_inputs.py`) storage URLs, folder names and counts.
 
 Every generated input goes through the real CLI (`main([...])`) on paths that start no Ray
 (`sweep --dry-run`, `cluster validate`, flag parsing and validation of `prune`/`train`/`mlflow-server`
-with a bad value). Each run must: exit 0 or 2, print no traceback, print exactly one line on stderr
-when it fails (one mutation is one root cause), write nothing into the output folder on failure,
-and keep the process's peak RSS below the limit.
+with a bad value, `sync-mlflow` replaying a hostile outbox into a local store, `prune` and `transfer`
+counts beyond the bound table). Each run must: exit 0 or 2, print no traceback, print exactly one line
+on stderr when it fails (one mutation is one root cause), leave the output folder as it was on failure,
+change nothing outside the output folder (the scratch folder is watched, and the runs' working
+directory is inside it), and allocate less than 1 GB above what the process held when it started.
 
-    python benchmarks/bench_fuzz.py --per-kind 2000        # the benchmark (BENCHMARKS.md)
-    tests/test_fuzz.py runs the same generator with a few hundred inputs.
+    python benchmarks/bench_fuzz.py --per-kind 2000 --per-heavy-kind 100   # the benchmark (BENCHMARKS.md)
+    tests/test_fuzz.py runs the same generators with a few hundred inputs.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import io
 import json
 import os
 import random
 import resource
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import results_file as results
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
 
+import fuzz_inputs  # noqa: E402
+
 from ovit_ray.cli.main import main  # noqa: E402
 
-KINDS = ("sweep", "space", "cluster", "flags")
+# The issue-24 families load a model or open an MLflow store per case (seconds): fewer of them by default.
+HEAVY_KINDS = fuzz_inputs.FAMILIES
+KINDS = ("sweep", "space", "cluster", "flags", *HEAVY_KINDS)
+OVER_GB = 1e9
 WEIRD: list[Any] = [
     None,
     [],
@@ -61,7 +72,7 @@ TEXT_ATTACKS = [
     ),
     "a: &a [1, *a]\n",
     "{a: " * 2000 + "1" + "}" * 2000,
-    "train: {window_epochs: " + "9" * 6000 + "}\n",
+    "gradual: {window_epochs: " + "9" * 6000 + "}\n",
     "\x00\xff binary",
     "- just\n- a list\n",
     "",
@@ -107,7 +118,7 @@ def _sources() -> dict[str, list[Any]]:
     sweeps = [
         d
         for d in load((ROOT / "sweeps").rglob("*.yaml"))
-        if "search" in d and not {"checkpoint", "data_root"} & set(d.get("train", {}))
+        if "search" in d and not {"checkpoint", "data_root"} & set(d)
     ]
     return {
         "sweep": sweeps,
@@ -158,6 +169,10 @@ FLAG_VALUES = [
 ]
 
 
+# The second mistake of every `prune` flag case (see `flag_argv`).
+COMPANION = ["--sparsity", "1.5"]
+
+
 def flag_argv(rng: random.Random, work: Path) -> list[str]:
     """A command with one flag given a random (mostly bad) value; it must fail before heavy work."""
     command, flag = rng.choice(FLAG_CASES)
@@ -166,9 +181,11 @@ def flag_argv(rng: random.Random, work: Path) -> list[str]:
     if command == "prune":
         # A valid value would start pruning: pair it with a sparsity outside [0, 1) so the command
         # still stops at validation (the check under test is that nothing crashes before that).
-        return ["prune", *flag, value, "--sparsity", "1.5", "--out", out]
+        return ["prune", *flag, value, *COMPANION, "--out", out]
     if command == "train":
-        return ["train", *flag, value, "--end-epoch", "10000000000", "--out", out]
+        # The same for a run: a warmup longer than the run is refused once every value is valid, so a bad
+        # value of the flag stays the one problem (one line) and a valid one still stops at validation.
+        return ["train", *flag, value, "--warmup-epochs", "100000", "--out", out]
     if command == "mlflow-server":
         return ["mlflow-server", "--dir", out, *flag, value, "--host", "0"]
     if command == "sweep":
@@ -181,6 +198,9 @@ def flag_argv(rng: random.Random, work: Path) -> list[str]:
 def cases(kind: str, count: int, seed: int, work: Path) -> Iterator[list[str]]:
     """`count` argv lists for one kind; files are written under `work`."""
     rng = random.Random(f"{seed}-{kind}")
+    if kind in HEAVY_KINDS:
+        yield from fuzz_inputs.cases(kind, count, rng, work)
+        return
     sources = _sources()
     spaces = work / "search_spaces"
     spaces.mkdir(parents=True, exist_ok=True)
@@ -202,7 +222,7 @@ def cases(kind: str, count: int, seed: int, work: Path) -> Iterator[list[str]]:
             text = yaml.safe_dump(
                 {
                     "name": "fz",
-                    "train": {"targets": [0.5]},
+                    "gradual": {"targets": [0.5]},
                     "search": {"space": f"fz{i}", "algorithm": "random"},
                 }
             )
@@ -211,22 +231,65 @@ def cases(kind: str, count: int, seed: int, work: Path) -> Iterator[list[str]]:
         yield ["sweep", str(path), "--dry-run", "--out", str(work / "out")]
 
 
+def _tree(root: Path, skip: Path | None = None) -> dict[str, tuple[int, int]]:
+    """Size and mtime of every file and link under `root` (but `skip`): what a run may not change."""
+    seen: dict[str, tuple[int, int]] = {}
+    for folder, dirs, files in os.walk(root):
+        if skip is not None and Path(folder) == skip.parent:
+            dirs[:] = [d for d in dirs if Path(folder) / d != skip]
+        for name in dirs + files:
+            path = os.path.join(folder, name)
+            with contextlib.suppress(OSError):
+                info = os.lstat(path)
+                seen[path] = (info.st_size, info.st_mtime_ns)
+    return seen
+
+
+class _PeakRss:
+    """The most memory the process held while the block ran, sampled every 10 ms (Linux /proc)."""
+
+    def __enter__(self) -> _PeakRss:
+        self.start = self.peak = self._rss()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.01):
+            self.peak = max(self.peak, self._rss())
+
+    @staticmethod
+    def _rss() -> int:
+        try:
+            return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except OSError:
+            return 0
+
+
 def run_case(argv: list[str], work: Path) -> dict[str, Any]:
-    """Run one argv in this process; what the contract checks need."""
+    """Run one argv in this process, inside `work`; what the contract checks need."""
     out, err = io.StringIO(), io.StringIO()
+    before_out, before_rest = _tree(work / "out"), _tree(work, skip=work / "out")
     began = time.perf_counter()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), _PeakRss() as rss:
         try:
             rc = main(argv)
         except SystemExit as exc:  # argparse: a flag that does not parse
             rc = exc.code if isinstance(exc.code, int) else 2
     lines = [line for line in err.getvalue().splitlines() if line.strip()]
-    written = (work / "out").exists() and any((work / "out").iterdir())
+    outside = _tree(work, skip=work / "out")
     return {
         "rc": rc,
         "stderr": lines,
         "seconds": time.perf_counter() - began,
-        "written": written,
+        "written": _tree(work / "out") != before_out,
+        "outside": sorted(set(outside.items()) ^ set(before_rest.items()))[:3],
+        "allocated": rss.peak - rss.start,
         "traceback": "Traceback" in out.getvalue() + err.getvalue(),
     }
 
@@ -238,13 +301,27 @@ def violations(argv: list[str], result: dict[str, Any]) -> list[str]:
         bad.append(f"exit {result['rc']}")
     if result["traceback"]:
         bad.append("traceback")
-    if result["rc"] == 2 and argv[0] != "cluster" and len(result["stderr"]) != 1:
+    # `prune` flag cases carry a second mistake on purpose (COMPANION): a checker that reports every
+    # problem names both, one line each.
+    allowed = 1 + (argv[-4:-2] == COMPANION and any("sparsit" in line for line in result["stderr"]))
+    if result["rc"] == 2 and argv[0] != "cluster" and not 1 <= len(result["stderr"]) <= allowed:
         bad.append(f"{len(result['stderr'])} stderr lines")
     if result["rc"] == 2 and argv[0] == "cluster" and len(result["stderr"]) > 1:
         bad.append(f"{len(result['stderr'])} stderr lines")
     if result["rc"] != 0 and result["written"]:
-        bad.append("wrote into the output folder")
+        bad.append("changed the output folder")
+    if result["outside"]:
+        bad.append(f"changed files outside the output folder: {result['outside']}")
+    if result["allocated"] > OVER_GB:
+        bad.append(f"allocated {result['allocated'] / 1e9:.1f} GB")
     return bad
+
+
+COUNTERS = ("inputs", "exit0", "exit2", "exit70", "tracebacks", "over_1gb", "outside_changes")
+# Imported before the first run, so that a run's allocation is its own: torch and timm (0.9 GB, which the
+# first input naming a model would otherwise count), and what the issue-24 families' commands import.
+WARM = ("torch", "timm")
+WARM_HEAVY = ("mlflow", "optuna", "ray.tune", "ray.train")
 
 
 def fuzz(
@@ -253,23 +330,37 @@ def fuzz(
     seed: int,
     work: Path,
     on_case: Callable[[str, list[str], dict[str, Any]], None] | None = None,
+    per_heavy_kind: int | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Run every case; per kind: counts, exit codes, violations, timings and the peak RSS."""
+    """Run every case; per kind: counts (`COUNTERS`), violations, timings and the peak RSS. The runs'
+    working directory is the kind's scratch folder, so a relative path they write lands where it is watched."""
     import logging
 
     logging.disable(logging.WARNING)  # MLflow/Ray warnings are not the CLI's error lines
+    for module in WARM + (WARM_HEAVY if set(kinds) & set(HEAVY_KINDS) else ()):
+        importlib.import_module(module)
     report: dict[str, dict[str, Any]] = {}
+    home = Path.cwd()
     for kind in kinds:
-        stats: dict[str, Any] = {"inputs": 0, "exit0": 0, "exit2": 0, "violations": [], "seconds": []}
-        for argv in cases(kind, per_kind, seed, work / kind):
-            result = run_case(argv, work / kind)
-            stats["inputs"] += 1
-            code = {0: "exit0", 2: "exit2"}.get(result["rc"], "other")
-            stats[code] = stats.get(code, 0) + 1
-            stats["seconds"].append(result["seconds"])
-            stats["violations"] += [(argv, v) for v in violations(argv, result)]
-            if on_case:
-                on_case(kind, argv, result)
+        stats: dict[str, Any] = {c: 0 for c in COUNTERS} | {"violations": [], "seconds": []}
+        count = per_kind if per_heavy_kind is None or kind not in HEAVY_KINDS else per_heavy_kind
+        (work / kind).mkdir(parents=True, exist_ok=True)
+        os.chdir(work / kind)
+        try:
+            for argv in cases(kind, count, seed, work / kind):
+                result = run_case(argv, work / kind)
+                stats["inputs"] += 1
+                code = {0: "exit0", 2: "exit2", 70: "exit70"}.get(result["rc"], "other")
+                stats[code] = stats.get(code, 0) + 1
+                stats["tracebacks"] += result["traceback"]
+                stats["over_1gb"] += result["allocated"] > OVER_GB
+                stats["outside_changes"] += bool(result["outside"])
+                stats["seconds"].append(result["seconds"])
+                stats["violations"] += [(argv, v) for v in violations(argv, result)]
+                if on_case:
+                    on_case(kind, argv, result)
+        finally:
+            os.chdir(home)
         stats["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         report[kind] = stats
     return report
@@ -278,6 +369,9 @@ def fuzz(
 def main_bench() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-kind", type=int, default=2000)
+    parser.add_argument(
+        "--per-heavy-kind", type=int, default=100, help=f"inputs of each of {', '.join(HEAVY_KINDS)}"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     parser.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
@@ -287,20 +381,70 @@ def main_bench() -> int:
     work = Path(args.work or tempfile.mkdtemp(prefix="ovit-fuzz-"))
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     began = time.perf_counter()
-    report = fuzz(tuple(args.kinds), args.per_kind, args.seed, work)
-    print(f"imports: peak RSS {base_rss:.0f} MB; total {time.perf_counter() - began:.0f} s")
-    print("| kind | inputs | exit 0 | exit 2 | violations | median ms | max ms | peak RSS MB |")
-    print("|---|---|---|---|---|---|---|---|")
-    failed = 0
+    report = fuzz(tuple(args.kinds), args.per_kind, args.seed, work, per_heavy_kind=args.per_heavy_kind)
+    setting = (
+        f"imports: peak RSS {base_rss:.0f} MB; total {time.perf_counter() - began:.0f} s; "
+        f"{results.load_average()}"
+    )
+    print(setting)
+    columns = [
+        "kind",
+        "inputs",
+        "exit 0",
+        "exit 2",
+        "exit 70",
+        "tracebacks",
+        "runs over 1 GB",
+        "changed outside the folder",
+        "violations",
+        "median ms",
+        "max ms",
+        "peak RSS MB",
+    ]
+    rows = []
     for kind, s in report.items():
         seconds = sorted(s["seconds"])
-        print(
-            f"| {kind} | {s['inputs']} | {s['exit0']} | {s['exit2']} | {len(s['violations'])} | "
-            f"{seconds[len(seconds) // 2] * 1000:.1f} | {seconds[-1] * 1000:.0f} | {s['peak_rss_mb']:.0f} |"
+        rows.append(
+            [kind, *(s[c] for c in COUNTERS), len(s["violations"])]
+            + [
+                round(seconds[len(seconds) // 2] * 1000, 1),
+                round(seconds[-1] * 1000),
+                round(s["peak_rss_mb"]),
+            ]
         )
-        failed += len(s["violations"])
+        print(" | ".join(str(cell) for cell in rows[-1]))
         for argv, problem in s["violations"][:5]:
             print(f"  {problem}: {' '.join(argv)[:200]}")
+    totals = {c: sum(s[c] for s in report.values()) for c in COUNTERS}
+    failed = sum(len(s["violations"]) for s in report.values())
+    peak = max(s["peak_rss_mb"] for s in report.values())
+    caveat = f"seed {args.seed}; must be 0"
+    results.write_results(
+        "fuzz",
+        title="Fuzzing user input",
+        headline=[
+            results.headline(
+                "inputs tried", totals["inputs"], "", f"seed {args.seed}; peak RSS {peak:.0f} MB"
+            ),
+            results.headline("tracebacks", totals["tracebacks"], "", caveat),
+            results.headline("exit 70 (internal error)", totals["exit70"], "", caveat),
+            results.headline("runs allocating over 1 GB", totals["over_1gb"], "", caveat),
+            results.headline(
+                "runs changing files outside the output folder", totals["outside_changes"], "", caveat
+            ),
+            results.headline("contract violations", failed, "", caveat),
+        ],
+        tables=[results.table("per input family", columns, rows)],
+        notes=(
+            "The contract: exit 0 or 2, no traceback, one stderr line per failure, the output folder left as "
+            "it was on failure, no file outside the output folder changed (victim files, a user's database "
+            "and an Optuna store sit beside it), under 1 GB allocated per run (RSS sampled every 10 ms). "
+            "Families: mutated sweep files, search spaces and cluster files, bad flag values; issue 24's "
+            "storage URLs (credentials in every form, foreign and non-SQLite databases, hostile outboxes "
+            "replayed by `sync-mlflow`), oddly named folders holding an outbox and a store, and counts "
+            f"beyond the bound table. {setting}."
+        ),
+    )
     return 1 if failed else 0
 
 

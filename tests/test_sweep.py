@@ -14,9 +14,9 @@ from mlflow import MlflowClient
 from ovit_ray.knobs import short_value
 from ovit_ray.orchestration.kinds.sweep_file import load_sweep
 from ovit_ray.orchestration.results.parquet import read_rows
+from ovit_ray.orchestration.specs.search_space import Dist
 from ovit_ray.orchestration.tune.driver import run_sweep
 from ovit_ray.orchestration.tune.search import StudySearcher, optuna_distribution
-from ovit_ray.orchestration.specs.search_space import Dist
 
 ROOT = Path(__file__).resolve().parents[1]
 GRADUAL = {"targets": [0.5, 0.75], "window_epochs": 1, "num_grads": 16}

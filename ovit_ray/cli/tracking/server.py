@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--allow-public",
         action="store_true",
-        help="allow binding to all interfaces (0.0.0.0, 0, ::, [::]...)",
+        help="allow binding to all interfaces (0.0.0.0, 0, ::, [::], ::ffff:0.0.0.0...)",
     )
     parser.set_defaults(func=run)
 
@@ -33,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
     from ovit_ray.orchestration.common.net import binds_all_interfaces
     from ovit_ray.orchestration.tracking.server import MlflowServer
 
+    if not 1 <= args.port <= 65535:
+        raise ValueError(f"--port: must be a TCP port in 1-65535, got {args.port}")
     if binds_all_interfaces(args.host):
         if not args.allow_public:
             raise ValueError(

@@ -6,8 +6,9 @@ command replays them now (after the job ended, or from another machine with a co
 Replays are idempotent: runs are found by key, metric points are not duplicated.
 
 The server is the one you name now: the address recorded in DIR is shown, never trusted (a folder
-from someone else would otherwise send your MLFLOW_TRACKING_* credentials to its server), and only
-files inside DIR are uploaded as artifacts.
+from someone else would otherwise send your MLFLOW_TRACKING_* credentials to its server). Queued
+artifacts stay inside DIR: a file outside it, a folder holding a symlink that leads out, or an
+artifact path with `..` or an absolute one is refused (kept in the `.rejected` file).
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ original timestamps (the store drops exact duplicates) and are deduplicated by r
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -32,12 +33,18 @@ from ovit_ray.orchestration.tracking.store import (
     RUN_STATUSES,
     Pending,
     Store,
+    check_artifact_path,
+    contained,
     default_tracking_uri,
     flatten_params,
     git_commit,
 )
 
 log = logging.getLogger(__name__)
+# The artifact calls this process queued (kept for its life: a replay of the same file replays them
+# again): replayed as they are. Any other queued call (a folder from someone else, or from a process
+# before this one) may only name files inside its folder (issue 24.1).
+_queued_here: set[str] = set()
 
 
 class Tracker:
@@ -137,12 +144,16 @@ class Tracker:
             self._submit({"op": "log_batch", "run_id": run_id, "tags": {k: str(v) for k, v in tags.items()}})
 
     def log_artifact(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
+        """`path` is recorded relative to the output folder when inside it (a moved or copied folder
+        still finds it); `artifact_path` must stay below the run's artifacts (no `..`, not absolute)."""
+        check_artifact_path(artifact_path)
         local = Path(path).resolve()
         if not local.exists():
             raise FileNotFoundError(f"artifact not found: {local}")
-        self._submit(
-            {"op": "log_artifact", "run_id": run_id, "path": str(local), "artifact_path": artifact_path}
+        where = (
+            local.relative_to(self.out_dir).as_posix() if local.is_relative_to(self.out_dir) else str(local)
         )
+        self._submit({"op": "log_artifact", "run_id": run_id, "path": where, "artifact_path": artifact_path})
 
     def describe_experiment(self, text: str) -> None:
         """The experiment's description (MLflow shows the `mlflow.note.content` tag above its runs)."""
@@ -163,9 +174,10 @@ class Tracker:
 
     def flush_outbox(self, *, only_own_files: bool = False) -> int:
         """Replay queued calls in order; returns how many were sent. Stops (keeping the rest) if
-        the server is still down; calls the store rejects go to ``<outbox>.rejected`` with a warning.
-        ``only_own_files``: an outbox that may come from someone else (``sync-mlflow``) uploads only
-        files inside this folder."""
+        the server is still down; calls the store rejects go to ``<outbox>.rejected`` with a warning,
+        and so do artifact calls that name a file outside this folder, or a directory with a symlink
+        leading out of it, unless this process queued them (the outbox may come from someone else).
+        ``only_own_files`` (``sync-mlflow``): no exception for calls this process queued."""
         with self._box.lock:
             if not self.outbox.exists():
                 return 0
@@ -173,12 +185,10 @@ class Tracker:
             sent = 0
             for i, record in enumerate(records):
                 try:
-                    if (
-                        only_own_files
-                        and record["op"] == "log_artifact"
-                        and not Path(record["path"]).resolve().is_relative_to(self.out_dir)
-                    ):
-                        raise ValueError(f"artifact {record['path']} is outside {self.out_dir}")
+                    if record["op"] == "log_artifact":
+                        check_artifact_path(record["artifact_path"])
+                        if only_own_files or _key(record) not in _queued_here:
+                            contained(self.out_dir / record["path"], self.out_dir)
                     with http_limits(self.store.remote):
                         self.store.execute(record)
                 except Exception as exc:
@@ -239,8 +249,14 @@ class Tracker:
 
     def _enqueue(self, record: dict[str, Any]) -> None:
         self._box.append(record, {"uri": redact_uri(self.uri), "experiment": self.experiment_name})
+        if record["op"] == "log_artifact":
+            _queued_here.add(_key(record))
         self._queued = True
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _key(record: dict[str, Any]) -> str:
+    return json.dumps(record, sort_keys=True)

@@ -3,20 +3,35 @@
 `Store.execute` applies one call record (the same records the outbox keeps), so a call sent at once and
 a call replayed after an outage take one path. A run created during an outage has a local id
 ``offline-<run key>``; the store finds the real run by its ``ovit.run_key`` tag.
+
+Artifacts stay inside their folders, whatever a call or a folder says (issue 24.1). A queued call is data
+in a folder that may come from someone else (`sync-mlflow` and a resumed run replay the outbox): an
+`artifact_path` of `../../../../elsewhere/victim` overwrote a file outside every folder involved, and a
+directory artifact holding a symlink uploaded the file it pointed to. So an `artifact_path` is relative
+without `..`; a file a foreign call names resolves inside its folder, as does every symlink in a
+directory it names (`contained`, used by the client); a local store copies only into its `artifacts/`,
+whatever symlinks that folder holds (`copy_inside`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
-from collections.abc import Mapping
-from pathlib import Path
+from collections.abc import Iterator, Mapping
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal, overload
-from urllib.parse import quote, unquote
 
 from ovit_ray.orchestration.common.secrets import is_secret_key
+from ovit_ray.orchestration.common.stores import (
+    check_database_url,
+    check_own_database,
+    make_store_folder,
+    sqlite_path,
+    sqlite_url,
+)
 from ovit_ray.orchestration.tracking.outbox import http_limits
 
 # mlflow is imported where it is used: `sweep --dry-run` shows `default_tracking_uri` and must not
@@ -32,6 +47,8 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 # which `mlflow server`/`ovit-ray mlflow-server --dir` resolve against `--artifacts-destination`:
 # the folder can move or be copied to another machine and its artifacts still open.
 ARTIFACTS_DIR = "artifacts"
+# Tracking URIs MLflow resolves itself (Databricks workspaces); any other non-HTTP URI names a database.
+MLFLOW_SCHEMES = ("databricks", "databricks-uc", "uc")
 PROXIED = "mlflow-artifacts:"
 
 
@@ -40,27 +57,8 @@ class Pending(Exception):  # noqa: N818 (a state, not an error)
 
 
 def default_tracking_uri(out_dir: str | Path) -> str:
-    """Embedded SQLite store inside the output dir (MLflow 3 rejects the old ./mlruns store).
-
-    SQLAlchemy reads `%XX` and `?` in a plain `sqlite:///PATH` URL (a folder named `a%20b` or `q?x`
-    opened another file, or none), so such paths go as an SQLite URI filename (`file:`, percent-encoded
-    for SQLite, then again for SQLAlchemy): it also has no `/` left for MLflow, which would otherwise
-    create the encoded parent folder next to the real one.
-    """
-    path = str(Path(out_dir).resolve() / "mlflow.db")
-    if not set(path) & set("%?#"):
-        return f"sqlite:///{path}"
-    return f"sqlite:///{quote('file:' + quote(path, safe='/'), safe='')}?uri=true"
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of a `sqlite:///` URI (either form `default_tracking_uri` writes), else None."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    rest = uri.removeprefix("sqlite:///")
-    if rest.endswith("?uri=true"):
-        return Path(unquote(unquote(rest.removesuffix("?uri=true")).removeprefix("file:")))
-    return Path(rest)
+    """Embedded SQLite store inside the output dir (MLflow 3 rejects the old ./mlruns store)."""
+    return sqlite_url(Path(out_dir) / "mlflow.db")
 
 
 def git_commit(path: str | Path | None = None) -> str | None:
@@ -100,6 +98,12 @@ class Store:
         from mlflow import MlflowClient
 
         self.uri, self.experiment_name, self.out_dir, self.remote = uri, experiment_name, out_dir, remote
+        if remote and not uri.split("://", 1)[1].split("/", 1)[0]:
+            raise ValueError(f"MLflow tracking URI: {uri[:100]!r} names no server (http(s)://HOST:PORT)")
+        if not remote and uri.split(":", 1)[0] not in MLFLOW_SCHEMES:
+            check_own_database(uri, "mlflow", "MLflow tracking URI")
+            check_database_url(uri, "MLflow tracking URI")
+            make_store_folder(uri, "MLflow tracking URI")
         self.client = MlflowClient(uri)
         self._experiment_id: str | None = None
         self._ids: dict[str, str] = {}  # offline id -> real run id
@@ -129,7 +133,7 @@ class Store:
                 tags=[RunTag(k, v) for k, v in tags.items()],
             )
         elif op == "log_artifact":
-            self.log_artifact(run_id, Path(record["path"]), record["artifact_path"])
+            self.log_artifact(run_id, self.out_dir / record["path"], record["artifact_path"])
         elif op == "end_run":
             self.client.set_terminated(run_id, record["status"], record["end_time"])
         else:
@@ -154,17 +158,15 @@ class Store:
         return run_id
 
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None) -> None:
-        """A proxied URI in a local store: copy into `artifacts/`, where a server started on the store serves it."""
+        """A proxied URI in a local store: copy into `artifacts/`, where a server started on the store serves
+        it; never outside that folder, whatever the run's URI or a symlink there says (issue 24.1)."""
+        check_artifact_path(artifact_path)
         uri = self.client.get_run(run_id).info.artifact_uri
         if self.remote or not uri.startswith(PROXIED):
             self.client.log_artifact(run_id, str(path), artifact_path)
             return
-        dest = self.artifacts_root / uri.removeprefix(PROXIED).lstrip("/") / (artifact_path or "")
-        dest.mkdir(parents=True, exist_ok=True)
-        if path.is_dir():
-            shutil.copytree(path, dest / path.name, dirs_exist_ok=True)
-        else:
-            shutil.copy2(path, dest / path.name)
+        root = self.artifacts_root
+        copy_inside(path, root / uri.removeprefix(PROXIED).lstrip("/") / (artifact_path or ""), root)
 
     @property
     def artifacts_root(self) -> Path:
@@ -227,3 +229,60 @@ class Store:
                         raise
                     self._experiment_id = theirs.experiment_id
         return self._experiment_id
+
+
+def check_artifact_path(artifact_path: str | None) -> None:
+    """A place below the run's artifact root: relative, no `..`, no backslash or NUL."""
+    if not artifact_path:
+        return
+    parts = PurePosixPath(artifact_path)
+    if parts.is_absolute() or ".." in parts.parts or "\\" in artifact_path or "\x00" in artifact_path:
+        raise ValueError(
+            f"artifact_path: must be a relative path below the run's artifacts, without '..', "
+            f"got {artifact_path!r}"
+        )
+
+
+def contained(path: Path, root: Path) -> Path:
+    """`path` resolved; ``ValueError`` unless it, and every symlink below it, resolves inside `root`."""
+    root = root.resolve()
+    resolved = path.resolve()
+    if not resolved.is_relative_to(root):
+        raise ValueError(f"artifact {path} is outside {root}")
+    for link in _links(resolved):
+        if not link.resolve().is_relative_to(root):
+            raise ValueError(f"artifact {path} holds a symlink {link.name} that leads outside {root}")
+    return resolved
+
+
+def copy_inside(source: Path, dest_dir: Path, root: Path) -> None:
+    """Copy the file or directory `source` into `dest_dir` (as `dest_dir/<name>`), every path written
+    resolving inside `root` and every symlink read inside `source`: a symlink planted in the store's
+    folder cannot redirect the copy, one inside the artifact cannot pull in a file from elsewhere."""
+    root = root.resolve()
+    target = dest_dir / source.name
+    if not target.resolve().is_relative_to(root):
+        raise ValueError(f"artifact destination {target} leads outside {root}")
+    if not source.is_dir():
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+        return
+    contained(source, source)
+    for folder, _, files in os.walk(source):  # symlinked folders are not followed (MLflow's walk neither)
+        here = target / Path(folder).relative_to(source)
+        for name in files:
+            dest = here / name
+            if not dest.resolve().is_relative_to(root):
+                raise ValueError(f"artifact destination {dest} leads outside {root}")
+            here.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(Path(folder) / name, dest)
+
+
+def _links(path: Path) -> Iterator[Path]:
+    """Symlinks below a directory (none for a file): the entries a walk would read through."""
+    if not path.is_dir():
+        return
+    for folder, dirs, files in os.walk(path):
+        for name in dirs + files:
+            if (Path(folder) / name).is_symlink():
+                yield Path(folder) / name

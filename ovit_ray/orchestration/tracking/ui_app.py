@@ -17,7 +17,7 @@ __all__ = ["TRAINING_VIEW", "create_app"]
 
 TRAINING_VIEW = (
     '<script>try{if(!localStorage.getItem("mlflow.workflowType_v1"))'
-    "localStorage.setItem(\"mlflow.workflowType_v1\",'\"machine_learning\"')}catch(e){}</script>"
+    'localStorage.setItem("mlflow.workflowType_v1",\'"machine_learning"\')}catch(e){}</script>'
 )
 
 
