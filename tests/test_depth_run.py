@@ -4,13 +4,19 @@ through Ray Train with a killed worker), and the sweep's `depth:` points writing
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
+from ovit_ray.knobs import knob
+from ovit_ray.orchestration.kinds import register_kind
+from ovit_ray.orchestration.kinds.depth import Depth, DepthKindSpec
 from ovit_ray.pruning.depth import drop_attention
 from ovit_ray.pruning.structured import optin_scores
 from ovit_ray.training.depth import DepthSpec
@@ -84,26 +90,50 @@ def test_width_step_and_resume_do_not_repeat_an_epoch(digits_preset, tmp_path: P
     assert [p[0] for p in whole["phases"]] == ["attention", "activation", "width"]
 
 
-def _kill_rank1_once(marker_dir: str):
-    def hook(epoch: int, rank: int) -> None:
-        with open(Path(marker_dir) / "starts.log", "a") as log:
-            log.write(f"{rank} {epoch}\n")
-        marker = Path(marker_dir) / "crashed"
-        if rank == 1 and epoch == 1 and not marker.exists():
-            marker.touch()
-            time.sleep(10)  # mid-epoch: a checkpoint counts once the Train controller has polled it
-            os._exit(1)  # a hard worker death, not an exception
+def _kill_rank1_once(marker_dir: str, epoch: int, rank: int) -> None:
+    with open(Path(marker_dir) / "starts.log", "a") as log:
+        log.write(f"{rank} {epoch}\n")
+    marker = Path(marker_dir) / "crashed"
+    if rank == 1 and epoch == 1 and not marker.exists():
+        marker.touch()
+        time.sleep(10)  # mid-epoch: a checkpoint counts once the Train controller has polled it
+        os._exit(1)  # a hard worker death, not an exception
 
-    return hook
+
+class FaultyDepthSpec(DepthKindSpec):
+    crash_dir: str = knob("", "where the fault hook keeps its marks")
+
+
+@register_kind
+class FaultyDepth(Depth):
+    """The depth kind whose loop kills rank 1 once; the summary is kept for the assertions."""
+
+    name = "faulty-depth"
+    spec = FaultyDepthSpec
+
+    def run(self, spec: Any, host: Any) -> None:
+        from ovit_ray.training.depth.run import train_loop
+
+        hook = partial(_kill_rank1_once, spec.crash_dir)
+        summary = host.train(train_loop, {"spec": spec, "epoch_hook": hook}, spec, spec.total_epochs, "run0")
+        (Path(spec.crash_dir) / "summary.json").write_text(json.dumps(summary))
 
 
 @pytest.mark.ray
 def test_ray_train_run_survives_a_killed_worker(digits_preset, ray_local, tmp_path: Path) -> None:
-    from ovit_ray.orchestration.depth.train import run_depth_training
+    from ovit_ray.orchestration.kinds.sweep_file import sweep_from
+    from ovit_ray.orchestration.tune.driver import run_sweep
 
-    spec = DepthSpec(attention=1, activation=1, stage1_epochs=1, stage2_epochs=1, workers=2, **TINY)
-    summary = run_depth_training(spec, tmp_path, epoch_hook=_kill_rank1_once(str(tmp_path)))
-    assert (tmp_path / "crashed").exists()
+    plan = {"attention": 1, "activation": 1, "stage1_epochs": 1, "stage2_epochs": 1, **TINY}
+    raw = {
+        "name": "two-workers",
+        "model": "digits-vit",
+        "faulty-depth": {**plan, "crash_dir": str(tmp_path)},
+        "resources": {"workers": 2, "cpus_per_worker": 0.9, "max_failures": 1},
+    }
+    outcome = run_sweep(sweep_from(raw), tmp_path / "sweep")
+    assert outcome.counts["finished"] == 1 and (tmp_path / "crashed").exists()
+    summary = json.loads((tmp_path / "summary.json").read_text())
     starts = (tmp_path / "starts.log").read_text().split("\n")[:-1]
     for rank in (0, 1):
         epochs = [int(line.split()[1]) for line in starts if line.startswith(f"{rank} ")]
@@ -112,7 +142,6 @@ def test_ray_train_run_survives_a_killed_worker(digits_preset, ray_local, tmp_pa
     assert summary["world_size"] == 2 and len(set(summary["weight_digests"])) == 1
     assert summary["structure"]["attention"].count("bias") == 1
     assert summary["structure"]["mlp"].count("merged") == 1
-    assert Path(summary["best"]["checkpoint"]).is_file()
 
 
 def _depth_sweep(tmp_path: Path, depth: dict, params: dict | None = None) -> Path:

@@ -43,6 +43,4 @@ def run(args: argparse.Namespace) -> int:
         params={"strategy": args.strategies},
         experiment=args.experiment or "ovit-ray-strategies",
     )
-    code, out = run_command(args, sweep)
-    print(strategy_table(out))
-    return code
+    return run_command(args, sweep, strategy_table)

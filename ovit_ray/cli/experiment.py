@@ -5,7 +5,7 @@ into an output folder that a second run of the same command resumes instead of o
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,12 +95,19 @@ def command_sweep(
     return sweep_from(raw, f"ovit-ray {name}")
 
 
-def run_command(args: argparse.Namespace, sweep: Any) -> tuple[int, Path]:
-    """Run the command's sweep into `--out`; the same command again resumes (finished trials are kept)."""
+def run_command(args: argparse.Namespace, sweep: Any, show: Callable[[Path], str] | None = None) -> int:
+    """Run the command's sweep into `--out`, then print its results (`show`, default the report) if any
+    target finished; the same command again resumes (finished trials are kept)."""
     from ovit_ray.cli.sweep import execute
+    from ovit_ray.orchestration.results import RESULTS_FILE
+    from ovit_ray.orchestration.results.report import report
     from ovit_ray.orchestration.tune.folder import read_state
 
     out = Path(args.out)
     state = read_state(out.resolve()) if out.is_dir() else None
     args.resume = state is not None and state.get("fingerprint") == sweep.fingerprint()
-    return execute(args, sweep, out), out
+    code = execute(args, sweep, out)
+    if (out / RESULTS_FILE).is_file():
+        text = show(out) if show else report(out).text
+        print(text, end="" if text.endswith("\n") else "\n")
+    return code

@@ -181,7 +181,6 @@ def _oneshot(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
 
 def run(args: argparse.Namespace) -> int:
     from ovit_ray.cli.experiment import command_sweep, run_command
-    from ovit_ray.orchestration.results.report import report
     from ovit_ray.pruning.names import STRUCTURED_METHODS
 
     methods = list(dict.fromkeys(args.method))
@@ -211,6 +210,4 @@ def run(args: argparse.Namespace) -> int:
         local=True,
     )
     args.out = args.out or ("runs/prune-structured" if structured else "runs/prune")
-    code, out = run_command(args, sweep)
-    print(report(out).text, end="")
-    return code
+    return run_command(args, sweep)

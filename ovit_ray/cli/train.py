@@ -30,7 +30,6 @@ def run(args: argparse.Namespace) -> int:
     from ovit_ray.cli.experiment import command_sweep, knob_values, run_command
     from ovit_ray.orchestration.common.yaml_files import read_yaml_mapping
     from ovit_ray.orchestration.kinds.gradual import GradualSpec
-    from ovit_ray.orchestration.results.report import report
 
     values = {**DEFAULTS, **(read_yaml_mapping(args.config, "config file") if args.config else {})}
     sweep = command_sweep(
@@ -39,6 +38,4 @@ def run(args: argparse.Namespace) -> int:
         knob_values(args, GradualSpec, values),
         experiment=args.experiment or "ovit-ray-train",
     )
-    code, out = run_command(args, sweep)
-    print(report(out).text, end="")
-    return code
+    return run_command(args, sweep)

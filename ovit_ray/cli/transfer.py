@@ -42,7 +42,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ovit_ray.cli.experiment import command_sweep, knob_values, run_command
     from ovit_ray.orchestration.kinds.transfer import TransferKindSpec, kept_sources
-    from ovit_ray.orchestration.results.report import report
 
     source = Path(args.source)
     if source.is_file():
@@ -62,6 +61,4 @@ def run(args: argparse.Namespace) -> int:
         experiment=args.experiment or "ovit-ray-transfer",
         local=args.light,
     )
-    code, out = run_command(args, sweep)
-    print(report(out).text, end="")
-    return code
+    return run_command(args, sweep)

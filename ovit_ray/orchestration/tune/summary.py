@@ -95,7 +95,7 @@ def finish_sweep(
         tracker.set_tags(
             parent, {"best.trial_id": best["trial_id"], **{f"best.{k}": str(v) for k, v in config.items()}}
         )
-    plots = write_report_files(out)
+    plots = write_report_files(out) if (out / RESULTS_FILE).is_file() else []  # no target finished: no rows
     for plot in plots:
         tracker.log_artifact(parent, plot, "plots")
     publish_best(tracker, sweep, out)

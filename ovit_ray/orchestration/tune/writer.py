@@ -32,6 +32,8 @@ __all__ = ["SweepWriter", "portable"]
 RESULT_KEY = ["trial_id", "target"]
 STATUS_TAG = "ovit.status"
 _SERIES = ("top1", "val_top1")
+# measured at each target, logged under their own names at the target's step (the frontier's other axes)
+_MEASURED = ("achieved_sparsity", "macs_ratio", "gmacs", "latency_ms", "speedup_latency", "speedup_throughput")
 _STEPS = {"epoch", "epochs_done"}  # the step itself: as metrics they would only draw a diagonal
 
 
@@ -142,6 +144,7 @@ class SweepWriter:
         if result.target is not None:
             name = self.kind.target_name
             series = {f"{k}_vs_{name}": getattr(result, k) for k in _SERIES if getattr(result, k) is not None}
+            series |= {k: getattr(result, k) for k in _MEASURED if getattr(result, k) is not None}
             series |= {  # the kind's own numbers (a transfer's source_top1), at the same step
                 k: float(v)
                 for k, v in extra.items()
