@@ -6,8 +6,9 @@ import pytest
 from ovit_ray.cli.main import main
 
 REQUIRED_COLUMNS = {
+    "kind",
     "method",
-    "target_sparsity",
+    "target",
     "achieved_sparsity",
     "top1",
     "top1_dense",
@@ -18,9 +19,10 @@ REQUIRED_COLUMNS = {
     "prune_seconds",
     "peak_rss_mb",
     "params_prunable",
-    "params_nonzero",
-    "flops_dense",
-    "flops_nonzero",
+    "params",
+    "params_total",
+    "gmacs",
+    "gmacs_dense",
 }
 FAST = ["--num-grads", "16", "--no-progress"]
 
@@ -33,7 +35,7 @@ def test_prune_writes_one_row_per_method_and_sparsity(tmp_path, digits_preset):
     assert code == 0
     table = pq.read_table(out / "results.parquet").to_pylist()
     assert REQUIRED_COLUMNS <= set(table[0])
-    assert sorted((r["method"], r["target_sparsity"]) for r in table) == [
+    assert sorted((r["method"], r["target"]) for r in table) == [
         ("magnitude", 0.5),
         ("magnitude", 0.9),
         ("ovit", 0.5),
@@ -41,19 +43,21 @@ def test_prune_writes_one_row_per_method_and_sparsity(tmp_path, digits_preset):
     ]
     for row in table:
         pruned = round(row["achieved_sparsity"] * row["params_prunable"])
-        assert pruned == round(row["target_sparsity"] * row["params_prunable"])  # exactly round(s * d)
-        assert row["top1_dense"] >= 0.95
-        assert row["params_nonzero"] < row["params_total"]
-        assert row["flops_nonzero"] < row["flops_dense"]
-    ovit_90 = next(r for r in table if r["method"] == "ovit" and r["target_sparsity"] == 0.9)
-    magnitude_90 = next(r for r in table if r["method"] == "magnitude" and r["target_sparsity"] == 0.9)
+        assert pruned == round(row["target"] * row["params_prunable"])  # exactly round(s * d)
+        assert row["top1_dense"] >= 0.95 and row["kind"] == "oneshot"
+        assert row["params"] < row["params_total"]  # non-zero parameters of the masked model
+        assert row["gmacs"] < row["gmacs_dense"]  # multiply-adds with a non-zero weight
+    ovit_90 = next(r for r in table if r["method"] == "ovit" and r["target"] == 0.9)
+    magnitude_90 = next(r for r in table if r["method"] == "magnitude" and r["target"] == 0.9)
     assert ovit_90["top1"] > magnitude_90["top1"]
 
-    # Run again: finished rows are kept as they were, nothing is duplicated.
-    assert main(["prune", "--method", "magnitude", "--sparsity", "0.5", "--out", str(out), *FAST]) == 0
-    again = pq.read_table(out / "results.parquet").to_pylist()
-    assert len(again) == 4
-    assert again == table
+    # The same command again resumes: finished rows are kept as they were, nothing is duplicated.
+    argv = ["prune", "--method", "ovit", "magnitude", "--sparsity", "0.5", "0.9", "--out", str(out), *FAST]
+    assert main(argv) == 0
+    assert pq.read_table(out / "results.parquet").to_pylist() == table
+    # Another command into the folder is refused: its finished results are never overwritten.
+    assert main(["prune", "--method", "magnitude", "--sparsity", "0.5", "--out", str(out), *FAST]) == 2
+    assert pq.read_table(out / "results.parquet").to_pylist() == table
 
 
 def test_prune_nm_pattern(tmp_path, digits_preset):
@@ -76,23 +80,23 @@ def _exit_code_and_stderr(argv: list[str], capsys: pytest.CaptureFixture[str]) -
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--sparsity", "1.0"], "--sparsity: must be in [0, 1), got 1.0"),
-        (["--sparsity", "-0.2"], "--sparsity: must be in [0, 1), got -0.2"),
-        (["--block-size", "0"], "block_size: must be a positive integer, got 0"),
-        (["--num-grads", "0"], "num_grads: must be a positive integer, got 0"),
-        (["--model", "no_such_vit"], "unknown model 'no_such_vit'"),
-        (["--checkpoint", "/nonexistent/model.pt"], "/nonexistent/model.pt"),
-        (["--dataset", "imagefolder", "--data-root", "/nonexistent/images"], "/nonexistent/images"),
-        (["--params", r"blocks\.\d+\.attn\.q\.weight"], "matches no parameter"),
-        (["--pattern", "4:2"], "pattern: need 0 < N < M"),
+        (["--sparsity", "1.0"], "--sparsity: Input should be less than 1, got 1.0"),
+        (["--sparsity", "-0.2"], "--sparsity: Input should be greater than or equal to 0, got -0.2"),
+        (["--block-size", "0"], "--block-size: Input should be greater than 0, got 0"),
+        (["--num-grads", "0"], "--num-grads: Input should be greater than 0, got 0"),
+        (["--model", "no_such_vit"], "--model: unknown model 'no_such_vit'"),
+        (["--checkpoint", "/nonexistent/model.pt"], "--checkpoint: no such file '/nonexistent/model.pt'"),
+        (["--dataset", "imagefolder", "--data-root", "/nonexistent/images"], "--data-root: dataset imagefolder"),
+        (["--params", r"blocks\.\d+\.attn\.q\.weight"], "--params: pattern"),
+        (["--pattern", "4:2"], "--pattern: need 0 < N < M"),
     ],
 )
 def test_bad_input_exits_nonzero_and_writes_nothing(tmp_path, args, message, digits_preset, capsys):
     out = tmp_path / "bad"
     code, err = _exit_code_and_stderr(["prune", "--out", str(out), *FAST, *args], capsys)
-    assert code != 0
-    assert message in err
-    assert not (out / "results.parquet").exists()
+    (line,) = err.strip().splitlines()
+    assert code == 2 and message in line, line
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("method", ["obs2", "structured-magnitude"])  # the retired heads-first baseline

@@ -105,7 +105,7 @@ def test_an_explicit_schedule_without_steps_is_kept(tmp_path):
     [
         ({"final_sparsity": 1.5}, "final_sparsity: Input should be less than 1 (got 1.5)"),
         ({"targets": [0.5, 1.2]}, "targets.1: Input should be less than 1 (got 1.2)"),
-        ({"targets": [0.9, 0.5]}, "targets must be strictly increasing"),
+        ({"targets": [0.9, 0.5]}, "targets: must be strictly increasing"),
         ({"method": "obs"}, "method: must be one of ovit, woodfisher, magnitude, ovit-noupdate (got 'obs')"),
         ({"pattern": "4:2"}, "pattern: need 0 < N < M"),
         ({"lr_min": 0.1, "lr_max": 0.01}, "lr_min: must be <= lr_max"),
@@ -125,10 +125,10 @@ def test_yaml_config_with_overrides(tmp_path, capsys):
     path.write_text("targets: [0.5, 0.8]\nwindow_epochs: 0\nseed: 1\n")
     out = tmp_path / "out"
     assert main(["train", str(path), "--out", str(out)]) == 2  # the file's value is read ...
-    assert "gradual.window_epochs: Input should be greater than 0, got 0" in capsys.readouterr().err
+    assert "--window-epochs: Input should be greater than 0, got 0" in capsys.readouterr().err
     assert main(["train", str(path), "--window-epochs", "3", "--block-size", "0", "--out", str(out)]) == 2
     (line,) = capsys.readouterr().err.splitlines()  # ... and a flag replaces it: only block_size is wrong
-    assert "gradual.block_size: Input should be greater than 0, got 0" in line and "window_epochs" not in line
+    assert "--block-size: Input should be greater than 0, got 0" in line and "window_epochs" not in line
     assert main(["train", str(tmp_path / "missing.yaml"), "--out", str(out)]) == 2
     assert f"config file not found: {tmp_path / 'missing.yaml'}" in capsys.readouterr().err
     assert not out.exists()
@@ -137,8 +137,8 @@ def test_yaml_config_with_overrides(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, field",
     [
-        (["train", "--final-sparsity", "1.5"], "final_sparsity"),
-        (["compare-strategies", "--targets", "0.9", "0.5"], "targets"),
+        (["train", "--final-sparsity", "1.5"], "--final-sparsity: Input should be less than 1, got 1.5"),
+        (["compare-strategies", "--targets", "0.9", "0.5"], "--targets: must be strictly increasing"),
         (["train", "--workers", "0"], "workers"),
     ],
 )

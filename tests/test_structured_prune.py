@@ -21,27 +21,33 @@ def test_optin_rows_shrunk_equals_masked_scores_cached_and_kept(tmp_path, digits
     out = tmp_path / "structured"
     args = ["prune", "--method", "optin", "--flops-ratio", "0.8", "0.6", "--out", str(out), *SMALL_SPEED]
     assert main(args) == 0
-    rows = {r["flops_ratio"]: r for r in _rows(out)}
+    rows = {r["target"]: r for r in _rows(out)}
     assert sorted(rows) == [0.6, 0.8]
     for ratio, row in rows.items():
-        assert row["achieved_flops_ratio"] <= ratio + 1e-9
+        assert row["macs_ratio"] <= ratio + 1e-9 and row["kind"] == "structured"
         assert row["top1"] == row["top1_masked"]  # the physical shrink gives the masked model's predictions
         assert row["gmacs"] < row["gmacs_dense"] and row["params"] < row["params_dense"]
         assert row["latency_ms"] > 0 and row["throughput_ips"] > 0 and row["speed_batch"] == 8
         assert row["speedup_throughput"] == pytest.approx(row["throughput_ips"] / row["throughput_dense_ips"])
-        assert (tmp_path / row["checkpoint"]).is_file()
+        assert (out / row["kept_model"]).is_file()
     # The first budget scored the model; the second reused the scores (budget-independent, cached on disk).
     assert sorted(r["scores_cached"] for r in rows.values()) == [False, True]
 
-    # A second call with a new budget keeps the finished rows and scores nothing.
-    assert main([*args[:4], "0.8", "0.7", *args[6:]]) == 0
-    again = {r["flops_ratio"]: r for r in _rows(out)}
-    assert sorted(again) == [0.6, 0.7, 0.8] and again[0.7]["scores_cached"]
-    assert again[0.8] == rows[0.8]
+    # The same command again resumes and changes nothing; a new budget (another folder) scores nothing.
+    assert main(args) == 0 and {r["target"]: r for r in _rows(out)} == rows
+    other = tmp_path / "other"
+    assert main([*args[:4], "0.7", "--out", str(other), *SMALL_SPEED]) == 0
+    (again,) = _rows(other)
+    assert again["target"] == 0.7 and again["scores_cached"]
 
     # The kept shrunk model exports with its structure and evaluates to the recorded test top-1.
     exported = tmp_path / "small.safetensors"
-    assert main(["export", str(out), "--trial", rows[0.6]["run_key"], "--out", str(exported)]) == 0
+    assert (
+        main(
+            ["export", str(out), "--trial", rows[0.6]["trial_id"], "--target", "0.6", "--out", str(exported)]
+        )
+        == 0
+    )
     card = json.loads(exported.with_suffix(".json").read_text())
     assert card["structure"]["heads"] == rows[0.6]["heads_kept"]
     from ovit_ray.orchestration.train.export import evaluate_exported
@@ -56,11 +62,11 @@ def test_token_share_merges_tokens_and_the_kept_model_reloads_merging(tmp_path, 
     assert main([*args, "--no-speed", "--out", str(out), *SMALL_SPEED[-3:]]) == 0
     (row,) = _rows(out)
     assert any(row["merge_r"]) and 0 < row["achieved_token_share"] <= 0.85
-    assert all(n % 8 == 0 for n in row["neurons_kept"]) and row["achieved_flops_ratio"] <= 0.6
+    assert all(n % 8 == 0 for n in row["neurons_kept"]) and row["macs_ratio"] <= 0.6
 
     from ovit_ray.training.setup import build_model_and_data
 
-    start = build_model_and_data("digits-vit", checkpoint=row["checkpoint"], progress=False)
+    start = build_model_and_data("digits-vit", checkpoint=str(out / row["kept_model"]), progress=False)
     from ovit_ray.pruning.structured import merge_schedule
 
     assert list(merge_schedule(start.model)) == row["merge_r"]
@@ -71,9 +77,8 @@ def test_latency_budget_and_lsq_recovery(tmp_path, digits_preset):
     args = ["prune", "--method", "optin", "--latency-ratio", "0.8", "--recover", "lsq"]
     assert main([*args, "--out", str(out), *SMALL_SPEED]) == 0
     (row,) = _rows(out)
-    assert row["latency_ratio"] == 0.8 and row["flops_ratio"] is None and row["recover"] == "lsq"
-    assert row["estimated_latency_ratio"] <= 0.8 and row["achieved_flops_ratio"] < 1
-    assert "-l0.800-lsq-" in row["run_key"] and row["latency_ms"] > 0
+    assert row["target"] == 0.8 and row["budget_kind"] == "latency" and row["recover"] == "lsq"
+    assert row["estimated_latency_ratio"] <= 0.8 and row["macs_ratio"] < 1 and row["latency_ms"] > 0
 
 
 def test_every_baseline_lands_within_one_neuron_of_each_budget(tmp_path, digits_preset):
@@ -131,14 +136,23 @@ def test_taylor_then_ovit_reports_dense_and_sparse_macs(tmp_path, digits_preset)
             ["--method", "optin", "--flops-ratio", "0.5", "--token-share", "0.3", "--recover", "lsq"],
             "--recover: lsq",
         ),
-        (["--method", "optin", "--flops-ratio", "1.5"], "--flops-ratio: must be in (0, 1], got 1.5"),
-        (["--method", "optin", "--flops-ratio", "0.5", "--token-share", "0.9"], "--token-share: must be in"),
-        (["--method", "optin", "ovit", "--flops-ratio", "0.5"], "run them separately"),
+        (
+            ["--method", "optin", "--flops-ratio", "1.5"],
+            "--flops-ratio: Input should be less than or equal to 1, got 1.5",
+        ),
+        (
+            ["--method", "optin", "--flops-ratio", "0.5", "--token-share", "0.9"],
+            "--token-share: Input should be less than or equal to 0.85, got 0.9",
+        ),
+        (
+            ["--method", "optin", "ovit", "--flops-ratio", "0.5"],
+            "--method: structured (optin) and unstructured methods are two commands",
+        ),
         (["--method", "ovit", "--flops-ratio", "0.5"], "--flops-ratio: needs a structured --method"),
-        (["--method", "ovit", "--then", "ovit"], "--then: follows a structured --method"),
+        (["--method", "ovit", "--then", "ovit"], "--then: needs a structured --method"),
         (
             ["--method", "optin", "--flops-ratio", "0.5", "--calib-size", "0"],
-            "--calib-size: must be an int > 0",
+            "--calib-size: Input should be greater than 0, got 0",
         ),
     ],
 )
@@ -156,9 +170,8 @@ def test_bad_structured_input_exits_2_and_writes_nothing(tmp_path, args, message
 def test_kd_fine_tune_of_a_shrunk_model_from_the_dense_teacher(tmp_path, digits_preset):
     """Recovery by a short KD fine-tune: the gradual loop trains the shrunk checkpoint (no pruning steps)
     against the dense preset as teacher, and its best checkpoint keeps the structure and reloads."""
-    from ovit_ray.orchestration.specs.run import make_config
-
     from ovit_ray.training.gradual import LocalReporter, run_gradual
+    from ovit_ray.training.spec import RunSpec
     from ovit_ray.training.setup import build_model_and_data
 
     out = tmp_path / "shrunk"
@@ -179,10 +192,10 @@ def test_kd_fine_tune_of_a_shrunk_model_from_the_dense_teacher(tmp_path, digits_
         == 0
     )
     (row,) = _rows(out)
-    config = make_config(
-        {
+    config = RunSpec(
+        **{
             "model": "digits-vit",
-            "checkpoint": row["checkpoint"],
+            "checkpoint": str(out / row["kept_model"]),
             "final_sparsity": 0.0,
             "end_epoch": 0,
             "window_epochs": 1,

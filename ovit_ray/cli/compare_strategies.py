@@ -30,17 +30,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ovit_ray.cli.experiment import command_sweep, knob_values, run_command
+    from ovit_ray.cli.experiment import knob_values, run_command
     from ovit_ray.orchestration.common.yaml_files import read_yaml_mapping
     from ovit_ray.orchestration.kinds.gradual import GradualSpec
     from ovit_ray.orchestration.results.strategies import strategy_table
 
     values = {**DEFAULTS, **(read_yaml_mapping(args.config, "config file") if args.config else {})}
-    sweep = command_sweep(
+    return run_command(
+        args,
         "gradual",
         "compare-strategies",
         knob_values(args, GradualSpec, values),
         params={"strategy": args.strategies},
         experiment=args.experiment or "ovit-ray-strategies",
+        flags={"strategy": "--strategies"},
+        show=strategy_table,
     )
-    return run_command(args, sweep, strategy_table)

@@ -5,13 +5,14 @@ into an output folder that a second run of the same command resumes instead of o
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
-__all__ = ["add_knob_flags", "add_run_flags", "command_sweep", "knob_values", "run_command"]
+__all__ = ["add_knob_flags", "add_run_flags", "as_flags", "command_sweep", "knob_values", "run_command"]
 
 RESOURCES = ("workers", "cpus_per_worker", "gpus_per_worker")
 
@@ -95,18 +96,53 @@ def command_sweep(
     return sweep_from(raw, f"ovit-ray {name}")
 
 
-def run_command(args: argparse.Namespace, sweep: Any, show: Callable[[Path], str] | None = None) -> int:
-    """Run the command's sweep into `--out`, then print its results (`show`, default the report) if any
-    target finished; the same command again resumes (finished trials are kept)."""
+def as_flags(message: str, name: str, kind: str, flags: Mapping[str, str]) -> str:
+    """A sweep's error line as the command's user typed it: `ovit-ray NAME: KIND.knob.0: ...` becomes
+    `--knob: ...` (or the command's own flag for the knob, `flags`), so the line names the flag and value."""
+    line = message.removeprefix(f"ovit-ray {name}: ").removeprefix(
+        f"{kind} (with the first value of each knob): "
+    )
+    match = re.match(rf"(?:{re.escape(kind)}\.|search\.params\.|resources\.)?([a-z_]+)(?:\.\d+)*: ", line)
+    if match is None:
+        return line
+    knob = match.group(1)
+    flag = flags.get(knob, f"--{knob.replace('_', '-')}")
+    return f"{flag}: {line[match.end() :]}"
+
+
+def run_command(
+    args: argparse.Namespace,
+    kind: str,
+    name: str,
+    values: Mapping[str, Any],
+    *,
+    params: Mapping[str, Any] | None = None,
+    experiment: str,
+    local: bool = False,
+    flags: Mapping[str, str] | None = None,
+    show: Callable[[Path], str] | None = None,
+) -> int:
+    """Build the command's sweep (`command_sweep`), run it into `--out`, then print its results (`show`,
+    default the report) if any target finished. The same command again resumes (finished trials are kept);
+    a knob's error names the flag that set it (`as_flags`; `flags`: knobs whose flag is not `--knob-name`)."""
     from ovit_ray.cli.sweep import execute
     from ovit_ray.orchestration.results import RESULTS_FILE
     from ovit_ray.orchestration.results.report import report
     from ovit_ray.orchestration.tune.folder import read_state
 
     out = Path(args.out)
-    state = read_state(out.resolve()) if out.is_dir() else None
-    args.resume = state is not None and state.get("fingerprint") == sweep.fingerprint()
-    code = execute(args, sweep, out)
+    try:
+        sweep = command_sweep(kind, name, values, params=params, experiment=experiment, local=local)
+        state = read_state(out.resolve()) if out.is_dir() else None
+        if state is not None and state.get("fingerprint") != sweep.fingerprint():
+            raise ValueError(
+                f"--out: {out} holds the results of another `ovit-ray {args.command}` (other knobs or "
+                "methods); finished results are never overwritten: choose another --out"
+            )
+        args.resume = state is not None
+        code = execute(args, sweep, out)
+    except ValueError as err:
+        raise ValueError(as_flags(str(err), name, kind, flags or {})) from None
     if (out / RESULTS_FILE).is_file():
         text = show(out) if show else report(out).text
         print(text, end="" if text.endswith("\n") else "\n")

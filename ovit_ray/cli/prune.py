@@ -10,6 +10,16 @@ from typing import Any
 
 HELP = "one-shot pruning: methods x sparsities (or structured budgets), top-1 before/after"
 
+# knobs whose flag is not `--knob-name` (what an error line names)
+FLAGS = {
+    "sparsities": "--sparsity",
+    "patterns": "--params",
+    "then_method": "--then",
+    "then_sparsity": "--sparsity",
+    "then_pattern": "--pattern",
+    "throughput_batch": "--speed-batch",
+}
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from ovit_ray.pruning.methods import method_names
@@ -137,7 +147,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _structured(args: argparse.Namespace, methods: list[str]) -> tuple[str, dict[str, Any]]:
     if not (args.flops_ratio or args.latency_ratio) or (args.flops_ratio and args.latency_ratio):
         raise ValueError(
-            f"--flops-ratio or --latency-ratio (one of them): the budgets of {', '.join(methods)}"
+            f"--flops-ratio: give it or --latency-ratio (one of them): the budgets of {', '.join(methods)}"
         )
     values: dict[str, Any] = {
         "budgets": args.flops_ratio or args.latency_ratio,
@@ -180,7 +190,7 @@ def _oneshot(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ovit_ray.cli.experiment import command_sweep, run_command
+    from ovit_ray.cli.experiment import as_flags, run_command
     from ovit_ray.pruning.names import STRUCTURED_METHODS
 
     methods = list(dict.fromkeys(args.method))
@@ -191,9 +201,13 @@ def run(args: argparse.Namespace) -> int:
         )
     if not structured and (args.flops_ratio or args.latency_ratio or args.then):
         raise ValueError(
-            f"--flops-ratio, --latency-ratio, --then: need a structured --method ({', '.join(STRUCTURED_METHODS)})"
+            f"{'--then' if args.then else '--flops-ratio'}: needs a structured --method "
+            f"({', '.join(STRUCTURED_METHODS)})"
         )
-    kind, values = _structured(args, methods) if structured else _oneshot(args)
+    try:
+        kind, values = _structured(args, methods) if structured else _oneshot(args)
+    except ValueError as err:  # an N:M pattern that is not one
+        raise ValueError(as_flags(str(err), "prune", "oneshot", FLAGS)) from None
     shared = {
         "model": args.model,
         "checkpoint": args.checkpoint,
@@ -201,13 +215,14 @@ def run(args: argparse.Namespace) -> int:
         "data_root": args.data_root,
         "seed": args.seed,
     }
-    sweep = command_sweep(
+    args.out = args.out or ("runs/prune-structured" if structured else "runs/prune")
+    return run_command(
+        args,
         kind,
         f"prune-{kind}",
         {**{k: v for k, v in shared.items() if v is not None}, **values},
         params={"method": methods},
         experiment="ovit-ray-prune",
         local=True,
+        flags={**FLAGS, "budgets": "--flops-ratio" if args.flops_ratio else "--latency-ratio"},
     )
-    args.out = args.out or ("runs/prune-structured" if structured else "runs/prune")
-    return run_command(args, sweep)

@@ -88,15 +88,24 @@ def run(args: argparse.Namespace) -> int:
 
 
 def dry_run(args: argparse.Namespace, sweeps: list) -> int:
-    """Every check that needs no Ray, reading only."""
+    """Every check that needs no Ray, reading only (remote Tune storage is not opened)."""
+    from ovit_ray.orchestration.common.bounds import check_add_trials
+    from ovit_ray.orchestration.common.ray_session import check_ray_address
     from ovit_ray.orchestration.tracking.store import default_tracking_uri
-    from ovit_ray.orchestration.tune.folder import check_folder
-    from ovit_ray.orchestration.tune.plan import describe, make_plan
+    from ovit_ray.orchestration.tune.folder import check_folder, check_stores
+    from ovit_ray.orchestration.tune.plan import describe, make_plan, storage_root
     from ovit_ray.orchestration.tune.preflight import check_sweep
 
+    check_add_trials(args.add_trials)
+    if args.address:
+        check_ray_address(args.address)
+    resume = args.resume or args.add_trials > 0
     for sweep, out in sweeps:
         check_sweep(sweep)
-        check_folder(out.resolve(), sweep.name, sweep.fingerprint(), args.resume)
+        state = check_folder(out.resolve(), sweep.name, sweep.fingerprint(), resume)
+        storage = None if sweep.file.resources.local else storage_root(sweep, out.resolve())
+        local = storage if storage is not None and "://" not in storage else None
+        check_stores(out.resolve(), state, local, args.optuna_storage, resume)
         plan = make_plan(sweep, float(os.cpu_count() or 1), 0.0, strict=False)
         print("\n".join(describe(plan, out.resolve(), args.mlflow_uri, default_tracking_uri(out))))
     if not args.address:

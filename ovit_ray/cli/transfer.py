@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ovit_ray.cli.experiment import command_sweep, knob_values, run_command
+    from ovit_ray.cli.experiment import knob_values, run_command
     from ovit_ray.orchestration.kinds.transfer import TransferKindSpec, kept_sources
 
     source = Path(args.source)
@@ -53,12 +53,13 @@ def run(args: argparse.Namespace) -> int:
     checkpoints: list[str | None] = [*found, *([] if args.no_dense_source else [None])]
     values = {**knob_values(args, TransferKindSpec), "seeds": args.seeds}
     values.pop("mode")  # --mode takes several: a grid (params below), not a fixed value
-    sweep = command_sweep(
+    return run_command(
+        args,
         "transfer",
         "transfer",
         values,
         params={"checkpoint": checkpoints, "mode": args.mode},
         experiment=args.experiment or "ovit-ray-transfer",
         local=args.light,
+        flags={"checkpoint": "CHECKPOINT_OR_FOLDER"},
     )
-    return run_command(args, sweep)

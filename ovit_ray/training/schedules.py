@@ -110,7 +110,7 @@ def sparsity_steps_through_targets(
     previous = [init, *targets]
     if any(b <= a for a, b in pairwise(previous)):
         raise ValueError(
-            f"targets must be strictly increasing and above init={init!r}, got {list(targets)!r}"
+            f"targets: must be strictly increasing and above init={init!r}, got {list(targets)!r}"
         )
     _check_int("window_epochs", window_epochs, 1)
     _check_int("start_epoch", start_epoch, 0)

@@ -104,7 +104,7 @@ class Oneshot(ExperimentKind):
                 masks.state_dict(),
                 {**meta, "target": row["target_sparsity"]},
             )
-            row = {**row, **timed}
+            row = {"gmacs_dense": row["flops_dense"] / 2e9, **row, **timed}  # counted, timed or not
             host.target(
                 TargetResult(
                     target=row["target_sparsity"],
