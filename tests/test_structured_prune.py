@@ -171,8 +171,8 @@ def test_kd_fine_tune_of_a_shrunk_model_from_the_dense_teacher(tmp_path, digits_
     """Recovery by a short KD fine-tune: the gradual loop trains the shrunk checkpoint (no pruning steps)
     against the dense preset as teacher, and its best checkpoint keeps the structure and reloads."""
     from ovit_ray.training.gradual import LocalReporter, run_gradual
-    from ovit_ray.training.spec import RunSpec
     from ovit_ray.training.setup import build_model_and_data
+    from ovit_ray.training.spec import RunSpec
 
     out = tmp_path / "shrunk"
     assert (
