@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-__all__ = ["add_knob_flags", "add_run_flags", "as_flags", "command_sweep", "knob_values", "run_command"]
+__all__ = ["add_knob_flags", "add_run_flags", "as_flags", "knob_values", "run_command"]
 
 RESOURCES = ("workers", "cpus_per_worker", "gpus_per_worker")
 
@@ -67,35 +67,6 @@ def knob_values(
     return values
 
 
-def command_sweep(
-    kind: str,
-    name: str,
-    values: Mapping[str, Any],
-    *,
-    params: Mapping[str, Any] | None = None,
-    experiment: str,
-    local: bool = False,
-) -> Any:
-    """The sweep a command runs: `values` (knobs, with resources and seeds) fixed, `params` as grids."""
-    from ovit_ray.orchestration.kinds.sweep_file import SHARED, sweep_from
-
-    values = dict(values)
-    shared = {k: values.pop(k) for k in SHARED if k in values}
-    resources = {k: values.pop(k) for k in RESOURCES if k in values}
-    seeds = values.pop("seeds", None) or [values.pop("seed", 0)]
-    values.pop("seed", None)
-    raw = {
-        "name": name,
-        **shared,
-        "seeds": list(seeds),
-        kind: values,
-        "search": {"algorithm": "grid", "params": {k: {"grid": list(v)} for k, v in (params or {}).items()}},
-        "resources": {**resources, "local": local},
-        "mlflow": {"experiment": experiment},
-    }
-    return sweep_from(raw, f"ovit-ray {name}")
-
-
 def as_flags(message: str, name: str, kind: str, flags: Mapping[str, str]) -> str:
     """A sweep's error line as the command's user typed it: `ovit-ray NAME: KIND.knob.0: ...` becomes
     `--knob: ...` (or the command's own flag for the knob, `flags`), so the line names the flag and value."""
@@ -122,17 +93,33 @@ def run_command(
     flags: Mapping[str, str] | None = None,
     show: Callable[[Path], str] | None = None,
 ) -> int:
-    """Build the command's sweep (`command_sweep`), run it into `--out`, then print its results (`show`,
-    default the report) if any target finished. The same command again resumes (finished trials are kept);
-    a knob's error names the flag that set it (`as_flags`; `flags`: knobs whose flag is not `--knob-name`)."""
+    """Build the command's sweep (`values` fixed, with resources and seeds; `params` as grids), run it into
+    `--out`, then print its results (`show`, default the report) if any target finished. The same command
+    again resumes (finished trials are kept); a knob's error names the flag that set it (`as_flags`; `flags`:
+    knobs whose flag is not `--knob-name`)."""
     from ovit_ray.cli.sweep import execute
+    from ovit_ray.orchestration.kinds.sweep_file import SHARED, sweep_from
     from ovit_ray.orchestration.results import RESULTS_FILE
     from ovit_ray.orchestration.results.report import report
     from ovit_ray.orchestration.tune.folder import read_state
 
+    values = dict(values)
+    shared = {k: values.pop(k) for k in SHARED if k in values}
+    resources = {k: values.pop(k) for k in RESOURCES if k in values}
+    seeds = values.pop("seeds", None) or [values.pop("seed", 0)]
+    values.pop("seed", None)
+    raw = {  # the sweep file the command stands for: `values` fixed, `params` as grids
+        "name": name,
+        **shared,
+        "seeds": list(seeds),
+        kind: values,
+        "search": {"algorithm": "grid", "params": {k: {"grid": list(v)} for k, v in (params or {}).items()}},
+        "resources": {**resources, "local": local},
+        "mlflow": {"experiment": experiment},
+    }
     out = Path(args.out)
     try:
-        sweep = command_sweep(kind, name, values, params=params, experiment=experiment, local=local)
+        sweep = sweep_from(raw, f"ovit-ray {name}")
         state = read_state(out.resolve()) if out.is_dir() else None
         if state is not None and state.get("fingerprint") != sweep.fingerprint():
             raise ValueError(

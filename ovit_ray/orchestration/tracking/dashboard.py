@@ -4,16 +4,14 @@ searcher records, step = target in %) make its curves. optuna-dashboard is an op
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 from ovit_ray.orchestration.common.net import LOOPBACK, port_in_use, wait_until
+from ovit_ray.orchestration.common.process import GroupProcess
 from ovit_ray.orchestration.common.stores import check_own_database, sqlite_url
 
 __all__ = ["Dashboard", "study_storage"]
@@ -32,12 +30,12 @@ def study_storage(folder: Path) -> str:
     return sqlite_url(folder / STUDY_FILE)
 
 
-class Dashboard:
+class Dashboard(GroupProcess):
     """`optuna-dashboard STORAGE --host 127.0.0.1 --port PORT` in its own process group."""
 
     def __init__(self, folder: str | os.PathLike, port: int = 8080) -> None:
+        super().__init__()
         self.folder, self.port = Path(folder).resolve(), port
-        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -53,39 +51,19 @@ class Dashboard:
                 f"port {self.port} on {LOOPBACK} is in use by another process; choose another --port"
             )
         binary = Path(sys.executable).with_name("optuna-dashboard")
-        with open(self.folder / "dashboard.log", "ab") as log:
-            self.proc = subprocess.Popen(
-                [str(binary), storage, "--host", LOOPBACK, "--port", str(self.port)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+        log = self.folder / "dashboard.log"
+        proc = self.spawn([str(binary), storage, "--host", LOOPBACK, "--port", str(self.port)], log)
         wait_until(
-            lambda: port_in_use(self.port, LOOPBACK) or self.proc is None or self.proc.poll() is not None,
+            lambda: port_in_use(self.port, LOOPBACK) or not self.running(),
             timeout_s,
             f"optuna-dashboard at {self.url}",
         )
-        if self.proc.poll() is not None:
-            raise RuntimeError(
-                f"optuna-dashboard exited with {self.proc.returncode}; see {self.folder / 'dashboard.log'}"
-            )
+        if not self.running():
+            raise RuntimeError(f"optuna-dashboard exited with {proc.returncode}; see {log}")
         return self
 
-    def wait(self) -> int:
-        assert self.proc is not None, "start() first"
-        return self.proc.wait()
-
     def stop(self, grace_s: float = 10.0) -> None:
-        if self.proc is None:
-            return
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(grace_s)
-                break
-        self.proc = None
+        self.stop_group(grace_s)
 
     def __enter__(self) -> Dashboard:
         return self.start()

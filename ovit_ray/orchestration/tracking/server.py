@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ovit_ray.orchestration.common.net import (
@@ -31,43 +29,24 @@ from ovit_ray.orchestration.common.net import (
     port_in_use,
     wait_until,
 )
+from ovit_ray.orchestration.common.process import GroupProcess
 from ovit_ray.orchestration.common.stores import check_own_database, sqlite_url
 
 # Read from the environment only (never flags, never logs): MLflow's own variable names.
 AUTH_ENV = ("MLFLOW_FLASK_SERVER_SECRET_KEY", "MLFLOW_AUTH_ADMIN_PASSWORD")
-# Leads the server's process group: runs the command given after the expected parent's pid and, once
-# that parent is gone (polled: portable, even after SIGKILL), stops the whole group. A stop signal
-# from the parent reaches the whole group anyway; then it only waits for the server.
-WATCHDOG = """
-import os, signal, subprocess, sys, time
-stop = []
-signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-signal.signal(signal.SIGINT, lambda *_: stop.append(1))
-child = subprocess.Popen(sys.argv[2:])
-while child.poll() is None and not stop:
-    if os.getppid() != int(sys.argv[1]):
-        os.killpg(0, signal.SIGTERM)
-    time.sleep(0.5)
-try:
-    child.wait(10)
-except subprocess.TimeoutExpired:
-    os.killpg(0, signal.SIGKILL)
-os.killpg(0, signal.SIGTERM)
-sys.exit(child.returncode if child.returncode >= 0 else 128 - child.returncode)
-"""
 
 
 @dataclass
-class MlflowServer:
+class MlflowServer(GroupProcess):
     """``mlflow server`` for ``folder``: ``mlflow.db`` and ``artifacts/`` (and ``basic_auth.db``)."""
 
     folder: Path
     host: str = LOOPBACK
     port: int = 0  # 0: a free port, chosen once (so a restart reuses it)
     auth: bool = False
-    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        GroupProcess.__init__(self)
         self.folder = Path(self.folder).resolve()
         self.port = self.port or free_port(LOOPBACK if binds_all_interfaces(self.host) else self.host)
 
@@ -87,10 +66,6 @@ class MlflowServer:
     def command(self) -> list[str]:
         """`mlflow server` on this folder, run by the watchdog (which needs to know its parent)."""
         cmd = [
-            sys.executable,
-            "-c",
-            WATCHDOG,
-            str(os.getpid()),
             str(Path(sys.executable).with_name("mlflow")),
             "server",
             "--backend-store-uri",
@@ -137,24 +112,15 @@ class MlflowServer:
             raise OSError(f"port {self.port} on {host} is in use by another process; choose another --port")
         self.folder.mkdir(parents=True, exist_ok=True)
         env = self.env()
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                self.command(),
-                env=env,
-                cwd=self.folder,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # gunicorn/uvicorn workers: stop() signals the whole group
-            )
+        proc = self.spawn(self.command(), self.log, env=env, cwd=self.folder)
         try:
             wait_until(lambda: self.ready() or not self.running(), timeout_s, f"MLflow at {self.url}")
         except TimeoutError:
             self.stop()
             raise
         if not self.running():
-            raise RuntimeError(f"mlflow server exited with {self.proc.returncode}; see {self.log}")
-        if not self._owns_port():
+            raise RuntimeError(f"mlflow server exited with {proc.returncode}; see {self.log}")
+        if not self._owns_port(proc.pid):
             self.stop()
             raise OSError(
                 f"port {self.port} on {host} is answered by another process, not this server (it took "
@@ -162,19 +128,16 @@ class MlflowServer:
             )
         return self
 
-    def _owns_port(self) -> bool:
-        """A process of the server's group holds the listening socket (True where that cannot be told)."""
+    def _owns_port(self, group: int) -> bool:
+        """A process of process group `group` holds the listening socket (True where that cannot be told)."""
         pids = listening_pids(self.port)
-        if pids is None or self.proc is None:
+        if pids is None:
             return True
         groups = set()
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 groups.add(os.getpgid(pid))
-        return self.proc.pid in groups
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return group in groups
 
     def ready(self) -> bool:
         import requests  # not at `ovit-ray --help` time
@@ -184,26 +147,15 @@ class MlflowServer:
         except requests.RequestException:
             return False
 
-    def wait(self) -> int:
-        """Block until the server exits (foreground use); its exit code."""
-        assert self.proc is not None, "start() first"
-        return self.proc.wait()
-
     def stop(self, grace_s: float = 10.0) -> None:
-        """SIGTERM the process group, SIGKILL after ``grace_s``; idempotent."""
+        """The process group stopped, then a worker outliving its master waited for; idempotent."""
         if self.proc is None:
             return
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(grace_s)
-                break
+        pid = self.proc.pid
+        self.stop_group(grace_s)
         deadline = time.monotonic() + grace_s
-        # a worker outliving its master
-        while self.ready() and self._owns_port() and time.monotonic() < deadline:
+        while self.ready() and self._owns_port(pid) and time.monotonic() < deadline:
             time.sleep(0.2)
-        self.proc = None
 
     def __enter__(self) -> MlflowServer:
         return self.start()
