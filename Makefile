@@ -23,9 +23,9 @@ $(STAMP): pyproject.toml
 
 # A second `make quickstart` resumes (finished trials are kept) instead of starting over.
 quickstart: $(STAMP)
-	$(BIN)/ovit-ray sweep sweeps/quickstart.yaml --out runs/quickstart \
+	@$(BIN)/ovit-ray sweep sweeps/quickstart.yaml --out runs/quickstart \
 		$$(test -f runs/quickstart/sweep.json && echo --resume)
-	$(BIN)/ovit-ray report runs/quickstart
+	@$(BIN)/ovit-ray report runs/quickstart
 
 # Debian's headless Chromium renders the MLflow UI for tests/test_mlflow_ui.py and docs/screenshots.py
 # (a system package: no browser download from anywhere else).

@@ -132,8 +132,8 @@ def execute(args: argparse.Namespace, sweep: object, out: Path, source_text: str
     unit = "gpu" if t.get("allocated_gpu_hours_total") else "cpu"
     print(
         f"{c['finished']} finished, {c['stopped_early']} stopped early, {c['failed']} failed; "
-        f"{t.get('epochs_total', 0):.0f} epochs, {unit.upper()}-h {t.get(f'{unit}_hours_total', 0):.3f} in the loop, "
-        f"{t.get(f'allocated_{unit}_hours_total', 0):.3f} allocated"
+        f"{t.get('epochs_total', 0):.0f} epochs; {unit.upper()}-h {t.get(f'{unit}_hours_total', 0):.3f} "
+        f"({t.get(f'allocated_{unit}_hours_total', 0):.3f} held)"
     )
     if outcome.best is not None:
         b = outcome.best
