@@ -96,25 +96,21 @@ def test_alias_bombs_are_refused_fast_in_every_file_kind(tmp_path: Path) -> None
 def test_huge_counts_and_infinities_are_one_line_errors(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    for train in (
+    for gradual in (
         {"steps_per_target": 1_000_000_000},
         {"end_epoch": 10_000_000_000},
         {"lr_max": float("inf")},
         {"damp": float("nan")},
         {"window_epochs": 10**40},
     ):
-        path = _sweep(tmp_path, train={**SWEEP["train"], **train})
+        path = _sweep(tmp_path, gradual={**SWEEP["gradual"], **gradual})
         assert main(["sweep", str(path), "--dry-run", "--out", str(tmp_path / "o")]) == 2
         (line,) = _errors(capsys)
-        assert next(iter(train)) in line and len(line) < 400
+        assert next(iter(gradual)) in line and len(line) < 400
     assert main(["train", "--end-epoch", "10000000000", "--out", str(tmp_path / "t")]) == 2
     (line,) = _errors(capsys)
-    assert "end_epoch" in line and "10000000000" in line
-    grid = {
-        "space": "fixed",
-        "algorithm": "grid",
-        "overrides": {k: {"grid": list(range(1000))} for k in ("seed", "split_seed")},
-    }
+    assert "--end-epoch" in line and "10000000000" in line
+    grid = {"algorithm": "grid", "params": {k: {"grid": list(range(1000))} for k in ("seed", "split_seed")}}
     assert main(["sweep", str(_sweep(tmp_path, search=grid)), "--dry-run"]) == 2
     (line,) = _errors(capsys)
     assert "1000000 trials" in line
@@ -123,27 +119,29 @@ def test_huge_counts_and_infinities_are_one_line_errors(
 
 def test_one_root_cause_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "s.yaml"
-    path.write_text(
-        yaml.safe_dump({**SWEEP, "train": {**SWEEP["train"]}}).replace("targets:", "pattern: 2:4\n  targets:")
-    )
+    path.write_text(yaml.safe_dump(SWEEP).replace("targets:", "pattern: 2:4\n  targets:"))
     assert main(["sweep", str(path), "--dry-run"]) == 2
     (line,) = _errors(capsys)
     assert "pattern" in line and "quote it" in line and "2:4" in line
-    huge = _sweep(tmp_path, train={**SWEEP["train"], "model": "x" * 100_000})
+    huge = _sweep(tmp_path, model="x" * 100_000)
     assert main(["sweep", str(huge), "--dry-run"]) == 2
     (line,) = _errors(capsys)
     assert "unknown model" in line and len(line) < 400
     lr = _sweep(
         tmp_path,
         search={
-            "space": "fixed",
             "algorithm": "random",
-            "overrides": {"lr_min": {"choice": [1e-5, 1e-3]}, "lr_max": {"choice": [1e-2, 5e-4]}},
+            "params": {"lr_min": {"choice": [1e-5, 1e-3]}, "lr_max": {"choice": [1e-2, 5e-4]}},
         },
     )
     assert main(["sweep", str(lr), "--dry-run"]) == 2
-    (line,) = _errors(capsys)  # each value alone is fine; together they make a bad run
-    assert "lr_min=0.001" in line and "lr_max=0.0005" in line and "not a valid run" in line, line
+    (line,) = _errors(capsys)  # each value alone is fine; together they make a bad trial
+    assert "lr_min=0.001" in line and "lr_max=0.0005" in line and "not a valid trial" in line, line
+    # Sampled knobs under the default algorithm (grid): one cause, though num_samples is then wrong too
+    sampled = _sweep(tmp_path, search={"params": {"damp": {"loguniform": [1e-9, 1e-5]}}, "num_samples": 6})
+    assert main(["sweep", str(sampled), "--dry-run"]) == 2
+    (line,) = _errors(capsys)
+    assert "got sampled damp" in line and "grid, the default" in line, line
     assert main(["sweep", str(tmp_path), "--dry-run"]) == 2
     (line,) = _errors(capsys)
     assert "is a directory" in line
@@ -152,13 +150,10 @@ def test_one_root_cause_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_dry_run_checks_model_checkpoint_and_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = _sweep(
         tmp_path,
-        train={
-            **SWEEP["train"],
-            "model": "vit_tiny_patch16_22",
-            "checkpoint": "/nope.pt",
-            "dataset": "imagefolder",
-            "data_root": str(tmp_path / "missing"),
-        },
+        model="vit_tiny_patch16_22",
+        checkpoint="/nope.pt",
+        dataset="imagefolder",
+        data_root=str(tmp_path / "missing"),
     )
     assert main(["sweep", str(path), "--dry-run"]) == 2
     lines = _errors(capsys)
@@ -289,7 +284,7 @@ def test_output_folder_contract_before_ray(tmp_path: Path, capsys: pytest.Captur
             run_sweep(load_sweep(path), out, resume=True)
     for name, content, expected in [
         ("results.parquet", b"PAR1 truncated", "unreadable"),
-        ("mlflow.db", b"not sqlite at all" * 100, "not a readable MLflow store"),
+        ("mlflow.db", b"not sqlite at all" * 100, "is not a SQLite database"),
         ("sweep.json", b"{broken", "damaged"),
     ]:
         (out / name).write_bytes(content)

@@ -79,9 +79,12 @@ def sqlite_path(url: str) -> Path | None:
     return Path(unquote(name))
 
 
-def check_database_url(url: str, what: str) -> None:
+def check_database_url(
+    url: str, what: str, *, server: str = " (or http(s)://HOST:PORT for an MLflow server)"
+) -> None:
     """A database URL SQLAlchemy can open on this machine: it parses, its kind is known and its driver is
-    installed (`postgresql://` without psycopg, `s3://`, `bogus://` ended in exit 70, or 100 s of retries)."""
+    installed (`postgresql://` without psycopg, `s3://`, `bogus://` ended in exit 70, or 100 s of retries).
+    `server`: what else the flag takes, for the error line."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
@@ -91,7 +94,7 @@ def check_database_url(url: str, what: str) -> None:
     except (ArgumentError, NoSuchModuleError):
         raise ValueError(
             f"{what}: {scheme!r} names no database SQLAlchemy knows; give sqlite:///PATH, "
-            "postgresql://HOST/DB, mysql://HOST/DB (or http(s)://HOST:PORT for an MLflow server)"
+            f"postgresql://HOST/DB, mysql://HOST/DB{server}"
         ) from None
     except ImportError as err:
         raise ValueError(
@@ -106,10 +109,30 @@ def make_store_folder(url: str, what: str) -> None:
     path = sqlite_path(url)
     if path is None:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not os.access(path.parent, os.W_OK | os.X_OK) or (
-        path.exists() and not os.access(path, os.R_OK | os.W_OK)
-    ):
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"{what}: cannot create the folder {path.parent} ({err.strerror})") from None
+    check_store_file(path, what)
+
+
+def check_store_file(path: Path, what: str) -> None:
+    """Refuse a SQLite file this process cannot create or write: its folder missing, or not writable
+    (SQLite then fails only after MLflow's 100 s of retries, or once Optuna opens it, after Ray started).
+    The folder is tested by creating an unnamed temporary file in it, which nobody sees: `os.access` says
+    yes to root on a read-only mount or in /proc."""
+    import tempfile
+
+    if not path.parent.is_dir():
+        raise ValueError(f"{what}: {path.parent} is not a folder (create it, or name a file in one)")
+    try:
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as err:
+        raise ValueError(
+            f"{what}: {path.parent} is not a folder this user can write ({err.strerror}); name another file"
+        ) from None
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
         raise ValueError(f"{what}: {path} cannot be written by this user; name another file")
 
 

@@ -357,11 +357,13 @@ def _search_problems(sweep: Sweep) -> list[str]:
             "search.algorithm grid/random"
             + (" (several seeds are a grid: one seed with Optuna)" if "seed" in grids else "")
         )
-    if search.algorithm == "grid" and sampled:
+    if search.algorithm == "grid" and sampled:  # one root cause: num_samples then belongs to a sampler
+        default = "" if "algorithm" in search.model_fields_set else ", the default"
         problems.append(
-            f"search.params: search.algorithm grid needs grid or fixed values, got sampled {', '.join(sampled)}"
+            f"search.params: search.algorithm grid needs grid or fixed values, got sampled {', '.join(sampled)} "
+            f"(algorithm grid{default}: choose random or optuna to sample them)"
         )
-    if search.algorithm == "grid" and search.num_samples != 1:
+    elif search.algorithm == "grid" and search.num_samples != 1:
         problems.append(
             f"search.num_samples: a grid runs every point exactly once (add seeds for repeats), got {search.num_samples}"
         )

@@ -32,9 +32,10 @@ from typing import Any
 
 import yaml
 
+from ovit_ray.orchestration.common.bounds import check_add_trials
 from ovit_ray.orchestration.common.interrupts import Interrupted, StopSignals, tune_stop_on_signal
 from ovit_ray.orchestration.common.ray_private import drop_propagated_secrets
-from ovit_ray.orchestration.common.secrets import check_no_credentials
+from ovit_ray.orchestration.common.ray_session import check_ray_address
 from ovit_ray.orchestration.kinds.sweep_file import Sweep
 from ovit_ray.orchestration.results import RESULTS_FILE
 from ovit_ray.orchestration.tune.display import Display, capture_logs, show_warnings
@@ -43,6 +44,7 @@ from ovit_ray.orchestration.tune.folder import (
     SWEEP_COPY,
     FolderLock,
     check_folder,
+    check_stores,
     claim_place,
     experiment_name,
     relocate,
@@ -52,9 +54,7 @@ from ovit_ray.orchestration.tune.ledger import Ledger
 from ovit_ray.orchestration.tune.plan import DRIVER_CPU, Plan, make_plan, storage_root
 from ovit_ray.orchestration.tune.preflight import check_sweep
 
-__all__ = ["MAX_ADD_TRIALS", "Outcome", "run_sweep"]
-
-MAX_ADD_TRIALS = 10_000
+__all__ = ["Outcome", "run_sweep"]
 
 
 @dataclass(frozen=True)
@@ -70,18 +70,14 @@ class Outcome:
 def _study_state(
     state: dict[str, Any], sweep: Sweep, out: Path, storage: str | None, add_trials: int
 ) -> tuple[dict[str, Any], int, int]:
-    """State with the study's place recorded; (number of extensions, trials this experiment runs)."""
-    recorded = state.get("optuna_storage")
-    if storage and recorded and storage != recorded:
-        raise ValueError(f"--optuna-storage: {out} keeps its study in {recorded}, got {storage}")
+    """State with the study's place recorded (checked by `check_stores`); (number of extensions, trials
+    this experiment runs)."""
     state = {
-        "optuna_storage": recorded or storage,
+        "optuna_storage": state.get("optuna_storage") or storage,
         "study_name": state.get("study_name") or f"{sweep.name}-{state['sweep_id']}",
         **state,
     }
     if add_trials:
-        if not 1 <= add_trials <= MAX_ADD_TRIALS:
-            raise ValueError(f"--add-trials: must be in 1..{MAX_ADD_TRIALS}, got {add_trials}")
         if not state.get("finished"):
             raise ValueError(f"--add-trials: the sweep in {out} has not finished; --resume it first")
         if sweep.file.search.algorithm != "optuna":
@@ -91,29 +87,6 @@ def _study_state(
         state = {**state, "finished": False, "extensions": [*state.get("extensions", []), add_trials]}
     extensions = state.get("extensions", [])
     return state, len(extensions), extensions[-1] if extensions else sweep.file.search.num_samples
-
-
-def check_study_storage(uri: str) -> None:
-    """An Optuna storage URL that will work and harms nobody, checked before Ray starts: no credentials in
-    it, a database engine whose driver is installed, a SQLite file in a writable folder that is new, empty or
-    already an Optuna study (never another program's database)."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-
-    from ovit_ray.orchestration.common.stores import check_own_database, sqlite_path
-
-    check_no_credentials(uri, "--optuna-storage")
-    try:
-        make_url(uri).get_dialect().import_dbapi()  # the driver (psycopg2, pymysql, ...) must be installed
-    except (ArgumentError, NoSuchModuleError, ImportError, ValueError) as err:
-        raise ValueError(
-            f"--optuna-storage: {uri.split(':', 1)[0]} is not a database URL SQLAlchemy can open here ({str(err)[:120]})"
-        ) from None
-    path = sqlite_path(uri)
-    if path is not None:
-        if not path.parent.is_dir() or not os.access(path.parent, os.W_OK):
-            raise ValueError(f"--optuna-storage: {path.parent} is not a folder this user can write")
-        check_own_database(uri, "optuna", "--optuna-storage")
 
 
 def _study_uri(out: Path, state: Mapping[str, Any]) -> str:
@@ -155,18 +128,24 @@ def run_sweep(
     `source_text`: the sweep file as written, kept in the folder (default: the resolved sweep as YAML)."""
     check_sweep(sweep)
     out = Path(out).resolve()
-    if optuna_storage:
-        check_study_storage(optuna_storage)
+    check_add_trials(add_trials)
     resuming = resume or add_trials > 0
-    check_folder(out, sweep.name, sweep.fingerprint(), resuming)  # before anything is written
+    storage = None if sweep.file.resources.local else storage_root(sweep, out)
+    state = check_folder(out, sweep.name, sweep.fingerprint(), resuming)  # before anything is written
+    check_stores(out, state, storage, optuna_storage, resuming)
+    if address is not None and not sweep.file.resources.local:
+        check_ray_address(address)  # a HOST:PORT where nothing answers: one line, nothing written
     out.mkdir(parents=True, exist_ok=True)
     with FolderLock(out), StopSignals() as signals:
         state = check_folder(out, sweep.name, sweep.fingerprint(), resuming)  # again, locked
+        check_stores(out, state, storage, optuna_storage, resuming)
         if resuming:
             state = relocate(out, state)
         else:
             (out / SWEEP_COPY).write_text(source_text or yaml.safe_dump(_as_file(sweep), sort_keys=False))
         state, extensions, samples = _study_state(state, sweep, out, optuna_storage, add_trials)
+        if storage is not None:  # before Ray: the place is this sweep's from now on
+            claim_place(storage, experiment_name(state, extensions), state["sweep_id"], resuming)
         write_state(out, {**state, "interrupted": False})
         hint = f"resume with: ovit-ray sweep {shlex.quote(sweep.path or str(out / SWEEP_COPY))} --out {shlex.quote(str(out))} --resume"
         try:
@@ -174,11 +153,11 @@ def run_sweep(
                 sweep, out, state, signals, address, resuming, mlflow_uri, extensions, samples, verbose
             )
         except KeyboardInterrupt as stop:  # ours, or Ray's own after our handler raised inside ray.wait
-            write_state(out, {**state, "interrupted": True})
+            write_state(out, _stopped(state))
             signum = stop.signum if isinstance(stop, Interrupted) else signals.received or signal.SIGINT
             raise Interrupted(signum, hint) from None
         except BaseException:
-            write_state(out, {**state, "interrupted": True})
+            write_state(out, _stopped(state))
             raise
         complete = outcome.counts.get("interrupted", 0) == 0
         write_state(
@@ -187,6 +166,12 @@ def run_sweep(
         if not complete:
             raise Interrupted(signals.received or signal.SIGINT, hint)
         return outcome
+
+
+def _stopped(state: dict[str, Any]) -> dict[str, Any]:
+    """The state of a run that stopped early: interrupted, unless it resumed a sweep that had finished (it
+    stays finished: a sweep is never both)."""
+    return {**state, "interrupted": not state.get("finished", False)}
 
 
 def _as_file(sweep: Sweep) -> dict[str, Any]:
@@ -271,7 +256,7 @@ def _run(
         try:
             with display, show_warnings(display):
                 if sweep.file.resources.local:
-                    _run_local(sweep, out, writer, ledger)
+                    _run_local(sweep, out, writer, ledger, signals)
                 else:
                     _run_tune(
                         sweep, out, state, signals, address, resuming, extensions, samples, writer, display
@@ -295,8 +280,9 @@ def _trial_id(point: Mapping[str, Any]) -> str:
     )
 
 
-def _run_local(sweep: Sweep, out: Path, writer: Any, ledger: Ledger) -> None:
-    """Every grid point, one after another, in this process (`resources.local`)."""
+def _run_local(sweep: Sweep, out: Path, writer: Any, ledger: Ledger, signals: StopSignals) -> None:
+    """Every grid point, one after another, in this process (`resources.local`). A stop signal while a
+    trial's end is written waits for it (a trial whose row said finished kept a RUNNING MLflow run)."""
     from ovit_ray.orchestration.tune.hosts import LocalHost
 
     kind = sweep.experiment_kind()
@@ -307,17 +293,21 @@ def _run_local(sweep: Sweep, out: Path, writer: Any, ledger: Ledger) -> None:
         began, clock = time.time(), time.perf_counter()
         writer.started(trial_id, point, began)
         host = LocalHost(trial_id, out / "local" / trial_id, partial(writer.result, trial_id, point))
+        error = ""
         try:
             kind.run(writer.spec(trial_id, point), host)
         except KeyboardInterrupt:
             writer.interrupted(time.time())
             raise
         except Exception as err:  # a failed trial, as in Tune: the next one runs
-            writer.ended(trial_id, point, "failed", time.time(), error=f"{type(err).__name__}: {err}"[:300])
-            continue
-        spent = (time.perf_counter() - clock) * sweep.file.resources.cpus_per_worker / 3600
-        writer.result(trial_id, point, {"done": host.loop or {"cpu_hours": spent, "gpu_hours": 0.0}})
-        writer.ended(trial_id, point, "finished", time.time())
+            error = f"{type(err).__name__}: {err}"[:300]
+        with signals.graceful(lambda signum, frame: None):
+            if not error:
+                spent = (time.perf_counter() - clock) * sweep.file.resources.cpus_per_worker / 3600
+                writer.result(trial_id, point, {"done": host.loop or {"cpu_hours": spent, "gpu_hours": 0.0}})
+            writer.ended(trial_id, point, "failed" if error else "finished", time.time(), error=error)
+        if signals.received is not None:
+            raise Interrupted(signals.received)
 
 
 def _tune_domain(dist: Any) -> Any:
@@ -377,7 +367,6 @@ def _run_tune(
         display.concurrency = plan.concurrency
         storage = storage_root(sweep, out)
         name = experiment_name(state, extensions)
-        claim_place(storage, name, state["sweep_id"], resuming)
         r = sweep.file.resources
         kind = sweep.experiment_kind()
         if not type(kind).__module__.startswith("ovit_ray."):  # a plug-in kind: workers need not import it

@@ -31,7 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from ovit_ray.orchestration.common.atomic import write_json_atomic
-from ovit_ray.orchestration.common.stores import check_own_database, sqlite_url
+from ovit_ray.orchestration.common.secrets import check_no_credentials
+from ovit_ray.orchestration.common.stores import (
+    check_database_url,
+    check_own_database,
+    check_store_file,
+    sqlite_path,
+    sqlite_url,
+)
 from ovit_ray.orchestration.results import RESULTS_FILE, TRIALS_FILE
 
 STATE_FILE = "sweep.json"
@@ -159,14 +166,6 @@ def _check_resumable(out: Path) -> None:
         _check_parquet(out / name, keys)
     check_own_database(sqlite_url(out / MLFLOW_DB), "mlflow", "--resume")  # ours and readable, before Ray
     check_own_database(sqlite_url(out / STUDY_FILE), "optuna", "--resume")
-    for state in sorted((out / "ray").glob("*/experiment_state-*.json"))[-1:]:
-        try:
-            json.loads(state.read_text())
-        except (OSError, ValueError) as err:
-            raise ValueError(f"{state}: Tune's experiment state is damaged ({str(err)[:200]})") from None
-    for tuner in (out / "ray").glob("*/tuner.pkl"):
-        if tuner.stat().st_size < 16 or tuner.read_bytes()[:1] != b"\x80":  # a pickle starts with PROTO
-            raise ValueError(f"{tuner}: Tune's saved tuner is damaged; this folder cannot be resumed")
 
 
 def _check_parquet(path: Path, keys: tuple[str, ...]) -> None:
@@ -194,31 +193,126 @@ def experiment_name(state: dict[str, Any], extensions: int = 0) -> str:
     return base if extensions == 0 else f"{base}-add{extensions}"
 
 
-def claim_place(storage: str, experiment: str, sweep_id: str, resume: bool) -> None:
-    """Make the experiment's place in `storage` this sweep's, or refuse: a new sweep never writes into an
-    existing place (someone's files, or another sweep of the same name), a resume only into its own."""
+def check_study_storage(uri: str) -> None:
+    """An Optuna storage URL that will work and harms nobody, checked before Ray starts: no credentials in
+    it, a database kind whose driver is installed, a SQLite file in a folder this user can write that is
+    new, empty or already an Optuna study (never another program's database)."""
+    check_no_credentials(uri, "--optuna-storage")
+    check_database_url(uri, "--optuna-storage", server="")
+    path = sqlite_path(uri)
+    if path is not None:
+        check_store_file(path, "--optuna-storage")
+        check_own_database(uri, "optuna", "--optuna-storage")
+
+
+def check_stores(
+    out: Path, state: dict[str, Any], storage: str | None, optuna_storage: str | None, resume: bool
+) -> None:
+    """The stores a sweep opens beyond its folder's own files, read-only, before Ray starts (issue 24.2,
+    24.9): the Optuna study it names or recorded, and (`storage` None: a sweep run in this process, no
+    Tune) each of its Tune experiments' places in `storage` (see `check_place`)."""
+    recorded = state.get("optuna_storage")
+    if optuna_storage and "optuna_storage" in state and optuna_storage != recorded:  # set when it started
+        where = recorded or f"its own {STUDY_FILE}"
+        raise ValueError(f"--optuna-storage: {out} keeps its study in {where}, got {optuna_storage}")
+    if optuna_storage or recorded:
+        check_study_storage(str(optuna_storage or recorded))
+    if storage is not None:
+        for extension in range(len(state.get("extensions", [])) + 1):
+            check_place(storage, experiment_name(state, extension), state["sweep_id"], resume)
+
+
+def _place(storage: str, experiment: str) -> tuple[Any, str]:
+    """(pyarrow filesystem, path) of the experiment's place in `storage`; one line for a storage that
+    cannot be opened."""
+    import pyarrow as pa
     import pyarrow.fs
 
-    filesystem, root = (
-        pyarrow.fs.FileSystem.from_uri(storage)
-        if "://" in storage
-        else (pyarrow.fs.LocalFileSystem(), storage)
-    )
-    place, marker = f"{root.rstrip('/')}/{experiment}", f"{root.rstrip('/')}/{experiment}/{PLACE_FILE}"
-    kind = filesystem.get_file_info(place).type
-    if kind != pyarrow.fs.FileType.NotFound:
-        owner = None
-        if filesystem.get_file_info(marker).type == pyarrow.fs.FileType.File:
-            with filesystem.open_input_stream(marker) as stream:
-                owner = json.loads(stream.read().decode() or "{}").get("sweep_id")
-        if owner == sweep_id:
-            return
-        whose = f"sweep {owner}" if owner else "files that are not this sweep's"
-        raise FileExistsError(f"storage: {place} already holds {whose}; choose another storage or --out")
-    if resume:
-        return  # a resume whose Tune state was never written (stopped before Tune started) starts it
+    try:
+        filesystem, root = (
+            pyarrow.fs.FileSystem.from_uri(storage)
+            if "://" in storage
+            else (pyarrow.fs.LocalFileSystem(), storage)
+        )
+    except (pa.ArrowException, OSError, ValueError) as err:
+        raise ValueError(f"storage: cannot open {storage!r} ({' '.join(str(err).split())[:200]})") from None
+    return filesystem, f"{root.rstrip('/')}/{experiment}"
+
+
+def check_place(storage: str, experiment: str, sweep_id: str, resume: bool) -> bool:
+    """Whether the experiment's place in `storage` exists (then it is this sweep's: its `PLACE_FILE` names
+    the sweep id), refusing one that holds anything else (someone's files, another sweep's state); on a
+    resume, the Tune state there must be readable (Tune would fail on it only after Ray started)."""
+    import pyarrow as pa
+    import pyarrow.fs
+
+    filesystem, place = _place(storage, experiment)
+    try:
+        if filesystem.get_file_info(place).type == pyarrow.fs.FileType.NotFound:
+            return False
+        owner = _read_json(filesystem, f"{place}/{PLACE_FILE}").get("sweep_id")
+        if owner != sweep_id:
+            whose = f"sweep {owner}" if owner else "files that are not this sweep's"
+            raise FileExistsError(f"storage: {place} already holds {whose}; choose another storage or --out")
+        if resume:
+            _check_tune_state(filesystem, place)
+    except (pa.ArrowException, OSError) as err:
+        if isinstance(err, FileExistsError):
+            raise
+        raise ValueError(f"storage: cannot read {place} ({' '.join(str(err).split())[:200]})") from None
+    return True
+
+
+def _read_json(filesystem: Any, path: str) -> dict[str, Any]:
+    """A small JSON object file in storage; empty when it is missing or is not one."""
+    import pyarrow.fs
+
+    if filesystem.get_file_info(path).type != pyarrow.fs.FileType.File:
+        return {}
+    with filesystem.open_input_stream(path) as stream:
+        text = stream.read(1 << 16)
+    try:
+        found = json.loads(text.decode(errors="replace") or "{}")
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _check_tune_state(filesystem: Any, place: str) -> None:
+    """Tune's saved tuner and latest experiment state in `place`, as much as a resume reads of them."""
+    import pyarrow.fs
+
+    files = {
+        info.base_name: info
+        for info in filesystem.get_file_info(pyarrow.fs.FileSelector(place))
+        if info.type == pyarrow.fs.FileType.File
+    }
+    tuner = files.get("tuner.pkl")
+    if tuner is not None:
+        with filesystem.open_input_stream(tuner.path) as stream:
+            head = stream.read(16)
+        if len(head) < 16 or head[:1] != b"\x80":  # a pickle starts with its PROTO opcode
+            raise ValueError(f"{tuner.path}: Tune's saved tuner is damaged; this sweep cannot be resumed")
+    states = sorted(name for name in files if name.startswith("experiment_state-") and name.endswith(".json"))
+    if states:
+        path = files[states[-1]].path
+        with filesystem.open_input_stream(path) as stream:
+            text = stream.read()
+        try:
+            json.loads(text)
+        except ValueError as err:
+            raise ValueError(f"{path}: Tune's experiment state is damaged ({str(err)[:200]})") from None
+
+
+def claim_place(storage: str, experiment: str, sweep_id: str, resume: bool) -> None:
+    """Make the experiment's place in `storage` this sweep's, or refuse (`check_place`): a sweep never
+    writes into a place that holds someone's files or another sweep of the same name. Its `PLACE_FILE` is
+    written before Tune writes there, also by a resume whose Tune state was never written."""
+    if check_place(storage, experiment, sweep_id, resume):
+        return
+    filesystem, place = _place(storage, experiment)
     filesystem.create_dir(place, recursive=True)
-    with filesystem.open_output_stream(marker) as stream:
+    with filesystem.open_output_stream(f"{place}/{PLACE_FILE}") as stream:
         stream.write(json.dumps({"sweep_id": sweep_id}).encode())
 
 

@@ -67,15 +67,21 @@ def _data_problems(sweep: Sweep) -> list[str]:
 
 def preflight_problems(sweep: Sweep) -> list[str]:
     """Data problems first (they make every other check moot), then what the kind finds in each grid
-    point's spec (sampled knobs at their first value)."""
+    point's spec (sampled knobs at their first value), then in each value a sampled knob can take (a
+    choice, the ends of a range) with the first grid point: a depth of `randint: [1, 8]` on 4 blocks."""
     problems = _data_problems(sweep)
     if problems:
         return problems
     kind = sweep.experiment_kind()
     first = {k: d.values_to_check()[0] for k, d in sweep.knobs.items()}
+    points = sweep.grid_points()[:MAX_CHECKED_POINTS]
+    specs = [{**first, **point} for point in points]
+    for name, dist in sweep.knobs.items():
+        if dist.kind not in ("grid", "fixed"):
+            specs += [{**specs[0], name: value} for value in dist.values_to_check()[1:]]
     seen: list[str] = []
-    for point in sweep.grid_points()[:MAX_CHECKED_POINTS]:
-        for problem in kind.problems(sweep.spec({**first, **point})):
+    for knobs in specs:
+        for problem in kind.problems(sweep.spec(knobs)):
             if problem not in seen:
                 seen.append(problem)
     return seen
