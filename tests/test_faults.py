@@ -9,10 +9,10 @@ import logging
 import os
 import random
 import re
-import signal
 import threading
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +21,20 @@ import yaml
 from mlflow import MlflowClient
 
 from ovit_ray.cli.main import main
+from ovit_ray.knobs import knob
 from ovit_ray.orchestration.cluster.fake_autoscaler import FAKE_GPU, start_fake_autoscaling_cluster
-from ovit_ray.orchestration.cluster.local import LocalRayCluster, group_processes, start_two_nodes
+from ovit_ray.orchestration.cluster.local import LocalRayCluster, start_two_nodes
 from ovit_ray.orchestration.common.net import wait_until
+from ovit_ray.orchestration.kinds import register_kind
+from ovit_ray.orchestration.kinds.gradual import Gradual, GradualSpec
+from ovit_ray.orchestration.kinds.sweep_file import load_sweep
 from ovit_ray.orchestration.results.parquet import read_rows
 from ovit_ray.orchestration.tracking.outbox import OUTBOX_NAME
 from ovit_ray.orchestration.tracking.server import MlflowServer
+from ovit_ray.orchestration.tune.driver import run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAIN = {
-    "model": "digits-vit",
+GRADUAL = {
     "window_epochs": 1,
     "num_grads": 16,
     "block_size": 32,
@@ -46,31 +50,72 @@ def _spaces() -> Iterator[None]:
 
 
 def _sweep_file(
-    folder: Path, name: str, targets: list[float], resources: dict[str, Any], seeds: list[int]
+    folder: Path,
+    name: str,
+    targets: list[float],
+    resources: dict[str, Any],
+    seeds: list[int],
+    kind: str = "gradual",
+    **knobs: Any,
 ) -> Path:
+    """A grid sweep over `seeds` of `kind` (the gradual kind, or this module's `logged-gradual`)."""
     path = folder / f"{name}.yaml"
     path.write_text(
         yaml.safe_dump(
             {
                 "name": name,
-                "train": {**TRAIN, "targets": targets},
+                "model": "digits-vit",
+                "seeds": seeds,
+                kind: {**GRADUAL, **knobs, "targets": targets},
+                "search": {"algorithm": "grid", "params": {}},
                 "resources": resources,
-                "search": {"space": "fixed", "algorithm": "grid", "overrides": {"seed": {"grid": seeds}}},
             }
         )
     )
     return path
 
 
-def _epochs_reported(out: Path, name: str) -> dict[str, list[int]]:
-    """Per trial, the `epoch` of every per-epoch result Tune recorded (repeats show re-done work)."""
-    found = {}
-    for result in (out / "ray" / name).glob("*/result.json"):
-        lines = [json.loads(line) for line in result.read_text().splitlines()]
-        found[result.parent.name] = [
-            r["epoch"] for r in lines if "epoch" in r and not r.get("trial_complete")
-        ]
-    return found
+def _epoch_hook(log_dir: str, seed: int, second_node: int, kill_epoch: int, epoch: int, rank: int) -> None:
+    """First in every epoch of every worker: `<rank> <epoch> <node>` appended to `epochs-<seed>.log`
+    (node 1: the worker's raylet belongs to the `ray start` process group `second_node`, else 0); at
+    `kill_epoch` a worker on the second node dies once, hard, mid-epoch."""
+    node = int(second_node > 0 and os.getpgid(os.getppid()) == second_node)
+    with open(Path(log_dir) / f"epochs-{seed}.log", "a") as log:
+        log.write(f"{rank} {epoch} {node}\n")
+    marker = Path(log_dir) / "killed"
+    if node == 1 and epoch == kill_epoch and not marker.exists():
+        marker.write_text(str(os.getpid()))
+        time.sleep(10)  # mid-epoch: the previous checkpoint counts once the Train controller has polled it
+        os._exit(1)  # a hard worker death, not an exception
+
+
+class LoggedSpec(GradualSpec):
+    log_dir: str = knob("", "where the epoch hook writes its log")
+    second_node: int = knob(0, "process group of the second node's `ray start` (0: none)", ge=0)
+    kill_epoch: int = knob(-1, "the epoch at which a worker on the second node dies once (-1: never)", ge=-1)
+
+
+@register_kind
+class LoggedGradual(Gradual):
+    """The gradual kind (one run through every target) whose workers log each epoch they start, on which
+    node, and may kill one: which epochs a fault made a trial do twice is read from the log."""
+
+    name = "logged-gradual"
+    spec = LoggedSpec
+
+    def run(self, spec: Any, host: Any) -> None:
+        from ovit_ray.training.gradual.run import train_loop
+
+        schedule = spec.schedule()
+        hook = partial(_epoch_hook, spec.log_dir, spec.seed, spec.second_node, spec.kill_epoch)
+        config = {"spec": spec, "schedule": schedule, "epoch_hook": hook}
+        host.train(train_loop, config, spec, schedule.total_epochs, "run0")
+
+
+def _epochs(log_dir: Path, seed: int, rank: int = 0) -> list[tuple[int, int]]:
+    """(epoch, node) of every epoch `rank` started for the trial of `seed`, in order (repeats: re-done work)."""
+    lines = (log_dir / f"epochs-{seed}.log").read_text().splitlines()
+    return [(int(e), int(n)) for r, e, n in (line.split() for line in lines) if int(r) == rank]
 
 
 # ---- bad input and security (fast) ----------------------------------------------------------
@@ -94,7 +139,7 @@ def _mutations(raw: dict[str, Any], rng: random.Random) -> Iterator[str]:
     text = yaml.safe_dump(raw)
     yield text[: rng.randrange(1, len(text))] + "\n  - ][: {"  # truncated, then garbage
     yield "search: " + "{a: " * 1500 + "1" + "}" * 1500  # deeper than the YAML composer can recurse
-    yield "train: {window_epochs: " + "9" * 5000 + "}"  # an int past Python's str->int limit
+    yield "gradual: {window_epochs: " + "9" * 5000 + "}"  # an int past Python's str->int limit
     yield "\x00\xff binary"
     yield "- just\n- a list"
 
@@ -240,28 +285,12 @@ def test_fake_gpu_sweep_scales_worker_nodes_up_and_releases_them(
             assert rc == 0, capsys.readouterr().err
             assert "2 finished" in capsys.readouterr().out
             assert 1 in seen  # a gpu1-type node was launched for the trials (the head has no fake_gpu)
+            assert sorted(r["seed"] for r in read_rows(tmp_path / "out" / "results.parquet")) == [0, 1]
             wait_until(
                 lambda: sum(n["Alive"] for n in ray.nodes()) == 1, 180, "idle worker nodes to be released"
             )
         finally:
             ray.shutdown()
-
-
-def _train_workers(cluster: LocalRayCluster) -> dict[int, list[int]]:
-    """Ray Train worker processes per node index. Ray workers run in their own process group, but
-    their parent, the node's raylet, is in the group of the node's `ray start`."""
-    node_of = {pid: i for i, node in enumerate(cluster.nodes) for pid in group_processes(node.proc.pid)}
-    found: dict[int, list[int]] = {}
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            if not cmdline.read_bytes().startswith(b"ray::RayTrainWorker"):
-                continue
-            parent = int((cmdline.parent / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        if parent in node_of:
-            found.setdefault(node_of[parent], []).append(int(cmdline.parent.name))
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -282,28 +311,30 @@ def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRayClus
 
 @pytest.fixture(scope="module")
 def ddp_sweep_with_faults(two_nodes: LocalRayCluster, tmp_path_factory: pytest.TempPathFactory):
-    """One 2-worker DDP trial spread over both nodes (0.9 CPU each, one CPU per node); once its first
-    checkpoint exists, a Train worker is SIGKILLed and the MLflow server stopped until the sweep ends."""
-    from ovit_ray.orchestration.tune.sweep import run_sweep
-
+    """One 2-worker DDP trial spread over both nodes (0.9 CPU each, one CPU per node); in its second epoch
+    the Train worker on the second node dies, and the MLflow server is stopped until the sweep ends."""
     folder = tmp_path_factory.mktemp("ddp")
-    path = _sweep_file(folder, "ddp", [0.5, 0.75, 0.9], {"workers": 2, "cpus_per_worker": 0.9}, [0])
+    path = _sweep_file(
+        folder,
+        "ddp",
+        [0.5, 0.75, 0.9],
+        {"workers": 2, "cpus_per_worker": 0.9, "max_failures": 1},
+        [0],
+        kind="logged-gradual",
+        log_dir=str(folder),
+        second_node=two_nodes.nodes[1].proc.pid,
+        kill_epoch=1,
+    )
     out = folder / "out"
     server = MlflowServer(folder / "mlflow").start()
     seen: dict[str, Any] = {}
+    ended = threading.Event()
 
-    def inject() -> None:
-        wait_until(
-            lambda: any((out / "ray" / "train").glob("*-run0/checkpoint_*")),
-            600,
-            "the first checkpoint",
-            poll_s=0.2,
-        )
-        seen["workers"] = _train_workers(two_nodes)
-        victim = seen["workers"][1][0]  # the worker on the second node
-        os.kill(victim, signal.SIGKILL)
-        seen["killed"] = victim
-        server.stop()
+    def inject() -> None:  # the server goes down with the worker (its death comes 10 s after the mark)
+        wait_until(lambda: (folder / "killed").exists() or ended.is_set(), 900, "the kill", poll_s=0.2)
+        if (folder / "killed").exists():
+            server.stop()
+            seen["server_stopped"] = True
 
     injector = threading.Thread(target=inject, daemon=True)
     injector.start()
@@ -313,15 +344,15 @@ def ddp_sweep_with_faults(two_nodes: LocalRayCluster, tmp_path_factory: pytest.T
     handler.emit = records.append  # type: ignore[method-assign]
     logger.addHandler(handler)
     try:
-        began = time.monotonic()
-        outcome = run_sweep(path, out, address=two_nodes.address, mlflow_uri=server.url)
-        seen["seconds"] = time.monotonic() - began
+        outcome = run_sweep(load_sweep(path), out, address=two_nodes.address, mlflow_uri=server.url)
+        ended.set()
         injector.join(5)
         seen["outbox_after_sweep"] = (out / OUTBOX_NAME).exists()
         server.start()  # back on the same port and folder
         seen["sync_rc"] = main(["sync-mlflow", str(out), "--mlflow-uri", server.url])
-        yield outcome, out, server, seen, [r.getMessage() for r in records]
+        yield outcome, folder, out, server, seen, [r.getMessage() for r in records]
     finally:
+        ended.set()
         logger.removeHandler(handler)
         server.stop()
 
@@ -329,34 +360,37 @@ def ddp_sweep_with_faults(two_nodes: LocalRayCluster, tmp_path_factory: pytest.T
 @pytest.mark.ray
 @pytest.mark.slow
 def test_ddp_trial_spreads_over_two_nodes_and_survives_a_killed_worker(ddp_sweep_with_faults) -> None:
-    outcome, out, _, seen, _ = ddp_sweep_with_faults
-    assert sorted(seen["workers"]) == [0, 1]  # one Train worker on each ray start node
-    assert (
-        "killed" in seen and outcome.totals["trials_finished"] == 1 and outcome.totals["trials_failed"] == 0
-    )
+    outcome, folder, out, _, seen, _ = ddp_sweep_with_faults
+    assert sorted(_epochs(folder, 0, rank)[0][1] for rank in (0, 1)) == [0, 1]  # a worker on each node
+    assert (folder / "killed").exists() and seen.get("server_stopped")
+    assert outcome.counts["finished"] == 1 and outcome.counts["failed"] == 0
+    assert outcome.totals["trials_finished"] == 1
     rows = read_rows(out / "results.parquet")
-    assert sorted(r["target_sparsity"] for r in rows) == [0.5, 0.75, 0.9]
-    (epochs,) = _epochs_reported(out, "ddp").values()
+    assert sorted(r["target"] for r in rows) == [0.5, 0.75, 0.9] and {r["workers"] for r in rows} == {2}
+    epochs = [epoch for epoch, _ in _epochs(folder, 0)]
     assert sorted(set(epochs)) == [0, 1, 2] and len(epochs) - 3 <= 1  # at most one epoch done twice
 
 
 @pytest.mark.ray
 @pytest.mark.slow
 def test_mlflow_outage_keeps_metrics_locally_and_sync_replays_them(ddp_sweep_with_faults) -> None:
-    outcome, out, server, seen, warnings = ddp_sweep_with_faults
+    _, _, out, server, seen, warnings = ddp_sweep_with_faults
     assert seen["outbox_after_sweep"]  # the trial went on while the server was down
     unreachable = [w for w in warnings if "unreachable" in w]
     assert len(unreachable) == 1 and f"ovit-ray sync-mlflow {out}" in unreachable[0]
     assert seen["sync_rc"] == 0 and not (out / OUTBOX_NAME).exists()
     client = MlflowClient(server.url)
     runs = client.search_runs([client.get_experiment_by_name("ovit-ray-sweeps").experiment_id])
-    parents = [r for r in runs if r.data.tags.get("ovit.kind") == "sweep"]
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == outcome.parent_run_id]
+    parents = [r for r in runs if r.data.tags.get("ovit.role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("ovit.role") == "trial"]
     assert len(parents) == 1 and len(children) == 1 and len(runs) == 2  # continued, not duplicated
+    assert children[0].data.tags["ovit.sweep_run"] == parents[0].info.run_id
     assert {r.info.status for r in runs} == {"FINISHED"}
     assert parents[0].data.metrics["trials_finished"] == 1
-    (epochs,) = _epochs_reported(out, "ddp").values()
-    assert len(client.get_metric_history(children[0].info.run_id, "top1")) == len(epochs)
+    child = children[0].info.run_id
+    top1 = client.get_metric_history(child, "top1")  # per epoch; the outage's epochs replayed by the sync
+    assert len(top1) == len({m.step for m in top1}) == 3
+    assert sorted(m.step for m in client.get_metric_history(child, "top1_vs_sparsity")) == [50, 75, 90]
 
 
 @pytest.mark.ray
@@ -365,15 +399,22 @@ def test_removed_node_trials_are_rescheduled_on_the_remaining_node(
     two_nodes: LocalRayCluster, tmp_path: Path
 ) -> None:
     """Runs last on the module's cluster: it stops the second node."""
-    from ovit_ray.orchestration.tune.sweep import run_sweep
-
-    path = _sweep_file(tmp_path, "nodes", [0.5, 0.75, 0.9], {"workers": 1, "cpus_per_worker": 1}, [0, 1])
+    path = _sweep_file(
+        tmp_path,
+        "nodes",
+        [0.5, 0.75, 0.9],
+        {"workers": 1, "cpus_per_worker": 1, "max_failures": 1},
+        [0, 1],
+        kind="logged-gradual",
+        log_dir=str(tmp_path),
+        second_node=two_nodes.nodes[1].proc.pid,
+    )
     out = tmp_path / "out"
 
     def remove_node() -> None:
         wait_until(
-            lambda: len(list((out / "ray" / "nodes").glob("*/checkpoint_*"))) >= 2,
-            600,
+            lambda: len({p.parent for p in (out / "ray").glob("nodes-*/*/checkpoint_*")}) >= 2,
+            900,
             "a checkpoint of each trial",
             poll_s=0.2,
         )
@@ -381,13 +422,15 @@ def test_removed_node_trials_are_rescheduled_on_the_remaining_node(
 
     remover = threading.Thread(target=remove_node, daemon=True)
     remover.start()
-    outcome = run_sweep(path, out, address=two_nodes.address)
+    outcome = run_sweep(load_sweep(path), out, address=two_nodes.address)
     remover.join(5)
     assert not two_nodes.nodes[1].alive()
-    assert outcome.totals["trials_finished"] == 2 and outcome.totals["trials_failed"] == 0
+    assert outcome.counts["finished"] == 2 and outcome.counts["failed"] == 0
     assert sorted(r["seed"] for r in read_rows(out / "results.parquet")) == [0, 0, 0, 1, 1, 1]
-    epochs = _epochs_reported(out, "nodes")
-    assert all(sorted(set(e)) == [0, 1, 2] and len(e) - 3 <= 1 for e in epochs.values())
-    assert any(
-        (out / "ray" / "nodes" / trial / "error.txt").exists() for trial in epochs
-    )  # lost with the node
+    for seed in (0, 1):
+        epochs = [epoch for epoch, _ in _epochs(tmp_path, seed)]
+        assert sorted(set(epochs)) == [0, 1, 2] and len(epochs) - 3 <= 1, epochs
+    # one trial per node at first; the second node's went on from its checkpoint on the head
+    (moved,) = [seed for seed in (0, 1) if _epochs(tmp_path, seed)[0][1] == 1]
+    assert _epochs(tmp_path, moved)[-1][1] == 0
+    assert list((out / "ray").glob("nodes-*/*/error.txt"))  # lost with the node

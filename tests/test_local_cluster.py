@@ -1,8 +1,10 @@
 """Local multi-node Ray on 127.0.0.1: the fake autoscaler launches and releases a worker node
-mirroring cluster.yaml's GPU types; two `ray start` nodes each run a task."""
+mirroring cluster.yaml's GPU types; two `ray start` nodes each run a task, each node in its own working
+and temp folder (as on separate machines), all gone once the cluster is stopped."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -44,15 +46,19 @@ def test_fake_autoscaler_scales_up_on_demand_and_down_when_idle(tmp_path: Path) 
 def test_two_ray_start_nodes_each_run_a_task(tmp_path: Path) -> None:
     with start_two_nodes(tmp_path) as cluster, cluster.driver_env():
         started = list(cluster.nodes)
+        temps = [node.temp_dir for node in started]
         ray.init(address=cluster.address)
         try:
             wait_until(lambda: len(_alive()) == 2, 120, "the second node to join")
             nodes = _alive()
             assert {n["NodeManagerAddress"] for n in nodes} == {LOOPBACK}
+            # each node's sockets (and session, logs, trial working folders) in its own temp folder
+            sessions = {n["NodeID"]: Path(n["RayletSocketName"]).parents[1] for n in nodes}
+            assert sorted(str(s.parent) for s in sessions.values()) == sorted(map(str, temps))
 
             @ray.remote(num_cpus=1)
-            def where() -> str:
-                return ray.get_runtime_context().get_node_id()
+            def where() -> tuple[str, str]:
+                return ray.get_runtime_context().get_node_id(), os.getcwd()
 
             pinned = [
                 where.options(
@@ -60,7 +66,10 @@ def test_two_ray_start_nodes_each_run_a_task(tmp_path: Path) -> None:
                 ).remote()
                 for n in nodes
             ]
-            assert sorted(ray.get(pinned, timeout=120)) == sorted(n["NodeID"] for n in nodes)
+            ran = dict(ray.get(pinned, timeout=120))
+            assert sorted(ran) == sorted(n["NodeID"] for n in nodes)
+            assert sorted(ran.values()) == [str(tmp_path / "head"), str(tmp_path / "node1")]
         finally:
             ray.shutdown()
     assert not any(node.alive() for node in started)  # stopped: our process groups only
+    assert not any(temp.exists() for temp in temps)  # and their temp folders removed

@@ -6,6 +6,10 @@ Here every node is a ``ray start --block`` process started in its own process gr
 a cluster signals exactly the processes it started (the raylet, GCS, monitor, the fake provider's
 worker nodes and their workers all inherit that group) and nobody else's.
 
+Every node also gets its own working folder and its own Ray temp folder, as on separate machines: a file a
+trial leaves in its node's temp (session) folder is not visible from another node, so a test on two local
+nodes finds what a real cluster would lose (and the machine's shared ``/tmp/ray`` is left alone).
+
 Every cluster gets its own token file: the nodes and the drivers that join them use token
 authentication (``RAY_AUTH_MODE=token``) without touching ``~/.ray/auth_token``.
 """
@@ -16,9 +20,11 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,6 +43,7 @@ class RayNodeProcess:
 
     proc: subprocess.Popen[bytes]
     log: Path
+    temp_dir: Path | None = None  # the node's own Ray temp folder, removed once the node is stopped
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -54,6 +61,8 @@ class RayNodeProcess:
             os.killpg(self.proc.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(5)
+        if self.temp_dir is not None:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
 @dataclass
@@ -89,7 +98,7 @@ class LocalRayCluster:
             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1",
             "RAY_START_HOOK": f"{__name__}.pin_loopback_node_ip",
         }
-        node = _start_node(args, env, self.workdir / f"node{len(self.nodes)}.log")
+        node = _start_node(args, env, self.workdir, f"node{len(self.nodes)}")
         self.nodes.append(node)
         return node
 
@@ -160,7 +169,7 @@ def start_head(
         "--disable-usage-stats",
         *(extra_args or []),
     ]
-    head = _start_node(args, {**env, **(extra_env or {})}, workdir / "head.log")
+    head = _start_node(args, {**env, **(extra_env or {})}, workdir, "head")
     cluster = LocalRayCluster(f"{LOOPBACK}:{port}", workdir, env, [head])
     try:
         wait_until(lambda: port_in_use(port) or not head.alive(), timeout_s, f"the Ray head on port {port}")
@@ -183,19 +192,30 @@ def start_two_nodes(workdir: str | Path, num_cpus: int = 1) -> LocalRayCluster:
     return cluster
 
 
-def _start_node(args: list[str], env: Mapping[str, str], log: Path) -> RayNodeProcess:
+def _start_node(args: list[str], env: Mapping[str, str], workdir: Path, name: str) -> RayNodeProcess:
+    """``ray start`` in the working folder ``<workdir>/<name>`` (its output in ``<name>.log``) with a temp
+    folder of its own unless ``args`` name one (short, in the system temp folder: Ray's socket paths inside
+    it have a length limit)."""
     ray_cli = Path(sys.executable).with_name("ray")
+    folder = workdir / name
+    folder.mkdir(parents=True, exist_ok=True)
+    temp = None
+    if not any(arg.split("=", 1)[0] == "--temp-dir" for arg in args):
+        temp = Path(tempfile.mkdtemp(prefix=f"ovray-{name}-"))
+        args = [*args, "--temp-dir", str(temp)]
     cmd = [str(ray_cli), "start", "--node-ip-address", LOOPBACK, "--block", *args]
+    log = workdir / f"{name}.log"
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             cmd,
+            cwd=folder,
             env={**os.environ, **env},
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # own process group: stop() signals only what we started
         )
-    return RayNodeProcess(proc, log)
+    return RayNodeProcess(proc, log, temp)
 
 
 def group_processes(pgid: int) -> list[int]:
