@@ -62,7 +62,9 @@ def main() -> int:
         "attributes.status = 'FINISHED'",
         order_by=[f"metrics.{objective} {'DESC' if mode == 'max' else 'ASC'}"],
     )
-    trials = [r for r in runs if r.data.tags.get("ovit.role") == "trial" and r.data.tags.get("pruned") != "true"]
+    trials = [
+        r for r in runs if r.data.tags.get("ovit.role") == "trial" and r.data.tags.get("pruned") != "true"
+    ]
     best = trials[0]
     server = MlflowServer(out).start()
     try:

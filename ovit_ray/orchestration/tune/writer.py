@@ -33,7 +33,14 @@ RESULT_KEY = ["trial_id", "target"]
 STATUS_TAG = "ovit.status"
 _SERIES = ("top1", "val_top1")
 # measured at each target, logged under their own names at the target's step (the frontier's other axes)
-_MEASURED = ("achieved_sparsity", "macs_ratio", "gmacs", "latency_ms", "speedup_latency", "speedup_throughput")
+_MEASURED = (
+    "achieved_sparsity",
+    "macs_ratio",
+    "gmacs",
+    "latency_ms",
+    "speedup_latency",
+    "speedup_throughput",
+)
 _STEPS = {"epoch", "epochs_done"}  # the step itself: as metrics they would only draw a diagonal
 
 
