@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import results_file as result_files
-from sweep_runs import Row, results_folder, run_folder
+from sweep_runs import Row, parse_with_quick, results_folder, run_folder
 
 from ovit_ray.pruning import method_names
 
@@ -65,17 +65,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default="runs/bench_accuracy",
         help="output folder of the sweep (default: runs/bench_accuracy; runs/bench_accuracy_quick with --quick)",
     )
-    p.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"a smoke run: {QUICK}; its results file goes to --out (or $OVIT_RAY_BENCH_RESULTS)",
-    )
-    args = p.parse_args(argv)
-    if args.quick:
-        vars(args).update(QUICK)
-        if args.out == p.get_default("out"):
-            args.out = "runs/bench_accuracy_quick"
-    return args
+    return parse_with_quick(p, argv, QUICK, "runs/bench_accuracy_quick")
 
 
 def oneshot_sweep(args: argparse.Namespace, sparsities: Sequence[float]) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import results_file as results
-from sweep_runs import Row, results_folder, run_folder
+from sweep_runs import Row, parse_with_quick, results_folder, run_folder
 
 from ovit_ray.orchestration.results.parquet import print_table
 from ovit_ray.orchestration.results.stats import pairwise_table, summarize
@@ -45,15 +45,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--out", default="runs/bench_regime", help="the sweep's output folder (one folder per grid)"
     )
-    p.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"a smoke run: {QUICK}; its results file goes to --out (or $OVIT_RAY_BENCH_RESULTS)",
-    )
-    args = p.parse_args(argv)
-    if args.quick:
-        vars(args).update(QUICK)
-    return args
+    return parse_with_quick(p, argv, QUICK)
 
 
 def ablated(args: argparse.Namespace) -> str:

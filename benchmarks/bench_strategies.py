@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import results_file as results
-from sweep_runs import Ran, Row, loop_seconds, results_folder, run_folder
+from sweep_runs import Ran, Row, loop_seconds, parse_with_quick, results_folder, run_folder
 
 from ovit_ray.orchestration.results.stats import summarize
 
@@ -38,15 +38,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-steps-per-epoch", type=int, default=None)
     p.add_argument("--method", default="ovit")
     p.add_argument("--out", default="runs/bench-strategies", help="holds one folder per sweep")
-    p.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"a smoke run: {QUICK}; its results file goes to --out (or $OVIT_RAY_BENCH_RESULTS)",
-    )
-    args = p.parse_args(argv)
-    if args.quick:
-        vars(args).update(QUICK)
-    return args
+    return parse_with_quick(p, argv, QUICK)
 
 
 def gradual_sweep(args: argparse.Namespace, name: str, **fixed: Any) -> dict[str, Any]:

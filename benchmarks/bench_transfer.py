@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import results_file as results
-from sweep_runs import Row, results_folder, run_folder
+from sweep_runs import Row, parse_with_quick, results_folder, run_folder
 
 from ovit_ray.orchestration.common.yaml_files import read_yaml_mapping
 from ovit_ray.orchestration.results.parquet import print_table
@@ -52,18 +52,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--targets", nargs="+", type=float, help="source targets (default: the sources file's)")
     p.add_argument("--max-steps", type=int, help="cap every transfer epoch (default: none)")
     p.add_argument("--source-max-steps", type=int, help="cap every epoch of the source runs (default: none)")
-    p.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"a smoke run: {QUICK}, sources with {QUICK_SOURCES}; its results file goes to --out "
-        "(or $OVIT_RAY_BENCH_RESULTS)",
-    )
-    args = p.parse_args(argv)
-    if args.quick:
-        vars(args).update(QUICK)
-        if args.out == p.get_default("out"):
-            args.out = "runs/bench_transfer_quick"
-    return args
+    return parse_with_quick(p, argv, QUICK, "runs/bench_transfer_quick", f", sources with {QUICK_SOURCES}")
 
 
 def scaled_transfer(args: argparse.Namespace, file: str) -> dict[str, Any]:

@@ -10,6 +10,7 @@ refused by the driver with one line. A `--quick` run writes its results file int
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
@@ -66,6 +67,28 @@ def run_folder(
 def loop_seconds(trial: Mapping[str, Any]) -> float:
     """Seconds a trial spent inside its training loop (its loop CPU-hours over the CPUs it held)."""
     return 3600 * float(trial.get("cpu_hours") or 0.0) / float(trial.get("cpus_per_worker") or 1.0)
+
+
+def parse_with_quick(
+    parser: argparse.ArgumentParser,
+    argv: list[str] | None,
+    quick: Mapping[str, Any],
+    quick_out: str | None = None,
+    also: str = "",
+) -> argparse.Namespace:
+    """`parser`'s arguments plus `--quick` (a smoke run: `quick` over the parsed values, and `--out` at its
+    default becomes `quick_out`); `also`: more of what --quick changes, for its help."""
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"a smoke run: {dict(quick)}{also}; its results file goes to --out (or $OVIT_RAY_BENCH_RESULTS)",
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        vars(args).update(quick)
+        if quick_out is not None and args.out == parser.get_default("out"):
+            args.out = quick_out
+    return args
 
 
 def results_folder(quick: bool, out: str | Path) -> Path | None:
