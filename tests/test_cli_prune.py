@@ -86,7 +86,10 @@ def _exit_code_and_stderr(argv: list[str], capsys: pytest.CaptureFixture[str]) -
         (["--num-grads", "0"], "--num-grads: Input should be greater than 0, got 0"),
         (["--model", "no_such_vit"], "--model: unknown model 'no_such_vit'"),
         (["--checkpoint", "/nonexistent/model.pt"], "--checkpoint: no such file '/nonexistent/model.pt'"),
-        (["--dataset", "imagefolder", "--data-root", "/nonexistent/images"], "--data-root: dataset imagefolder"),
+        (
+            ["--dataset", "imagefolder", "--data-root", "/nonexistent/images"],
+            "--data-root: dataset imagefolder",
+        ),
         (["--params", r"blocks\.\d+\.attn\.q\.weight"], "--params: pattern"),
         (["--pattern", "4:2"], "--pattern: need 0 < N < M"),
     ],
@@ -103,3 +106,26 @@ def test_bad_input_exits_nonzero_and_writes_nothing(tmp_path, args, message, dig
 def test_unknown_method_is_rejected_by_the_parser(capsys, method):
     code, err = _exit_code_and_stderr(["prune", "--method", method], capsys)
     assert code == 2 and f"invalid choice: '{method}'" in err
+
+
+@pytest.mark.parametrize("method", [["magnitude"], ["optin", "--flops-ratio", "0.7"]])
+def test_a_checkpoint_for_another_head_is_one_line_before_anything_runs(
+    tmp_path, method, digits_preset, capsys
+):
+    """Weights that load (a valid file) but not into the model on its data: one line naming the tensors,
+    exit 2, no output folder (it was a failed trial, exit 1)."""
+    import timm
+
+    from ovit_ray.models import save_checkpoint
+
+    other = timm.create_model(
+        "vit_tiny_patch16_224", img_size=16, patch_size=4, embed_dim=64, depth=4, num_heads=2, num_classes=3
+    )
+    path = save_checkpoint(tmp_path / "three-classes.safetensors", other)
+    out = tmp_path / "p"
+    code, err = _exit_code_and_stderr(
+        ["prune", "--checkpoint", str(path), "--method", *method, "--out", str(out), *FAST], capsys
+    )
+    (line,) = err.strip().splitlines()
+    assert code == 2 and "--checkpoint:" in line and "does not fit" in line and "head.weight" in line, line
+    assert not out.exists()

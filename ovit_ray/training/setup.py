@@ -80,6 +80,23 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], what: str, ta
         raise ValueError(f"{what} does not fit {target}: {detail}") from None
 
 
+def new_model(model_name: str, data: DatasetSplits) -> nn.Module:
+    """`model_name` with fresh weights, its head sized to `data`'s classes (a timm name: also its image size)."""
+    timm_args: dict[str, Any] = {} if model_name in PRESETS else {"img_size": data.image_size}
+    return create_model(model_name, num_classes=data.num_classes, **timm_args)
+
+
+def checkpoint_model(
+    model_name: str, checkpoint: str, data: DatasetSplits, dataset: str
+) -> tuple[nn.Module, dict[str, torch.Tensor], dict[str, Any]]:
+    """(model, masks, meta) of `checkpoint` for `model_name` on `data` (shrunk as it records); a file that is
+    missing, corrupt or shaped for another model or dataset fails in one line."""
+    state, masks, meta = load_checkpoint(checkpoint)
+    model = with_structure(new_model(model_name, data), meta)
+    load_weights(model, state, f"checkpoint {checkpoint}", f"{model_name} on {dataset}")
+    return model, masks, meta
+
+
 def build_model_and_data(
     model_name: str = "digits-vit",
     *,
@@ -103,17 +120,14 @@ def build_model_and_data(
     data = job_data(model_name, dataset=dataset, data_root=data_root, split_seed=split_seed, augment=augment)
     masks: dict[str, torch.Tensor] = {}
     meta: dict[str, Any] = {}
-    timm_args: dict[str, Any] = {} if preset else {"img_size": data.image_size}
     if checkpoint is not None:
-        state, masks, meta = load_checkpoint(checkpoint)  # fails clearly on a missing or corrupt file
-        model = with_structure(create_model(model_name, num_classes=data.num_classes, **timm_args), meta)
-        load_weights(model, state, f"checkpoint {checkpoint}", f"{model_name} on {dataset}")
+        model, masks, meta = checkpoint_model(model_name, checkpoint, data, dataset)
         source = f"checkpoint {checkpoint}"
     elif preset is not None and dataset == preset.dataset:
         model = load_preset_model(model_name, progress=progress)
         source = f"preset {model_name} (trained, cached)"
     else:
-        model = create_model(model_name, num_classes=data.num_classes, **timm_args)
+        model = new_model(model_name, data)
         source = f"{model_name} with random initial weights (no checkpoint given)"
     return JobStart(model=model, data=data, masks=masks, source=source, structure=meta.get("structure"))
 

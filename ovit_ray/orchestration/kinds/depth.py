@@ -16,6 +16,7 @@ from ovit_ray.orchestration.kinds.measured import (
     MeasuredResult,
     SpeedKnobs,
     architecture,
+    checkpoint_problems,
     measured_extra,
     shared_from_row,
     vit_problems,
@@ -54,7 +55,7 @@ class Depth(ExperimentKind):
             f"{name}: removes {count} of the model's {blocks} blocks; at most {blocks}"
             for name, count in (("attention", spec.attention), ("activation", spec.activation))
             if count > blocks
-        ]
+        ] or checkpoint_problems(spec)
 
     def run(self, spec: Any, host: Host) -> None:
         from ovit_ray.training.depth.result import depth_row

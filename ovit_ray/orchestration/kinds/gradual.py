@@ -15,6 +15,7 @@ from pydantic import model_validator
 from ovit_ray.knobs import knob
 from ovit_ray.orchestration.kinds._registry import register_kind
 from ovit_ray.orchestration.kinds.base import ExperimentKind, Host
+from ovit_ray.orchestration.kinds.measured import checkpoint_problems
 from ovit_ray.training.spec import RunSpec, Schedule
 
 STRATEGIES = ("sweep", "independent")
@@ -47,6 +48,9 @@ class Gradual(ExperimentKind):
     spec = GradualSpec
     target_name = "sparsity"
     reports_epochs = True
+
+    def problems(self, spec: Any) -> list[str]:
+        return checkpoint_problems(spec)
 
     def run(self, spec: Any, host: Host) -> None:
         from ovit_ray.training.gradual.run import train_loop

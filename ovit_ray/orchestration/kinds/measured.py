@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
     from ovit_ray.training.structured import SpeedSettings
 
-__all__ = ["MeasuredResult", "SpeedKnobs", "architecture"]
+__all__ = ["MeasuredResult", "SpeedKnobs", "architecture", "checkpoint_problems"]
 
 
 class SpeedKnobs(Knobs):
@@ -116,6 +116,32 @@ def shared_from_row(row: dict[str, Any]) -> dict[str, Any]:
     return {name: row.get(key) for name, key in SHARED_FROM_ROW.items()}
 
 
+def checkpoint_problems(spec: Any) -> list[str]:
+    """A `checkpoint` that does not fit the spec's model on its data (another head, another shape): one line
+    before anything runs, not a failed trial (the model is built and loaded once per checkpoint, on the CPU:
+    a shrunk model cannot be rebuilt on the meta device)."""
+    if not spec.checkpoint:
+        return []
+    return list(
+        _checkpoint_problems(spec.model, spec.checkpoint, spec.dataset, spec.data_root, spec.split_seed)
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _checkpoint_problems(
+    model: str, checkpoint: str, dataset: str | None, data_root: str | None, split_seed: int
+) -> tuple[str, ...]:
+    """Cached: a preflight asks once per grid point, and a checkpoint is read whole."""
+    from ovit_ray.training.setup import checkpoint_model, job_data
+
+    try:
+        data = job_data(model, dataset=dataset, data_root=data_root, split_seed=split_seed)
+        checkpoint_model(model, checkpoint, data, dataset or "its dataset")
+    except (OSError, ValueError) as err:
+        return (f"checkpoint: {err}",)
+    return ()
+
+
 def count_problems(spec: Any, sparsities: list[float], calib_size: int | None = None) -> list[str]:
     """The device, and the counts the model and its data bound (a block no larger than the largest prunable
     tensor, gradients within passes over the train split, a sparsity that leaves a weight, ...), each one line
@@ -146,4 +172,4 @@ def count_problems(spec: Any, sparsities: list[float], calib_size: int | None = 
         )
     except ValueError as err:
         return [str(err)]
-    return []
+    return checkpoint_problems(spec)
