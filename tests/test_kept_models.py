@@ -20,6 +20,7 @@ from ovit_ray.cli.main import main
 from ovit_ray.models import load_checkpoint
 from ovit_ray.orchestration.results.parquet import read_rows
 from ovit_ray.orchestration.train.export import card_path, checkpoint_location, evaluate_exported
+from ovit_ray.orchestration.tune.summary import best_per_target
 
 ROOT = Path(__file__).resolve().parents[1]
 GRADUAL = {"targets": [0.5, 0.75], "window_epochs": 1, "num_grads": 16}
@@ -88,6 +89,14 @@ def test_best_checkpoints_survive_the_ray_session(sweep_dir: tuple[Path, Path]) 
         if r.data.tags.get("ovit.role") == "trial"
     ]
     assert sorted(t.data.tags["ovit.trial_id"] for t in trials) == sorted({r["trial_id"] for r in rows})
+    # the sweep published the best model of each target: exported beside the rows, an MLflow model of its trial
+    best = best_per_target(out)
+    assert sorted(best) == [0.5, 0.75]
+    for target, row in best.items():
+        exported = out / "exported" / f"{row['trial_id']}-{target:g}.safetensors"
+        card = json.loads(card_path(exported).read_text())
+        assert card["source"]["trial"] == row["trial_id"] and card["top1"] == row["top1"]
+    assert len(list((out / "artifacts").rglob("MLmodel"))) == 2
 
 
 @pytest.mark.ray
@@ -192,6 +201,9 @@ def test_a_copied_sweep_exports_deployable_files_and_registers_the_best_model(
             "digits-ovit",
         ]
         assert main(argv) == 0
+        for suffix in (".safetensors", ".onnx", ".pt2"):  # the command a user runs, on each file
+            assert main(["evaluate", str(exported.with_suffix(suffix))]) == 0
+        assert main(["report", str(copy)]) == 0 and (copy / "plots" / "top1_vs_target.png").is_file()
     finally:
         away.rename(out)
     card = json.loads(card_path(exported).read_text())
@@ -270,7 +282,6 @@ def test_two_nodes_with_their_own_temp_folders_keep_every_checkpoint(tmp_path: P
 
     from ovit_ray.orchestration.cluster.local import start_head
 
-    temps = [tempfile.mkdtemp(prefix=f"ovn{i}", dir="/tmp") for i in range(2)]
     path = tmp_path / "sweep.yaml"
     path.write_text(
         yaml.safe_dump(
@@ -290,17 +301,17 @@ def test_two_nodes_with_their_own_temp_folders_keep_every_checkpoint(tmp_path: P
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("OVIT_RAY_SEARCH_SPACES", str(ROOT / "search_spaces"))
         # no CPU on the head (the driver's node): every trial runs on the other node, in its temp folder
-        with start_head(tmp_path / "cluster", num_cpus=0, extra_args=["--temp-dir", temps[0]]) as cluster:
-            cluster.add_node(num_cpus=2, extra_args=["--temp-dir", temps[1]])
+        with start_head(tmp_path / "cluster", num_cpus=0) as cluster:
+            cluster.add_node(num_cpus=2)
+            temps = [node.temp_dir for node in cluster.nodes]
             with cluster.driver_env():
                 ray.init(address=cluster.address)
                 try:
                     run_sweep(path, tmp_path / "out", "--address", cluster.address)
                 finally:
                     ray.shutdown()
-    worked_in = [list(Path(t).glob("session_*/artifacts/*/*/working_dirs/*")) for t in temps]
-    for temp in temps:
-        shutil.rmtree(temp)
+            worked_in = [list(t.glob("session_*/artifacts/*/*/working_dirs/*")) for t in temps]
+    assert not any(t.exists() for t in temps)  # each node's own temp folder, removed with the node
     rows = read_rows(tmp_path / "out" / "results.parquet")
     # the trials' working folders were in the other node's temp folder, now gone; the driver still reads
     # every best checkpoint from the storage path
