@@ -308,7 +308,11 @@ def test_a_stopped_local_sweep_moved_with_mv_resumes_from_its_new_path(
     (marks / "release").touch()
     capsys.readouterr()
     assert main(["sweep", str(path), "--out", str(moved), "--resume"]) == 0
-    assert "3 finished, 0 stopped early, 0 failed" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "3 finished, 0 stopped early, 0 failed" in shown
+    assert (
+        "1 of them ended before this run" in shown and "3 done, 0 stopped, 0 failed, 0 running of 3" in shown
+    )
     assert _statuses(moved) == {1: "finished", 2: "finished", 3: "finished"}
     assert [_starts(marks, v) for v in (1, 2, 3)] == [1, 2, 1]  # trial 1 did not run again
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == sorted(

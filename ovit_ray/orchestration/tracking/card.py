@@ -25,6 +25,9 @@ from ovit_ray.orchestration.common.yaml_files import clip_line, short_repr
 MAX_CARD_BYTES = 10 << 20  # a card is a few KB; anything this big is not one
 MAX_BLOCKS = 1024  # `depth` and per-block lists: timm's deepest ViT has 48 blocks
 MAX_INT = 1 << 16  # every other integer of the architecture: widths, image size, classes, patch size
+MAX_SPLIT_SEED = 2**32 - 1  # a run's seeds (`training.spec.MAX_SEED`): a card from a run has no larger one
+# timm kwargs a model divides by or sizes tensors with: 0 is a ZeroDivisionError or an empty model inside timm
+POSITIVE_KWARGS = ("num_classes", "embed_dim", "num_heads", "patch_size", "img_size")
 # timm.create_model kwargs that fetch or read weights and files, or change what the model returns
 LOADING_KWARGS = frozenset(
     {
@@ -95,7 +98,7 @@ class ModelCard(BaseModel):
     model: str
     dataset: str
     data_root: str | None = None
-    split_seed: int = Field(0, ge=0)
+    split_seed: int = Field(0, ge=0, le=MAX_SPLIT_SEED)
     prunable_params: list[str] = Field(default_factory=list)
     top1: float = Field(ge=0, le=1)
     val_top1: float | None = Field(None, ge=0, le=1)
@@ -124,12 +127,14 @@ class ModelCard(BaseModel):
         loading = sorted(LOADING_KWARGS & set(kwargs))
         if loading:
             raise ValueError(f"{', '.join(loading)} would load weights or change the model; not allowed")
-        if not isinstance(kwargs.get("num_classes"), int) or kwargs["num_classes"] < 1:
+        classes = kwargs.get("num_classes")
+        if not isinstance(classes, int) or isinstance(classes, bool):
             raise ValueError("needs num_classes, an int >= 1")
         for key, value in kwargs.items():
+            low = 1 if key in POSITIVE_KWARGS else 0
             bound = MAX_BLOCKS if key == "depth" else MAX_INT
-            if any(not 0 <= v <= bound for v in _ints(value)):
-                raise ValueError(f"{key} {short_repr(value)} is outside [0, {bound}]")
+            if any(not low <= v <= bound for v in _ints(value)):
+                raise ValueError(f"{key} {short_repr(value)} is outside [{low}, {bound}]")
         return kwargs
 
     def meta(self) -> dict[str, Any]:
@@ -164,8 +169,8 @@ def read_card(path: str | os.PathLike) -> ModelCard:
         raise ValueError(f"model card {path}: {size} bytes, over the bound of {MAX_CARD_BYTES}")
     try:
         data = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"model card {path}: not JSON ({err})") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:  # RecursionError: `[[[[...` nested deep
+        raise ValueError(clip_line(f"model card {path}: not JSON ({err})")) from None
     if not isinstance(data, dict):
         raise ValueError(
             f"model card {path}: must be a JSON object (as `ovit-ray export` writes), got a {type(data).__name__}"

@@ -86,6 +86,8 @@ class Display:
     # -- life -----------------------------------------------------------------------------------
     def __enter__(self) -> Display:
         self._line(f"{self.title}: {self.total} trial(s)")
+        if self.ended:  # a resume: the trials that ended before count toward the total
+            self._line(f"{len(self.ended)} of them ended before this run (kept, not run again)")
         if self.log is not None:
             self._line(f"Ray, Tune and Train output: {self.log}")
         if self.live:

@@ -56,6 +56,12 @@ from ovit_ray.orchestration.tune.preflight import check_sweep
 
 __all__ = ["Outcome", "run_sweep"]
 
+ENDED_STATUSES = (
+    "finished",
+    "stopped_early",
+    "failed",
+)  # a resume keeps these trials (never runs them again)
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -242,6 +248,9 @@ def _run(
             log=log,
             console=console,
             live=console.is_terminal and not verbose,
+            ended={}
+            if extensions
+            else {t: r.status for t, r in ledger.trials.items() if r.status in ENDED_STATUSES},
         )
         writer = SweepWriter(
             sweep,
@@ -288,7 +297,7 @@ def _run_local(sweep: Sweep, out: Path, writer: Any, ledger: Ledger, signals: St
     kind = sweep.experiment_kind()
     for point in sweep.grid_points():
         trial_id = _trial_id(point)
-        if ledger[trial_id].status in ("finished", "stopped_early", "failed"):
+        if ledger[trial_id].status in ENDED_STATUSES:
             continue
         began, clock = time.time(), time.perf_counter()
         writer.started(trial_id, point, began)

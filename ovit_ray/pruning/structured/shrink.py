@@ -94,4 +94,10 @@ def shrunk_sizes(model: nn.Module) -> dict[str, list[int]]:
 
 def rebuild(model: nn.Module, sizes: dict[str, Sequence[int]]) -> nn.Module:
     """A freshly built dense model shrunk to recorded `sizes`, ready for the shrunk model's `state_dict`."""
-    return shrink(model, UnitMasks.first(model, sizes["heads"], sizes["neurons"]))
+    blocks = len(block_widths(model)[0])
+    heads, neurons = sizes["heads"], sizes["neurons"]
+    if len(heads) != blocks or len(neurons) != blocks:  # zip(strict=True) would say only "shorter"
+        raise ValueError(
+            f"structure: heads and neurons of {len(heads)} / {len(neurons)} blocks for a model of {blocks}"
+        )
+    return shrink(model, UnitMasks.first(model, heads, neurons))
