@@ -34,7 +34,7 @@ import results_file as results
 from mlflow import MlflowClient
 from sweep_runs import Ran, loop_seconds, results_folder, run_folder
 
-from ovit_ray.orchestration.tracking.store import default_tracking_uri
+from ovit_ray.orchestration.common.stores import default_tracking_uri
 
 EXECUTORS = ("tune", "local")
 WORKLOADS = ("noop", "gradual")

@@ -19,10 +19,10 @@ import yaml
 
 from ovit_ray.cli.main import main
 from ovit_ray.orchestration.common.secrets import check_no_credentials
-from ovit_ray.orchestration.common.stores import sqlite_url
+from ovit_ray.orchestration.common.stores import default_tracking_uri, sqlite_url
 from ovit_ray.orchestration.tracking.client import Tracker
 from ovit_ray.orchestration.tracking.outbox import OUTBOX_NAME, OUTBOX_TARGET
-from ovit_ray.orchestration.tracking.store import RUN_KEY_TAG, default_tracking_uri
+from ovit_ray.orchestration.tracking.store import RUN_KEY_TAG
 from ovit_ray.orchestration.tune.folder import FolderLock, check_folder, relocate, write_state
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,8 +17,8 @@ from mlflow import MlflowClient
 
 from ovit_ray.orchestration.cluster.local import group_processes
 from ovit_ray.orchestration.common.net import free_port, port_in_use, wait_until
+from ovit_ray.orchestration.common.stores import default_tracking_uri
 from ovit_ray.orchestration.results.parquet import read_rows
-from ovit_ray.orchestration.tracking.store import default_tracking_uri
 
 ROOT = Path(__file__).resolve().parents[1]
 GRADUAL = {"targets": [0.75], "window_epochs": 3, "num_grads": 16, "block_size": 32}

@@ -91,7 +91,7 @@ def dry_run(args: argparse.Namespace, sweeps: list) -> int:
     """Every check that needs no Ray, reading only (remote Tune storage is not opened)."""
     from ovit_ray.orchestration.common.bounds import check_add_trials
     from ovit_ray.orchestration.common.ray_session import check_ray_address
-    from ovit_ray.orchestration.tracking.store import default_tracking_uri
+    from ovit_ray.orchestration.common.stores import default_tracking_uri
     from ovit_ray.orchestration.tune.folder import check_folder, check_stores
     from ovit_ray.orchestration.tune.plan import describe, make_plan, storage_root
     from ovit_ray.orchestration.tune.preflight import check_sweep

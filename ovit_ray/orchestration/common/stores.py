@@ -52,6 +52,11 @@ def sqlite_url(path: str | Path) -> str:
     return f"sqlite:///{full}" if quote(full, safe="/") == full else f"sqlite:///{quote(full, safe='')}"
 
 
+def default_tracking_uri(out_dir: str | Path) -> str:
+    """Embedded SQLite store inside the output dir (MLflow 3 rejects the old ./mlruns store)."""
+    return sqlite_url(Path(out_dir) / "mlflow.db")
+
+
 def sqlite_path(url: str) -> Path | None:
     """The file a `sqlite` URL opens, as SQLAlchemy reads it (also `?uri=true` SQLite URI filenames);
     None for another backend and in-memory databases; ``ValueError`` for a `sqlite` URL SQLAlchemy cannot

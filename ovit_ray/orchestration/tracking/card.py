@@ -132,6 +132,8 @@ class ModelCard(BaseModel):
             raise ValueError("needs num_classes, an int >= 1")
         for key, value in kwargs.items():
             low = 1 if key in POSITIVE_KWARGS else 0
+            if low and isinstance(value, bool):  # True would build a 1-wide model that the weights still fit
+                raise ValueError(f"{key} {value} is not a count")
             bound = MAX_BLOCKS if key == "depth" else MAX_INT
             if any(not low <= v <= bound for v in _ints(value)):
                 raise ValueError(f"{key} {short_repr(value)} is outside [{low}, {bound}]")

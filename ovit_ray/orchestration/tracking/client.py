@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_PARENT_RUN_ID
 
 from ovit_ray.orchestration.common.secrets import check_no_credentials, is_secret_key, redact_uri
+from ovit_ray.orchestration.common.stores import default_tracking_uri
 from ovit_ray.orchestration.tracking.outbox import Outbox, http_limits, is_outage
 from ovit_ray.orchestration.tracking.store import (
     OFFLINE_PREFIX,
@@ -35,7 +36,6 @@ from ovit_ray.orchestration.tracking.store import (
     Store,
     check_artifact_path,
     contained,
-    default_tracking_uri,
     flatten_params,
     git_commit,
 )

@@ -30,11 +30,10 @@ from ovit_ray.orchestration.common.stores import (
     check_own_database,
     make_store_folder,
     sqlite_path,
-    sqlite_url,
 )
 from ovit_ray.orchestration.tracking.outbox import http_limits
 
-# mlflow is imported where it is used: `sweep --dry-run` shows `default_tracking_uri` and must not
+# mlflow is imported where it is used: `sweep --dry-run` shows the default store and must not
 # pay MLflow's import (~170 MB, seconds).
 
 RUN_KEY_TAG = "ovit.run_key"
@@ -54,11 +53,6 @@ PROXIED = "mlflow-artifacts:"
 
 class Pending(Exception):  # noqa: N818 (a state, not an error)
     """A run id is still offline-only: the call must wait in the outbox."""
-
-
-def default_tracking_uri(out_dir: str | Path) -> str:
-    """Embedded SQLite store inside the output dir (MLflow 3 rejects the old ./mlruns store)."""
-    return sqlite_url(Path(out_dir) / "mlflow.db")
 
 
 def git_commit(path: str | Path | None = None) -> str | None:

@@ -14,10 +14,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ovit_ray.orchestration.common.stores import check_own_database
+from ovit_ray.orchestration.common.stores import check_own_database, default_tracking_uri
 from ovit_ray.orchestration.tracking.card import markdown_path
 from ovit_ray.orchestration.tracking.client import Tracker
-from ovit_ray.orchestration.tracking.store import default_tracking_uri
 
 EXPORT_EXPERIMENT = "exports"
 # MLflow's own rules are looser; a name that also works in `models:/NAME/1` URIs and shells

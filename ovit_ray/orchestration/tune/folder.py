@@ -243,6 +243,8 @@ def check_place(storage: str, experiment: str, sweep_id: str, resume: bool) -> b
     """Whether the experiment's place in `storage` exists (then it is this sweep's: its `PLACE_FILE` names
     the sweep id), refusing one that holds anything else (someone's files, another sweep's state); on a
     resume, the Tune state there must be readable (Tune would fail on it only after Ray started)."""
+    if "://" not in storage and not os.path.lexists(Path(storage, experiment)):
+        return False  # a new local place: nothing to check, and no pyarrow import for a dry run
     import pyarrow as pa
     import pyarrow.fs
 
