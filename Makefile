@@ -13,13 +13,15 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: quickstart test ci lint typecheck layers test-fast test-rest bench clean chromium screenshots
 
+# torch/torchvision are not pinned: the resolver must pick the registry's default build (see README).
+# pip's and the build backend's chatter goes to a log, shown only when the install fails.
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	# torch/torchvision are not pinned: the resolver must pick the registry's default build (see README).
-	$(BIN)/pip install --quiet -e '.[dev]'
-	$(BIN)/python -c "import timm, torch, ray, mlflow, optuna; print('environment ready: torch', torch.__version__, 'ray', ray.__version__)"
-	rm -f $(VENV)/.installed-*; touch $@
+	@$(PYTHON) -m venv $(VENV)
+	@echo "setting up $(VENV) (a few minutes the first time; log: $(VENV)/install.log)"
+	@{ $(BIN)/pip install --quiet --upgrade pip && $(BIN)/pip install --quiet -e '.[dev]'; } \
+		> $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
+	@$(BIN)/python -c "import timm, torch, ray, mlflow, optuna; print('environment ready: torch', torch.__version__, 'ray', ray.__version__)"
+	@rm -f $(VENV)/.installed-*; touch $@
 
 # A second `make quickstart` resumes (finished trials are kept) instead of starting over.
 quickstart: $(STAMP)
