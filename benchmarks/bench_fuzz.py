@@ -1,10 +1,11 @@
 """Seeded fuzzing of user input: sweep files, search spaces, cluster files and CLI flags, and (issue 24,
-`fuzz_inputs.py`) storage URLs, folder names and counts.
+`fuzz_inputs.py`) storage URLs, folder names, counts, model cards and depth blocks.
 
 Every generated input goes through the real CLI (`main([...])`) on paths that start no Ray
 (`sweep --dry-run`, `cluster validate`, flag parsing and validation of `prune`/`train`/`mlflow-server`
 with a bad value, `sync-mlflow` replaying a hostile outbox into a local store, `prune` and `transfer`
-counts beyond the bound table). Each run must: exit 0 or 2, print no traceback, print exactly one line
+counts beyond the bound table, `evaluate` of an exported model beside a doctored card or a damaged weights
+file, a depth sweep's attention/activation counts). Each run must: exit 0 or 2, print no traceback, print exactly one line
 on stderr when it fails (one mutation is one root cause), leave the output folder as it was on failure,
 change nothing outside the output folder (the scratch folder is watched, and the runs' working
 directory is inside it), and allocate less than 1 GB above what the process held when it started.
@@ -41,7 +42,8 @@ import fuzz_inputs  # noqa: E402
 
 from ovit_ray.cli.main import main  # noqa: E402
 
-# The issue-24 families load a model or open an MLflow store per case (seconds): fewer of them by default.
+# The issue-24 families load a model or open an MLflow store per case (seconds; the depth family reads a
+# model's architecture): fewer of them by default.
 HEAVY_KINDS = fuzz_inputs.FAMILIES
 KINDS = ("sweep", "space", "cluster", "flags", *HEAVY_KINDS)
 OVER_GB = 1e9
@@ -441,8 +443,10 @@ def main_bench() -> int:
             "and an Optuna store sit beside it), under 1 GB allocated per run (RSS sampled every 10 ms). "
             "Families: mutated sweep files, search spaces and cluster files, bad flag values; issue 24's "
             "storage URLs (credentials in every form, foreign and non-SQLite databases, hostile outboxes "
-            "replayed by `sync-mlflow`), oddly named folders holding an outbox and a store, and counts "
-            f"beyond the bound table. {setting}."
+            "replayed by `sync-mlflow`), oddly named folders holding an outbox and a store, counts "
+            "beyond the bound table, doctored model cards and damaged weights beside an exported model "
+            "(`evaluate`, `prune --checkpoint`), and a depth sweep's attention/activation counts and samplers "
+            f"(`sweep --dry-run`). {setting}."
         ),
     )
     return 1 if failed else 0

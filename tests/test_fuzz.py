@@ -1,6 +1,6 @@
 """The seeded fuzz harness of benchmarks/bench_fuzz.py on a few hundred inputs (the benchmark runs
 2,000 per kind): sweep files, search spaces, cluster files and CLI flags through the real CLI, no Ray;
-and (slow tier) issue 24's storage URLs, folder names and counts."""
+and (slow tier) issue 24's storage URLs, folder names, counts, model cards and depth blocks."""
 
 from __future__ import annotations
 
@@ -34,10 +34,12 @@ def test_fuzzed_inputs_exit_0_or_2_with_one_line_and_bounded_memory(
     assert report["flags"]["peak_rss_mb"] - max(before, 1100) < 300
 
 
-@pytest.mark.slow  # opens an MLflow store or loads a model per input (a minute or two)
-def test_storage_urls_folder_names_and_counts_keep_the_contract(tmp_path: Path) -> None:
-    """Issue 24's families: nothing outside the output folder changes (victim files, a user's database),
-    no traceback, no exit 70, no run allocating 1 GB, one line per refusal."""
+@pytest.mark.slow  # opens an MLflow store or loads a model per input, exports one model (a few minutes)
+def test_storage_urls_folder_names_counts_cards_and_depth_keep_the_contract(tmp_path: Path) -> None:
+    """Issue 24's families (every one of `fuzz_inputs.FAMILIES`): nothing outside the output folder changes
+    (victim files, a user's database, the exported model), no traceback, no exit 70, no run allocating 1 GB,
+    one line per refusal."""
+    assert {"storage", "folders", "numbers", "cards", "depth"} <= set(bench_fuzz.HEAVY_KINDS)
     report = bench_fuzz.fuzz(bench_fuzz.HEAVY_KINDS, 0, seed=2, work=tmp_path, per_heavy_kind=15)
     for kind, stats in report.items():
         assert stats["inputs"] == 15 and stats["exit0"] + stats["exit2"] == 15, (kind, stats.get("other"))
@@ -45,3 +47,4 @@ def test_storage_urls_folder_names_and_counts_keep_the_contract(tmp_path: Path) 
         assert stats["tracebacks"] == stats["exit70"] == stats["over_1gb"] == stats["outside_changes"] == 0
     assert report["numbers"]["exit2"] == 15 and report["storage"]["exit2"] >= 5
     assert report["folders"]["exit0"] == 15  # every oddly named folder replays into its own store
+    assert report["cards"]["exit2"] >= 8 and report["depth"]["exit2"] >= 8  # most mutations are mistakes
