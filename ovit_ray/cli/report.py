@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import textwrap
 
 HELP = "print the trials table of an output folder and write its plots"  # listed by `ovit-ray --help`
 
@@ -58,8 +57,7 @@ def run(args: argparse.Namespace) -> int:
     if result.plots:  # CSV/markdown go to stdout alone, so they can be redirected into a file
         names = ", ".join(p.stem for p in result.plots)
         text = f"plots in {result.plots[0].parent}: {names}"
-        print(
-            textwrap.fill(text, width) if width else text,
-            file=sys.stderr if args.fmt != "text" else sys.stdout,
-        )
+        if width and len(text) > width:  # one line: the folder and how many (their names are the files')
+            text = f"{len(result.plots)} plots (PNG) in {result.plots[0].parent}"
+        print(text, file=sys.stderr if args.fmt != "text" else sys.stdout)
     return 0
