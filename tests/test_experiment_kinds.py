@@ -128,7 +128,7 @@ def test_a_sweep_killed_at_a_known_event_resumes_without_rerunning_finished_tria
     (tmp_path / "release").unlink(missing_ok=True)
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
-    # trial 1 must not wait: release it as soon as it has started, before trial 2 starts
+    # trial 1 must not wait: its own release (trial 2 waits for the shared one, which only the resume gives)
     proc = subprocess.Popen(
         [sys.executable, "-m", "ovit_ray.cli.main", "sweep", str(path), "--out", str(out)],
         env=env,
@@ -138,9 +138,8 @@ def test_a_sweep_killed_at_a_known_event_resumes_without_rerunning_finished_tria
     )
     try:
         _wait_for(lambda: (tmp_path / "started-1").exists(), proc)
-        (tmp_path / "release").touch()
+        (tmp_path / "release-1").touch()
         _wait_for(lambda: _finished(out) == {1}, proc)
-        (tmp_path / "release").unlink()
         _wait_for(lambda: (tmp_path / "started-2").exists() and _targets(out, 2) == 1, proc)
         time.sleep(2)  # Tune saves its experiment state every second
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and its embedded Ray die without cleaning up

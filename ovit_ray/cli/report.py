@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 
 HELP = "print the trials table of an output folder and write its plots"  # listed by `ovit-ray --help`
 
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if result.plots:  # CSV/markdown go to stdout alone, so they can be redirected into a file
         names = ", ".join(p.stem for p in result.plots)
         text = f"plots in {result.plots[0].parent}: {names}"
-        if width and len(text) > width:  # one line: the folder and how many (their names are the files')
-            text = f"{len(result.plots)} plots (PNG) in {result.plots[0].parent}"
+        if width and len(text) > width:  # how many, and their folder (their names are the files')
+            text = textwrap.fill(f"{len(result.plots)} plots (PNG) in {result.plots[0].parent}", width)
         print(text, file=sys.stderr if args.fmt != "text" else sys.stdout)
     return 0
