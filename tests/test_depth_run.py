@@ -233,47 +233,45 @@ def test_frontier_labels_and_groups_depth_rows_apart() -> None:
 
 
 @pytest.mark.ray
-def test_ci_sweep_writes_depth_rows_beside_optin(
+def test_ci_sweep_writes_depth_rows_and_exports_the_depth_pruned_model(
     digits_preset, ray_local, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import shutil
-
-    import mlflow
+    """The CI depth sweep (one plan, without and with the width step) through Tune: one measured row per
+    trial, its kept model in the folder, a trial run per trial in MLflow, the frontier plot, and the
+    depth-pruned model exported and evaluated from its card's depth_structure."""
+    from mlflow import MlflowClient
 
     from ovit_ray.cli.main import main
     from ovit_ray.orchestration.results.parquet import read_rows
 
     root = Path(__file__).resolve().parents[1]
-    shutil.copytree(root / "search_spaces", tmp_path / "search_spaces")
-    (tmp_path / "sweeps").mkdir()
-    sweep_file = tmp_path / "sweeps" / "boundarydpt_frontier_digits.yaml"
-    shutil.copy(root / "sweeps" / "ci" / sweep_file.name, sweep_file)
     out = tmp_path / "out"
-    assert main(["sweep", str(sweep_file), "--out", str(out)]) == 0
+    assert (
+        main(["sweep", str(root / "sweeps" / "ci" / "boundarydpt_frontier_digits.yaml"), "--out", str(out)])
+        == 0
+    )
     rows = read_rows(out / "results.parquet")
-    assert sorted((r["method"], r["width_ratio"] or 0.0) for r in rows) == [
-        ("boundarydpt", 0.0),
-        ("boundarydpt", 0.7),
-        ("optin", 0.0),
-    ]
-    for r in (r for r in rows if r["method"] == "boundarydpt"):
+    assert sorted(r["width_ratio"] or 0.0 for r in rows) == [0.0, 0.7] and {r["kind"] for r in rows} == {
+        "depth"
+    }
+    for r in rows:
+        assert r["attn_dropped"] == 1 and r["act_linearised"] == 1
+        assert r["epochs_trained"] == 2 + (r["width_ratio"] is not None)
         assert (
-            r["attn_dropped"] == 1
-            and r["act_linearised"] == 1
-            and r["epochs"] == 2 + (r["width_ratio"] is not None)
-        )
-        assert (
-            r["speedup_throughput"] > 0 and r["gmacs"] < r["gmacs_dense"] and Path(r["checkpoint"]).is_file()
+            r["speedup_throughput"] > 0
+            and r["gmacs"] < r["gmacs_dense"]
+            and (out / r["kept_model"]).is_file()
         )
         assert r["top1_after_removal"] is not None and r["cpu_hours"] > 0
-    mlflow.set_tracking_uri(f"sqlite:///{out / 'mlflow.db'}")
-    runs = mlflow.search_runs(experiment_names=["ovit-ray-structured-ci"], output_format="list")
-    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(children) == 3 and (out / "plots" / "frontier.png").stat().st_size > 0
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("ovit-ray-structured-ci").experiment_id])
+    trials = [r for r in runs if r.data.tags.get("ovit.role") == "trial"]
+    assert len(trials) == 2 and (out / "plots" / "frontier.png").stat().st_size > 0
     assert main(["report", str(out)]) == 0
-    plus = next(r for r in rows if r["method"] == "boundarydpt" and r["width_ratio"])
+    plus = next(r for r in rows if r["width_ratio"])
     exported = tmp_path / "plus.safetensors"
-    assert main(["export", str(out), "--trial", plus["run_key"], "--out", str(exported)]) == 0
+    assert main(["export", str(out), "--trial", plus["trial_id"], "--out", str(exported)]) == 0
+    capsys.readouterr()
     assert main(["evaluate", str(exported)]) == 0  # rebuilt from the card's depth_structure
     assert (
         f"test top-1 {plus['top1']:.4f} on 359 images (recorded {plus['top1']:.4f})"
