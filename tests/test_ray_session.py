@@ -18,7 +18,6 @@ from ovit_ray.cli.main import main
 from ovit_ray.orchestration.cluster.local import start_head
 from ovit_ray.orchestration.common.ray_session import ray_session, reload_ray_auth
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.ray
 TINY = {"targets": [0.5], "window_epochs": 1, "num_grads": 16, "block_size": 32, "max_steps_per_epoch": 2}
 
@@ -46,21 +45,18 @@ def test_train_shuts_down_the_ray_it_started(tmp_path: Path, digits_preset: Path
     assert not ray.is_initialized()  # was left running
 
 
-def test_sweep_leaves_a_ray_started_by_its_caller_running(
-    tmp_path: Path, digits_preset: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from ovit_ray.orchestration.tune.sweep import run_sweep
+def test_sweep_leaves_a_ray_started_by_its_caller_running(tmp_path: Path, digits_preset: Path) -> None:
+    from ovit_ray.orchestration.kinds.sweep_file import load_sweep
+    from ovit_ray.orchestration.tune.driver import run_sweep
 
-    monkeypatch.setenv("OVIT_RAY_SEARCH_SPACES", str(ROOT / "search_spaces"))
     sweep = tmp_path / "sweep.yaml"
-    search = {"space": "fixed", "algorithm": "grid", "overrides": {"seed": {"grid": [0]}}}
     sweep.write_text(
-        yaml.safe_dump({"name": "t", "train": {"model": "digits-vit", **TINY}, "search": search})
+        yaml.safe_dump({"name": "t", "model": "digits-vit", "gradual": TINY, "search": {"algorithm": "grid"}})
     )
     ray.init(address="local", num_cpus=2, include_dashboard=False)
     try:
         node = ray.get_runtime_context().get_node_id()
-        assert run_sweep(sweep, tmp_path / "out").totals["trials_finished"] == 1
+        assert run_sweep(load_sweep(sweep), tmp_path / "out").counts["finished"] == 1
         assert ray.is_initialized() and ray.get_runtime_context().get_node_id() == node  # was shut down
     finally:
         ray.shutdown()
@@ -72,7 +68,7 @@ def test_train_joins_a_token_cluster_with_only_the_token_path_set(
     env.delenv("RAY_AUTH_MODE", raising=False)
     with start_head(tmp_path / "cluster", num_cpus=2) as cluster:
         env.setenv("RAY_AUTH_TOKEN_PATH", cluster.env["RAY_AUTH_TOKEN_PATH"])
-        assert main([*_train_args(tmp_path / "out"), "--ray-address", cluster.address]) == 0
+        assert main([*_train_args(tmp_path / "out"), "--address", cluster.address]) == 0
     assert not ray.is_initialized() and "RAY_AUTH_MODE" not in os.environ
 
 
