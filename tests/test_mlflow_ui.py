@@ -180,9 +180,12 @@ def test_trial_page_shows_knobs_its_sweep_and_frontier_series(served_sweep) -> N
 
 
 def test_compare_page_puts_knobs_and_objective_side_by_side(served_sweep) -> None:
+    """The compare page's metrics table is a virtualized grid 300 px high: rows past the first ~17 (in name
+    order, so `val_top1_*`) render only when scrolled, which a DOM dump does not do. The test reads the knobs
+    and the test top-1 objective `top1_final`, which render without scrolling."""
     url, experiment_id, parent_id, runs, _ = served_sweep
     trials = [r for r in runs if r.info.run_id != parent_id]
     dom = render(compare_url(url, experiment_id, [r.info.run_id for r in trials]), size=(1600, 4000))
-    for name in ("block_size", "damp", "lr_max", "val_top1_final"):
+    for name in ("block_size", "damp", "lr_max", "top1_final"):
         assert name in dom
     assert all(r.info.run_name in dom for r in trials)
