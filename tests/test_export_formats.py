@@ -106,6 +106,33 @@ def test_a_copied_folder_exports_from_its_own_files(kept: tuple[Path, dict], tmp
         moved.rename(folder)
 
 
+@pytest.mark.slow
+def test_a_default_export_adds_the_formats_an_earlier_one_lacks(
+    kept: tuple[Path, dict], tmp_path: Path
+) -> None:
+    """A sweep exports each target's best model into `exported/` when it ends; `ovit-ray export DIR --format
+    onnx` then adds the ONNX file beside it (the issue's own command) and never rewrites what is there."""
+    folder, rows = kept
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    assert main(["export", str(copy), "--trial", "optin"]) == 0
+    weights = copy / "exported" / "optin-0.6.safetensors"
+    before = weights.read_bytes()
+    assert main(["export", str(copy), "--trial", "optin", "--format", "onnx"]) == 0
+    card = json.loads(card_path(weights).read_text())
+    assert (
+        card["files"] == {"safetensors": weights.name, "onnx": "optin-0.6.onnx"} and "onnx" in card["checks"]
+    )
+    assert (
+        weights.read_bytes() == before
+        and evaluate_exported(weights.with_suffix(".onnx"))["top1"] == card["top1"]
+    )
+    stamp = weights.with_suffix(".onnx").stat().st_mtime_ns
+    assert main(["export", str(copy), "--trial", "optin", "--format", "onnx"]) == 0  # nothing left to add
+    assert weights.with_suffix(".onnx").stat().st_mtime_ns == stamp
+    assert main(["export", str(copy), "--trial", "optin", "--out", str(weights)]) == 2  # named: never over
+
+
 def test_checkpoint_location_takes_relative_paths_absolute_paths_and_uris(tmp_path: Path) -> None:
     assert checkpoint_location(tmp_path, "kept/a.safetensors") == str(tmp_path / "kept/a.safetensors")
     assert checkpoint_location(tmp_path, "/elsewhere/a.safetensors") == "/elsewhere/a.safetensors"

@@ -12,6 +12,10 @@ will describe it, and writes, from `--out best.safetensors`:
   format the model cannot be written in is one line in the card and on the console, the rest is written;
 - `best.json` / `best.md`: the model card (`model_card`, `tracking.card_markdown`).
 
+Without `--out` the files go to `<folder>/exported/`; where the same model was exported there before (a
+sweep exports the best model of each target when it ends), the formats it lacks are added beside it and its
+card lists them: its files are never rewritten.
+
 `register_export` logs the files as an MLflow pyfunc model of the run that made the model and registers
 it. `evaluate_exported` measures a `.safetensors`, `.onnx` or `.pt2` file's test and validation top-1.
 """
@@ -73,15 +77,42 @@ def local_copy(location: str) -> Iterator[Path]:
         yield local
 
 
-def output_files(out: Path, formats: Sequence[str]) -> dict[str, Path]:
-    """Every file an export to `out` writes: the formats, the card and its Markdown (none may exist)."""
+def output_files(
+    out: Path, formats: Sequence[str], earlier: Mapping[str, Any] | None = None
+) -> dict[str, Path]:
+    """Every file an export to `out` writes: the formats, the card and its Markdown (none may exist); beside
+    an `earlier` export of the same model (its card), only the formats it lacks (and the card, ours)."""
     if out.suffix != ".safetensors":
         raise ValueError(f"--out: {out} must end in .safetensors (the other files are named after it)")
-    files = {fmt: out.with_suffix(f".{fmt}") for fmt in ("safetensors", *formats)}
-    for path in (*files.values(), card_path(out), markdown_path(out)):
+    wanted = (
+        ("safetensors", *formats) if earlier is None else [f for f in formats if f not in earlier["files"]]
+    )
+    files = {fmt: out.with_suffix(f".{fmt}") for fmt in wanted}
+    ours = () if earlier is not None else (card_path(out), markdown_path(out))
+    for path in (*files.values(), *ours):
         if path.exists():
             raise FileExistsError(f"--out: {path} already exists; choose another name")
     return files
+
+
+def earlier_export(out: Path, folder: SourceFolder, row: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The card of the same model (trial and target of this folder) exported to `out` before, else None."""
+    import json
+
+    if not (out.is_file() and card_path(out).is_file()):
+        return None
+    try:
+        card = json.loads(card_path(out).read_text())
+    except (OSError, ValueError, RecursionError):
+        return None
+    source = card.get("source") if isinstance(card, dict) else None
+    same = (
+        isinstance(source, dict)
+        and isinstance(card.get("files"), dict)
+        and source.get("trial") == folder.label(row)
+        and card.get("target") == folder.target(row)
+    )
+    return card if same else None
 
 
 def _core_card(
@@ -176,8 +207,14 @@ def export_model(
         output_files(Path(out), formats)
     folder = open_source(source)
     row = folder.select(trial, target)
-    out = Path(out) if out is not None else default_out(folder, row)
-    files = output_files(out, formats)
+    earlier = None
+    if out is None:
+        out = default_out(folder, row)
+        earlier = earlier_export(out, folder, row)
+    out = Path(out)
+    files = output_files(out, formats, earlier)
+    if earlier is not None and not files:  # every format asked for is there already
+        return {**earlier, "path": str(out)}
     location = checkpoint_location(folder.path, folder.checkpoint(row))
     with local_copy(location) as local:
         state, masks, meta = load_checkpoint(local)
@@ -192,11 +229,12 @@ def export_model(
     with torch.inference_mode():
         expected = model(images)
     out.parent.mkdir(parents=True, exist_ok=True)
-    plain = {k: v.contiguous() for k, v in state.items()}
-    write_atomic(files["safetensors"], lambda tmp: save_file(plain, tmp, metadata={"format": "pt"}))
-    checks: dict[str, Any] = {}
+    if "safetensors" in files:
+        plain = {k: v.contiguous() for k, v in state.items()}
+        write_atomic(files["safetensors"], lambda tmp: save_file(plain, tmp, metadata={"format": "pt"}))
+    checks: dict[str, Any] = dict(earlier.get("checks") or {}) if earlier else {}
     skipped: dict[str, str] = {}
-    for fmt in formats:
+    for fmt in [f for f in formats if f in files]:
         try:
             write_format(fmt, model, images, files[fmt])
             checks[fmt] = _check(fmt, files[fmt], images, expected)
@@ -204,7 +242,10 @@ def export_model(
             files[fmt].unlink(missing_ok=True)
             skipped[fmt] = f"cannot be exported to {fmt}: {' '.join(str(err).split())[:300]}"
     pattern = row.get("then_pattern") or row.get("pattern")
-    written = {fmt: path.name for fmt, path in files.items() if fmt not in skipped}
+    written = {
+        **(earlier["files"] if earlier else {}),
+        **{f: p.name for f, p in files.items() if f not in skipped},
+    }
     full = {
         **card.model_dump(exclude_unset=True),
         "card_version": 2,
