@@ -172,9 +172,10 @@ def test_export_round_trip_reproduces_top1(
 def test_a_copied_sweep_exports_deployable_files_and_registers_the_best_model(
     sweep_dir: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The issue's "done": from a copy of a finished sweep (the original out of reach), `export --format onnx
-    pt2 --register NAME` gives three files whose runtimes reproduce the recorded top-1, a card, and a
-    registered MLflow model that predicts what the PyTorch model predicts."""
+    """The issue's "done": from a copy of a finished sweep (the original out of reach), `export DIR --format
+    onnx pt2 --register NAME` gives three files whose runtimes reproduce the recorded top-1 (beside the
+    safetensors the sweep exported when it ended, where that was the same model), a card, and a registered
+    MLflow model that predicts what the PyTorch model predicts."""
     import mlflow
     import numpy as np
     import torch
@@ -188,18 +189,9 @@ def test_a_copied_sweep_exports_deployable_files_and_registers_the_best_model(
     away = out.with_name(out.name + "-away")
     out.rename(away)
     try:
-        exported = tmp_path / "models" / "best.safetensors"
-        argv = [
-            "export",
-            str(copy),
-            "--out",
-            str(exported),
-            "--format",
-            "onnx",
-            "pt2",
-            "--register",
-            "digits-ovit",
-        ]
+        best = json.loads((copy / "best_config.json").read_text())["trial_id"]
+        exported = copy / "exported" / f"{best}-0.75.safetensors"  # the sweep may have written it already
+        argv = ["export", str(copy), "--format", "onnx", "pt2", "--register", "digits-ovit"]
         assert main(argv) == 0
         for suffix in (".safetensors", ".onnx", ".pt2"):  # the command a user runs, on each file
             assert main(["evaluate", str(exported.with_suffix(suffix))]) == 0
@@ -208,12 +200,12 @@ def test_a_copied_sweep_exports_deployable_files_and_registers_the_best_model(
         away.rename(out)
     card = json.loads(card_path(exported).read_text())
     assert Path(card["source"]["checkpoint"]).is_relative_to(copy)
-    assert sorted(p.name for p in exported.parent.iterdir()) == [
-        "best.json",
-        "best.md",
-        "best.onnx",
-        "best.pt2",
-        "best.safetensors",
+    assert sorted(p.suffix for p in exported.parent.glob(f"{exported.stem}.*")) == [
+        ".json",
+        ".md",
+        ".onnx",
+        ".pt2",
+        ".safetensors",
     ]
     for suffix in (".safetensors", ".onnx", ".pt2"):
         assert evaluate_exported(exported.with_suffix(suffix))["top1"] == card["top1"], suffix
