@@ -14,6 +14,7 @@ from ovit_ray.pruning.settings import MAX_COUNT
 if TYPE_CHECKING:
     from torch import nn
 
+    from ovit_ray.data import DatasetSplits
     from ovit_ray.training.structured import SpeedSettings
 
 __all__ = ["MeasuredResult", "SpeedKnobs", "architecture", "checkpoint_problems"]
@@ -116,6 +117,15 @@ def shared_from_row(row: dict[str, Any]) -> dict[str, Any]:
     return {name: row.get(key) for name, key in SHARED_FROM_ROW.items()}
 
 
+@functools.lru_cache(maxsize=4)
+def _split(model: str, dataset: str | None, data_root: str | None, split_seed: int) -> DatasetSplits:
+    """The data a job of these knobs reads, loaded once for every check of a preflight (read, never changed):
+    each grid point's counts and each checkpoint would otherwise read the dataset again."""
+    from ovit_ray.training.setup import job_data
+
+    return job_data(model, dataset=dataset, data_root=data_root, split_seed=split_seed)
+
+
 def checkpoint_problems(spec: Any) -> list[str]:
     """A `checkpoint` that does not fit the spec's model on its data (another head, another shape): one line
     before anything runs, not a failed trial (the model is built and loaded once per checkpoint, on the CPU:
@@ -132,10 +142,10 @@ def _checkpoint_problems(
     model: str, checkpoint: str, dataset: str | None, data_root: str | None, split_seed: int
 ) -> tuple[str, ...]:
     """Cached: a preflight asks once per grid point, and a checkpoint is read whole."""
-    from ovit_ray.training.setup import checkpoint_model, job_data
+    from ovit_ray.training.setup import checkpoint_model
 
     try:
-        data = job_data(model, dataset=dataset, data_root=data_root, split_seed=split_seed)
+        data = _split(model, dataset, data_root, split_seed)
         checkpoint_model(model, checkpoint, data, dataset or "its dataset")
     except (OSError, ValueError) as err:
         return (f"checkpoint: {err}",)
@@ -147,16 +157,13 @@ def count_problems(spec: Any, sparsities: list[float], calib_size: int | None = 
     tensor, gradients within passes over the train split, a sparsity that leaves a weight, ...), each one line
     naming the knob and the bound; the model is built on the meta device, the data split read."""
     from ovit_ray.orchestration.common.bounds import check_device, check_prune_counts, prune_facts
-    from ovit_ray.training.setup import job_data
 
     names = {k: k for k in ("block_size", "num_grads", "grad_batch_size", "calib_size")} | {
         "sparsity": "sparsities"
     }
     try:
         check_device(spec.device, "device")
-        data = job_data(
-            spec.model, dataset=spec.dataset, data_root=spec.data_root, split_seed=spec.split_seed
-        )
+        data = _split(spec.model, spec.dataset, spec.data_root, spec.split_seed)
         facts = prune_facts(
             architecture(spec.model), data.train, getattr(spec, "patterns", None), spec.device
         )
