@@ -319,36 +319,6 @@ def _run_local(sweep: Sweep, out: Path, writer: Any, ledger: Ledger, signals: St
             raise Interrupted(signals.received)
 
 
-def _tune_domain(dist: Any) -> Any:
-    from ray import tune
-
-    if dist.loguniform is not None:
-        return tune.loguniform(*dist.loguniform)
-    if dist.uniform is not None:
-        return tune.uniform(*dist.uniform)
-    if dist.randint is not None:
-        return tune.randint(dist.randint[0], dist.randint[1] + 1)
-    if dist.choice is not None:
-        return tune.choice(dist.choice)
-    return tune.grid_search(dist.grid)
-
-
-def _scheduler(sweep: Sweep) -> Any:
-    asha = sweep.file.search.scheduler
-    if asha is None:
-        return None
-    from ray.tune.schedulers import ASHAScheduler
-
-    return ASHAScheduler(
-        time_attr="training_iteration",
-        metric=asha.metric,
-        mode="max",
-        max_t=10_000,
-        grace_period=asha.grace_period,
-        reduction_factor=asha.reduction_factor,
-    )
-
-
 def _run_tune(
     sweep: Sweep,
     out: Path,
@@ -368,7 +338,7 @@ def _run_tune(
     from ovit_ray.orchestration.common.ray_session import ray_session
     from ovit_ray.orchestration.tune.events import TuneEvents
     from ovit_ray.orchestration.tune.hosts import sweep_trial
-    from ovit_ray.orchestration.tune.search import distinct_runs, make_searcher
+    from ovit_ray.orchestration.tune.search import distinct_runs, make_scheduler, make_searcher, tune_domain
 
     with ray_session(address):
         cluster = ray.cluster_resources()
@@ -417,10 +387,10 @@ def _run_tune(
             runs = None if optuna or extensions else distinct_runs(sweep, plan.varying)
             tuner = tune.Tuner(
                 trainable,
-                param_space={} if optuna else {k: _tune_domain(d) for k, d in plan.varying.items()},
+                param_space={} if optuna else {k: tune_domain(d) for k, d in plan.varying.items()},
                 tune_config=tune.TuneConfig(
                     search_alg=searcher,
-                    scheduler=_scheduler(sweep),
+                    scheduler=make_scheduler(sweep),
                     num_samples=len(runs) if runs else samples,
                     # Every trial asks for the same resources, so an ended trial's actor (torch, timm, data
                     # already imported) can run the next: a fresh actor costs ~10 s of start-up here.

@@ -1,4 +1,4 @@
-"""A sweep's search algorithm: Optuna TPE on a study kept on disk, or Tune's grid/random generator.
+"""A sweep's search: Optuna TPE on a study kept on disk, or Tune's grid/random generator, and ASHA.
 
 The Optuna searcher is ours, on Tune's public `Searcher` API and Optuna's ask-and-tell (Ray's `OptunaSearch`
 needed its private attributes for each of the following):
@@ -29,7 +29,14 @@ from ovit_ray.orchestration.kinds.sweep_file import Sweep
 from ovit_ray.orchestration.specs.search_space import Dist
 from ovit_ray.orchestration.tune.hosts import OVIT, TRIAL_COMPLETE
 
-__all__ = ["TUNE_TRIAL_ATTR", "StudySearcher", "make_searcher", "optuna_distribution"]
+__all__ = [
+    "TUNE_TRIAL_ATTR",
+    "StudySearcher",
+    "make_scheduler",
+    "make_searcher",
+    "optuna_distribution",
+    "tune_domain",
+]
 
 TUNE_TRIAL_ATTR = "tune_trial_id"
 
@@ -45,6 +52,38 @@ def optuna_distribution(dist: Dist) -> optuna.distributions.BaseDistribution:
     if dist.choice is not None:
         return optuna.distributions.CategoricalDistribution(dist.choice)
     raise ValueError(f"{dist.kind} is not sampled by Optuna")
+
+
+def tune_domain(dist: Any) -> Any:
+    """Tune's search domain of a knob (a `Dist`; grid/random search without Optuna)."""
+    from ray import tune
+
+    if dist.loguniform is not None:
+        return tune.loguniform(*dist.loguniform)
+    if dist.uniform is not None:
+        return tune.uniform(*dist.uniform)
+    if dist.randint is not None:
+        return tune.randint(dist.randint[0], dist.randint[1] + 1)
+    if dist.choice is not None:
+        return tune.choice(dist.choice)
+    return tune.grid_search(dist.grid)
+
+
+def make_scheduler(sweep: Sweep) -> Any:
+    """The sweep's ASHA early stopping, or None."""
+    asha = sweep.file.search.scheduler
+    if asha is None:
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        metric=asha.metric,
+        mode="max",
+        max_t=10_000,
+        grace_period=asha.grace_period,
+        reduction_factor=asha.reduction_factor,
+    )
 
 
 class StudySearcher(Searcher):
