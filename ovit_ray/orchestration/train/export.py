@@ -22,6 +22,7 @@ it. `evaluate_exported` measures a `.safetensors`, `.onnx` or `.pt2` file's test
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tempfile
@@ -97,8 +98,6 @@ def output_files(
 
 def earlier_export(out: Path, folder: SourceFolder, row: Mapping[str, Any]) -> dict[str, Any] | None:
     """The card of the same model (trial and target of this folder) exported to `out` before, else None."""
-    import json
-
     if not (out.is_file() and card_path(out).is_file()):
         return None
     try:
