@@ -18,7 +18,7 @@ autoscaler sidecar (`autoscalerOptions.env`) and, for a RayJob, the submitter po
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -60,7 +60,7 @@ def validate_manifests(documents: list[Any]) -> list[Problem]:
     for number, document in enumerate(documents, 1):
         if document is None:
             continue
-        if not isinstance(document, dict) or "apiVersion" not in document or "kind" not in document:
+        if not is_manifest([document]):
             problems.append(
                 Problem(
                     "(document)",
@@ -230,14 +230,9 @@ def _ray_pod(key: str, group: dict[str, Any], template_key: str = "template") ->
 def _gpu_count(container: dict[str, Any], start_params: dict[str, Any]) -> float:
     """GPUs of a Ray pod: its `*/gpu` limit (KubeRay's num-gpus source), else rayStartParams num-gpus."""
     limits = of_type(of_type(container.get("resources"), dict).get("limits"), dict)
-    for name, amount in limits.items():
-        if str(name).endswith("gpu"):
-            try:
-                return float(amount)
-            except (TypeError, ValueError):
-                return 0.0
+    gpu_limits = (amount for name, amount in limits.items() if str(name).endswith("gpu"))
     try:
-        return float(start_params.get("num-gpus", 0))
+        return float(next(gpu_limits, start_params.get("num-gpus", 0)))
     except (TypeError, ValueError):
         return 0.0
 
@@ -333,16 +328,14 @@ def _cluster_gpu_problems(
         )
 
 
-def _token_problems(place: str, settings: Iterable[Setting]) -> Iterator[Problem]:
+def _token_problems(place: str, settings: list[Setting]) -> Iterator[Problem]:
     """A container without `authOptions` must set token auth and read the token from a Secret."""
-    found = list(settings)
-    if any(s.name == AUTH_VAR for s in found) and not sets_token_auth(found):
-        return  # another mode: auth_mode_problems names it
-    if not sets_token_auth(found):
-        yield Problem(
-            place, None, "does not set RAY_AUTH_MODE=token (env), and the cluster has no authOptions"
-        )
-    elif not any((s.name == TOKEN_VAR and s.secret) or s.name == "RAY_AUTH_TOKEN_PATH" for s in found):
+    if not sets_token_auth(settings):
+        if not any(s.name == AUTH_VAR for s in settings):  # another mode: auth_mode_problems names it
+            yield Problem(
+                place, None, "does not set RAY_AUTH_MODE=token (env), and the cluster has no authOptions"
+            )
+    elif not any((s.name == TOKEN_VAR and s.secret) or s.name == "RAY_AUTH_TOKEN_PATH" for s in settings):
         yield Problem(
             place,
             None,

@@ -51,7 +51,9 @@ def validate_cluster_config(config: dict[str, Any]) -> list[Problem]:
         return [ray_problem, *_exposure_problems(config), *_auth_problems(config), *secret_problems(config)]
     return [
         *_gpu_problems(prepared),
-        *_storage_problems(prepared),
+        *storage_problems(
+            _settings(prepared), "not exported by any command (an s3://, gs:// or hdfs:// URI)"
+        ),
         *_exposure_problems(prepared),
         *_auth_problems(prepared),
         *secret_problems(config),
@@ -72,17 +74,8 @@ def ray_validate(config: dict[str, Any]) -> tuple[dict[str, Any], Problem | None
         if err.validator == "additionalProperties":  # name the unknown keys, not the whole mapping
             value = sorted(set(value) - set(err.schema.get("properties", {})))
         return config, Problem(key, value, f"Ray schema: {err.message}")
-    except (
-        ValueError,
-        KeyError,
-        RuntimeError,
-        NotImplementedError,
-        AssertionError,
-        TypeError,
-        AttributeError,
-        IndexError,
-    ) as err:  # Ray's preparation assumes well-typed sections
-        return config, Problem("(config)", "", f"Ray config check: {err}")
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, RuntimeError, AssertionError) as err:
+        return config, Problem("(config)", "", f"Ray config check: {err}")  # it assumes well-typed sections
     return prepared, None
 
 
@@ -98,11 +91,6 @@ def _gpu_problems(config: dict[str, Any]) -> Iterator[Problem]:
         if name != head
     ]
     yield from gpu_problems(groups, "available_node_types", "worker node type", "resources.GPU")
-
-
-def _storage_problems(config: dict[str, Any]) -> Iterator[Problem]:
-    missing = "not exported by any command (an s3://, gs:// or hdfs:// URI)"
-    yield from storage_problems(_settings(config), missing)
 
 
 def _exposure_problems(config: dict[str, Any]) -> Iterator[Problem]:

@@ -152,23 +152,9 @@ def start_head(
     port = port or free_port()
     dashboard_port, agent_port = free_ports(2, avoid=(port,))
     env = cluster_env(workdir)
-    args = [
-        "--head",
-        "--port",
-        str(port),
-        "--num-cpus",
-        str(num_cpus),
-        "--include-dashboard",
-        "false",
-        "--dashboard-port",
-        str(dashboard_port),
-        "--object-store-memory",
-        str(OBJECT_STORE_BYTES),
-        "--dashboard-agent-listen-port",
-        str(agent_port),
-        "--disable-usage-stats",
-        *(extra_args or []),
-    ]
+    args = ["--head", "--port", str(port), "--num-cpus", str(num_cpus), "--include-dashboard", "false"]
+    args += ["--dashboard-port", str(dashboard_port), "--object-store-memory", str(OBJECT_STORE_BYTES)]
+    args += ["--dashboard-agent-listen-port", str(agent_port), "--disable-usage-stats", *(extra_args or [])]
     head = _start_node(args, {**env, **(extra_env or {})}, workdir, "head")
     cluster = LocalRayCluster(f"{LOOPBACK}:{port}", workdir, env, [head])
     try:

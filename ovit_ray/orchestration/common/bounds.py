@@ -148,11 +148,3 @@ def check_add_trials(count: int) -> None:
     """`--add-trials`: 0 (none) or 1 .. `MAX_ADD_TRIALS`."""
     if count and not 1 <= count <= MAX_ADD_TRIALS:
         raise ValueError(f"--add-trials: must be in 1..{MAX_ADD_TRIALS}, got {count}")
-
-
-def check_seeds(seeds: Iterable[int], flag: str) -> None:
-    from ovit_ray.training.spec import MAX_SEED
-
-    for seed in seeds:
-        if not 0 <= seed <= MAX_SEED:
-            raise ValueError(f"{flag}: must be in [0, {MAX_SEED}], got {seed}")

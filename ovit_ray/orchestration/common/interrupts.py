@@ -30,7 +30,7 @@ class Interrupted(KeyboardInterrupt):  # noqa: N818 (a stop request, not an erro
 
     def __init__(self, signum: int, hint: str = "") -> None:
         self.signum, self.hint = signum, hint
-        super().__init__(f"{signal.Signals(signum).name}")
+        super().__init__(signal.Signals(signum).name)
 
     @property
     def exit_code(self) -> int:

@@ -41,13 +41,10 @@ def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int])
         raise ValueError("a recursive alias (a value that contains itself)")
     open_nodes.add(key)
     if isinstance(node, yaml.MappingNode):
-        size = 1 + sum(
-            _expanded_size(k, sizes, open_nodes) + _expanded_size(v, sizes, open_nodes) for k, v in node.value
-        )
-    elif isinstance(node, yaml.SequenceNode):
-        size = 1 + sum(_expanded_size(v, sizes, open_nodes) for v in node.value)
+        children = [child for pair in node.value for child in pair]
     else:
-        size = 1
+        children = node.value if isinstance(node, yaml.SequenceNode) else []
+    size = 1 + sum(_expanded_size(child, sizes, open_nodes) for child in children)
     open_nodes.discard(key)
     sizes[key] = size
     if size > MAX_YAML_NODES:

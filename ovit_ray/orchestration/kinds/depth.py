@@ -17,8 +17,7 @@ from ovit_ray.orchestration.kinds.measured import (
     SpeedKnobs,
     architecture,
     checkpoint_problems,
-    measured_extra,
-    shared_from_row,
+    measured_target,
     vit_problems,
 )
 from ovit_ray.training.depth.spec import DepthSpec
@@ -61,23 +60,20 @@ class Depth(ExperimentKind):
         from ovit_ray.training.depth.result import depth_row
         from ovit_ray.training.depth.run import train_loop
         from ovit_ray.training.kept import local_file
-        from ovit_ray.training.result import TargetResult
 
         summary = host.train(train_loop, {"spec": spec}, spec, spec.total_epochs, "run0")
         kept = summary["best"]["checkpoint"]
         with local_file(kept) as local:
             row = depth_row(spec, {**summary, "best": {**summary["best"], "checkpoint": local}}, spec.speed())
-        shared = {**shared_from_row(row), "top1": row["top1"]}
-        extra = measured_extra(row, DepthResult)
         host.target(
-            TargetResult(
+            measured_target(
+                row,
+                DepthResult,
                 target=None,
                 kept_model=kept,
                 epochs_trained=summary["total_epochs"],
                 best_epoch=row["best_epoch"],
                 cpu_hours=summary["cpu_hours"],
                 gpu_hours=summary["gpu_hours"],
-                extra=extra,
-                **shared,
             )
         )

@@ -46,7 +46,6 @@ class Gradual(ExperimentKind):
     name = "gradual"
     summary = "gradual pruning through sparsity targets with recovery fine-tuning (Ray Train)"
     spec = GradualSpec
-    target_name = "sparsity"
     reports_epochs = True
 
     def problems(self, spec: Any) -> list[str]:

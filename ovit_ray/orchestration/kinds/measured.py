@@ -15,9 +15,10 @@ if TYPE_CHECKING:
     from torch import nn
 
     from ovit_ray.data import DatasetSplits
+    from ovit_ray.training.result import TargetResult
     from ovit_ray.training.structured import SpeedSettings
 
-__all__ = ["MeasuredResult", "SpeedKnobs", "architecture", "checkpoint_problems"]
+__all__ = ["MeasuredResult", "SpeedKnobs", "architecture", "checkpoint_problems", "measured_target"]
 
 
 class SpeedKnobs(Knobs):
@@ -96,11 +97,7 @@ def vit_problems(model: str) -> list[str]:
     return []
 
 
-def measured_extra(row: dict[str, Any], result: type[BaseModel]) -> dict[str, Any]:
-    return {k: row.get(k) for k in result.model_fields}
-
-
-SHARED_FROM_ROW = {
+SHARED_FROM_ROW = {  # result column -> its key in a structured or depth row
     "val_top1": "val_top1",
     "achieved_sparsity": "achieved_sparsity",
     "macs_ratio": "achieved_flops_ratio",
@@ -112,9 +109,14 @@ SHARED_FROM_ROW = {
 }
 
 
-def shared_from_row(row: dict[str, Any]) -> dict[str, Any]:
-    """The shared result columns of a structured or depth row (`training.structured` / `training.depth`)."""
-    return {name: row.get(key) for name, key in SHARED_FROM_ROW.items()}
+def measured_target(row: dict[str, Any], result: type[BaseModel], **fields: Any) -> TargetResult:
+    """A structured or depth row (`training.structured` / `training.depth`) as a target: its shared columns,
+    the kind's `result` columns as `extra`, and `fields` (the target, the kept model, ...)."""
+    from ovit_ray.training.result import TargetResult
+
+    shared = {name: row.get(key) for name, key in SHARED_FROM_ROW.items()}
+    extra = {k: row.get(k) for k in result.model_fields}
+    return TargetResult(top1=row["top1"], extra=extra, **shared, **fields)
 
 
 @functools.lru_cache(maxsize=4)

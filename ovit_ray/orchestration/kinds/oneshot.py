@@ -67,7 +67,6 @@ class Oneshot(ExperimentKind):
     summary = "one-shot pruning to several sparsities from one Fisher (oViT, WoodFisher, magnitude, ...)"
     spec = OneshotSpec
     result = OneshotResult
-    target_name = "sparsity"
     targets_knob = "sparsities"
 
     def problems(self, spec: Any) -> list[str]:

@@ -9,17 +9,15 @@ import sys
 from pathlib import Path
 
 from ovit_ray.knobs import knob_infos, short_value
-from ovit_ray.orchestration.kinds._registry import get_kind, kind_names
+from ovit_ray.orchestration.kinds import _BUILT_IN, get_kind
 
 __all__ = ["kinds_table", "knob_tables", "rewrite"]
-
-BUILT_IN = ("gradual", "oneshot", "structured", "depth", "transfer")
 
 
 def kinds_table() -> str:
     """| kind | what a trial does | its targets | reports epochs (ASHA) |."""
     lines = ["| kind | a trial | `target` of a row | per epoch (ASHA) |", "|---|---|---|---|"]
-    for name in (k for k in kind_names() if k in BUILT_IN):
+    for name in _BUILT_IN:
         kind = get_kind(name)
         targets = f"`{kind.targets_knob}` ({kind.target_name})" if kind.targets_knob else kind.target_name
         lines.append(f"| `{name}` | {kind.summary} | {targets} | {'yes' if kind.reports_epochs else 'no'} |")
@@ -29,7 +27,7 @@ def kinds_table() -> str:
 def knob_tables() -> str:
     """One table per built-in kind: every knob with its type and bounds, default and meaning."""
     parts = []
-    for name in (k for k in kind_names() if k in BUILT_IN):
+    for name in _BUILT_IN:
         kind = get_kind(name)
         parts += [
             f"### `{name}`",

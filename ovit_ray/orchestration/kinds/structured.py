@@ -22,8 +22,7 @@ from ovit_ray.orchestration.kinds.measured import (
     MeasuredResult,
     SpeedKnobs,
     count_problems,
-    measured_extra,
-    shared_from_row,
+    measured_target,
     vit_problems,
 )
 from ovit_ray.pruning.names import STRUCTURED_METHODS
@@ -129,7 +128,6 @@ class Structured(ExperimentKind):
         from ovit_ray.models import PRESETS
         from ovit_ray.pruning import PruneSettings
         from ovit_ray.pruning.structured import OptinSettings
-        from ovit_ray.training.result import TargetResult
         from ovit_ray.training.setup import job_start
         from ovit_ray.training.structured import StructuredJob, structured_rows
 
@@ -144,22 +142,6 @@ class Structured(ExperimentKind):
             )
         optin = OptinSettings(lam=spec.lam, temperature=spec.temperature, gram_tokens=spec.gram_tokens)
         latency = spec.budget_kind == "latency"
-        jobs = [
-            StructuredJob(
-                method=spec.method,
-                flops_ratio=1.0 if latency else budget,
-                latency_ratio=budget if latency else None,
-                recover=spec.recover,
-                token_share=spec.token_share,
-                round_to=spec.round_to,
-                calib_size=spec.calib_size,
-                seed=spec.seed,
-                optin=optin,
-                then=then,
-                then_sparsity=spec.then_sparsity,
-            )
-            for budget in self.targets(spec)
-        ]
         preset = PRESETS.get(spec.model)
         identity = {
             "dataset": spec.dataset or (preset.dataset if preset else "digits"),
@@ -167,8 +149,21 @@ class Structured(ExperimentKind):
         }
         speed = spec.speed()
         with tempfile.TemporaryDirectory(prefix="ovit-structured-") as folder:
-            for budget, job in zip(self.targets(spec), jobs, strict=True):
+            for budget in self.targets(spec):
                 host.progress(f"budget {budget:g}: scoring, shrinking, timing")
+                job = StructuredJob(
+                    method=spec.method,
+                    flops_ratio=1.0 if latency else budget,
+                    latency_ratio=budget if latency else None,
+                    recover=spec.recover,
+                    token_share=spec.token_share,
+                    round_to=spec.round_to,
+                    calib_size=spec.calib_size,
+                    seed=spec.seed,
+                    optin=optin,
+                    then=then,
+                    then_sparsity=spec.then_sparsity,
+                )
                 (row,) = structured_rows(
                     start,
                     [job],
@@ -179,10 +174,5 @@ class Structured(ExperimentKind):
                     eval_batch_size=spec.eval_batch_size,
                     progress=False,
                 )
-                shared = {**shared_from_row(row), "top1": row["top1"]}
-                extra = measured_extra(row, StructuredResult)
-                host.target(
-                    TargetResult(
-                        target=budget, kept_model=host.keep(row["checkpoint"]), extra=extra, **shared
-                    )
-                )
+                kept = host.keep(row["checkpoint"])
+                host.target(measured_target(row, StructuredResult, target=budget, kept_model=kept))

@@ -281,10 +281,9 @@ def _resolve_knobs(
     ]
     unknown = [k for k in params if k not in kind.spec.model_fields]
     if unknown:  # one line: several unknown knobs are usually one mistake (a space of another kind)
-        one = len(unknown) == 1
         where = (
             f"search.params.{unknown[0]}: not a knob"
-            if one
+            if len(unknown) == 1
             else f"search.params ({', '.join(unknown)}): not knobs"
         )
         problems.append(f"{where} of {kind.name}; knobs: {', '.join(kind.spec.model_fields)}")

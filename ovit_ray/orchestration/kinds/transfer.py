@@ -112,7 +112,6 @@ class Transfer(ExperimentKind):
     summary = "transfer of pruned models to downstream data, sparse or dense fine-tuning"
     spec = TransferKindSpec
     result = TransferResult
-    target_name = "sparsity"
     targets_knob = None
 
     def expand(
@@ -153,26 +152,7 @@ class Transfer(ExperimentKind):
         checkpoint = spec.checkpoint
         with local_file(checkpoint) if checkpoint else nullcontext() as local:
             meta = load_checkpoint(local)[2] if local else {}
-            fields = {
-                k: getattr(spec, k)
-                for k in (
-                    "dataset",
-                    "data_root",
-                    "mode",
-                    "epochs",
-                    "lr",
-                    "lr_min",
-                    "warmup_epochs",
-                    "batch_size",
-                    "eval_batch_size",
-                    "weight_decay",
-                    "label_smoothing",
-                    "augment",
-                    "seed",
-                    "split_seed",
-                    "max_steps_per_epoch",
-                )
-            }
+            fields = spec.model_dump(exclude={"model", "checkpoint"})  # the rest are `TransferSpec`'s fields
             source_model = str(meta.get("model") or spec.model)  # a pruned source names its architecture
             row = run_transfer(TransferSpec(source_model=source_model, checkpoint=local, **fields))
         host.target(

@@ -120,10 +120,14 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def to_table(
-    rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None, title: str | None = None
-) -> Table:
-    """Rich table of ``rows`` (default columns: all, in first-seen order)."""
+def print_table(
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[str] | None = None,
+    title: str | None = None,
+    *,
+    console: Console | None = None,
+) -> None:
+    """Print ``rows`` as a Rich table (default columns: all, in first-seen order)."""
     columns = list(columns) if columns is not None else list(dict.fromkeys(c for r in rows for c in r))
     table = Table(title=title)
     for c in columns:
@@ -132,14 +136,4 @@ def to_table(
         )
     for r in rows:
         table.add_row(*(_cell(r.get(c)) for c in columns))
-    return table
-
-
-def print_table(
-    rows: Sequence[Mapping[str, Any]],
-    columns: Sequence[str] | None = None,
-    title: str | None = None,
-    *,
-    console: Console | None = None,
-) -> None:
-    (console or Console()).print(to_table(rows, columns, title))
+    (console or Console()).print(table)

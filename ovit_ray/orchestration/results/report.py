@@ -184,11 +184,9 @@ def write_report_files(out: Path, others: Sequence[Path] = ()) -> list[Path]:
     _, _, ranked = best_first(out, rows, trials)
     folder = out / "plots"
     folder.mkdir(parents=True, exist_ok=True)
-    paths = (
-        [plot_targets(rows, folder / "top1_vs_target.png")]
-        if any(r.get("target") is not None for r in rows)
-        else []
-    )
+    paths = []
+    if any(r.get("target") is not None for r in rows):
+        paths.append(plot_targets(rows, folder / "top1_vs_target.png"))
     if ranked:
         paths.append(plot_compute(ranked, folder / "hours_per_strategy.png"))
         paths += [plot_knob(ranked, k, folder / f"top1_vs_{k}.png") for k in knobs_that_vary(ranked)]
@@ -227,10 +225,8 @@ def report(
         raise ValueError(f"{out / RESULTS_FILE}: no results yet")
     table = trial_table(out, rows, trials)
     plots = write_report_files(out, [Path(o) for o in others])
-    if fmt == "csv":
-        return Report(render_csv(table), [], plots)
-    if fmt == "markdown":
-        return Report(render_markdown(table), [], plots)
+    if fmt != "text":
+        return Report({"csv": render_csv, "markdown": render_markdown}[fmt](table), [], plots)
     text = f"{out.name}: {len(table.rows)} trial(s)\n\n{render_text(table, width)}\n"
     tables = _seed_tables(rows, trials)
     timed = [r for path in (out, *map(Path, others)) for r in _rows(path)[0] if r.get(SPEEDUP) is not None]

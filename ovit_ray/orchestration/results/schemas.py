@@ -38,7 +38,6 @@ EXPERIMENT_KEY = b"ovit_ray.experiment_kind"
 RESULTS_KIND, TRIALS_KIND = "results", "trials"
 STR, INT, FLOAT = pa.string(), pa.int64(), pa.float64()
 _ARROW = {int: INT, float: FLOAT, str: STR, bool: pa.bool_()}
-_PYTHON = {"int": INT, "float": FLOAT, "str": STR, "bool": pa.bool_()}
 
 IDENTITY = [pa.field("sweep", STR), pa.field("kind", STR), pa.field("trial_id", STR)]
 TRIAL_STATUSES = ("finished", "stopped_early", "failed", "interrupted")
@@ -70,11 +69,10 @@ def _result_fields() -> list[pa.Field]:
 
 def declared_fields(model: type[BaseModel]) -> list[pa.Field]:
     """A column per field of a knob or result model, typed by its declaration."""
-    columns = []
-    for info in knob_infos(model).values():
-        scalar = _ARROW[info.scalar]
-        columns.append(pa.field(info.name, pa.list_(scalar) if info.many else scalar))
-    return columns
+    return [
+        pa.field(info.name, pa.list_(_ARROW[info.scalar]) if info.many else _ARROW[info.scalar])
+        for info in knob_infos(model).values()
+    ]
 
 
 def _schema(file: str, kind: ExperimentKind, *groups: Iterable[pa.Field]) -> pa.Schema:

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from ovit_ray.knobs import short_value
+from ovit_ray.knobs import knob_infos, short_value
 from ovit_ray.orchestration.kinds import get_kind, kind_names
 from ovit_ray.orchestration.specs.labels import CORE, display_value
 from ovit_ray.training.result import TargetResult
@@ -65,8 +65,6 @@ def knob_labels(results: Sequence[Row]) -> dict[str, str]:
     """Knob -> its short label, from the declarations of the kind that wrote the rows (else the names)."""
     kind = next((r.get("kind") for r in results if r.get("kind")), None)
     if kind in kind_names():
-        from ovit_ray.knobs import knob_infos
-
         return {name: info.label for name, info in knob_infos(get_kind(str(kind)).spec).items()}
     return {}
 
@@ -86,12 +84,11 @@ def _trials(results: Sequence[Row], trials: Sequence[Row]) -> list[dict[str, Any
         for prefix, done in (("", entry["targets"]), ("val_", entry.get("val", {}))):
             if not done or None in done.values():
                 continue
-            for key, value in (
-                (f"{prefix}top1_final", done[max(done)]),
-                (f"{prefix}top1_mean", sum(done.values()) / len(done)),
-            ):
-                if entry.get(key) is None:
-                    entry[key] = value
+            totals = {
+                f"{prefix}top1_final": done[max(done)],
+                f"{prefix}top1_mean": sum(done.values()) / len(done),
+            }
+            entry.update({key: value for key, value in totals.items() if entry.get(key) is None})
     return list(by_id.values())
 
 
@@ -245,15 +242,7 @@ def plain_table(rows: Sequence[Mapping[str, Any]], title: str, width: int | None
     numeric = {k: all(isinstance(r.get(k), int | float) for r in rows if r.get(k) is not None) for k in keys}
     columns = [Column(k, k, numeric[k]) for k in keys]
     cells = [{k: short_value(r.get(k)) if numeric[k] else str(r.get(k, "-")) for k in keys} for r in rows]
-    widths = [max(len(c.short), *(len(r[c.key]) for r in cells)) for c in columns]
-    first = max(
-        1,
-        next(
-            (i for i, w in enumerate(widths) if sum(widths[: i + 1]) + 2 * i > (width or 10**6) // 2),
-            len(keys),
-        ),
-    )
-    table = render_text(TrialTable(columns, cells, ""), width, keep=min(first, 1))
+    table = render_text(TrialTable(columns, cells, ""), width, keep=1)
     return f"{title}\n{table.rstrip()}\n"
 
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from ovit_ray.knobs import knob_infos, short_value
 
-__all__ = ["CORE", "display_value", "run_label", "short_label", "short_value"]
+__all__ = ["CORE", "display_value", "run_label", "short_value"]
 
 # The pruner's knobs lead a run name when the trial has them: they are what a reader compares.
 CORE = ("block_size", "num_grads", "damp")
@@ -34,23 +34,19 @@ def display_value(value: Any) -> str:
     return SHORT_VALUES.get(text, text)
 
 
-def short_label(spec: type[BaseModel], knob: str) -> str:
-    """The knob's declared label (`damp` -> `λ`), else its name."""
-    info = knob_infos(spec).get(knob)
-    return info.label if info is not None else knob
-
-
 def run_label(spec: type[BaseModel], values: Mapping[str, Any], searched: Iterable[str]) -> str:
-    """`B64-m128-λ1e-7-cosine`: the pruner's knobs (if the kind has them), then every other searched knob."""
+    """`B64-m128-λ1e-7-cosine`: the pruner's knobs (if the kind has them), then every other searched knob,
+    each after its declared label (`damp` -> `λ`, else its name)."""
     infos = knob_infos(spec)
     names = [k for k in CORE if k in infos] + [k for k in searched if k not in CORE]
     parts = []
     for knob in names:
-        if knob not in values or values[knob] is None:
+        value = values.get(knob)
+        if value is None:
             continue
         info = infos.get(knob)
-        value = values[knob]
+        label = info.label if info is not None else knob
         path = isinstance(value, str) and "/" in value  # named by its file name alone
         bare = path or (info is not None and info.scalar is str and info.choices is not None)
-        parts.append(("" if bare else short_label(spec, knob)) + display_value(value))
+        parts.append(("" if bare else label) + display_value(value))
     return "-".join(parts)

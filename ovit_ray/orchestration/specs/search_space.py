@@ -79,11 +79,7 @@ class Dist(Strict):
     def values_to_check(self) -> list[Scalar]:
         """Every value the knob can take, or the range ends: enough to validate it against the run model."""
         value = getattr(self, self.kind)
-        if self.kind == "fixed":
-            return [value]
-        if self.kind in ("choice", "grid"):
-            return list(value)
-        return [value[0], value[1]]
+        return [value] if self.kind == "fixed" else list(value)  # a range is its (low, high) tuple
 
 
 class SearchSpace(Strict):

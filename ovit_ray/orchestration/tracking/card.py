@@ -53,13 +53,9 @@ def markdown_path(path: str | os.PathLike) -> Path:
 
 
 def _ints(value: Any) -> list[int]:
-    if isinstance(value, bool):
-        return []
-    if isinstance(value, int):
-        return [value]
     if isinstance(value, list | tuple):
         return [i for v in value for i in _ints(v)]
-    return []
+    return [value] if isinstance(value, int) and not isinstance(value, bool) else []
 
 
 class Widths(BaseModel):
@@ -141,12 +137,8 @@ class ModelCard(BaseModel):
 
     def meta(self) -> dict[str, Any]:
         """The shapes `training.setup.with_structure` rebuilds the model with, as plain values."""
-        return {
-            "structure": self.structure.model_dump(exclude_unset=True) if self.structure else None,
-            "depth_structure": self.depth_structure.model_dump(exclude_unset=True)
-            if self.depth_structure
-            else None,
-        }
+        parts = {"structure": self.structure, "depth_structure": self.depth_structure}
+        return {name: part.model_dump(exclude_unset=True) if part else None for name, part in parts.items()}
 
 
 def _first_problem(path: Path, err: ValidationError) -> str:
@@ -218,14 +210,11 @@ def build_model(card: ModelCard, shapes: Mapping[str, tuple[int, ...]], what: st
         for k in sorted(expected.keys() & shapes.keys())
         if shapes[k] != expected[k]
     ]
-    if missing or unexpected or differ:
+    problems = {"missing": missing, "unexpected": unexpected, "shape file vs card": differ}
+    if any(problems.values()):
         detail = "; ".join(
             f"{label}: {', '.join(items[:3])}" + (f" (+{len(items) - 3})" if len(items) > 3 else "")
-            for label, items in (
-                ("missing", missing),
-                ("unexpected", unexpected),
-                ("shape file vs card", differ),
-            )
+            for label, items in problems.items()
             if items
         )
         raise ValueError(f"{what} does not fit {spec}: {detail}")

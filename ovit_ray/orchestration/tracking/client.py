@@ -122,9 +122,8 @@ class Tracker:
             with http_limits(self.store.remote):
                 return self.store.find_run(tags)
         except Exception as exc:
-            if not (self.store.remote and is_outage(exc)):
+            if not self._outage(exc):
                 raise
-            self._go_offline(exc)
             return None
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
@@ -192,8 +191,7 @@ class Tracker:
                     with http_limits(self.store.remote):
                         self.store.execute(record)
                 except Exception as exc:
-                    if self.store.remote and is_outage(exc):
-                        self._go_offline(exc)
+                    if self._outage(exc):
                         self._box.keep(records[i:])
                         return sent
                     log.warning(
@@ -215,7 +213,10 @@ class Tracker:
     def _offline_now(self) -> bool:
         return self._offline_until is not None and time.monotonic() < self._offline_until
 
-    def _go_offline(self, exc: BaseException) -> None:
+    def _outage(self, exc: BaseException) -> bool:
+        """Whether `exc` means the server cannot be reached; if so, calls are queued for a while."""
+        if not (self.store.remote and is_outage(exc)):
+            return False
         if self._offline_until is None and self._box.first_warning():
             log.warning(
                 "MLflow tracking server %s unreachable (%s: %s); training goes on, calls are queued in %s "
@@ -227,6 +228,7 @@ class Tracker:
                 self.out_dir,
             )
         self._offline_until = time.monotonic() + self._offline_retry_s
+        return True
 
     def _submit(self, record: dict[str, Any]) -> Any:
         """Send now, or queue when the server is down (or when earlier calls are still queued)."""
@@ -240,9 +242,8 @@ class Tracker:
         except Pending:
             return self._enqueue(record)
         except Exception as exc:
-            if not (self.store.remote and is_outage(exc)):
+            if not self._outage(exc):
                 raise
-            self._go_offline(exc)
             return self._enqueue(record)
         self._offline_until = None
         return result

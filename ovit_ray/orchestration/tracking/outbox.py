@@ -1,9 +1,7 @@
-"""The outbox: MLflow calls kept on disk while the tracking server cannot be reached.
+"""The outbox: MLflow calls kept on disk while the tracking server cannot be reached (`tracking.client`).
 
-With an ``http(s)`` URI, a write that fails because the server is down is appended to
-``<out_dir>/mlflow_outbox.jsonl`` (one warning per outage) and training goes on; ``Tracker.flush_outbox``
-replays the file later. Several processes and several Trackers may share one outbox (the sweep driver
-holds one for the parent run and one in the trial callback): every change happens under a file lock.
+Several processes and several Trackers may share one outbox (the sweep driver holds one for the parent
+run and one in the trial callback): every change happens under a file lock.
 """
 
 from __future__ import annotations
@@ -22,9 +20,8 @@ from filelock import FileLock
 from ovit_ray.orchestration.common.atomic import write_text_atomic
 
 OUTBOX_NAME = "mlflow_outbox.jsonl"
-OUTBOX_TARGET = (
-    "mlflow_outbox.target.json"  # where the outbox belongs: URI (credentials redacted), experiment
-)
+# where the outbox belongs: URI (credentials redacted), experiment
+OUTBOX_TARGET = "mlflow_outbox.target.json"
 # MLflow's defaults (7 retries, backoff 2, 120 s timeout) can block a call for minutes when the
 # server is down. Applied only around the tracker's HTTP calls, and only where the user has not set them.
 HTTP_LIMITS = {

@@ -65,20 +65,10 @@ class MlflowServer(GroupProcess):
 
     def command(self) -> list[str]:
         """`mlflow server` on this folder, run by the watchdog (which needs to know its parent)."""
-        cmd = [
-            str(Path(sys.executable).with_name("mlflow")),
-            "server",
-            "--backend-store-uri",
-            self.store_uri,
-            "--artifacts-destination",
-            str(self.folder / "artifacts"),
-            "--host",
-            self.host,
-            "--port",
-            str(self.port),
-            "--workers",
-            "1",
-        ]
+        mlflow = str(Path(sys.executable).with_name("mlflow"))
+        cmd = [mlflow, "server", "--backend-store-uri", self.store_uri]
+        cmd += ["--artifacts-destination", str(self.folder / "artifacts")]
+        cmd += ["--host", self.host, "--port", str(self.port), "--workers", "1"]
         # our app opens MLflow in its training view (tracking.ui_app); with auth, MLflow's basic-auth app
         return cmd + ["--app-name", "basic-auth" if self.auth else "ovit-ray"]
 
@@ -133,11 +123,11 @@ class MlflowServer(GroupProcess):
         pids = listening_pids(self.port)
         if pids is None:
             return True
-        groups = set()
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
-                groups.add(os.getpgid(pid))
-        return group in groups
+                if os.getpgid(pid) == group:
+                    return True
+        return False
 
     def ready(self) -> bool:
         import requests  # not at `ovit-ray --help` time

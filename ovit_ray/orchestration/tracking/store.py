@@ -138,16 +138,14 @@ class Store:
         from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
         tags = dict(record["tags"])
-        existing = self.find_run({RUN_KEY_TAG: tags[RUN_KEY_TAG]})
-        if existing is not None:
-            run_id = existing
-        else:
+        run_id = self.find_run({RUN_KEY_TAG: tags[RUN_KEY_TAG]})
+        if run_id is None:
             if MLFLOW_PARENT_RUN_ID in tags:
                 tags[MLFLOW_PARENT_RUN_ID] = self.real_id(tags[MLFLOW_PARENT_RUN_ID])
-            run = self.client.create_run(
-                self.experiment(create=True), record["start_time"], tags, record["run_name"]
-            )
-            run_id = run.info.run_id
+            experiment_id = self.experiment(create=True)
+            run_id = self.client.create_run(
+                experiment_id, record["start_time"], tags, record["run_name"]
+            ).info.run_id
         self._ids[record["run_id"]] = run_id
         return run_id
 
@@ -200,28 +198,25 @@ class Store:
     def experiment(self, *, create: bool) -> str | None:
         from mlflow.exceptions import MlflowException
 
-        if self._experiment_id is None:
-            found = self.client.get_experiment_by_name(self.experiment_name)
-            if found is not None:
-                self._experiment_id = found.experiment_id
-            elif create:
-                # Named after the experiment (ids are not known before it exists); runs get their own subfolders.
-                location = (
-                    None
-                    if self.remote
-                    else f"{PROXIED}/{re.sub(r'[^A-Za-z0-9_.-]', '_', self.experiment_name)}"
+        if self._experiment_id is not None:
+            return self._experiment_id
+        found = self.client.get_experiment_by_name(self.experiment_name)
+        if found is None and create:
+            # Named after the experiment (ids are not known before it exists); runs get their own subfolders.
+            folder = re.sub(r"[^A-Za-z0-9_.-]", "_", self.experiment_name)
+            location = None if self.remote else f"{PROXIED}/{folder}"
+            try:
+                self._experiment_id = self.client.create_experiment(
+                    self.experiment_name, location, EXPERIMENT_KIND
                 )
-                try:
-                    self._experiment_id = self.client.create_experiment(
-                        self.experiment_name, location, EXPERIMENT_KIND
-                    )
-                except MlflowException as exc:  # another worker created it first
-                    if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                        raise
-                    theirs = self.client.get_experiment_by_name(self.experiment_name)
-                    if theirs is None:  # created and deleted again meanwhile: nothing to join
-                        raise
-                    self._experiment_id = theirs.experiment_id
+            except MlflowException as exc:  # another worker created it first
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                found = self.client.get_experiment_by_name(self.experiment_name)
+                if found is None:  # created and deleted again meanwhile: nothing to join
+                    raise
+        if found is not None:
+            self._experiment_id = found.experiment_id
         return self._experiment_id
 
 

@@ -38,17 +38,9 @@ def render(
     if binary is None:
         raise FileNotFoundError("chromium not found on PATH; install it with `apt-get install -y chromium`")
     with tempfile.TemporaryDirectory(prefix="ovit-chromium-") as profile:
-        args = [
-            binary,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--hide-scrollbars",
-            f"--user-data-dir={profile}",
-            f"--window-size={size[0]},{size[1]}",
-            f"--virtual-time-budget={budget_ms}",
-        ]
+        args = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+        args += ["--hide-scrollbars", f"--user-data-dir={profile}", f"--window-size={size[0]},{size[1]}"]
+        args += [f"--virtual-time-budget={budget_ms}"]
         args += [f"--screenshot={screenshot}"] if screenshot else ["--dump-dom"]
         done = subprocess.run([*args, url], capture_output=True, text=True, timeout=timeout_s)
     if done.returncode != 0:

@@ -46,7 +46,7 @@ from ovit_ray.orchestration.tracking.store import git_commit
 from ovit_ray.orchestration.train.folders import SourceFolder, open_source
 from ovit_ray.orchestration.train.model_card import CHECKPOINT_COLUMNS, card_facts
 
-__all__ = ["card_path", "checkpoint_location", "evaluate_exported", "export_model", "select_row"]
+__all__ = ["card_path", "checkpoint_location", "evaluate_exported", "export_model"]
 
 MAX_LOGIT_DIFF = 1e-4  # a deployment file whose logits differ more from PyTorch's is not written
 CHECK_BATCH = 256  # test images the files are checked on (the first batch of the test split)
@@ -58,11 +58,6 @@ def checkpoint_location(source: str | os.PathLike, value: str) -> str:
     if "://" in value or os.path.isabs(value):
         return value
     return str(Path(source) / value)
-
-
-def select_row(source: Path, trial: str = "best", target: float | None = None) -> dict[str, Any]:
-    """The result row to export (see `folders.SourceFolder.select`)."""
-    return open_source(source).select(trial, target)
 
 
 @contextmanager

@@ -46,7 +46,6 @@ def torch_trainer(
     max_failures: int,
     callbacks: list[Any] | None = None,
     custom: Mapping[str, float] | None = None,
-    keep_checkpoints: int | None = 2,
 ) -> TorchTrainer:
     """A `TorchTrainer` running `train_worker` placed as `spec` says (workers, CPUs and GPUs each; NCCL on
     GPUs, gloo otherwise). Ray's annotations are Train V1's: V2 returns rank 0's value (Result.return_value)
@@ -70,6 +69,7 @@ def torch_trainer(
             storage_path=storage_path,
             callbacks=callbacks or [],
             failure_config=FailureConfig(max_failures=max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=keep_checkpoints),
+            # the newest checkpoint, and one to fall back on if it is corrupt
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
         ),
     )

@@ -54,13 +54,6 @@ def pruning_kinds(card: Mapping[str, Any], pattern: str | None) -> list[str]:
     return kinds or ["dense"]
 
 
-def _dense_skeleton(card: ModelCard) -> nn.Module:
-    import timm
-
-    with torch.device("meta"):
-        return timm.create_model(card.timm_model, pretrained=False, **card.timm_kwargs)
-
-
 def _kept(model: nn.Module, dense: nn.Module, card: Mapping[str, Any]) -> dict[str, Any]:
     from ovit_ray.pruning.depth import depth_structure
     from ovit_ray.pruning.structured import block_widths
@@ -94,11 +87,8 @@ def _costs(
         macs, dense_macs = DepthCosts.of(model).macs(), DepthCosts.of(dense).macs()
         how = "analytic multiply-adds per image (heads, neurons, tokens, merged MLPs, patch embedding, classifier)"
     except ValueError:  # not a ViT: the Linear and conv layers' multiply-adds, counted by forward hooks
-        macs, how = (
-            counted.flops_dense // 2,
-            "multiply-adds of the Linear and conv layers, counted by forward hooks",
-        )
-        dense_macs = macs
+        macs = dense_macs = counted.flops_dense // 2
+        how = "multiply-adds of the Linear and conv layers, counted by forward hooks"
     pruned_macs = (counted.flops_dense - counted.flops_nonzero) // 2
     total = sum(p.numel() for p in model.parameters())
     params = {
@@ -124,7 +114,10 @@ def card_facts(
     pattern: str | None,
 ) -> dict[str, Any]:
     """The card's descriptive keys: preprocessing, classes, kinds, kept structure, costs, speed, splits."""
-    dense = _dense_skeleton(card)
+    import timm
+
+    with torch.device("meta"):  # the dense architecture, for its costs and widths: shapes, no weights
+        dense = timm.create_model(card.timm_model, pretrained=False, **card.timm_kwargs)
     macs, params = _costs(model, dense, masks, data)
     speed = {name: row.get(column) for column, name in SPEED_COLUMNS.items()}
     facts: dict[str, Any] = {

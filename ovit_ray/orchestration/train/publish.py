@@ -43,12 +43,6 @@ def _source_run(tracker: Tracker, card: Mapping[str, Any]) -> str | None:
     return runs[0].info.run_id if runs else None
 
 
-def exported_files(out: str | os.PathLike, card: Mapping[str, Any]) -> list[Path]:
-    """Every file `export_model(..., out)` wrote that an MLflow model carries: the formats and the Markdown card."""
-    folder = Path(out).parent
-    return [folder / name for name in card["files"].values()] + [markdown_path(out)]
-
-
 def publish(
     tracker: Tracker, run_id: str, out: str | os.PathLike, card: Mapping[str, Any], name: str | None = None
 ) -> tuple[str, int | None]:
@@ -56,7 +50,9 @@ def publish(
     logged in run `run_id` and, with `name`, registered: what `--register` and a sweep's `register:` do."""
     from ovit_ray.orchestration.tracking.models import log_model, register
 
-    model_uri = log_model(tracker, run_id, exported_files(out, card), card)
+    # the model carries every file the export wrote: the formats and the Markdown card
+    files = [Path(out).parent / name for name in card["files"].values()] + [markdown_path(out)]
+    model_uri = log_model(tracker, run_id, files, card)
     if name is None:
         return model_uri, None
     return model_uri, int(

@@ -68,10 +68,8 @@ class RayReporter:
                 self.targets.append(metrics["target"])
         checkpoint = None if checkpoint_dir is None else self._checkpoint_type.from_directory(checkpoint_dir)
         self._report(pack(metrics), checkpoint=checkpoint)
-        if checkpoint is not None:
-            self._promote(
-                self._get_checkpoint()
-            )  # after the report: the persisted copy, in the run's storage
+        if checkpoint is not None:  # after the report: promote the persisted copy, in the run's storage
+            self._promote(self._get_checkpoint())
 
     def _promote(self, persisted: Checkpoint | None) -> None:
         if persisted is not None and self.world_rank == 0:

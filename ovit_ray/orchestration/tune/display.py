@@ -126,9 +126,8 @@ class Display:
         self.running[trial_id] = _Running(label or trial_id)
         self._refresh()
 
-    def epoch(self, trial_id: str, epoch: int, of: int | None) -> None:
-        run = self.running.setdefault(trial_id, _Running(trial_id))
-        run.epoch = f"epoch {epoch + 1}" + (f"/{of}" if of else "")
+    def epoch(self, trial_id: str, epoch: int) -> None:
+        self.running.setdefault(trial_id, _Running(trial_id)).epoch = f"epoch {epoch + 1}"
         self._refresh()
 
     def progress(self, trial_id: str, text: str) -> None:
@@ -148,11 +147,10 @@ class Display:
         self.ended[trial_id] = status
         self.durations.append(seconds)
         metric, mode = self.objective
-        better = objective is not None and (
-            self.best is None or (objective > self.best[0] if mode == "max" else objective < self.best[0])
-        )
-        if better and status == "finished" and objective is not None:
-            self.best = (objective, f"{trial_id} {run.label}")
+        if status == "finished" and objective is not None:
+            best = self.best
+            if best is None or (objective > best[0] if mode == "max" else objective < best[0]):
+                self.best = (objective, f"{trial_id} {run.label}")
         value = "" if objective is None else f" {metric} {self._objective_text(objective)}"
         why = f": {error}" if error else ""
         self._line(f"{trial_id} {STATUS_WORDS.get(status, status)}{value} {run.label}{why}")

@@ -56,11 +56,7 @@ from ovit_ray.orchestration.tune.preflight import check_sweep
 
 __all__ = ["Outcome", "run_sweep"]
 
-ENDED_STATUSES = (
-    "finished",
-    "stopped_early",
-    "failed",
-)  # a resume keeps these trials (never runs them again)
+ENDED_STATUSES = ("finished", "stopped_early", "failed")  # a resume keeps these trials, never runs them again
 
 
 @dataclass(frozen=True)
@@ -214,9 +210,7 @@ def _run(
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"  # only the last report carries the objectives
     os.environ["TUNE_GLOBAL_CHECKPOINT_S"] = "1"  # a killed sweep resumes without re-running finished trials
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # SIGINT stays ours (Tune would return as if finished)
-    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = (
-        "1"  # our writer keeps the results; no CSV/JSON/TB files
-    )
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # our writer keeps results; no CSV/JSON/TB files
     drop_propagated_secrets()
     _warm_preset(sweep)
     ledger = Ledger()
@@ -267,9 +261,7 @@ def _run(
                 if sweep.file.resources.local:
                     _run_local(sweep, out, writer, ledger, signals)
                 else:
-                    _run_tune(
-                        sweep, out, state, signals, address, resuming, extensions, samples, writer, display
-                    )
+                    _run_tune(sweep, out, state, signals, address, resuming, extensions, samples, writer)
                 totals, best, plots = finish_sweep(tracker, parent, sweep, out, ledger, writer.specs)
         except BaseException as error:
             tracker.end_run(parent, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
@@ -283,10 +275,8 @@ def _run(
 
 def _trial_id(point: Mapping[str, Any]) -> str:
     """A local trial's id: stable for the same knob values, so a re-run skips the trials it finished."""
-    return (
-        "local-"
-        + hashlib.sha256(json.dumps(dict(point), sort_keys=True, default=str).encode()).hexdigest()[:8]
-    )
+    digest = hashlib.sha256(json.dumps(dict(point), sort_keys=True, default=str).encode()).hexdigest()
+    return f"local-{digest[:8]}"
 
 
 def _run_local(sweep: Sweep, out: Path, writer: Any, ledger: Ledger, signals: StopSignals) -> None:
@@ -329,7 +319,6 @@ def _run_tune(
     extensions: int,
     samples: int,
     writer: Any,
-    display: Display,
 ) -> None:
     import ray
     from ray import tune
@@ -343,7 +332,7 @@ def _run_tune(
     with ray_session(address):
         cluster = ray.cluster_resources()
         plan: Plan = make_plan(sweep, cluster.get("CPU", 0), cluster.get("GPU", 0), strict=address is None)
-        display.concurrency = plan.concurrency
+        writer.display.concurrency = plan.concurrency
         storage = storage_root(sweep, out)
         name = experiment_name(state, extensions)
         r = sweep.file.resources

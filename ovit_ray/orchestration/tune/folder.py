@@ -59,7 +59,7 @@ class FolderLock:
         self.path = folder / LOCK_FILE
         self._fd: int | None = None
 
-    def acquire(self) -> FolderLock:
+    def __enter__(self) -> FolderLock:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by Ray's processes
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -75,18 +75,12 @@ class FolderLock:
         self._fd = fd
         return self
 
-    def release(self) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._fd is not None:
             with contextlib.suppress(OSError):
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
-
-    def __enter__(self) -> FolderLock:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
 
 
 def read_state(out: Path) -> dict[str, Any] | None:
@@ -138,13 +132,7 @@ def check_folder(out: Path, name: str, fingerprint: str, resume: bool) -> dict[s
             "folder": str(out),
         }
     if not resume:
-        status = (
-            "finished"
-            if state.get("finished")
-            else "interrupted"
-            if state.get("interrupted")
-            else "unfinished"
-        )
+        status = next((s for s in ("finished", "interrupted") if state.get(s)), "unfinished")
         raise FileExistsError(
             f"{out} already holds the {status} sweep {state['name']!r}; pass --resume to "
             "continue it (finished results are kept), or choose another --out"
@@ -321,21 +309,13 @@ def claim_place(storage: str, experiment: str, sweep_id: str, resume: bool) -> N
 def relocate(out: Path, state: dict[str, Any]) -> dict[str, Any]:
     """After a copy or move: rewrite the old folder's path inside the local MLflow store so new
     artifacts land here, never in the old folder. Returns the state with the new folder recorded."""
-    old = state.get("folder")
-    if old is None or old == str(out):
-        return {**state, "folder": str(out)}
-    db = out / MLFLOW_DB
-    if db.exists():
+    old, db = state.get("folder"), out / MLFLOW_DB
+    if old is not None and old != str(out) and db.exists():
         old_uri, new_uri = (Path(old) / ARTIFACTS).as_uri(), (out / ARTIFACTS).as_uri()
         with contextlib.closing(sqlite3.connect(db)) as conn, conn:
-            conn.execute(
-                "UPDATE experiments SET artifact_location = ? || substr(artifact_location, ?) "
-                "WHERE substr(artifact_location, 1, ?) = ?",
-                (new_uri, len(old_uri) + 1, len(old_uri), old_uri),
-            )
-            conn.execute(
-                "UPDATE runs SET artifact_uri = ? || substr(artifact_uri, ?) "
-                "WHERE substr(artifact_uri, 1, ?) = ?",
-                (new_uri, len(old_uri) + 1, len(old_uri), old_uri),
-            )
+            for table, column in (("experiments", "artifact_location"), ("runs", "artifact_uri")):
+                conn.execute(
+                    f"UPDATE {table} SET {column} = ? || substr({column}, ?) WHERE substr({column}, 1, ?) = ?",
+                    (new_uri, len(old_uri) + 1, len(old_uri), old_uri),
+                )
     return {**state, "folder": str(out)}

@@ -158,10 +158,8 @@ def sweep_trial(
         trial_id, f"{storage.rstrip('/')}/{experiment}/{trial_id}/{KEPT}", storage, custom, max_failures
     )
     kind.run(spec, host)
-    loop = dict(host.loop) or {
-        "cpu_hours": (time.perf_counter() - began) * trial_cpus / 3600,
-        "gpu_hours": 0.0,
-    }
+    spent = (time.perf_counter() - began) * trial_cpus / 3600
+    loop = dict(host.loop) or {"cpu_hours": spent, "gpu_hours": 0.0}
     tune.report({TRIAL_COMPLETE: 1, OVIT: {"done": loop}})
 
 

@@ -8,7 +8,6 @@ from `results.parquet` (`Ledger.load`). The searcher reads its objective from he
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,9 +29,6 @@ class TrialRecord:
     status: str = "running"
     cpus: float = 0.0  # what the trial holds while placed (allocated hours = held seconds x these)
     gpus: float = 0.0
-
-    def wall_seconds(self) -> float:
-        return self.held_seconds + (time.time() - self.started if self.started is not None else 0.0)
 
 
 class Ledger:
@@ -70,12 +66,9 @@ class Ledger:
         out: dict[str, Any] = {"targets_done": len(done)}
         if done:
             out["top1_final"], out["top1_mean"] = done[-1].top1, statistics.fmean(t.top1 for t in done)
-            vals = [t.val_top1 for t in done]
-            if None not in vals:
-                out["val_top1_final"], out["val_top1_mean"] = (
-                    vals[-1],
-                    statistics.fmean(v for v in vals if v is not None),
-                )
+            vals = [t.val_top1 for t in done if t.val_top1 is not None]
+            if len(vals) == len(done):
+                out["val_top1_final"], out["val_top1_mean"] = vals[-1], statistics.fmean(vals)
         trained = [t.epochs_trained for t in done if t.epochs_trained is not None]
         epochs = record.loop.get("epochs_total", record.epoch.get("epochs_done", max(trained, default=None)))
         out["epochs_total"] = None if epochs is None else int(epochs)

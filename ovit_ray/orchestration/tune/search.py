@@ -98,10 +98,8 @@ class StudySearcher(Searcher):
         seed: int,
         ledger: Callable[[str], Mapping[str, Any]] | None,
     ) -> None:
-        metrics, modes = [m for m, _ in objectives], [m for _, m in objectives]
-        super().__init__(
-            metric=metrics[0] if len(metrics) == 1 else None, mode=modes[0] if len(modes) == 1 else None
-        )
+        metric, mode = objectives[0] if len(objectives) == 1 else (None, None)
+        super().__init__(metric=metric, mode=mode)
         self.space = {k: optuna_distribution(d) for k, d in space.items()}
         self.objectives, self.storage_uri, self.study_name, self.seed = objectives, storage, study, seed
         self.ledger = ledger

@@ -20,7 +20,6 @@ from ovit_ray.orchestration.tune.ledger import Ledger
 __all__ = ["finish_sweep", "sweep_params", "sweep_totals"]
 
 log = logging.getLogger(__name__)
-HOURS = ("cpu_hours", "gpu_hours", "allocated_cpu_hours", "allocated_gpu_hours")
 
 
 def sweep_params(sweep: Sweep) -> dict[str, Any]:
@@ -51,22 +50,18 @@ def sweep_totals(
     totals: dict[str, float] = defaultdict(float)
     for trial_id, record in ledger.trials.items():
         totals[f"trials_{record.status}"] += 1
-        objectives = ledger.objectives(trial_id)
+        objectives, held = ledger.objectives(trial_id), record.held_seconds / 3600
         totals["epochs_total"] += objectives.get("epochs_total", 0)
-        cpus_gpus = {
+        hours = {
             "cpu_hours": objectives.get("cpu_hours", 0.0),
             "gpu_hours": objectives.get("gpu_hours", 0.0),
-        }
-        held = record.held_seconds / 3600
-        values = {
-            **cpus_gpus,
             "allocated_cpu_hours": held * record.cpus,
             "allocated_gpu_hours": held * record.gpus,
         }
-        for unit in HOURS:
-            totals[f"{unit}_total"] += values[unit]
+        for unit, value in hours.items():
+            totals[f"{unit}_total"] += value
             if group and specs and trial_id in specs:
-                totals[f"{unit}.{getattr(specs[trial_id], group)}"] += values[unit]
+                totals[f"{unit}.{getattr(specs[trial_id], group)}"] += value
     return dict(totals)
 
 
@@ -119,7 +114,7 @@ def best_per_target(out: Path) -> dict[float | None, dict[str, Any]]:
     return best
 
 
-def publish_best(tracker: Tracker, sweep: Sweep, out: Path) -> list[Path]:
+def publish_best(tracker: Tracker, sweep: Sweep, out: Path) -> None:
     """The best model of each target exported (`exported/<trial>-<target>.safetensors` and its card) and
     logged as an MLflow model in its trial's run, registered under `mlflow.register` when the file names
     one; a target already exported (a resumed sweep) is left as it is. A model that cannot be published is
@@ -127,11 +122,9 @@ def publish_best(tracker: Tracker, sweep: Sweep, out: Path) -> list[Path]:
     from ovit_ray.orchestration.train.export import export_model
     from ovit_ray.orchestration.train.publish import publish
 
-    written = []
     for target, row in best_per_target(out).items():
-        path = (
-            out / "exported" / f"{row['trial_id']}-{'final' if target is None else f'{target:g}'}.safetensors"
-        )
+        name = f"{row['trial_id']}-{'final' if target is None else f'{target:g}'}.safetensors"
+        path = out / "exported" / name
         if path.exists():
             continue
         try:
@@ -139,7 +132,5 @@ def publish_best(tracker: Tracker, sweep: Sweep, out: Path) -> list[Path]:
             run_id = tracker.find_run({"ovit.trial_id": row["trial_id"], "ovit.sweep": sweep.name})
             if run_id is not None:
                 publish(tracker, run_id, path, card, sweep.file.mlflow.register_name)
-            written.append(path)
         except (ValueError, OSError, RuntimeError) as err:
             log.warning("the best model at target %s was not published: %s", target, str(err)[:200])
-    return written

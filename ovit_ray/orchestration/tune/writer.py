@@ -13,7 +13,7 @@ early ends FINISHED, renamed `stopped: <name>` and tagged `ovit.status=stopped_e
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,12 @@ _MEASURED = (
     "speedup_throughput",
 )
 _STEPS = {"epoch", "epochs_done"}  # the step itself: as metrics they would only draw a diagonal
+
+
+def _numbers(values: Mapping[str, Any], skip: Container[str] = ()) -> dict[str, float]:
+    """The real numbers among `values` (a bool is not one) as floats, for MLflow; `skip`: keys left out."""
+    real = {k: v for k, v in values.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    return {k: float(v) for k, v in real.items() if k not in skip}
 
 
 def portable(location: str | None, out: Path) -> str | None:
@@ -116,13 +122,8 @@ class SweepWriter:
         if "epoch" in payload:
             metrics = payload["epoch"]
             record.epoch, record.epoch_reports = dict(metrics), record.epoch_reports + 1
-            numeric = {
-                k: float(v)
-                for k, v in metrics.items()
-                if isinstance(v, int | float) and not isinstance(v, bool) and k not in _STEPS
-            }
-            self.tracker.log_metrics(run, numeric, step=record.epoch_reports)
-            self.display.epoch(trial_id, int(metrics.get("epoch", 0)), None)
+            self.tracker.log_metrics(run, _numbers(metrics, _STEPS), step=record.epoch_reports)
+            self.display.epoch(trial_id, int(metrics.get("epoch", 0)))
         if payload.get("target"):
             self._target(trial_id, knobs, TargetResult.from_payload(payload["target"]))
         if payload.get("progress"):
@@ -152,11 +153,7 @@ class SweepWriter:
             name = self.kind.target_name
             series = {f"{k}_vs_{name}": getattr(result, k) for k in _SERIES if getattr(result, k) is not None}
             series |= {k: getattr(result, k) for k in _MEASURED if getattr(result, k) is not None}
-            series |= {  # the kind's own numbers (a transfer's source_top1), at the same step
-                k: float(v)
-                for k, v in extra.items()
-                if isinstance(v, int | float) and not isinstance(v, bool)
-            }
+            series |= _numbers(extra)  # the kind's own numbers (a transfer's source_top1), at the same step
             self.tracker.log_metrics(self._run(trial_id, knobs), series, step=round(100 * result.target))
         self.display.target(trial_id, result.target, result.top1, result.val_top1)
 
