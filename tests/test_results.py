@@ -1,9 +1,8 @@
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from rich.console import Console
 
-from ovit_ray.orchestration.results.parquet import append_rows, print_table, read_rows
+from ovit_ray.orchestration.results.parquet import append_rows, read_rows
 
 KEY = ["strategy", "target"]
 SCHEMA = pa.schema(
@@ -79,13 +78,3 @@ def test_bad_inputs_are_named(tmp_path):
         append_rows(path, [{"top1": 1}], [], SCHEMA)
     with pytest.raises(FileNotFoundError, match="r.parquet"):
         read_rows(path)
-
-
-def test_print_table_renders_rows():
-    console = Console(record=True, width=100)
-    rows = [{"target": 0.5, "top1": 0.812345, "note": None}, {"target": 0.9, "top1": 0.7}]
-    print_table(rows, ["target", "top1", "note"], "Sweep vs independent", console=console)
-    text = console.export_text()
-    assert "Sweep vs independent" in text and "top1" in text
-    assert "0.8123" in text and "0.812345" not in text
-    assert "-" in text.splitlines()[-2]  # None shown as a dash

@@ -194,6 +194,14 @@ class Sweep:
         except ValidationError as err:
             raise ValueError(one_line(err)) from None
 
+    def fixed_values(self) -> dict[str, Any]:
+        """The knob values every trial shares."""
+        return {k: d.fixed for k, d in self.knobs.items() if d.kind == "fixed"}
+
+    def first_values(self) -> dict[str, Any]:
+        """The first value of every knob: one trial standing for the sweep (checks, labels, target counts)."""
+        return {k: d.values_to_check()[0] for k, d in self.knobs.items()}
+
     @property
     def searched(self) -> list[str]:
         return [k for k, d in self.knobs.items() if d.kind != "fixed"]
@@ -214,7 +222,7 @@ class Sweep:
     def grid_points(self) -> list[dict[str, Any]]:
         """Every distinct run of the grid knobs (what a grid sweep runs), fixed knobs included, in grid
         order; combinations the kind says are the same run (`same_run`) appear once."""
-        fixed = {k: d.fixed for k, d in self.knobs.items() if d.kind == "fixed"}
+        fixed = self.fixed_values()
         grids = {k: d.grid or [] for k, d in self.knobs.items() if d.kind == "grid"}
         kind = self.experiment_kind()
         points: dict[str, dict[str, Any]] = {}
@@ -301,7 +309,7 @@ def _value_problems(sweep: Sweep) -> list[str]:
     """Knob values against the kind's spec: the base first (one line if it is wrong, not one per knob),
     then each value of each knob, then the extreme values of each pair of knobs together (an lr_min range
     reaching above an lr_max range), so no trial fails on a value the file allows."""
-    first = {k: d.values_to_check()[0] for k, d in sweep.knobs.items()}
+    first = sweep.first_values()
     try:
         sweep.spec(first)
     except ValueError as err:

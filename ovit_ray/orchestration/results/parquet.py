@@ -15,8 +15,6 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 from filelock import FileLock
-from rich.console import Console
-from rich.table import Table
 
 from ovit_ray.orchestration.common.atomic import write_atomic
 from ovit_ray.orchestration.results.schemas import file_kind
@@ -110,30 +108,3 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
     if not path.exists():
         raise FileNotFoundError(f"results file not found: {path}")
     return pq.read_table(path).to_pylist()
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def print_table(
-    rows: Sequence[Mapping[str, Any]],
-    columns: Sequence[str] | None = None,
-    title: str | None = None,
-    *,
-    console: Console | None = None,
-) -> None:
-    """Print ``rows`` as a Rich table (default columns: all, in first-seen order)."""
-    columns = list(columns) if columns is not None else list(dict.fromkeys(c for r in rows for c in r))
-    table = Table(title=title)
-    for c in columns:
-        table.add_column(
-            c, justify="right" if any(isinstance(r.get(c), int | float) for r in rows) else "left"
-        )
-    for r in rows:
-        table.add_row(*(_cell(r.get(c)) for c in columns))
-    (console or Console()).print(table)

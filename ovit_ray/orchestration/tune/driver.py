@@ -235,9 +235,7 @@ def _run(
             title=f"{sweep.name} ({sweep.kind}, search {sweep.file.search.algorithm})",
             total=sweep.max_trials if not extensions else samples,
             objective=(metric.metric, metric.mode),
-            targets=len(
-                kind.targets(sweep.spec({k: d.values_to_check()[0] for k, d in sweep.knobs.items()}))
-            ),
+            targets=len(kind.targets(sweep.spec(sweep.first_values()))),
             target_name=kind.target_name,
             log=log,
             console=console,

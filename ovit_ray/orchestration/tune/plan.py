@@ -51,7 +51,7 @@ def make_plan(sweep: Sweep, cpus: float, gpus: float, *, strict: bool = True) ->
             f"and {gpus:g} GPU"
         )
     cap = [sweep.file.search.max_concurrent_trials or fits, fits, sweep.max_trials]
-    fixed = {k: d.fixed for k, d in sweep.knobs.items() if d.kind == "fixed"}
+    fixed = sweep.fixed_values()
     varying = {k: d for k, d in sweep.knobs.items() if d.kind != "fixed"}
     return Plan(sweep, fixed, varying, trial_cpus, trial_gpus, max(1, min(cap)))
 

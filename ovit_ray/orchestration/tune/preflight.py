@@ -73,7 +73,7 @@ def preflight_problems(sweep: Sweep) -> list[str]:
     if problems:
         return problems
     kind = sweep.experiment_kind()
-    first = {k: d.values_to_check()[0] for k, d in sweep.knobs.items()}
+    first = sweep.first_values()
     points = sweep.grid_points()[:MAX_CHECKED_POINTS]
     specs = [{**first, **point} for point in points]
     for name, dist in sweep.knobs.items():

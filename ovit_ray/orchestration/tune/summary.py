@@ -24,8 +24,7 @@ log = logging.getLogger(__name__)
 
 def sweep_params(sweep: Sweep) -> dict[str, Any]:
     """Parent-run params: the kind, the search, and every value fixed for all trials that applies (no null)."""
-    fixed = {k: d.fixed for k, d in sweep.knobs.items() if d.kind == "fixed"}
-    spec = sweep.spec({**fixed, **{k: d.values_to_check()[0] for k, d in sweep.knobs.items()}})
+    spec = sweep.spec(sweep.first_values())  # a fixed knob's first value is its value
     applied = {k: v for k, v in spec.applied().items() if k not in sweep.searched}
     search = sweep.file.search
     return {
