@@ -24,8 +24,8 @@ from typing import Any
 import results_file as results
 from sweep_runs import Row, parse_with_quick, results_folder, run_folder
 
-from ovit_ray.orchestration.results.parquet import print_table
 from ovit_ray.orchestration.results.stats import pairwise_table, summarize
+from ovit_ray.orchestration.results.table import plain_table
 
 GROUP = ["strategy", "method", "block_size"]
 QUICK = {"targets": [0.9, 0.95], "seeds": [0], "max_steps": 2, "num_grads": 16}
@@ -91,8 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for (s, m, b, t), v in sorted(groups.items())
     ]
     pairs = pairwise_table(rows, GROUP)
-    print_table(summary, title="mean ± std over seeds")
-    print_table(pairs, title="test top-1 a - b (pp), Welch 95% CI, * = excludes 0")
+    print(plain_table(summary, "mean ± std over seeds"))
+    print(plain_table(pairs, "test top-1 a - b (pp), Welch 95% CI, * = excludes 0"))
     knob = ablated(args)
     results.write_results(
         f"regime_{knob}",

@@ -25,8 +25,8 @@ import results_file as results
 from sweep_runs import Row, parse_with_quick, results_folder, run_folder
 
 from ovit_ray.orchestration.common.yaml_files import read_yaml_mapping
-from ovit_ray.orchestration.results.parquet import print_table
 from ovit_ray.orchestration.results.stats import pairwise_table, summarize
+from ovit_ray.orchestration.results.table import plain_table
 
 FILES = ["sweeps/ablation_transfer.yaml", "sweeps/ablation_transfer_lfw.yaml"]
 QUICK = {
@@ -112,8 +112,8 @@ def summary(rows: Sequence[Row], quick: bool, out: Path) -> None:
         for k, v in sorted(groups.items())
     ]
     pairs = pairwise_table(points, ["source_method"], within="point")
-    print_table(summary_rows, title="transfer: mean ± std over seeds")
-    print_table(pairs, title="transfer test top-1 a - b (pp), Welch 95% CI, * = excludes 0")
+    print(plain_table(summary_rows, "transfer: mean ± std over seeds"))
+    print(plain_table(pairs, "transfer test top-1 a - b (pp), Welch 95% CI, * = excludes 0"))
     results.write_results(
         "transfer",
         title="Transfer of pruned models",

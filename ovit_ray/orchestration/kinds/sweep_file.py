@@ -39,11 +39,11 @@ from ovit_ray.orchestration.kinds._registry import get_kind, kind_names
 from ovit_ray.orchestration.kinds.base import ExperimentKind
 from ovit_ray.orchestration.specs.search_space import Dist, load_space, spaces_dir
 from ovit_ray.orchestration.specs.validation import Strict, one_line, report_problems, validate_file
+from ovit_ray.training.spec import MAX_SEED
 
 __all__ = ["OBJECTIVES", "Sweep", "SweepFile", "load_sweep", "sweep_from"]
 
 MAX_TRIALS = 100_000  # trials one sweep may start (grid points x samples)
-MAX_SEED = 2**32 - 1
 # Objectives every kind's trial reports (val_* select on validation; top1_* are the held-out test values,
 # kept for comparison, selecting on them leaks the test split into the search).
 OBJECTIVES = (

@@ -238,6 +238,8 @@ def render_text(table: TrialTable, width: int | None = 80, keep: int = 2) -> str
 def plain_table(rows: Sequence[Mapping[str, Any]], title: str, width: int | None = 80) -> str:
     """Any list of rows as aligned text that fits `width` (whole columns wrapped into blocks, the first
     repeated), the way the trials table is: no cell is cut."""
+    if not rows:  # no columns to show either (a comparison with one seed has no pairs)
+        return f"{title}\n(none)\n"
     keys = list(dict.fromkeys(k for r in rows for k in r))
     numeric = {k: all(isinstance(r.get(k), int | float) for r in rows if r.get(k) is not None) for k in keys}
     columns = [Column(k, k, numeric[k]) for k in keys]

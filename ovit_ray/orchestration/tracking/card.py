@@ -21,11 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from torch import nn
 
 from ovit_ray.orchestration.common.yaml_files import clip_line, short_repr
+from ovit_ray.training.spec import MAX_SEED
 
 MAX_CARD_BYTES = 10 << 20  # a card is a few KB; anything this big is not one
 MAX_BLOCKS = 1024  # `depth` and per-block lists: timm's deepest ViT has 48 blocks
 MAX_INT = 1 << 16  # every other integer of the architecture: widths, image size, classes, patch size
-MAX_SPLIT_SEED = 2**32 - 1  # a run's seeds (`training.spec.MAX_SEED`): a card from a run has no larger one
 # timm kwargs a model divides by or sizes tensors with: 0 is a ZeroDivisionError or an empty model inside timm
 POSITIVE_KWARGS = ("num_classes", "embed_dim", "num_heads", "patch_size", "img_size")
 # timm.create_model kwargs that fetch or read weights and files, or change what the model returns
@@ -94,7 +94,7 @@ class ModelCard(BaseModel):
     model: str
     dataset: str
     data_root: str | None = None
-    split_seed: int = Field(0, ge=0, le=MAX_SPLIT_SEED)
+    split_seed: int = Field(0, ge=0, le=MAX_SEED)  # a card from a run has no larger seed
     prunable_params: list[str] = Field(default_factory=list)
     top1: float = Field(ge=0, le=1)
     val_top1: float | None = Field(None, ge=0, le=1)

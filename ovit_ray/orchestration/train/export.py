@@ -22,7 +22,6 @@ it. `evaluate_exported` measures a `.safetensors`, `.onnx` or `.pt2` file's test
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import tempfile
@@ -96,10 +95,10 @@ def earlier_export(out: Path, folder: SourceFolder, row: Mapping[str, Any]) -> d
     if not (out.is_file() and card_path(out).is_file()):
         return None
     try:
-        card = json.loads(card_path(out).read_text())
-    except (OSError, ValueError, RecursionError):
+        card = read_card(card_path(out)).model_dump(exclude_unset=True)
+    except (OSError, ValueError):  # not a card `export` wrote: the new files must not go beside it
         return None
-    source = card.get("source") if isinstance(card, dict) else None
+    source = card.get("source")
     same = (
         isinstance(source, dict)
         and isinstance(card.get("files"), dict)

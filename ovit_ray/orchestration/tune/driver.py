@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -53,6 +53,9 @@ from ovit_ray.orchestration.tune.folder import (
 from ovit_ray.orchestration.tune.ledger import Ledger
 from ovit_ray.orchestration.tune.plan import DRIVER_CPU, Plan, make_plan, storage_root
 from ovit_ray.orchestration.tune.preflight import check_sweep
+
+if TYPE_CHECKING:
+    from ovit_ray.orchestration.tune.writer import SweepWriter
 
 __all__ = ["Outcome", "run_sweep"]
 
@@ -257,7 +260,7 @@ def _run(
         try:
             with display, show_warnings(display):
                 if sweep.file.resources.local:
-                    _run_local(sweep, out, writer, ledger, signals)
+                    _run_local(sweep, out, writer, signals)
                 else:
                     _run_tune(sweep, out, state, signals, address, resuming, extensions, samples, writer)
                 totals, best, plots = finish_sweep(tracker, parent, sweep, out, ledger, writer.specs)
@@ -277,7 +280,7 @@ def _trial_id(point: Mapping[str, Any]) -> str:
     return f"local-{digest[:8]}"
 
 
-def _run_local(sweep: Sweep, out: Path, writer: Any, ledger: Ledger, signals: StopSignals) -> None:
+def _run_local(sweep: Sweep, out: Path, writer: SweepWriter, signals: StopSignals) -> None:
     """Every grid point, one after another, in this process (`resources.local`). A stop signal while a
     trial's end is written waits for it (a trial whose row said finished kept a RUNNING MLflow run)."""
     from ovit_ray.orchestration.tune.hosts import LocalHost
@@ -285,7 +288,7 @@ def _run_local(sweep: Sweep, out: Path, writer: Any, ledger: Ledger, signals: St
     kind = sweep.experiment_kind()
     for point in sweep.grid_points():
         trial_id = _trial_id(point)
-        if ledger[trial_id].status in ENDED_STATUSES:
+        if writer.ledger[trial_id].status in ENDED_STATUSES:
             continue
         began, clock = time.time(), time.perf_counter()
         writer.started(trial_id, point, began)
@@ -316,7 +319,7 @@ def _run_tune(
     resuming: bool,
     extensions: int,
     samples: int,
-    writer: Any,
+    writer: SweepWriter,
 ) -> None:
     import ray
     from ray import tune

@@ -246,9 +246,9 @@ def check_place(storage: str, experiment: str, sweep_id: str, resume: bool) -> b
             raise FileExistsError(f"storage: {place} already holds {whose}; choose another storage or --out")
         if resume:
             _check_tune_state(filesystem, place)
+    except FileExistsError:
+        raise
     except (pa.ArrowException, OSError) as err:
-        if isinstance(err, FileExistsError):
-            raise
         raise ValueError(f"storage: cannot read {place} ({' '.join(str(err).split())[:200]})") from None
     return True
 

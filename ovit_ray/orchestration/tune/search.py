@@ -54,7 +54,7 @@ def optuna_distribution(dist: Dist) -> optuna.distributions.BaseDistribution:
     raise ValueError(f"{dist.kind} is not sampled by Optuna")
 
 
-def tune_domain(dist: Any) -> Any:
+def tune_domain(dist: Dist) -> Any:
     """Tune's search domain of a knob (a `Dist`; grid/random search without Optuna)."""
     from ray import tune
 
@@ -66,7 +66,9 @@ def tune_domain(dist: Any) -> Any:
         return tune.randint(dist.randint[0], dist.randint[1] + 1)
     if dist.choice is not None:
         return tune.choice(dist.choice)
-    return tune.grid_search(dist.grid)
+    if dist.grid is not None:
+        return tune.grid_search(dist.grid)
+    raise ValueError(f"{dist.kind} is not searched by Tune")  # a fixed value is set, not searched
 
 
 def make_scheduler(sweep: Sweep) -> Any:
